@@ -1,0 +1,194 @@
+//! Affine steps between nonlinearities: how a region's affine map is carried through
+//! linear, conv, batch-norm, pooling and flatten layers.
+//!
+//! A region's map on a 2D slice is three vectors (`∂/∂s`, `∂/∂t`, value at the origin), so an
+//! affine step is applied to three vectors per region, batched over many regions into one
+//! matrix product. Consecutive affine layers are composed into one dense matrix when that
+//! matrix is small (every MLP, small CNNs); otherwise they are applied layer by layer, never as
+//! a dense matrix.
+
+use crate::network::Layer;
+
+/// Largest composed matrix (entries) built for a chain of affine layers: 32 MB of f64.
+const MAX_DENSE_ENTRIES: usize = 4 << 20;
+
+/// One affine step: `y = L(x) + bias`.
+pub(crate) enum AffineStep {
+    /// A dense matrix, row-major `n_out × n_in`, plus its transpose for column access.
+    Dense {
+        w: Vec<f64>,
+        wt: Vec<f64>,
+        bias: Vec<f64>,
+        n_in: usize,
+        n_out: usize,
+    },
+    /// Layers applied one after another (possibly none: the identity).
+    Layers {
+        layers: Vec<Layer>,
+        bias: Vec<f64>,
+        n_in: usize,
+        n_out: usize,
+    },
+}
+
+impl AffineStep {
+    /// Builds the step for a chain of affine layers consuming `n_in` features.
+    pub(crate) fn new(chain: Vec<Layer>, n_in: usize) -> Self {
+        let n_out = chain.last().map_or(n_in, |l| l.output.numel());
+        // Bias of the whole chain: the chain applied to zero.
+        let mut bias = vec![0.0; n_in];
+        for l in &chain {
+            let mut next = vec![0.0; l.output.numel()];
+            l.apply(&bias, &mut next);
+            bias = next;
+        }
+        if let [single] = chain.as_slice() {
+            if let crate::network::LayerKind::Linear { weight, .. } = &single.kind {
+                return Self::dense(weight.clone(), bias, n_in, n_out);
+            }
+        }
+        let has_matrix = chain.iter().any(|l| {
+            matches!(
+                l.kind,
+                crate::network::LayerKind::Linear { .. } | crate::network::LayerKind::Conv2d { .. }
+            )
+        });
+        if has_matrix && n_in.saturating_mul(n_out) <= MAX_DENSE_ENTRIES {
+            // Compose the chain's linear part column by column.
+            let mut w = vec![0.0; n_out * n_in];
+            let mut e = vec![0.0; n_in];
+            for j in 0..n_in {
+                e[j] = 1.0;
+                let col = apply_chain_linear(&chain, &e);
+                e[j] = 0.0;
+                for (i, v) in col.into_iter().enumerate() {
+                    w[i * n_in + j] = v;
+                }
+            }
+            return Self::dense(w, bias, n_in, n_out);
+        }
+        AffineStep::Layers {
+            layers: chain,
+            bias,
+            n_in,
+            n_out,
+        }
+    }
+
+    fn dense(w: Vec<f64>, bias: Vec<f64>, n_in: usize, n_out: usize) -> Self {
+        let mut wt = vec![0.0; n_in * n_out];
+        for i in 0..n_out {
+            for j in 0..n_in {
+                wt[j * n_out + i] = w[i * n_in + j];
+            }
+        }
+        AffineStep::Dense {
+            w,
+            wt,
+            bias,
+            n_in,
+            n_out,
+        }
+    }
+
+    pub(crate) fn n_in(&self) -> usize {
+        match self {
+            AffineStep::Dense { n_in, .. } | AffineStep::Layers { n_in, .. } => *n_in,
+        }
+    }
+
+    pub(crate) fn n_out(&self) -> usize {
+        match self {
+            AffineStep::Dense { n_out, .. } | AffineStep::Layers { n_out, .. } => *n_out,
+        }
+    }
+
+    /// True when single-unit changes can be applied as rank-1 updates of the output map.
+    pub(crate) fn has_columns(&self) -> bool {
+        matches!(self, AffineStep::Dense { .. })
+    }
+
+    /// Maps `m` region maps (each `[∂s; ∂t; value]`, `3 × n_in`, contiguous) to `3 × n_out` each.
+    /// The bias is added to the value rows only.
+    pub(crate) fn apply_maps(&self, input: &[f64], m: usize) -> Vec<f64> {
+        let (n_in, n_out) = (self.n_in(), self.n_out());
+        debug_assert_eq!(input.len(), 3 * m * n_in);
+        let mut out = vec![0.0; 3 * m * n_out];
+        match self {
+            AffineStep::Dense { w, .. } => {
+                let rows = 3 * m;
+                if rows > 0 && n_in > 0 && n_out > 0 {
+                    // SAFETY: the slices hold rows×n_in, n_out×n_in and rows×n_out elements,
+                    // matching the dimensions and strides passed.
+                    unsafe {
+                        matrixmultiply::dgemm(
+                            rows,
+                            n_in,
+                            n_out,
+                            1.0,
+                            input.as_ptr(),
+                            n_in as isize,
+                            1,
+                            w.as_ptr(),
+                            1,
+                            n_in as isize,
+                            0.0,
+                            out.as_mut_ptr(),
+                            n_out as isize,
+                            1,
+                        );
+                    }
+                }
+            }
+            AffineStep::Layers { layers, .. } => {
+                for (x, y) in input
+                    .chunks_exact(n_in.max(1))
+                    .zip(out.chunks_exact_mut(n_out.max(1)))
+                {
+                    y.copy_from_slice(&apply_chain_linear(layers, x));
+                }
+            }
+        }
+        let bias = self.bias();
+        for map in out.chunks_exact_mut(3 * n_out) {
+            for (v, b) in map[2 * n_out..].iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+        out
+    }
+
+    /// The chain's output at zero input.
+    pub(crate) fn bias(&self) -> &[f64] {
+        match self {
+            AffineStep::Dense { bias, .. } | AffineStep::Layers { bias, .. } => bias,
+        }
+    }
+
+    /// Adds `column(j) ⊗ coef` to an output map (`3 × n_out`): the effect on the output of
+    /// adding `coef` to input unit `j`'s map. Only for [`AffineStep::Dense`].
+    #[inline]
+    pub(crate) fn add_column(&self, j: usize, coef: [f64; 3], map: &mut [f64]) {
+        let AffineStep::Dense { wt, n_out, .. } = self else {
+            unreachable!("add_column needs a dense step")
+        };
+        let col = &wt[j * n_out..(j + 1) * n_out];
+        for (r, &c) in coef.iter().enumerate() {
+            if c != 0.0 {
+                for (m, w) in map[r * n_out..(r + 1) * n_out].iter_mut().zip(col) {
+                    *m += c * w;
+                }
+            }
+        }
+    }
+}
+
+fn apply_chain_linear(chain: &[Layer], x: &[f64]) -> Vec<f64> {
+    let mut cur = x.to_vec();
+    for l in chain {
+        let mut next = vec![0.0; l.output.numel()];
+        l.apply_linear(&cur, &mut next);
+        cur = next;
+    }
+    cur
+}

@@ -1,0 +1,689 @@
+//! The partition engine: carries regions of a 2D slice through the network, splitting them at
+//! every nonlinearity, depth-first in bounded batches.
+//!
+//! # Data flow
+//!
+//! The network is lowered to a [`Plan`]: an affine step to the first nonlinearity, then stages of
+//! (nonlinearity, affine step to the next one or to the output). A *cell* is a convex polygon in
+//! normalised slice coordinates with the affine map (`3 × n`: `∂/∂s`, `∂/∂t`, value) of the
+//! pre-activations of the stage it is about to enter.
+//!
+//! For a batch of at most [`BATCH`] cells of one stage:
+//! 1. each cell is classified against every unit (`pwl::classify`, `maxgroup`): units whose
+//!    breakpoint lines miss the cell cost one sign test and fix their piece; the others become
+//!    *splitters*;
+//! 2. the fixed part of every cell's next map is computed for the whole batch as one matrix
+//!    product (`AffineStep::apply_maps`);
+//! 3. each cell is split by its splitters recursively; every split updates the next map of one
+//!    side by a rank-1 term (a column of the next layer times the unit's map), so a child costs
+//!    `O(n_next)` per split instead of a full product;
+//! 4. children go to a sink that, whenever it holds `BATCH` cells, runs the next stage on them.
+//!
+//! Memory is therefore bounded by depth × batch × width, independent of the region count
+//! (unless the caller asks to keep the regions). Large split trees fork with `rayon::join`;
+//! every fork owns its sink, so the result is identical for any thread count.
+
+pub(crate) mod affine;
+mod maxgroup;
+mod pwl;
+
+use crate::geometry::polygon::{ConvexPolygon, Split};
+use crate::geometry::predicates::positive_area;
+use crate::network::{HingeForm, LayerKind, Network};
+use crate::slice::Plane;
+use affine::AffineStep;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Cells processed together in one matrix product.
+pub const BATCH: usize = 128;
+/// Forks per split tree are limited to this depth (2^depth tasks at most per cell).
+const MAX_FORK_DEPTH: u32 = 7;
+/// A split tree forks only while at least this many splitters remain.
+const MIN_FORK_SPLITTERS: usize = 12;
+
+/// Why the engine stopped without a result.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// More regions than the caller's limit.
+    #[error("more than {limit} regions: stopped (raise --max-regions to go on)")]
+    TooManyRegions {
+        /// The limit.
+        limit: u64,
+    },
+    /// The thread pool could not be created.
+    #[error("cannot start {threads} worker threads: {message}")]
+    Threads {
+        /// Requested threads.
+        threads: usize,
+        /// The OS message.
+        message: String,
+    },
+}
+
+/// Engine options.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// Stop with [`EngineError::TooManyRegions`] beyond this many regions.
+    pub max_regions: Option<u64>,
+    /// Keep every region's polygon, pattern and map (otherwise only counts are kept).
+    pub keep_regions: bool,
+    /// Collect region corners to count distinct vertices.
+    pub count_vertices: bool,
+    /// Incremented with the number of finished regions as they are produced.
+    pub progress: Option<Arc<AtomicU64>>,
+}
+
+/// An activation pattern: one bit per hinge of every elementwise unit, and the winning
+/// position (in `ceil(log2(group size))` bits) of every max group, over all layers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Pattern(pub Vec<u64>);
+
+impl Pattern {
+    fn zeros(bits: usize) -> Self {
+        Pattern(vec![0; bits.div_ceil(64)])
+    }
+
+    #[inline]
+    fn set_bit(&mut self, bit: usize) {
+        self.0[bit / 64] |= 1 << (bit % 64);
+    }
+
+    #[inline]
+    fn set_bits(&mut self, offset: usize, width: usize, value: u64) {
+        for k in 0..width {
+            if value >> k & 1 == 1 {
+                self.set_bit(offset + k);
+            }
+        }
+    }
+
+    /// Bit `bit` of the pattern.
+    pub fn bit(&self, bit: usize) -> bool {
+        self.0
+            .get(bit / 64)
+            .is_some_and(|w| w >> (bit % 64) & 1 == 1)
+    }
+
+    /// Compact hexadecimal id (little-endian words, trailing zero words trimmed).
+    pub fn to_hex(&self) -> String {
+        let mut words = self.0.as_slice();
+        while let [rest @ .., 0] = words {
+            words = rest;
+        }
+        if words.is_empty() {
+            return "0".into();
+        }
+        words
+            .iter()
+            .map(|w| format!("{w:016x}"))
+            .collect::<Vec<_>>()
+            .join("")
+    }
+}
+
+/// A unit (or group) whose breakpoint crosses a cell.
+#[derive(Clone, Debug)]
+pub(crate) enum Splitter {
+    /// Hinge `bp` of unit `unit`; above it the unit's slope grows by `da`.
+    Hinge {
+        unit: u32,
+        bp: f64,
+        da: f64,
+        bit: u32,
+    },
+    /// Max group `group` whose candidates `(unit, position)` can each win somewhere.
+    Max { group: u32, cands: Vec<(u32, u8)> },
+}
+
+/// The nonlinearity of a stage.
+pub(crate) enum Nonlinearity {
+    Pwl { forms: Vec<HingeForm>, slots: usize },
+    Max { groups: Vec<Vec<u32>>, bits: usize },
+}
+
+/// A nonlinearity and the affine step after it.
+pub(crate) struct Stage {
+    /// Index of the nonlinear layer in the network.
+    pub layer: usize,
+    nonlin: Nonlinearity,
+    /// Units entering the nonlinearity.
+    n_in: usize,
+    /// First pattern bit of this stage.
+    bit_offset: usize,
+    next: AffineStep,
+}
+
+/// The network lowered for the engine.
+pub(crate) struct Plan {
+    first: AffineStep,
+    pub stages: Vec<Stage>,
+    pattern_bits: usize,
+}
+
+impl Plan {
+    pub(crate) fn new(net: &Network) -> Self {
+        let mut chain = Vec::new();
+        let mut first = None;
+        let mut pending: Option<(usize, Nonlinearity, usize)> = None;
+        let mut stages = Vec::new();
+        let mut bit_offset = 0;
+        let mut width = net.input_shape.numel();
+        let mut chain_in = width;
+        for (index, layer) in net.layers.iter().enumerate() {
+            if layer.is_affine() {
+                chain.push(layer.clone());
+                width = layer.output.numel();
+                continue;
+            }
+            let step = AffineStep::new(std::mem::take(&mut chain), chain_in);
+            match pending.take() {
+                None => first = Some(step),
+                Some((layer, nonlin, n_in)) => {
+                    let bits = stage_bits(&nonlin, n_in);
+                    stages.push(Stage {
+                        layer,
+                        nonlin,
+                        n_in,
+                        bit_offset,
+                        next: step,
+                    });
+                    bit_offset += bits;
+                }
+            }
+            let n_in = layer.input.numel();
+            let nonlin = match &layer.kind {
+                LayerKind::Activation(act) => {
+                    let per = layer.input.per_channel();
+                    Nonlinearity::Pwl {
+                        forms: (0..n_in).map(|i| act.hinge_form(i / per)).collect(),
+                        slots: act.hinge_slots(),
+                    }
+                }
+                _ => {
+                    let groups = layer.max_groups();
+                    let largest = groups.iter().map(Vec::len).max().unwrap_or(1);
+                    let bits = (usize::BITS - (largest.max(2) - 1).leading_zeros()) as usize;
+                    Nonlinearity::Max { groups, bits }
+                }
+            };
+            pending = Some((index, nonlin, n_in));
+            width = layer.output.numel();
+            chain_in = width;
+        }
+        let step = AffineStep::new(chain, chain_in);
+        match pending {
+            None => first = Some(step),
+            Some((layer, nonlin, n_in)) => {
+                let bits = stage_bits(&nonlin, n_in);
+                stages.push(Stage {
+                    layer,
+                    nonlin,
+                    n_in,
+                    bit_offset,
+                    next: step,
+                });
+                bit_offset += bits;
+            }
+        }
+        let _ = width;
+        Plan {
+            first: first.expect("the first affine step is always built"),
+            stages,
+            pattern_bits: bit_offset,
+        }
+    }
+}
+
+fn stage_bits(nonlin: &Nonlinearity, n_in: usize) -> usize {
+    match nonlin {
+        Nonlinearity::Pwl { slots, .. } => slots * n_in,
+        Nonlinearity::Max { groups, bits } => bits * groups.len(),
+    }
+}
+
+/// A region as the engine emits it, in normalised coordinates.
+pub(crate) struct RawRegion {
+    pub poly: ConvexPolygon,
+    /// Output map, `3 × n_out`: `∂/∂s`, `∂/∂t`, value at `(0, 0)`.
+    pub map: Vec<f64>,
+    pub pattern: Pattern,
+}
+
+/// What a run produced.
+#[derive(Default)]
+pub(crate) struct RawOutput {
+    pub regions: Vec<RawRegion>,
+    /// Cells after each stage.
+    pub per_stage: Vec<u64>,
+    /// Final region count.
+    pub count: u64,
+    /// Sum of final areas (normalised coordinates).
+    pub area_sum: f64,
+    /// Corners of every final region (when counting vertices).
+    pub corners: Vec<[f64; 2]>,
+    /// Pieces dropped for having no positive area (the policy guarantees none).
+    pub dropped: u64,
+}
+
+impl RawOutput {
+    fn merge(&mut self, other: RawOutput) {
+        self.regions.extend(other.regions);
+        for (a, b) in self.per_stage.iter_mut().zip(&other.per_stage) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.area_sum += other.area_sum;
+        self.corners.extend(other.corners);
+        self.dropped += other.dropped;
+    }
+}
+
+struct Ctx<'a> {
+    plan: &'a Plan,
+    opts: &'a Options,
+    produced: AtomicU64,
+    abort: AtomicBool,
+}
+
+impl Ctx<'_> {
+    fn empty(&self) -> RawOutput {
+        RawOutput {
+            per_stage: vec![0; self.plan.stages.len()],
+            ..Default::default()
+        }
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+}
+
+/// A cell entering a stage.
+struct Cell {
+    poly: ConvexPolygon,
+    map: Vec<f64>,
+    pattern: Pattern,
+}
+
+/// Collects the children of one stage and runs the next stage on full batches.
+struct Sink {
+    stage: usize,
+    buf: Vec<Cell>,
+    out: RawOutput,
+}
+
+impl Sink {
+    fn new(ctx: &Ctx<'_>, stage: usize) -> Self {
+        Sink {
+            stage,
+            buf: Vec::with_capacity(BATCH),
+            out: ctx.empty(),
+        }
+    }
+
+    fn push(&mut self, ctx: &Ctx<'_>, cell: Cell) {
+        self.out.per_stage[self.stage] += 1;
+        self.buf.push(cell);
+        if self.buf.len() >= BATCH {
+            self.flush(ctx);
+        }
+    }
+
+    fn flush(&mut self, ctx: &Ctx<'_>) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let mut cells = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH));
+        let stage = &ctx.plan.stages[self.stage];
+        if !stage.next.has_columns() {
+            // Children carry post-activation maps: apply the affine step to the whole batch.
+            let n = stage.next.n_in();
+            let mut input = Vec::with_capacity(3 * n * cells.len());
+            for c in &cells {
+                input.extend_from_slice(&c.map);
+            }
+            let out = stage.next.apply_maps(&input, cells.len());
+            let m = 3 * stage.next.n_out();
+            for (c, map) in cells.iter_mut().zip(out.chunks_exact(m.max(1))) {
+                c.map = map.to_vec();
+            }
+        }
+        if self.stage + 1 < ctx.plan.stages.len() {
+            process_batch(ctx, self.stage + 1, cells, &mut self.out);
+        } else {
+            for c in cells {
+                emit(ctx, c, &mut self.out);
+            }
+        }
+    }
+
+    fn finish(mut self, ctx: &Ctx<'_>) -> RawOutput {
+        self.flush(ctx);
+        self.out
+    }
+}
+
+fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
+    if ctx.aborted() {
+        return;
+    }
+    let area = cell.poly.area();
+    if !positive_area(area, 2.0) {
+        out.dropped += 1;
+        return;
+    }
+    let total = ctx.produced.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(limit) = ctx.opts.max_regions {
+        if total > limit {
+            ctx.abort.store(true, Ordering::Relaxed);
+            return;
+        }
+    }
+    if let Some(p) = &ctx.opts.progress {
+        p.fetch_add(1, Ordering::Relaxed);
+    }
+    out.count += 1;
+    out.area_sum += area;
+    if ctx.opts.count_vertices {
+        out.corners.extend_from_slice(&cell.poly.pts);
+    }
+    if ctx.opts.keep_regions {
+        out.regions.push(RawRegion {
+            poly: cell.poly,
+            map: cell.map,
+            pattern: cell.pattern,
+        });
+    }
+}
+
+/// Runs stage `s` on a batch of cells, appending everything downstream to `out`.
+fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput) {
+    if ctx.aborted() {
+        return;
+    }
+    let stage = &ctx.plan.stages[s];
+    let mut classified = Vec::with_capacity(cells.len());
+    let mut fixed = Vec::with_capacity(cells.len() * 3 * stage.next.n_in());
+    for cell in &cells {
+        let mut pattern = cell.pattern.clone();
+        let mut splitters = Vec::new();
+        let h = match &stage.nonlin {
+            Nonlinearity::Pwl { forms, slots } => pwl::classify(
+                forms,
+                *slots,
+                stage.bit_offset,
+                &cell.poly,
+                &cell.map,
+                &mut pattern,
+                &mut splitters,
+            ),
+            Nonlinearity::Max { groups, bits } => classify_max(
+                groups,
+                *bits,
+                stage.bit_offset,
+                stage.n_in,
+                cell,
+                &mut pattern,
+                &mut splitters,
+            ),
+        };
+        fixed.extend_from_slice(&h);
+        classified.push((pattern, splitters));
+    }
+    let width = if stage.next.has_columns() {
+        3 * stage.next.n_out()
+    } else {
+        3 * stage.next.n_in()
+    };
+    let bases = if stage.next.has_columns() {
+        stage.next.apply_maps(&fixed, cells.len())
+    } else {
+        fixed
+    };
+    let mut sink = Sink::new(ctx, s);
+    for ((cell, (pattern, splitters)), base) in cells
+        .into_iter()
+        .zip(classified)
+        .zip(bases.chunks_exact(width.max(1)))
+    {
+        let branch = Branch {
+            poly: cell.poly,
+            map: base.to_vec(),
+            pattern,
+        };
+        split_rec(ctx, stage, &cell.map, branch, &splitters, &mut sink, 0);
+    }
+    out.merge(sink.finish(ctx));
+}
+
+fn classify_max(
+    groups: &[Vec<u32>],
+    bits: usize,
+    bit_offset: usize,
+    n: usize,
+    cell: &Cell,
+    pattern: &mut Pattern,
+    splitters: &mut Vec<Splitter>,
+) -> Vec<f64> {
+    let g_count = groups.len();
+    let z = &cell.map;
+    let mut h = vec![0.0; 3 * g_count];
+    let mut cands = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        cands.clear();
+        cands.extend(group.iter().enumerate().map(|(pos, &u)| (u, pos as u8)));
+        let alive = maxgroup::undominated(&cell.poly, z, n, &cands);
+        if let [(u, pos)] = alive[..] {
+            let u = u as usize;
+            h[g] = z[u];
+            h[g_count + g] = z[n + u];
+            h[2 * g_count + g] = z[2 * n + u];
+            pattern.set_bits(bit_offset + g * bits, bits, pos as u64);
+        } else {
+            splitters.push(Splitter::Max {
+                group: g as u32,
+                cands: alive,
+            });
+        }
+    }
+    h
+}
+
+/// A piece of a cell on its way through the cell's splitters.
+struct Branch {
+    poly: ConvexPolygon,
+    /// Next map (dense steps) or post-activation map (layer-by-layer steps).
+    map: Vec<f64>,
+    pattern: Pattern,
+}
+
+impl Branch {
+    /// Records that the unit (or group) `unit` of this stage adds `coef` on this branch.
+    #[inline]
+    fn add(&mut self, stage: &Stage, unit: usize, coef: [f64; 3]) {
+        if stage.next.has_columns() {
+            stage.next.add_column(unit, coef, &mut self.map);
+        } else {
+            let n = stage.next.n_in();
+            for (r, c) in coef.iter().enumerate() {
+                self.map[r * n + unit] += c;
+            }
+        }
+    }
+}
+
+/// Splits `b` by `splitters` (of a cell whose pre-activation map is `z`), pushing the leaves.
+fn split_rec(
+    ctx: &Ctx<'_>,
+    stage: &Stage,
+    z: &[f64],
+    mut b: Branch,
+    splitters: &[Splitter],
+    sink: &mut Sink,
+    forks: u32,
+) {
+    let n = stage.n_in;
+    for (i, sp) in splitters.iter().enumerate() {
+        if ctx.aborted() {
+            return;
+        }
+        let rest = &splitters[i + 1..];
+        match sp {
+            Splitter::Hinge { unit, bp, da, bit } => {
+                let unit = *unit as usize;
+                let (split, coef) = pwl::split(&b.poly, z, n, unit, *bp, *da);
+                match split {
+                    Split::Below | Split::OnLine => {}
+                    Split::Above => {
+                        b.add(stage, unit, coef);
+                        b.pattern.set_bit(*bit as usize);
+                    }
+                    Split::Both(neg, pos) => {
+                        let mut up = Branch {
+                            poly: pos,
+                            map: b.map.clone(),
+                            pattern: b.pattern.clone(),
+                        };
+                        up.add(stage, unit, coef);
+                        up.pattern.set_bit(*bit as usize);
+                        b.poly = neg;
+                        fork_or_recurse(ctx, stage, z, vec![b, up], rest, sink, forks);
+                        return;
+                    }
+                }
+            }
+            Splitter::Max { group, cands } => {
+                let alive = maxgroup::undominated(&b.poly, z, n, cands);
+                let cells = if alive.len() == 1 {
+                    vec![(alive[0], std::mem::take(&mut b.poly))]
+                } else {
+                    maxgroup::winner_cells(&b.poly, z, n, &alive)
+                };
+                let (bits, offset) = match &stage.nonlin {
+                    Nonlinearity::Max { bits, .. } => {
+                        (*bits, stage.bit_offset + *group as usize * *bits)
+                    }
+                    Nonlinearity::Pwl { .. } => {
+                        unreachable!("max splitter in an elementwise stage")
+                    }
+                };
+                let branches: Vec<Branch> = cells
+                    .into_iter()
+                    .map(|((u, pos), poly)| {
+                        let u = u as usize;
+                        let mut nb = Branch {
+                            poly,
+                            map: b.map.clone(),
+                            pattern: b.pattern.clone(),
+                        };
+                        nb.add(stage, *group as usize, [z[u], z[n + u], z[2 * n + u]]);
+                        nb.pattern.set_bits(offset, bits, pos as u64);
+                        nb
+                    })
+                    .collect();
+                fork_or_recurse(ctx, stage, z, branches, rest, sink, forks);
+                return;
+            }
+        }
+    }
+    sink.push(
+        ctx,
+        Cell {
+            poly: b.poly,
+            map: b.map,
+            pattern: b.pattern,
+        },
+    );
+}
+
+/// Continues every branch with the remaining splitters, forking onto other threads when the
+/// remaining work is large. Each fork has its own sink, so results do not depend on scheduling.
+fn fork_or_recurse(
+    ctx: &Ctx<'_>,
+    stage: &Stage,
+    z: &[f64],
+    mut branches: Vec<Branch>,
+    rest: &[Splitter],
+    sink: &mut Sink,
+    forks: u32,
+) {
+    if branches.len() >= 2 && forks < MAX_FORK_DEPTH && rest.len() >= MIN_FORK_SPLITTERS {
+        let tail = branches.split_off(branches.len() / 2);
+        let stage_index = sink.stage;
+        let (_, right) = rayon::join(
+            || {
+                for br in branches {
+                    split_rec(ctx, stage, z, br, rest, sink, forks + 1);
+                }
+            },
+            || {
+                let mut own = Sink::new(ctx, stage_index);
+                for br in tail {
+                    split_rec(ctx, stage, z, br, rest, &mut own, forks + 1);
+                }
+                own.finish(ctx)
+            },
+        );
+        sink.out.merge(right);
+    } else {
+        for br in branches {
+            split_rec(ctx, stage, z, br, rest, sink, forks);
+        }
+    }
+}
+
+/// Partitions the square `[-1, 1]²` of `plane` (a normalised plane: see `Slice::normalized`).
+pub(crate) fn run(
+    net: &Network,
+    plane: &Plane,
+    opts: &Options,
+) -> Result<(Plan, RawOutput), EngineError> {
+    let plan = Plan::new(net);
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .stack_size(64 << 20)
+        .build()
+        .map_err(|e| EngineError::Threads {
+            threads,
+            message: e.to_string(),
+        })?;
+    let ctx = Ctx {
+        plan: &plan,
+        opts,
+        produced: AtomicU64::new(0),
+        abort: AtomicBool::new(false),
+    };
+    let mut input = Vec::with_capacity(3 * plane.origin.len());
+    input.extend_from_slice(&plane.du);
+    input.extend_from_slice(&plane.dv);
+    input.extend_from_slice(&plane.origin);
+    let z0 = plan.first.apply_maps(&input, 1);
+    let domain = Cell {
+        poly: ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0),
+        map: z0,
+        pattern: Pattern::zeros(plan.pattern_bits),
+    };
+    let mut out = ctx.empty();
+    pool.install(|| {
+        if plan.stages.is_empty() {
+            emit(&ctx, domain, &mut out);
+        } else {
+            process_batch(&ctx, 0, vec![domain], &mut out);
+        }
+    });
+    if ctx.aborted() {
+        return Err(EngineError::TooManyRegions {
+            limit: opts.max_regions.unwrap_or(0),
+        });
+    }
+    Ok((plan, out))
+}

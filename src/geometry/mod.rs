@@ -1,0 +1,4 @@
+//! Planar geometry that knows nothing about networks: the tolerance policy and convex polygons.
+
+pub mod polygon;
+pub mod predicates;

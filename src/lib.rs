@@ -1,0 +1,164 @@
+//! tessera computes the exact partition of a 2D slice of a piecewise-linear network's input
+//! space into linear regions.
+//!
+//! A network of affine layers (linear, conv, batch-norm in eval mode, average pooling) and
+//! continuous piecewise-linear nonlinearities (ReLU, leaky ReLU, PReLU, abs, hardtanh, ReLU6,
+//! maxout, max-pooling) is affine on each cell of a partition of its input. On a plane
+//! `x(u, v) = origin + u·du + v·dv` each cell is a convex polygon; tessera finds every one, with
+//! its activation pattern and its affine map.
+//!
+//! ```
+//! use tessera::{network::json, slice::{Domain, Plane, Slice}, Options};
+//! let net = json::parse_str(r#"{"format": "tessera-model/1", "input_shape": [2], "layers": [
+//!     {"op": "linear", "weight": [[1, 0], [0, 1], [1, 1]], "bias": [0, 0, -0.5]},
+//!     {"op": "relu"}, {"op": "linear", "weight": [[1, -1, 1]]}]}"#, "example").unwrap();
+//! let slice = Slice { plane: Plane::identity2(), domain: Domain::new(-1.0, 1.0, -1.0, 1.0).unwrap(), anchors: None };
+//! let partition = tessera::partition(&net, &slice, &Options::default()).unwrap();
+//! // Three lines (u = 0, v = 0, u + v = 0.5) cut the square into 6 regions.
+//! assert_eq!(partition.regions.len(), 6);
+//! assert!(partition.sanity_check(1000, 7, None).is_ok());
+//! ```
+//!
+//! # What "exact" means
+//! Every region is the polygon bounded by the network's own breakpoint lines, computed in f64
+//! with one tolerance policy (`geometry::predicates`): regions thinner than about 1e-9 of the
+//! domain's size are not resolved, and nothing else is approximated. Each region's map is the
+//! network's function there up to f64 rounding, which `Partition::sanity_check` verifies
+//! against a plain forward pass.
+
+pub mod engine;
+pub mod geometry;
+pub mod network;
+pub mod npy;
+pub mod partition;
+pub mod slice;
+
+pub use engine::{EngineError, Options, Pattern};
+pub use network::Network;
+pub use partition::{AffineMap, Partition, Region, Summary};
+pub use slice::Slice;
+
+use partition::LayerCount;
+
+/// Any error of the library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Model(#[from] network::json::ModelError),
+    /// The slice is invalid.
+    #[error(transparent)]
+    Slice(#[from] slice::SliceError),
+    /// An array could not be read.
+    #[error(transparent)]
+    Npy(#[from] npy::NpyError),
+    /// The engine stopped.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+fn check_slice(net: &Network, slice: &Slice) -> Result<(), slice::SliceError> {
+    let n = net.input_shape.numel();
+    for (what, v) in [
+        ("origin", &slice.plane.origin),
+        ("du", &slice.plane.du),
+        ("dv", &slice.plane.dv),
+    ] {
+        if v.len() != n {
+            return Err(slice::SliceError::Length {
+                what,
+                found: v.len(),
+                expected: n,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn run(
+    net: &Network,
+    slice: &Slice,
+    opts: &Options,
+) -> Result<(Summary, Vec<engine::RawRegion>, slice::Normalization), Error> {
+    check_slice(net, slice)?;
+    let (plane, norm) = slice.normalized();
+    let (plan, raw) = engine::run(net, &plane, opts)?;
+    let scale = norm.half[0] * norm.half[1];
+    let vertices = opts
+        .count_vertices
+        .then(|| partition::distinct_vertices(&raw.corners, 2.0));
+    let regions_per_layer = plan
+        .stages
+        .iter()
+        .zip(&raw.per_stage)
+        .map(|(s, &regions)| LayerCount {
+            layer: s.layer,
+            op: net.layers[s.layer].op.clone(),
+            regions,
+        })
+        .collect();
+    let summary = Summary {
+        regions: raw.count,
+        domain_area: slice.domain.area(),
+        area_sum: raw.area_sum * scale,
+        vertices,
+        regions_per_layer,
+        dropped_slivers: raw.dropped,
+    };
+    Ok((summary, raw.regions, norm))
+}
+
+/// Computes the partition of `slice`'s domain, keeping every region.
+pub fn partition(net: &Network, slice: &Slice, opts: &Options) -> Result<Partition, Error> {
+    let opts = Options {
+        keep_regions: true,
+        ..opts.clone()
+    };
+    let (summary, raw, norm) = run(net, slice, &opts)?;
+    let scale = norm.half[0] * norm.half[1];
+    let out_dim = net.output_shape().numel();
+    let regions = raw
+        .into_iter()
+        .map(|r| {
+            let mut jacobian = Vec::with_capacity(out_dim);
+            let mut offset = Vec::with_capacity(out_dim);
+            for k in 0..out_dim {
+                let (ju, jv, o) =
+                    norm.map_to_uv(r.map[k], r.map[out_dim + k], r.map[2 * out_dim + k]);
+                jacobian.push([ju, jv]);
+                offset.push(o);
+            }
+            let area = r.poly.area() * scale;
+            let polygon = geometry::polygon::ConvexPolygon {
+                pts: r.poly.pts.iter().map(|&p| norm.to_uv(p)).collect(),
+            };
+            Region {
+                polygon,
+                area,
+                pattern: r.pattern,
+                map: AffineMap { jacobian, offset },
+            }
+        })
+        .collect();
+    Ok(Partition {
+        domain: slice.domain,
+        regions,
+        summary,
+    })
+}
+
+/// Counts the regions of `slice`'s domain without keeping them (memory independent of the
+/// region count, apart from vertex counting when `opts.count_vertices` is set).
+pub fn count(net: &Network, slice: &Slice, opts: &Options) -> Result<Summary, Error> {
+    let opts = Options {
+        keep_regions: false,
+        ..opts.clone()
+    };
+    Ok(run(net, slice, &opts)?.0)
+}
+
+/// The network's output at slice point `(u, v)` by a plain forward pass.
+pub fn forward_at(net: &Network, slice: &Slice, p: [f64; 2]) -> Vec<f64> {
+    net.forward(&slice.plane.point(p[0], p[1]))
+}

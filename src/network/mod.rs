@@ -1,0 +1,532 @@
+//! The network model: a validated sequence of layers with known shapes, and a plain forward
+//! pass that serves as the independent reference for every partition.
+//!
+//! Loaders (`json`) build a [`Network`]; the engine lowers it further (see `crate::engine`).
+//! Everything here is f64; f32 weights from PyTorch are represented exactly.
+
+pub mod json;
+
+use std::fmt;
+
+/// Shape of the tensor flowing between layers (batch dimension excluded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// A flat feature vector of this length.
+    Flat(usize),
+    /// An image in PyTorch's channel-major layout (C, H, W), flattened row-major.
+    Image {
+        /// Channels.
+        c: usize,
+        /// Height.
+        h: usize,
+        /// Width.
+        w: usize,
+    },
+}
+
+impl Shape {
+    /// Number of scalar entries.
+    pub fn numel(&self) -> usize {
+        match *self {
+            Shape::Flat(n) => n,
+            Shape::Image { c, h, w } => c * h * w,
+        }
+    }
+
+    /// Number of channels in PyTorch's sense (dimension 1 of an `[N, ...]` tensor).
+    pub fn channels(&self) -> usize {
+        match *self {
+            Shape::Flat(n) => n,
+            Shape::Image { c, .. } => c,
+        }
+    }
+
+    /// Entries per channel (1 for flat vectors).
+    pub fn per_channel(&self) -> usize {
+        match *self {
+            Shape::Flat(_) => 1,
+            Shape::Image { h, w, .. } => h * w,
+        }
+    }
+
+    /// The shape as a list of dimensions.
+    pub fn dims(&self) -> Vec<usize> {
+        match *self {
+            Shape::Flat(n) => vec![n],
+            Shape::Image { c, h, w } => vec![c, h, w],
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Flat(n) => write!(f, "[{n}]"),
+            Shape::Image { c, h, w } => write!(f, "[{c}, {h}, {w}]"),
+        }
+    }
+}
+
+/// Geometry of a 2D window operation (convolution or pooling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Kernel size (height, width).
+    pub kernel: [usize; 2],
+    /// Stride (height, width).
+    pub stride: [usize; 2],
+    /// Zero (or -inf for max pooling) padding on each side (height, width).
+    pub padding: [usize; 2],
+    /// Dilation (height, width).
+    pub dilation: [usize; 2],
+}
+
+impl Window {
+    /// Output spatial size for an input of `(h, w)`, or `None` when the window does not fit.
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let dim = |n: usize, i: usize| -> Option<usize> {
+            let span = self.dilation[i] * (self.kernel[i] - 1) + 1;
+            let padded = n + 2 * self.padding[i];
+            if padded < span || self.stride[i] == 0 {
+                None
+            } else {
+                Some((padded - span) / self.stride[i] + 1)
+            }
+        };
+        Some((dim(h, 0)?, dim(w, 1)?))
+    }
+
+    /// Input coordinate of kernel tap `k` for output position `o` along axis `i`, if inside.
+    #[inline]
+    fn tap(&self, o: usize, k: usize, i: usize, n: usize) -> Option<usize> {
+        let pos = (o * self.stride[i] + k * self.dilation[i]) as isize - self.padding[i] as isize;
+        (pos >= 0 && (pos as usize) < n).then_some(pos as usize)
+    }
+}
+
+/// A continuous piecewise-linear scalar function applied to every unit of a layer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Activation {
+    /// `max(0, x)`.
+    Relu,
+    /// `x` for `x >= 0`, `slope·x` otherwise.
+    LeakyRelu {
+        /// Slope on the negative side.
+        slope: f64,
+    },
+    /// Leaky ReLU with a learned slope per channel (one value shared when of length 1).
+    PRelu {
+        /// Slopes, one per channel or a single shared one.
+        slopes: Vec<f64>,
+    },
+    /// `|x|`.
+    Abs,
+    /// `min(max(x, min), max)`; ReLU6 is `HardTanh { min: 0, max: 6 }`.
+    HardTanh {
+        /// Lower clamp.
+        min: f64,
+        /// Upper clamp.
+        max: f64,
+    },
+}
+
+/// One unit's activation written as a left affine piece plus hinges: `σ(z) = a₀·z + β₀ +
+/// Σⱼ Δaⱼ·max(0, z − bⱼ)`. Breakpoints are strictly increasing; hinges with `Δa = 0` never
+/// appear (a breakpoint where the function does not bend is not a region boundary).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HingeForm {
+    /// Slope of the leftmost piece.
+    pub slope0: f64,
+    /// Intercept of the leftmost piece.
+    pub intercept0: f64,
+    /// Up to two `(breakpoint, slope change)` pairs.
+    pub hinges: [(f64, f64); 2],
+    /// How many entries of `hinges` are used.
+    pub n_hinges: usize,
+}
+
+impl HingeForm {
+    fn new(slope0: f64, intercept0: f64, hinges: &[(f64, f64)]) -> Self {
+        let mut out = HingeForm {
+            slope0,
+            intercept0,
+            hinges: [(0.0, 0.0); 2],
+            n_hinges: 0,
+        };
+        for &(b, da) in hinges {
+            if da != 0.0 {
+                out.hinges[out.n_hinges] = (b, da);
+                out.n_hinges += 1;
+            }
+        }
+        out
+    }
+
+    /// The used hinges.
+    pub fn hinges(&self) -> &[(f64, f64)] {
+        &self.hinges[..self.n_hinges]
+    }
+}
+
+impl Activation {
+    /// Number of hinge slots each unit gets in an activation pattern.
+    pub fn hinge_slots(&self) -> usize {
+        match self {
+            Activation::HardTanh { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// Hinge form of the function at unit channel `channel`.
+    pub fn hinge_form(&self, channel: usize) -> HingeForm {
+        match *self {
+            Activation::Relu => HingeForm::new(0.0, 0.0, &[(0.0, 1.0)]),
+            Activation::LeakyRelu { slope } => HingeForm::new(slope, 0.0, &[(0.0, 1.0 - slope)]),
+            Activation::PRelu { ref slopes } => {
+                let a = if slopes.len() == 1 {
+                    slopes[0]
+                } else {
+                    slopes[channel]
+                };
+                HingeForm::new(a, 0.0, &[(0.0, 1.0 - a)])
+            }
+            Activation::Abs => HingeForm::new(-1.0, 0.0, &[(0.0, 2.0)]),
+            Activation::HardTanh { min, max } => {
+                HingeForm::new(0.0, min, &[(min, 1.0), (max, -1.0)])
+            }
+        }
+    }
+
+    /// Plain evaluation, written independently of the hinge form.
+    pub fn eval(&self, z: f64, channel: usize) -> f64 {
+        match *self {
+            Activation::Relu => z.max(0.0),
+            Activation::LeakyRelu { slope } => {
+                if z >= 0.0 {
+                    z
+                } else {
+                    slope * z
+                }
+            }
+            Activation::PRelu { ref slopes } => {
+                let a = if slopes.len() == 1 {
+                    slopes[0]
+                } else {
+                    slopes[channel]
+                };
+                if z >= 0.0 {
+                    z
+                } else {
+                    a * z
+                }
+            }
+            Activation::Abs => z.abs(),
+            Activation::HardTanh { min, max } => z.clamp(min, max),
+        }
+    }
+}
+
+/// What a layer computes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerKind {
+    /// `y = W x + b`, `weight` row-major `out × in`.
+    Linear {
+        /// Weights, `out × in`, row-major.
+        weight: Vec<f64>,
+        /// Bias of length `out` (zeros when the model had none).
+        bias: Vec<f64>,
+    },
+    /// 2D convolution in PyTorch's layout: weight `[out_c, in_c / groups, kh, kw]`.
+    Conv2d {
+        /// Weights, row-major `[out_c, in_c/groups, kh, kw]`.
+        weight: Vec<f64>,
+        /// Bias of length `out_c`.
+        bias: Vec<f64>,
+        /// Kernel, stride, padding, dilation.
+        window: Window,
+        /// Channel groups.
+        groups: usize,
+    },
+    /// Batch normalisation in evaluation mode, folded to `y = scale·x + shift` per channel.
+    BatchNorm {
+        /// Per-channel multiplier `weight / sqrt(running_var + eps)`.
+        scale: Vec<f64>,
+        /// Per-channel offset `bias − running_mean·scale`.
+        shift: Vec<f64>,
+    },
+    /// Average pooling (zero padding counted in the divisor, as PyTorch's default).
+    AvgPool2d {
+        /// Kernel, stride, padding (dilation 1).
+        window: Window,
+    },
+    /// Reshape an image to a flat vector (row-major, as `torch.flatten(x, 1)`).
+    Flatten,
+    /// Elementwise piecewise-linear activation.
+    Activation(Activation),
+    /// Max pooling; padded positions never win.
+    MaxPool2d {
+        /// Kernel, stride, padding, dilation.
+        window: Window,
+    },
+    /// Max over consecutive groups of `pool` features (`x.view(n, out, pool).max(-1)`).
+    Maxout {
+        /// Group size.
+        pool: usize,
+    },
+}
+
+/// A layer with its input and output shapes and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer {
+    /// What the layer computes.
+    pub kind: LayerKind,
+    /// Shape consumed.
+    pub input: Shape,
+    /// Shape produced.
+    pub output: Shape,
+    /// The op name in the source file (e.g. `"relu6"`, `"linear"`).
+    pub op: String,
+}
+
+impl Layer {
+    /// True for layers that never split regions (affine maps).
+    pub fn is_affine(&self) -> bool {
+        matches!(
+            self.kind,
+            LayerKind::Linear { .. }
+                | LayerKind::Conv2d { .. }
+                | LayerKind::BatchNorm { .. }
+                | LayerKind::AvgPool2d { .. }
+                | LayerKind::Flatten
+        )
+    }
+
+    /// Number of trainable-style parameters (weights and biases; batch-norm counts 4 per channel).
+    pub fn parameter_count(&self) -> usize {
+        match &self.kind {
+            LayerKind::Linear { weight, bias } | LayerKind::Conv2d { weight, bias, .. } => {
+                weight.len() + bias.len()
+            }
+            LayerKind::BatchNorm { scale, .. } => 4 * scale.len(),
+            LayerKind::Activation(Activation::PRelu { slopes }) => slopes.len(),
+            _ => 0,
+        }
+    }
+
+    /// Applies the layer's *linear part* (no bias) to `x`, adding into `y` (same as `apply`
+    /// minus `apply` of the zero vector). Only for affine layers.
+    pub fn apply_linear(&self, x: &[f64], y: &mut [f64]) {
+        self.apply_affine(x, y, false);
+    }
+
+    /// Applies an affine layer to `x`, writing `y` (biases included).
+    pub fn apply(&self, x: &[f64], y: &mut [f64]) {
+        if self.is_affine() {
+            self.apply_affine(x, y, true);
+        } else {
+            self.apply_nonlinear(x, y);
+        }
+    }
+
+    fn apply_affine(&self, x: &[f64], y: &mut [f64], with_bias: bool) {
+        debug_assert_eq!(x.len(), self.input.numel());
+        debug_assert_eq!(y.len(), self.output.numel());
+        match &self.kind {
+            LayerKind::Linear { weight, bias } => {
+                let n_in = x.len();
+                for (o, yo) in y.iter_mut().enumerate() {
+                    let row = &weight[o * n_in..(o + 1) * n_in];
+                    let dot: f64 = row.iter().zip(x).map(|(w, v)| w * v).sum();
+                    *yo = dot + if with_bias { bias[o] } else { 0.0 };
+                }
+            }
+            LayerKind::Conv2d {
+                weight,
+                bias,
+                window,
+                groups,
+            } => {
+                let (
+                    Shape::Image { c: ic, h, w },
+                    Shape::Image {
+                        c: oc,
+                        h: oh,
+                        w: ow,
+                    },
+                ) = (self.input, self.output)
+                else {
+                    unreachable!("conv2d shapes are validated as images")
+                };
+                let icg = ic / groups;
+                let ocg = oc / groups;
+                let [kh, kw] = window.kernel;
+                for o in 0..oc {
+                    let g = o / ocg;
+                    let b = if with_bias { bias[o] } else { 0.0 };
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = b;
+                            for ci in 0..icg {
+                                let cin = g * icg + ci;
+                                for ky in 0..kh {
+                                    let Some(iy) = window.tap(oy, ky, 0, h) else {
+                                        continue;
+                                    };
+                                    for kx in 0..kw {
+                                        let Some(ix) = window.tap(ox, kx, 1, w) else {
+                                            continue;
+                                        };
+                                        let wv = weight[((o * icg + ci) * kh + ky) * kw + kx];
+                                        acc += wv * x[(cin * h + iy) * w + ix];
+                                    }
+                                }
+                            }
+                            y[(o * oh + oy) * ow + ox] = acc;
+                        }
+                    }
+                }
+            }
+            LayerKind::BatchNorm { scale, shift } => {
+                let per = self.input.per_channel();
+                for (i, (yi, xi)) in y.iter_mut().zip(x).enumerate() {
+                    let c = i / per;
+                    *yi = scale[c] * xi + if with_bias { shift[c] } else { 0.0 };
+                }
+            }
+            LayerKind::AvgPool2d { window } => {
+                let (Shape::Image { c, h, w }, Shape::Image { h: oh, w: ow, .. }) =
+                    (self.input, self.output)
+                else {
+                    unreachable!("avg_pool2d shapes are validated as images")
+                };
+                let [kh, kw] = window.kernel;
+                let inv = 1.0 / (kh * kw) as f64;
+                for ch in 0..c {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = 0.0;
+                            for ky in 0..kh {
+                                let Some(iy) = window.tap(oy, ky, 0, h) else {
+                                    continue;
+                                };
+                                for kx in 0..kw {
+                                    let Some(ix) = window.tap(ox, kx, 1, w) else {
+                                        continue;
+                                    };
+                                    acc += x[(ch * h + iy) * w + ix];
+                                }
+                            }
+                            y[(ch * oh + oy) * ow + ox] = acc * inv;
+                        }
+                    }
+                }
+            }
+            LayerKind::Flatten => y.copy_from_slice(x),
+            _ => unreachable!("apply_affine on a nonlinear layer"),
+        }
+    }
+
+    fn apply_nonlinear(&self, x: &[f64], y: &mut [f64]) {
+        match &self.kind {
+            LayerKind::Activation(act) => {
+                let per = self.input.per_channel();
+                for (i, (yi, &xi)) in y.iter_mut().zip(x).enumerate() {
+                    *yi = act.eval(xi, i / per);
+                }
+            }
+            LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
+                for (g, yg) in self.max_groups().iter().zip(y.iter_mut()) {
+                    *yg = g
+                        .iter()
+                        .map(|&i| x[i as usize])
+                        .fold(f64::NEG_INFINITY, f64::max);
+                }
+            }
+            _ => unreachable!("apply_nonlinear on an affine layer"),
+        }
+    }
+
+    /// For max-type layers: the candidate input indices of each output unit, in increasing
+    /// order (ties go to the first). Empty for other layers.
+    pub fn max_groups(&self) -> Vec<Vec<u32>> {
+        match &self.kind {
+            LayerKind::Maxout { pool } => (0..self.output.numel())
+                .map(|o| ((o * pool) as u32..((o + 1) * pool) as u32).collect())
+                .collect(),
+            LayerKind::MaxPool2d { window } => {
+                let (Shape::Image { c, h, w }, Shape::Image { h: oh, w: ow, .. }) =
+                    (self.input, self.output)
+                else {
+                    return Vec::new();
+                };
+                let mut groups = Vec::with_capacity(c * oh * ow);
+                for ch in 0..c {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut g = Vec::new();
+                            for ky in 0..window.kernel[0] {
+                                let Some(iy) = window.tap(oy, ky, 0, h) else {
+                                    continue;
+                                };
+                                for kx in 0..window.kernel[1] {
+                                    let Some(ix) = window.tap(ox, kx, 1, w) else {
+                                        continue;
+                                    };
+                                    g.push(((ch * h + iy) * w + ix) as u32);
+                                }
+                            }
+                            g.sort_unstable();
+                            g.dedup();
+                            groups.push(g);
+                        }
+                    }
+                }
+                groups
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A validated sequential network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Network {
+    /// Shape of one input.
+    pub input_shape: Shape,
+    /// Layers in order; `layers[i].input == layers[i-1].output`.
+    pub layers: Vec<Layer>,
+}
+
+impl Network {
+    /// Shape of the output.
+    pub fn output_shape(&self) -> Shape {
+        self.layers.last().map_or(self.input_shape, |l| l.output)
+    }
+
+    /// Plain forward pass of one input (flattened row-major), in f64.
+    ///
+    /// This is the reference every partition is checked against; it shares no code with the
+    /// partition engine beyond the layer definitions.
+    pub fn forward(&self, x: &[f64]) -> Vec<f64> {
+        let mut cur = x.to_vec();
+        for layer in &self.layers {
+            let mut next = vec![0.0; layer.output.numel()];
+            layer.apply(&cur, &mut next);
+            cur = next;
+        }
+        cur
+    }
+
+    /// Total parameter count.
+    pub fn parameter_count(&self) -> usize {
+        self.layers.iter().map(Layer::parameter_count).sum()
+    }
+
+    /// Number of piecewise-linear units (activation units plus max groups).
+    pub fn pwl_unit_count(&self) -> usize {
+        self.layers
+            .iter()
+            .filter(|l| !l.is_affine())
+            .map(|l| l.output.numel())
+            .sum()
+    }
+}

@@ -1,0 +1,125 @@
+//! Reading `.npy` arrays (float32 or float64, C order) as flat f64 vectors.
+
+use std::path::Path;
+
+/// Why an array could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NpyError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The content is not a supported `.npy` array.
+    #[error("{path}: {message}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A flat array and its shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Array {
+    /// Dimensions as stored.
+    pub shape: Vec<u64>,
+    /// Entries in C (row-major) order.
+    pub data: Vec<f64>,
+}
+
+/// Reads a float32 or float64 `.npy` file in C order.
+pub fn read(path: &Path) -> Result<Array, NpyError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    parse(&bytes).map_err(|message| NpyError::Format {
+        path: name,
+        message,
+    })
+}
+
+/// Parses the bytes of a `.npy` file.
+pub fn parse(bytes: &[u8]) -> Result<Array, String> {
+    let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file: {e}"))?;
+    if npy.order() != npyz::Order::C {
+        return Err(
+            "Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into(),
+        );
+    }
+    let shape = npy.shape().to_vec();
+    let expected = shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .ok_or("shape overflows")?;
+    let dtype = npy.dtype();
+    let descr = match &dtype {
+        npyz::DType::Plain(t) => t.to_string(),
+        _ => return Err("structured arrays are not supported".into()),
+    };
+    let data: Vec<f64> = match descr.as_str() {
+        "<f8" => npy
+            .into_vec::<f64>()
+            .map_err(|e| format!("bad float64 data: {e}"))?,
+        "<f4" => npy
+            .into_vec::<f32>()
+            .map_err(|e| format!("bad float32 data: {e}"))?
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        other => {
+            return Err(format!(
+                "dtype {other} is not supported; use float32 or float64"
+            ))
+        }
+    };
+    if data.len() as u64 != expected {
+        return Err(format!(
+            "expected {expected} values for shape {shape:?}, found {}",
+            data.len()
+        ));
+    }
+    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+        return Err(format!("entry {i} is not finite"));
+    }
+    Ok(Array { shape, data })
+}
+
+/// Encodes a C-order float64 array as `.npy` bytes.
+pub fn to_bytes_f64(shape: &[u64], data: &[f64]) -> Vec<u8> {
+    use npyz::WriterBuilder;
+    let mut out = Vec::new();
+    let mut writer = npyz::WriteOptions::<f64>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut out)
+        .begin_nd()
+        .expect("writing to memory cannot fail");
+    writer
+        .extend(data.iter().copied())
+        .expect("writing to memory cannot fail");
+    writer.finish().expect("writing to memory cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let bytes = to_bytes_f64(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+        let a = parse(&bytes).unwrap();
+        assert_eq!(a.shape, vec![2, 3]);
+        assert_eq!(a.data[5], 6.5);
+        assert!(parse(b"\x93NUMPY garbage").is_err());
+        assert!(parse(&bytes[..bytes.len() - 3]).is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! The finished partition of a slice domain into linear regions, and its self-check.
+//!
+//! A `Partition` is plain data in slice coordinates `(u, v)`: it knows nothing about the
+//! network it came from. [`Partition::sanity_check`] verifies its own invariants, and, given an
+//! oracle (a forward pass), that every region's affine map is the network's function there.
+
+use crate::engine::Pattern;
+use crate::geometry::polygon::ConvexPolygon;
+use crate::slice::Domain;
+use rand::{Rng, SeedableRng};
+
+/// An affine map from slice coordinates to outputs: `y = jacobian·(u, v) + offset`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AffineMap {
+    /// `[∂y_k/∂u, ∂y_k/∂v]` for every output `k`.
+    pub jacobian: Vec<[f64; 2]>,
+    /// `y_k` at `(u, v) = (0, 0)`.
+    pub offset: Vec<f64>,
+}
+
+impl AffineMap {
+    /// Evaluates the map at `(u, v)`.
+    pub fn eval(&self, p: [f64; 2]) -> Vec<f64> {
+        self.jacobian
+            .iter()
+            .zip(&self.offset)
+            .map(|(j, o)| j[0] * p[0] + j[1] * p[1] + o)
+            .collect()
+    }
+}
+
+/// One linear region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Region {
+    /// The region, a convex polygon with counter-clockwise vertices in `(u, v)`.
+    pub polygon: ConvexPolygon,
+    /// Area in `(u, v)` units.
+    pub area: f64,
+    /// Activation pattern of every nonlinear unit (unique to the region).
+    pub pattern: Pattern,
+    /// The network's output as an affine function of `(u, v)` on the region.
+    pub map: AffineMap,
+}
+
+/// Region count after one nonlinear layer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LayerCount {
+    /// Index of the layer in the model.
+    pub layer: usize,
+    /// Its op name.
+    pub op: String,
+    /// Regions of the partition by all layers up to and including this one.
+    pub regions: u64,
+}
+
+/// Counts that every run produces, whether or not it keeps the regions.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Summary {
+    /// Number of linear regions.
+    pub regions: u64,
+    /// Area of the domain.
+    pub domain_area: f64,
+    /// Sum of the regions' areas (equals `domain_area` up to rounding).
+    pub area_sum: f64,
+    /// Distinct vertices of the partition (corners welded within the tolerance policy), when
+    /// counted.
+    pub vertices: Option<u64>,
+    /// Regions after each nonlinear layer.
+    pub regions_per_layer: Vec<LayerCount>,
+    /// Pieces discarded for having no positive area (the tolerance policy guarantees 0).
+    pub dropped_slivers: u64,
+}
+
+/// The partition of a domain into linear regions.
+#[derive(Clone, Debug)]
+pub struct Partition {
+    /// The domain that was partitioned.
+    pub domain: Domain,
+    /// Regions in a deterministic order.
+    pub regions: Vec<Region>,
+    /// Counts.
+    pub summary: Summary,
+}
+
+/// Result of [`Partition::sanity_check`].
+#[derive(Clone, Debug, Default)]
+pub struct SanityReport {
+    /// Every violated invariant, described.
+    pub violations: Vec<String>,
+    /// Largest relative difference between a region's map and the oracle at checked points.
+    pub max_map_error: f64,
+    /// Points checked against the oracle.
+    pub map_points: usize,
+}
+
+impl SanityReport {
+    /// True when no invariant is violated.
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Relative tolerance for comparing a region's map with a forward pass.
+pub const MAP_TOL: f64 = 1e-9;
+
+/// Relative difference of two output vectors, scaled by their magnitudes.
+pub fn relative_error(a: &[f64], b: &[f64]) -> f64 {
+    let scale = a
+        .iter()
+        .chain(b)
+        .fold(1e-300f64, |m, x| m.max(x.abs()))
+        .max(1.0);
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// Uniform grid over the domain listing the regions whose bounding box meets each cell.
+struct Locator {
+    domain: Domain,
+    n: usize,
+    cells: Vec<Vec<u32>>,
+}
+
+impl Locator {
+    fn new(domain: Domain, regions: &[Region]) -> Self {
+        let n = ((regions.len() as f64).sqrt().ceil() as usize).clamp(1, 2048);
+        let mut cells = vec![Vec::new(); n * n];
+        let loc = |x: f64, lo: f64, hi: f64| {
+            (((x - lo) / (hi - lo) * n as f64).floor().max(0.0) as usize).min(n - 1)
+        };
+        for (i, r) in regions.iter().enumerate() {
+            let b = r.polygon.bbox();
+            let (i0, i1) = (
+                loc(b[0], domain.u0, domain.u1),
+                loc(b[1], domain.u0, domain.u1),
+            );
+            let (j0, j1) = (
+                loc(b[2], domain.v0, domain.v1),
+                loc(b[3], domain.v0, domain.v1),
+            );
+            for j in j0..=j1 {
+                for ii in i0..=i1 {
+                    cells[j * n + ii].push(i as u32);
+                }
+            }
+        }
+        Locator { domain, n, cells }
+    }
+
+    fn candidates(&self, p: [f64; 2]) -> &[u32] {
+        let d = &self.domain;
+        let n = self.n;
+        let i = (((p[0] - d.u0) / (d.u1 - d.u0) * n as f64).floor().max(0.0) as usize).min(n - 1);
+        let j = (((p[1] - d.v0) / (d.v1 - d.v0) * n as f64).floor().max(0.0) as usize).min(n - 1);
+        &self.cells[j * n + i]
+    }
+}
+
+impl Partition {
+    /// Region containing `p` strictly inside (by more than a relative `1e-12` of the domain
+    /// size), if any.
+    pub fn locate(&self, p: [f64; 2]) -> Option<usize> {
+        let loc = Locator::new(self.domain, &self.regions);
+        let margin = 1e-12 * self.extent();
+        loc.candidates(p)
+            .iter()
+            .map(|&i| i as usize)
+            .find(|&i| self.regions[i].polygon.contains_strictly(p, margin))
+    }
+
+    fn extent(&self) -> f64 {
+        (self.domain.u1 - self.domain.u0).max(self.domain.v1 - self.domain.v0)
+    }
+
+    /// Checks the partition's invariants:
+    /// * every region is a convex counter-clockwise polygon of positive area inside the domain;
+    /// * the areas sum to the domain's area (relative error ≤ 1e-9);
+    /// * regions do not overlap and cover the domain: `samples` seeded random points and every
+    ///   region's centroid lie strictly inside exactly one region (points within a relative
+    ///   1e-9 of an edge are skipped);
+    /// * activation patterns are pairwise distinct (so neighbours differ: a region with a given
+    ///   pattern is convex, and two pieces of it would be an unnecessary split);
+    /// * with an `oracle` (a forward pass taking `(u, v)`), every region's map equals the oracle
+    ///   at its centroid and at the sampled points, within [`MAP_TOL`] relative.
+    pub fn sanity_check(
+        &self,
+        samples: usize,
+        seed: u64,
+        oracle: Option<&(dyn Fn([f64; 2]) -> Vec<f64> + Sync)>,
+    ) -> SanityReport {
+        let mut report = SanityReport::default();
+        let extent = self.extent();
+        let d = self.domain;
+        let slack = 1e-9 * extent;
+        let mut area_sum = 0.0;
+        for (i, r) in self.regions.iter().enumerate() {
+            if !r.polygon.is_convex_ccw(extent) {
+                report.violations.push(format!(
+                    "region {i}: not a convex counter-clockwise polygon"
+                ));
+            }
+            let b = r.polygon.bbox();
+            if b[0] < d.u0 - slack
+                || b[1] > d.u1 + slack
+                || b[2] < d.v0 - slack
+                || b[3] > d.v1 + slack
+            {
+                report
+                    .violations
+                    .push(format!("region {i}: leaves the domain"));
+            }
+            if !(r.area > 0.0) {
+                report
+                    .violations
+                    .push(format!("region {i}: area {} is not positive", r.area));
+            }
+            area_sum += r.area;
+        }
+        let rel = (area_sum - d.area()).abs() / d.area();
+        if rel > 1e-9 {
+            report.violations.push(format!(
+                "areas sum to {area_sum}, domain area is {} (relative error {rel:.3e})",
+                d.area()
+            ));
+        }
+        let mut seen = std::collections::HashMap::with_capacity(self.regions.len());
+        for (i, r) in self.regions.iter().enumerate() {
+            if let Some(j) = seen.insert(&r.pattern, i) {
+                report.violations.push(format!(
+                    "regions {j} and {i} have the same activation pattern"
+                ));
+            }
+        }
+        let loc = Locator::new(d, &self.regions);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut points: Vec<[f64; 2]> = (0..samples)
+            .map(|_| [rng.random_range(d.u0..d.u1), rng.random_range(d.v0..d.v1)])
+            .collect();
+        let centroids = points.len();
+        points.extend(self.regions.iter().map(|r| r.polygon.centroid()));
+        for (k, &p) in points.iter().enumerate() {
+            let mut inside = Vec::new();
+            let mut near = false;
+            for &i in loc.candidates(p) {
+                let poly = &self.regions[i as usize].polygon;
+                if poly.contains_strictly(p, slack) {
+                    inside.push(i as usize);
+                } else if poly.contains_strictly(p, -slack) {
+                    near = true;
+                }
+            }
+            if inside.len() > 1 {
+                report
+                    .violations
+                    .push(format!("point {p:?} lies inside regions {inside:?}"));
+            } else if inside.is_empty() && !near {
+                report
+                    .violations
+                    .push(format!("point {p:?} lies in no region"));
+            }
+            if let (Some(f), [i]) = (oracle, inside.as_slice()) {
+                if k >= centroids && k - centroids != *i {
+                    report.violations.push(format!(
+                        "centroid of region {} located in region {i}",
+                        k - centroids
+                    ));
+                }
+                let err = relative_error(&self.regions[*i].map.eval(p), &f(p));
+                report.map_points += 1;
+                report.max_map_error = report.max_map_error.max(err);
+                if err > MAP_TOL {
+                    report.violations.push(format!(
+                        "region {i}: map differs from the forward pass at {p:?} by {err:.3e}"
+                    ));
+                }
+            }
+            if report.violations.len() > 50 {
+                report
+                    .violations
+                    .push("... stopping after 50 violations".into());
+                break;
+            }
+        }
+        report
+    }
+}
+
+/// Number of distinct points in `pts`, welding points closer than the tolerance policy's
+/// relative distance (`REL_TOL · extent`) per coordinate.
+pub fn distinct_vertices(pts: &[[f64; 2]], extent: f64) -> u64 {
+    use crate::geometry::predicates::{same_point, REL_TOL};
+    let cell = (REL_TOL * extent * 4.0).max(f64::MIN_POSITIVE);
+    let mut grid: std::collections::HashMap<(i64, i64), Vec<[f64; 2]>> =
+        std::collections::HashMap::with_capacity(pts.len());
+    let mut count = 0;
+    for &p in pts {
+        let key = ((p[0] / cell).floor() as i64, (p[1] / cell).floor() as i64);
+        let mut found = false;
+        'search: for dx in -1..=1 {
+            for dy in -1..=1 {
+                if let Some(list) = grid.get(&(key.0 + dx, key.1 + dy)) {
+                    if list.iter().any(|&q| same_point(p, q, extent)) {
+                        found = true;
+                        break 'search;
+                    }
+                }
+            }
+        }
+        if !found {
+            grid.entry(key).or_default().push(p);
+            count += 1;
+        }
+    }
+    count
+}

@@ -1,0 +1,136 @@
+//! The reference networks of `../shared/reference/`, whose exact region counts are known from
+//! three independent exact tools, with PyTorch float64 outputs at 500 probe points.
+
+use std::path::PathBuf;
+use tessera::network::json;
+use tessera::slice::{Domain, Plane, Slice};
+use tessera::Options;
+
+fn shared(name: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference")
+        .join(name);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: {} is absent (the shared/ folder is not next to the repository)",
+            p.display()
+        );
+        None
+    }
+}
+
+struct Case {
+    box_: [f64; 4],
+    probe_uv: Vec<[f64; 2]>,
+    probe_out: Vec<Vec<f64>>,
+    grid_distinct_codes: u64,
+}
+
+fn load_case(name: &str) -> Option<Case> {
+    let text = std::fs::read_to_string(shared(name)?).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let b: Vec<f64> = serde_json::from_value(v["box"].clone()).unwrap();
+    Some(Case {
+        box_: [b[0], b[1], b[2], b[3]],
+        probe_uv: serde_json::from_value(v["probe_uv"].clone()).unwrap(),
+        probe_out: serde_json::from_value(v["probe_out"].clone()).unwrap(),
+        grid_distinct_codes: v["grid_distinct_codes"].as_u64().unwrap(),
+    })
+}
+
+fn check_reference(model: &str, case: &str, expected: u64, per_layer: [u64; 3]) {
+    let (Some(path), Some(case)) = (shared(model), load_case(case)) else {
+        return;
+    };
+    let net = json::load_path(&path).unwrap();
+    let [u0, u1, v0, v1] = case.box_;
+    let slice = Slice {
+        plane: Plane::identity2(),
+        domain: Domain::new(u0, u1, v0, v1).unwrap(),
+        anchors: None,
+    };
+    for threads in [1, 2] {
+        let part = tessera::partition(
+            &net,
+            &slice,
+            &Options {
+                threads,
+                count_vertices: true,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(part.regions.len() as u64, expected, "threads = {threads}");
+        let counts: Vec<u64> = part
+            .summary
+            .regions_per_layer
+            .iter()
+            .map(|c| c.regions)
+            .collect();
+        assert_eq!(counts, per_layer);
+        assert!(part.summary.regions >= case.grid_distinct_codes);
+        assert_eq!(part.summary.dropped_slivers, 0);
+        let oracle = |p: [f64; 2]| tessera::forward_at(&net, &slice, p);
+        let report = part.sanity_check(2000, 11, Some(&oracle));
+        assert!(
+            report.is_ok(),
+            "{:?}",
+            &report.violations[..report.violations.len().min(5)]
+        );
+        // Probe points: the region's map must reproduce PyTorch's float64 outputs.
+        for (p, want) in case.probe_uv.iter().zip(&case.probe_out) {
+            let i = part.locate(*p).expect("probe inside some region");
+            let got = part.regions[i].map.eval(*p);
+            assert!(
+                tessera::partition::relative_error(&got, want) < 1e-9,
+                "{p:?}: {got:?} vs {want:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mlp_2_64x3_2_has_12042_regions() {
+    check_reference(
+        "mlp_2_64x3_2.json",
+        "mlp_2_64x3_2.case.json",
+        12_042,
+        [1_312, 5_122, 12_042],
+    );
+}
+
+#[test]
+fn mlp_2_64x3_2_leaky_has_11345_regions() {
+    check_reference(
+        "mlp_2_64x3_2_leaky.json",
+        "mlp_2_64x3_2_leaky.case.json",
+        11_345,
+        [1_312, 5_086, 11_345],
+    );
+}
+
+#[test]
+fn mlp_2_64x3_2_vertex_count() {
+    let Some(path) = shared("mlp_2_64x3_2.json") else {
+        return;
+    };
+    let net = json::load_path(&path).unwrap();
+    let slice = Slice {
+        plane: Plane::identity2(),
+        domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(),
+        anchors: None,
+    };
+    let s = tessera::count(
+        &net,
+        &slice,
+        &Options {
+            count_vertices: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.regions, 12_042);
+    assert_eq!(s.vertices, Some(12_230));
+}
