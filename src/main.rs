@@ -1,1 +1,17 @@
-fn main() {}
+//! The `tessera` command: parses flags, runs the library, maps errors to exit codes.
+//! Exit codes: 0 success, 1 `verify` found a mismatch, 2 bad input, 3 a limit was reached.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::args::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("tessera: error: {err}");
+            std::process::exit(err.exit_code());
+        }
+    }
+}

@@ -291,27 +291,59 @@ impl Partition {
 /// relative distance (`REL_TOL · extent`) per coordinate.
 pub fn distinct_vertices(pts: &[[f64; 2]], extent: f64) -> u64 {
     use crate::geometry::predicates::{same_point, REL_TOL};
+    use rustc_hash::FxHashMap;
     let cell = (REL_TOL * extent * 4.0).max(f64::MIN_POSITIVE);
-    let mut grid: std::collections::HashMap<(i64, i64), Vec<[f64; 2]>> =
-        std::collections::HashMap::with_capacity(pts.len());
+    let key_of = |p: [f64; 2]| ((p[0] / cell).floor() as i64, (p[1] / cell).floor() as i64);
+    // One point per grid cell, and the rare further distinct points of a cell apart.
+    let mut first: FxHashMap<(i64, i64), [f64; 2]> = FxHashMap::default();
+    first.reserve(pts.len() / 2);
+    let mut more: FxHashMap<(i64, i64), Vec<[f64; 2]>> = FxHashMap::default();
+    let known = |first: &FxHashMap<(i64, i64), [f64; 2]>,
+                 more: &FxHashMap<(i64, i64), Vec<[f64; 2]>>,
+                 k,
+                 p| {
+        first.get(&k).is_some_and(|&q| same_point(p, q, extent))
+            || more
+                .get(&k)
+                .is_some_and(|list| list.iter().any(|&q| same_point(p, q, extent)))
+    };
     let mut count = 0;
     for &p in pts {
-        let key = ((p[0] / cell).floor() as i64, (p[1] / cell).floor() as i64);
-        let mut found = false;
-        'search: for dx in -1..=1 {
-            for dy in -1..=1 {
-                if let Some(list) = grid.get(&(key.0 + dx, key.1 + dy)) {
-                    if list.iter().any(|&q| same_point(p, q, extent)) {
-                        found = true;
-                        break 'search;
-                    }
-                }
+        let k = key_of(p);
+        // Copies of one vertex almost always share a cell: look there first.
+        if known(&first, &more, k, p) {
+            continue;
+        }
+        let near =
+            (-1..=1).any(|dx| (-1..=1).any(|dy| known(&first, &more, (k.0 + dx, k.1 + dy), p)));
+        if near {
+            continue;
+        }
+        match first.entry(k) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(p);
             }
+            std::collections::hash_map::Entry::Occupied(_) => more.entry(k).or_default().push(p),
         }
-        if !found {
-            grid.entry(key).or_default().push(p);
-            count += 1;
-        }
+        count += 1;
     }
     count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welds_copies_and_keeps_distinct_points() {
+        let pts = [
+            [0.0, 0.0],
+            [1e-13, -1e-13],
+            [0.5, 0.5],
+            [0.5, 0.5 + 1e-14],
+            [0.5, 0.5 + 1e-6],
+            [-1.0, 1.0],
+        ];
+        assert_eq!(distinct_vertices(&pts, 2.0), 4);
+    }
 }

@@ -172,14 +172,11 @@ impl AffineStep {
         let AffineStep::Dense { wt, n_out, .. } = self else {
             unreachable!("add_column needs a dense step")
         };
-        let col = &wt[j * n_out..(j + 1) * n_out];
-        for (r, &c) in coef.iter().enumerate() {
-            if c != 0.0 {
-                for (m, w) in map[r * n_out..(r + 1) * n_out].iter_mut().zip(col) {
-                    *m += c * w;
-                }
-            }
-        }
+        let n = *n_out;
+        let col = &wt[j * n..(j + 1) * n];
+        let (r0, rest) = map.split_at_mut(n);
+        let (r1, r2) = rest.split_at_mut(n);
+        super::kernels::axpy3(r0, r1, r2, col, coef);
     }
 }
 

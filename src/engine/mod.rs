@@ -24,6 +24,7 @@
 //! every fork owns its sink, so the result is identical for any thread count.
 
 pub(crate) mod affine;
+mod kernels;
 mod maxgroup;
 mod pwl;
 
@@ -128,20 +129,15 @@ impl Pattern {
 /// A unit (or group) whose breakpoint crosses a cell.
 #[derive(Clone, Debug)]
 pub(crate) enum Splitter {
-    /// Hinge `bp` of unit `unit`; above it the unit's slope grows by `da`.
-    Hinge {
-        unit: u32,
-        bp: f64,
-        da: f64,
-        bit: u32,
-    },
+    /// Hinge `slot` of unit `unit`.
+    Hinge { unit: u32, slot: u8, bit: u32 },
     /// Max group `group` whose candidates `(unit, position)` can each win somewhere.
     Max { group: u32, cands: Vec<(u32, u8)> },
 }
 
 /// The nonlinearity of a stage.
 pub(crate) enum Nonlinearity {
-    Pwl { forms: Vec<HingeForm>, slots: usize },
+    Pwl(pwl::PwlLayer),
     Max { groups: Vec<Vec<u32>>, bits: usize },
 }
 
@@ -198,10 +194,9 @@ impl Plan {
             let nonlin = match &layer.kind {
                 LayerKind::Activation(act) => {
                     let per = layer.input.per_channel();
-                    Nonlinearity::Pwl {
-                        forms: (0..n_in).map(|i| act.hinge_form(i / per)).collect(),
-                        slots: act.hinge_slots(),
-                    }
+                    let forms: Vec<HingeForm> =
+                        (0..n_in).map(|i| act.hinge_form(i / per)).collect();
+                    Nonlinearity::Pwl(pwl::PwlLayer::new(&forms, act.hinge_slots()))
                 }
                 _ => {
                     let groups = layer.max_groups();
@@ -240,7 +235,7 @@ impl Plan {
 
 fn stage_bits(nonlin: &Nonlinearity, n_in: usize) -> usize {
     match nonlin {
-        Nonlinearity::Pwl { slots, .. } => slots * n_in,
+        Nonlinearity::Pwl(layer) => layer.n_slots() * n_in,
         Nonlinearity::Max { groups, bits } => bits * groups.len(),
     }
 }
@@ -412,9 +407,7 @@ fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput)
         let mut pattern = cell.pattern.clone();
         let mut splitters = Vec::new();
         let h = match &stage.nonlin {
-            Nonlinearity::Pwl { forms, slots } => pwl::classify(
-                forms,
-                *slots,
+            Nonlinearity::Pwl(layer) => layer.classify(
                 stage.bit_offset,
                 &cell.poly,
                 &cell.map,
@@ -533,9 +526,13 @@ fn split_rec(
         }
         let rest = &splitters[i + 1..];
         match sp {
-            Splitter::Hinge { unit, bp, da, bit } => {
+            Splitter::Hinge { unit, slot, bit } => {
                 let unit = *unit as usize;
-                let (split, coef) = pwl::split(&b.poly, z, n, unit, *bp, *da);
+                let Nonlinearity::Pwl(layer) = &stage.nonlin else {
+                    unreachable!("hinge splitter in a max stage")
+                };
+                let (bp, da) = layer.hinge(unit, *slot as usize);
+                let (split, coef) = pwl::split(&b.poly, z, n, unit, bp, da);
                 match split {
                     Split::Below | Split::OnLine => {}
                     Split::Above => {

@@ -7,70 +7,140 @@
 //! and the side above it adds `Δa·(z − b)` to the unit's output — one rank-1 update of the
 //! next layer's map.
 
+use super::kernels;
 use super::{Pattern, Splitter};
 use crate::geometry::polygon::{ConvexPolygon, Split};
-use crate::geometry::predicates::{sign, Sign};
 use crate::network::HingeForm;
 
-/// Scale of `z − b` for the tolerance policy (domain coordinates bounded by 1).
-#[inline]
-pub(crate) fn hinge_scale(a: f64, b: f64, c: f64, bp: f64) -> f64 {
-    a.abs() + b.abs() + c.abs() + bp.abs()
+/// One hinge slot of every unit, as arrays over units (`da = 0`: the unit has no such hinge).
+struct Slot {
+    bp: Vec<f64>,
+    da: Vec<f64>,
 }
 
-/// Classifies a region (polygon `poly`, pre-activation map `z = [∂s; ∂t; value]`, `3 × n`)
-/// against every hinge. Sets the pattern bits of hinges the region lies above, pushes the
-/// crossing hinges to `splitters`, and returns the post-activation map with crossing hinges
-/// left at their lower piece.
-pub(crate) fn classify(
-    forms: &[HingeForm],
-    slots: usize,
-    bit_offset: usize,
-    poly: &ConvexPolygon,
-    z: &[f64],
-    pattern: &mut Pattern,
-    splitters: &mut Vec<Splitter>,
-) -> Vec<f64> {
-    let n = forms.len();
-    let (za, zb, zc) = (&z[..n], &z[n..2 * n], &z[2 * n..3 * n]);
-    let mut lo = vec![f64::INFINITY; n];
-    let mut hi = vec![f64::NEG_INFINITY; n];
-    for p in &poly.pts {
-        let (u, v) = (p[0], p[1]);
-        for i in 0..n {
-            let val = za[i] * u + zb[i] * v + zc[i];
-            lo[i] = lo[i].min(val);
-            hi[i] = hi[i].max(val);
+/// An elementwise layer in structure-of-arrays form, so classification vectorises.
+pub(crate) struct PwlLayer {
+    slope0: Vec<f64>,
+    intercept0: Vec<f64>,
+    slots: Vec<Slot>,
+}
+
+impl PwlLayer {
+    pub(crate) fn new(forms: &[HingeForm], n_slots: usize) -> Self {
+        let slots = (0..n_slots)
+            .map(|j| Slot {
+                bp: forms
+                    .iter()
+                    .map(|f| f.hinges().get(j).map_or(0.0, |h| h.0))
+                    .collect(),
+                da: forms
+                    .iter()
+                    .map(|f| f.hinges().get(j).map_or(0.0, |h| h.1))
+                    .collect(),
+            })
+            .collect();
+        PwlLayer {
+            slope0: forms.iter().map(|f| f.slope0).collect(),
+            intercept0: forms.iter().map(|f| f.intercept0).collect(),
+            slots,
         }
     }
-    let mut h = vec![0.0; 3 * n];
-    for (i, form) in forms.iter().enumerate() {
-        let mut slope = form.slope0;
-        let mut intercept = form.intercept0;
-        for (j, &(bp, da)) in form.hinges().iter().enumerate() {
-            let scale = hinge_scale(za[i], zb[i], zc[i], bp);
-            let above = sign(hi[i] - bp, scale) == Sign::Pos;
-            let below = sign(lo[i] - bp, scale) == Sign::Neg;
-            let bit = bit_offset + i * slots + j;
-            if above && below {
-                splitters.push(Splitter::Hinge {
-                    unit: i as u32,
-                    bp,
-                    da,
-                    bit: bit as u32,
-                });
-            } else if above {
-                slope += da;
-                intercept -= da * bp;
-                pattern.set_bit(bit);
+
+    pub(crate) fn n_slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Breakpoint and slope change of hinge `slot` of `unit`.
+    pub(crate) fn hinge(&self, unit: usize, slot: usize) -> (f64, f64) {
+        (self.slots[slot].bp[unit], self.slots[slot].da[unit])
+    }
+
+    /// Classifies a region (polygon `poly`, pre-activation map `z = [∂s; ∂t; value]`, `3 × n`)
+    /// against every hinge. Sets the pattern bits of hinges the region lies above, pushes the
+    /// crossing hinges to `splitters`, and returns the post-activation map with crossing hinges
+    /// left at their lower piece.
+    pub(crate) fn classify(
+        &self,
+        bit_offset: usize,
+        poly: &ConvexPolygon,
+        z: &[f64],
+        pattern: &mut Pattern,
+        splitters: &mut Vec<Splitter>,
+    ) -> Vec<f64> {
+        let n = self.slope0.len();
+        let n_slots = self.slots.len();
+        let (za, zb, zc) = (&z[..n], &z[n..2 * n], &z[2 * n..3 * n]);
+        // Enclose every unit's range over the polygon's bounding box first; only units whose
+        // enclosure straddles a breakpoint need their exact range over the vertices.
+        let bb = poly.bbox();
+        let center = [0.5 * (bb[0] + bb[1]), 0.5 * (bb[2] + bb[3])];
+        let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
+        let mut lo = vec![0.0; n];
+        let mut hi = vec![0.0; n];
+        kernels::box_bounds(za, zb, zc, center, half, &mut lo, &mut hi);
+        let mut mark = vec![0u8; n];
+        for slot in &self.slots {
+            kernels::mark_undecided(za, zb, zc, &lo, &hi, &slot.bp, &slot.da, &mut mark);
+        }
+        for (i, _) in mark.iter().enumerate().filter(|(_, &m)| m != 0) {
+            let (mut l, mut h) = (f64::INFINITY, f64::NEG_INFINITY);
+            for p in &poly.pts {
+                let val = za[i] * p[0] + zb[i] * p[1] + zc[i];
+                l = l.min(val);
+                h = h.max(val);
             }
-            // Below, or on the line everywhere: the lower piece, whose bit is 0.
+            lo[i] = l;
+            hi[i] = h;
         }
-        h[i] = slope * za[i];
-        h[n + i] = slope * zb[i];
-        h[2 * n + i] = slope * zc[i] + intercept;
+        let mut slope = self.slope0.clone();
+        let mut intercept = self.intercept0.clone();
+        // 0: below or on the line, 1: above, 2: crossing.
+        let mut state = vec![0u8; n];
+        for (j, slot) in self.slots.iter().enumerate() {
+            kernels::classify_slot(
+                za,
+                zb,
+                zc,
+                &lo,
+                &hi,
+                &slot.bp,
+                &slot.da,
+                &mut slope,
+                &mut intercept,
+                &mut state,
+            );
+            for (i, &s) in state.iter().enumerate() {
+                if s == 0 {
+                    continue;
+                }
+                let bit = bit_offset + i * n_slots + j;
+                if s == 1 {
+                    pattern.set_bit(bit);
+                } else {
+                    splitters.push(Splitter::Hinge {
+                        unit: i as u32,
+                        slot: j as u8,
+                        bit: bit as u32,
+                    });
+                }
+            }
+        }
+        let mut h = vec![0.0; 3 * n];
+        let (ha, rest) = h.split_at_mut(n);
+        let (hb, hc) = rest.split_at_mut(n);
+        for i in 0..n {
+            ha[i] = slope[i] * za[i];
+            hb[i] = slope[i] * zb[i];
+            hc[i] = slope[i] * zc[i] + intercept[i];
+        }
+        h
     }
-    h
+}
+
+/// Scale of `z − b` for the tolerance policy (domain coordinates bounded by 1).
+#[inline(always)]
+fn hinge_scale(a: f64, b: f64, c: f64, bp: f64) -> f64 {
+    a.abs() + b.abs() + c.abs() + bp.abs()
 }
 
 /// Splits `poly` by the line of hinge `(unit, bp)` of map `z` (`3 × n`).

@@ -51,6 +51,18 @@ pub fn sign(value: f64, scale: f64) -> Sign {
     }
 }
 
+/// `sign(value, scale) == Sign::Pos`, branch-free for vectorised loops.
+#[inline(always)]
+pub fn is_pos(value: f64, scale: f64) -> bool {
+    value > REL_TOL * scale
+}
+
+/// `sign(value, scale) == Sign::Neg`, branch-free for vectorised loops.
+#[inline(always)]
+pub fn is_neg(value: f64, scale: f64) -> bool {
+    value < -REL_TOL * scale
+}
+
 /// Threshold below which a value with the given term magnitude counts as zero.
 #[inline]
 pub fn zero_threshold(scale: f64) -> f64 {

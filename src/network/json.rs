@@ -139,12 +139,14 @@ pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
             h: *h,
             w: *w,
         },
-        _ => return Err(ModelError::Field {
-            field: "input_shape",
-            message: format!(
+        _ => {
+            return Err(ModelError::Field {
+                field: "input_shape",
+                message: format!(
                 "must be [features] or [channels, height, width] with positive sizes, got {dims:?}"
             ),
-        }),
+            })
+        }
     };
     let layers = obj
         .get("layers")
@@ -345,12 +347,14 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
             let s: LinearSpec = spec(&cx, &rest)?;
             let n_in = match input {
                 Shape::Flat(n) => n,
-                other => return Err(cx.err(
-                    None,
-                    format!(
+                other => {
+                    return Err(cx.err(
+                        None,
+                        format!(
                         "needs a flat input, got {other}; add {{\"op\": \"flatten\"}} before it"
                     ),
-                )),
+                    ))
+                }
             };
             let out = s.weight.len();
             if out == 0 {

@@ -1,0 +1,102 @@
+//! Turns raw flags into a validated model and slice.
+
+use super::args::SliceArgs;
+use super::CliError;
+use std::path::Path;
+use tessera::network::{json, Network};
+use tessera::slice::{Domain, Plane, Slice, SliceError};
+
+pub fn load_model(path: &Path) -> Result<Network, CliError> {
+    Ok(json::load_path(path).map_err(tessera::Error::from)?)
+}
+
+fn parse_box(text: &str) -> Result<[f64; 4], CliError> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let bad = || {
+        CliError::Usage(format!(
+            "--box expects four numbers U0,U1,V0,V1, got `{text}`"
+        ))
+    };
+    if parts.len() != 4 {
+        return Err(bad());
+    }
+    let mut out = [0.0; 4];
+    for (o, p) in out.iter_mut().zip(&parts) {
+        *o = p.parse().map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn read_vector(path: &Path, n: usize, what: &str) -> Result<Vec<f64>, CliError> {
+    let arr = tessera::npy::read(path).map_err(tessera::Error::from)?;
+    let mut dims = arr.shape.clone();
+    if dims.first() == Some(&1) && dims.len() > 1 {
+        dims.remove(0); // a batch of one
+    }
+    if arr.data.len() != n {
+        return Err(CliError::Usage(format!(
+            "{what} ({}) has shape {:?} ({} values) but the model input has {n} values",
+            path.display(),
+            arr.shape,
+            arr.data.len()
+        )));
+    }
+    Ok(arr.data)
+}
+
+pub fn build_slice(net: &Network, args: &SliceArgs) -> Result<Slice, CliError> {
+    let n = net.input_shape.numel();
+    let user_box = args.box_.as_deref().map(parse_box).transpose()?;
+    let (plane, anchors) = if let Some(list) = &args.anchors {
+        let files: Vec<&str> = list.split(',').collect();
+        if files.len() != 3 {
+            return Err(CliError::Usage(format!(
+                "--anchors expects three files A,B,C, got `{list}`"
+            )));
+        }
+        let a = read_vector(Path::new(files[0]), n, "anchor A")?;
+        let b = read_vector(Path::new(files[1]), n, "anchor B")?;
+        let c = read_vector(Path::new(files[2]), n, "anchor C")?;
+        let (plane, coords) = Plane::from_anchors(&a, &b, &c, n).map_err(tessera::Error::from)?;
+        (plane, Some(coords))
+    } else if let (Some(o), Some(du), Some(dv)) = (&args.origin, &args.du, &args.dv) {
+        let plane = Plane::from_vectors(
+            read_vector(o, n, "--origin")?,
+            read_vector(du, n, "--du")?,
+            read_vector(dv, n, "--dv")?,
+            n,
+        )
+        .map_err(tessera::Error::from)?;
+        (plane, None)
+    } else if n == 2 {
+        (Plane::identity2(), None)
+    } else {
+        return Err(tessera::Error::from(SliceError::NeedPlane(n)).into());
+    };
+    let domain = match (user_box, anchors) {
+        (Some([u0, u1, v0, v1]), _) => Domain::new(u0, u1, v0, v1),
+        (None, Some(coords)) => Domain::around(&coords, 0.25),
+        (None, None) => Domain::new(-1.0, 1.0, -1.0, 1.0),
+    }
+    .map_err(tessera::Error::from)?;
+    Ok(Slice {
+        plane,
+        domain,
+        anchors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_accepts_negative_numbers() {
+        assert_eq!(
+            parse_box("-2,2,-2.5,1e-3").unwrap(),
+            [-2.0, 2.0, -2.5, 1e-3]
+        );
+        assert!(parse_box("1,2,3").is_err());
+        assert!(parse_box("a,b,c,d").is_err());
+    }
+}
