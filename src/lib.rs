@@ -87,7 +87,7 @@ fn run(
     let scale = norm.half[0] * norm.half[1];
     let vertices = opts
         .count_vertices
-        .then(|| partition::distinct_vertices(&raw.corners, 2.0));
+        .then(|| partition::distinct_vertices(raw.corners.concat(), 2.0));
     let regions_per_layer = plan
         .stages
         .iter()
@@ -106,7 +106,7 @@ fn run(
         regions_per_layer,
         dropped_slivers: raw.dropped,
     };
-    Ok((summary, raw.regions, norm))
+    Ok((summary, raw.regions.into_iter().flatten().collect(), norm))
 }
 
 /// Computes the partition of `slice`'s domain, keeping every region.

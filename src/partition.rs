@@ -287,47 +287,80 @@ impl Partition {
     }
 }
 
-/// Number of distinct points in `pts`, welding points closer than the tolerance policy's
-/// relative distance (`REL_TOL · extent`) per coordinate.
-pub fn distinct_vertices(pts: &[[f64; 2]], extent: f64) -> u64 {
+/// Number of distinct points in `pts`, welding points that agree within the tolerance policy
+/// (`predicates::same_point` relative to `extent`).
+///
+/// Points are bucketed on a grid of cells much larger than the tolerance and sorted in
+/// parallel; a point counts when no earlier point (in sorted order) of its own cell, or of a
+/// preceding neighbour cell it lies within tolerance of, is the same point.
+pub fn distinct_vertices(pts: Vec<[f64; 2]>, extent: f64) -> u64 {
     use crate::geometry::predicates::{same_point, REL_TOL};
-    use rustc_hash::FxHashMap;
-    let cell = (REL_TOL * extent * 4.0).max(f64::MIN_POSITIVE);
-    let key_of = |p: [f64; 2]| ((p[0] / cell).floor() as i64, (p[1] / cell).floor() as i64);
-    // One point per grid cell, and the rare further distinct points of a cell apart.
-    let mut first: FxHashMap<(i64, i64), [f64; 2]> = FxHashMap::default();
-    first.reserve(pts.len() / 2);
-    let mut more: FxHashMap<(i64, i64), Vec<[f64; 2]>> = FxHashMap::default();
-    let known = |first: &FxHashMap<(i64, i64), [f64; 2]>,
-                 more: &FxHashMap<(i64, i64), Vec<[f64; 2]>>,
-                 k,
-                 p| {
-        first.get(&k).is_some_and(|&q| same_point(p, q, extent))
-            || more
-                .get(&k)
-                .is_some_and(|list| list.iter().any(|&q| same_point(p, q, extent)))
-    };
-    let mut count = 0;
-    for &p in pts {
-        let k = key_of(p);
-        // Copies of one vertex almost always share a cell: look there first.
-        if known(&first, &more, k, p) {
-            continue;
-        }
-        let near =
-            (-1..=1).any(|dx| (-1..=1).any(|dy| known(&first, &more, (k.0 + dx, k.1 + dy), p)));
-        if near {
-            continue;
-        }
-        match first.entry(k) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(p);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => more.entry(k).or_default().push(p),
-        }
-        count += 1;
+    use rayon::prelude::*;
+    if pts.is_empty() {
+        return 0;
     }
-    count
+    let tol = REL_TOL * extent;
+    let cell = 1024.0 * tol;
+    let (mut x0, mut y0) = (f64::INFINITY, f64::INFINITY);
+    for p in &pts {
+        x0 = x0.min(p[0]);
+        y0 = y0.min(p[1]);
+    }
+    let (x0, y0) = (x0 - 2.0 * cell, y0 - 2.0 * cell);
+    let coord = |p: [f64; 2]| (((p[0] - x0) / cell) as u64, ((p[1] - y0) / cell) as u64);
+    let key = |p: [f64; 2]| {
+        let (i, j) = coord(p);
+        (i << 32) | (j & 0xffff_ffff)
+    };
+    let mut keyed: Vec<(u64, [f64; 2])> = pts.par_iter().map(|&p| (key(p), p)).collect();
+    keyed.par_sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.1[0].total_cmp(&b.1[0]))
+            .then(a.1[1].total_cmp(&b.1[1]))
+    });
+    let (keys, pts): (Vec<u64>, Vec<[f64; 2]>) = keyed.into_iter().unzip();
+    let range_of = |k: u64| {
+        let start = keys.partition_point(|&x| x < k);
+        let end = keys.partition_point(|&x| x <= k);
+        start..end
+    };
+    (0..pts.len())
+        .into_par_iter()
+        .filter(|&i| {
+            let p = pts[i];
+            let k = keys[i];
+            let mut j = i;
+            while j > 0 && keys[j - 1] == k {
+                j -= 1;
+                if same_point(p, pts[j], extent) {
+                    return false;
+                }
+            }
+            // Copies of a vertex may straddle a cell border; look across borders within reach.
+            let (ci, cj) = coord(p);
+            let fx = (p[0] - x0) / cell - ci as f64;
+            let fy = (p[1] - y0) / cell - cj as f64;
+            let near_x = fx * cell <= 2.0 * tol;
+            let near_y = fy * cell <= 2.0 * tol;
+            let far_y = (1.0 - fy) * cell <= 2.0 * tol;
+            let mut neighbours = Vec::new();
+            if near_x {
+                neighbours.push((ci - 1, cj));
+                if near_y {
+                    neighbours.push((ci - 1, cj - 1));
+                }
+                if far_y {
+                    neighbours.push((ci - 1, cj + 1));
+                }
+            }
+            if near_y {
+                neighbours.push((ci, cj - 1));
+            }
+            !neighbours
+                .into_iter()
+                .any(|(a, b)| range_of((a << 32) | b).any(|q| same_point(p, pts[q], extent)))
+        })
+        .count() as u64
 }
 
 #[cfg(test)]
@@ -344,6 +377,17 @@ mod tests {
             [0.5, 0.5 + 1e-6],
             [-1.0, 1.0],
         ];
-        assert_eq!(distinct_vertices(&pts, 2.0), 4);
+        assert_eq!(distinct_vertices(pts.to_vec(), 2.0), 4);
+        // Copies straddling a grid cell border still weld, wherever the border falls.
+        for shift in 0..200 {
+            let x = 0.123 + shift as f64 * 1e-9;
+            let pts = vec![
+                [x, 0.5],
+                [x + 1.5e-9, 0.5 - 1e-9],
+                [x + 0.7e-9, 0.5 + 1e-9],
+                [0.9, 0.9],
+            ];
+            assert_eq!(distinct_vertices(pts, 2.0), 2, "shift {shift}");
+        }
     }
 }

@@ -14,9 +14,8 @@ const MAX_DENSE_ENTRIES: usize = 4 << 20;
 
 /// One affine step: `y = L(x) + bias`.
 pub(crate) enum AffineStep {
-    /// A dense matrix, row-major `n_out × n_in`, plus its transpose for column access.
+    /// A dense matrix, stored transposed (`n_in × n_out`): row `j` is column `j` of the map.
     Dense {
-        w: Vec<f64>,
         wt: Vec<f64>,
         bias: Vec<f64>,
         n_in: usize,
@@ -83,7 +82,6 @@ impl AffineStep {
             }
         }
         AffineStep::Dense {
-            w,
             wt,
             bias,
             n_in,
@@ -115,23 +113,49 @@ impl AffineStep {
         debug_assert_eq!(input.len(), 3 * m * n_in);
         let mut out = vec![0.0; 3 * m * n_out];
         match self {
-            AffineStep::Dense { w, .. } => {
+            AffineStep::Dense { wt, .. } => {
                 let rows = 3 * m;
-                if rows > 0 && n_in > 0 && n_out > 0 {
-                    // SAFETY: the slices hold rows×n_in, n_out×n_in and rows×n_out elements,
-                    // matching the dimensions and strides passed.
+                // Units that are zero in every row (dead ReLUs, which neighbouring regions of a
+                // batch mostly share) contribute nothing: leave them out of the product.
+                let mut active = vec![false; n_in];
+                for row in input.chunks_exact(n_in.max(1)) {
+                    for (a, &x) in active.iter_mut().zip(row) {
+                        *a |= x != 0.0;
+                    }
+                }
+                let idx: Vec<usize> = (0..n_in).filter(|&i| active[i]).collect();
+                let k = idx.len();
+                if rows > 0 && k > 0 && n_out > 0 {
+                    let (a, b);
+                    let (a_ref, b_ref, lda) = if 5 * k < 4 * n_in {
+                        a = input
+                            .chunks_exact(n_in)
+                            .flat_map(|row| idx.iter().map(move |&i| row[i]))
+                            .collect::<Vec<f64>>();
+                        b = idx
+                            .iter()
+                            .flat_map(|&i| &wt[i * n_out..(i + 1) * n_out])
+                            .copied()
+                            .collect::<Vec<f64>>();
+                        (a.as_slice(), b.as_slice(), k)
+                    } else {
+                        (input, wt.as_slice(), n_in)
+                    };
+                    let kk = if lda == k { k } else { n_in };
+                    // SAFETY: `a_ref` holds rows×kk, `b_ref` kk×n_out and `out` rows×n_out
+                    // elements, row-major, matching the dimensions and strides passed.
                     unsafe {
                         matrixmultiply::dgemm(
                             rows,
-                            n_in,
+                            kk,
                             n_out,
                             1.0,
-                            input.as_ptr(),
-                            n_in as isize,
+                            a_ref.as_ptr(),
+                            lda as isize,
                             1,
-                            w.as_ptr(),
+                            b_ref.as_ptr(),
+                            n_out as isize,
                             1,
-                            n_in as isize,
                             0.0,
                             out.as_mut_ptr(),
                             n_out as isize,

@@ -102,6 +102,11 @@ impl Pattern {
         }
     }
 
+    #[inline]
+    fn clear_bit(&mut self, bit: usize) {
+        self.0[bit / 64] &= !(1 << (bit % 64));
+    }
+
     /// Bit `bit` of the pattern.
     pub fn bit(&self, bit: usize) -> bool {
         self.0
@@ -129,8 +134,14 @@ impl Pattern {
 /// A unit (or group) whose breakpoint crosses a cell.
 #[derive(Clone, Debug)]
 pub(crate) enum Splitter {
-    /// Hinge `slot` of unit `unit`.
-    Hinge { unit: u32, slot: u8, bit: u32 },
+    /// Hinge `slot` of unit `unit`; `above`: the cell's fixed map and pattern assume the side
+    /// above the hinge, else the side below.
+    Hinge {
+        unit: u32,
+        slot: u8,
+        bit: u32,
+        above: bool,
+    },
     /// Max group `group` whose candidates `(unit, position)` can each win somewhere.
     Max { group: u32, cands: Vec<(u32, u8)> },
 }
@@ -251,7 +262,8 @@ pub(crate) struct RawRegion {
 /// What a run produced.
 #[derive(Default)]
 pub(crate) struct RawOutput {
-    pub regions: Vec<RawRegion>,
+    /// Kept regions, in chunks (merging moves chunks, not regions).
+    pub regions: Vec<Vec<RawRegion>>,
     /// Cells after each stage.
     pub per_stage: Vec<u64>,
     /// Final region count.
@@ -259,7 +271,7 @@ pub(crate) struct RawOutput {
     /// Sum of final areas (normalised coordinates).
     pub area_sum: f64,
     /// Corners of every final region (when counting vertices).
-    pub corners: Vec<[f64; 2]>,
+    pub corners: Vec<Vec<[f64; 2]>>,
     /// Pieces dropped for having no positive area (the policy guarantees none).
     pub dropped: u64,
 }
@@ -362,6 +374,22 @@ impl Sink {
     }
 }
 
+/// Length of the chunks in which outputs are collected.
+const CHUNK: usize = 4096;
+
+fn push_chunked(chunks: &mut Vec<Vec<[f64; 2]>>, pts: &[[f64; 2]]) {
+    if chunks
+        .last()
+        .is_none_or(|c| c.len() + pts.len() > 4 * CHUNK)
+    {
+        chunks.push(Vec::new());
+    }
+    chunks
+        .last_mut()
+        .expect("just ensured")
+        .extend_from_slice(pts);
+}
+
 fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
     if ctx.aborted() {
         return;
@@ -384,10 +412,14 @@ fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
     out.count += 1;
     out.area_sum += area;
     if ctx.opts.count_vertices {
-        out.corners.extend_from_slice(&cell.poly.pts);
+        push_chunked(&mut out.corners, &cell.poly.pts);
     }
     if ctx.opts.keep_regions {
-        out.regions.push(RawRegion {
+        if out.regions.last().is_none_or(|c| c.len() >= CHUNK) {
+            out.regions.push(Vec::new());
+        }
+        let chunk = out.regions.last_mut().expect("just ensured");
+        chunk.push(RawRegion {
             poly: cell.poly,
             map: cell.map,
             pattern: cell.pattern,
@@ -526,29 +558,47 @@ fn split_rec(
         }
         let rest = &splitters[i + 1..];
         match sp {
-            Splitter::Hinge { unit, slot, bit } => {
+            Splitter::Hinge {
+                unit,
+                slot,
+                bit,
+                above,
+            } => {
                 let unit = *unit as usize;
                 let Nonlinearity::Pwl(layer) = &stage.nonlin else {
                     unreachable!("hinge splitter in a max stage")
                 };
                 let (bp, da) = layer.hinge(unit, *slot as usize);
                 let (split, coef) = pwl::split(&b.poly, z, n, unit, bp, da);
-                match split {
-                    Split::Below | Split::OnLine => {}
-                    Split::Above => {
-                        b.add(stage, unit, coef);
-                        b.pattern.set_bit(*bit as usize);
+                let bit = *bit as usize;
+                // Moves a branch from the assumed side of the hinge to the other one.
+                let flip = |br: &mut Branch| {
+                    if *above {
+                        br.add(stage, unit, coef.map(|c| -c));
+                        br.pattern.clear_bit(bit);
+                    } else {
+                        br.add(stage, unit, coef);
+                        br.pattern.set_bit(bit);
                     }
+                };
+                match split {
+                    Split::Below | Split::OnLine if *above => flip(&mut b),
+                    Split::Above if !*above => flip(&mut b),
+                    Split::Below | Split::OnLine | Split::Above => {}
                     Split::Both(neg, pos) => {
-                        let mut up = Branch {
+                        let mut other = Branch {
                             poly: pos,
                             map: b.map.clone(),
                             pattern: b.pattern.clone(),
                         };
-                        up.add(stage, unit, coef);
-                        up.pattern.set_bit(*bit as usize);
                         b.poly = neg;
-                        fork_or_recurse(ctx, stage, z, vec![b, up], rest, sink, forks);
+                        // `b` is now below and `other` above: flip whichever is off its default.
+                        if *above {
+                            flip(&mut b);
+                        } else {
+                            flip(&mut other);
+                        }
+                        fork_or_recurse(ctx, stage, z, vec![b, other], rest, sink, forks);
                         return;
                     }
                 }

@@ -116,13 +116,23 @@ impl PwlLayer {
                 let bit = bit_offset + i * n_slots + j;
                 if s == 1 {
                     pattern.set_bit(bit);
-                } else {
-                    splitters.push(Splitter::Hinge {
-                        unit: i as u32,
-                        slot: j as u8,
-                        bit: bit as u32,
-                    });
+                    continue;
                 }
+                // A crossing hinge starts from the side holding the box centre, usually the
+                // larger one: only pieces on the other side then pay a rank-1 update.
+                let (bp, da) = (slot.bp[i], slot.da[i]);
+                let above = za[i] * center[0] + zb[i] * center[1] + zc[i] > bp;
+                if above {
+                    slope[i] += da;
+                    intercept[i] -= da * bp;
+                    pattern.set_bit(bit);
+                }
+                splitters.push(Splitter::Hinge {
+                    unit: i as u32,
+                    slot: j as u8,
+                    bit: bit as u32,
+                    above,
+                });
             }
         }
         let mut h = vec![0.0; 3 * n];
@@ -145,7 +155,8 @@ fn hinge_scale(a: f64, b: f64, c: f64, bp: f64) -> f64 {
 
 /// Splits `poly` by the line of hinge `(unit, bp)` of map `z` (`3 × n`).
 ///
-/// Returns the `Split` and the coefficients `Δa·(z − b)` that the side above adds to the unit.
+/// Returns the `Split` and the coefficients `Δa·(z − b)` that the side above adds to the unit
+/// relative to the side below.
 pub(crate) fn split(
     poly: &ConvexPolygon,
     z: &[f64],
