@@ -434,17 +434,21 @@ fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput)
     }
     let stage = &ctx.plan.stages[s];
     let mut classified = Vec::with_capacity(cells.len());
-    let mut fixed = Vec::with_capacity(cells.len() * 3 * stage.next.n_in());
-    for cell in &cells {
+    let h_width = 3 * stage.next.n_in();
+    let mut fixed = vec![0.0; cells.len() * h_width];
+    let mut scratch = pwl::Scratch::default();
+    for (cell, h) in cells.iter().zip(fixed.chunks_exact_mut(h_width.max(1))) {
         let mut pattern = cell.pattern.clone();
         let mut splitters = Vec::new();
-        let h = match &stage.nonlin {
+        match &stage.nonlin {
             Nonlinearity::Pwl(layer) => layer.classify(
                 stage.bit_offset,
                 &cell.poly,
                 &cell.map,
                 &mut pattern,
                 &mut splitters,
+                &mut scratch,
+                h,
             ),
             Nonlinearity::Max { groups, bits } => classify_max(
                 groups,
@@ -454,9 +458,9 @@ fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput)
                 cell,
                 &mut pattern,
                 &mut splitters,
+                h,
             ),
-        };
-        fixed.extend_from_slice(&h);
+        }
         classified.push((pattern, splitters));
     }
     let width = if stage.next.has_columns() {
@@ -485,6 +489,7 @@ fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput)
     out.merge(sink.finish(ctx));
 }
 
+#[allow(clippy::too_many_arguments)]
 fn classify_max(
     groups: &[Vec<u32>],
     bits: usize,
@@ -493,10 +498,10 @@ fn classify_max(
     cell: &Cell,
     pattern: &mut Pattern,
     splitters: &mut Vec<Splitter>,
-) -> Vec<f64> {
+    h: &mut [f64],
+) {
     let g_count = groups.len();
     let z = &cell.map;
-    let mut h = vec![0.0; 3 * g_count];
     let mut cands = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         cands.clear();
@@ -515,7 +520,6 @@ fn classify_max(
             });
         }
     }
-    h
 }
 
 /// A piece of a cell on its way through the cell's splitters.

@@ -57,8 +57,9 @@ impl PwlLayer {
 
     /// Classifies a region (polygon `poly`, pre-activation map `z = [∂s; ∂t; value]`, `3 × n`)
     /// against every hinge. Sets the pattern bits of hinges the region lies above, pushes the
-    /// crossing hinges to `splitters`, and returns the post-activation map with crossing hinges
-    /// left at their lower piece.
+    /// crossing hinges to `splitters`, and writes to `h` (`3 × n`) the post-activation map with
+    /// every crossing hinge on the side of the polygon's box centre.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn classify(
         &self,
         bit_offset: usize,
@@ -66,8 +67,19 @@ impl PwlLayer {
         z: &[f64],
         pattern: &mut Pattern,
         splitters: &mut Vec<Splitter>,
-    ) -> Vec<f64> {
+        scratch: &mut Scratch,
+        h: &mut [f64],
+    ) {
         let n = self.slope0.len();
+        scratch.resize(n);
+        let Scratch {
+            lo,
+            hi,
+            mark,
+            slope,
+            intercept,
+            state,
+        } = scratch;
         let n_slots = self.slots.len();
         let (za, zb, zc) = (&z[..n], &z[n..2 * n], &z[2 * n..3 * n]);
         // Enclose every unit's range over the polygon's bounding box first; only units whose
@@ -75,12 +87,10 @@ impl PwlLayer {
         let bb = poly.bbox();
         let center = [0.5 * (bb[0] + bb[1]), 0.5 * (bb[2] + bb[3])];
         let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
-        let mut lo = vec![0.0; n];
-        let mut hi = vec![0.0; n];
-        kernels::box_bounds(za, zb, zc, center, half, &mut lo, &mut hi);
-        let mut mark = vec![0u8; n];
+        kernels::box_bounds(za, zb, zc, center, half, lo, hi);
+        mark.fill(0);
         for slot in &self.slots {
-            kernels::mark_undecided(za, zb, zc, &lo, &hi, &slot.bp, &slot.da, &mut mark);
+            kernels::mark_undecided(za, zb, zc, lo, hi, &slot.bp, &slot.da, mark);
         }
         for (i, _) in mark.iter().enumerate().filter(|(_, &m)| m != 0) {
             let (mut l, mut h) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -92,22 +102,12 @@ impl PwlLayer {
             lo[i] = l;
             hi[i] = h;
         }
-        let mut slope = self.slope0.clone();
-        let mut intercept = self.intercept0.clone();
-        // 0: below or on the line, 1: above, 2: crossing.
-        let mut state = vec![0u8; n];
+        slope.copy_from_slice(&self.slope0);
+        intercept.copy_from_slice(&self.intercept0);
         for (j, slot) in self.slots.iter().enumerate() {
+            // state: 0 below or on the line, 1 above, 2 crossing.
             kernels::classify_slot(
-                za,
-                zb,
-                zc,
-                &lo,
-                &hi,
-                &slot.bp,
-                &slot.da,
-                &mut slope,
-                &mut intercept,
-                &mut state,
+                za, zb, zc, lo, hi, &slot.bp, &slot.da, slope, intercept, state,
             );
             for (i, &s) in state.iter().enumerate() {
                 if s == 0 {
@@ -119,7 +119,8 @@ impl PwlLayer {
                     continue;
                 }
                 // A crossing hinge starts from the side holding the box centre, usually the
-                // larger one: only pieces on the other side then pay a rank-1 update.
+                // larger one: only pieces on the other side then pay a rank-1 update. (A
+                // heuristic choice of starting side, not a geometric decision: either is exact.)
                 let (bp, da) = (slot.bp[i], slot.da[i]);
                 let above = za[i] * center[0] + zb[i] * center[1] + zc[i] > bp;
                 if above {
@@ -135,7 +136,6 @@ impl PwlLayer {
                 });
             }
         }
-        let mut h = vec![0.0; 3 * n];
         let (ha, rest) = h.split_at_mut(n);
         let (hb, hc) = rest.split_at_mut(n);
         for i in 0..n {
@@ -143,7 +143,28 @@ impl PwlLayer {
             hb[i] = slope[i] * zb[i];
             hc[i] = slope[i] * zc[i] + intercept[i];
         }
-        h
+    }
+}
+
+/// Per-unit work arrays reused across the cells of a batch.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    mark: Vec<u8>,
+    slope: Vec<f64>,
+    intercept: Vec<f64>,
+    state: Vec<u8>,
+}
+
+impl Scratch {
+    fn resize(&mut self, n: usize) {
+        self.lo.resize(n, 0.0);
+        self.hi.resize(n, 0.0);
+        self.mark.resize(n, 0);
+        self.slope.resize(n, 0.0);
+        self.intercept.resize(n, 0.0);
+        self.state.resize(n, 0);
     }
 }
 
