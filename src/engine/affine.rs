@@ -204,6 +204,26 @@ impl AffineStep {
     }
 }
 
+/// The layer with every parameter replaced by its absolute value: applied to magnitudes, it
+/// bounds the sum of the absolute values of the terms the layer adds up.
+pub(crate) fn abs_layer(layer: &Layer) -> Layer {
+    use crate::network::LayerKind;
+    let mut l = layer.clone();
+    let abs = |v: &mut Vec<f64>| v.iter_mut().for_each(|x| *x = x.abs());
+    match &mut l.kind {
+        LayerKind::Linear { weight, bias } | LayerKind::Conv2d { weight, bias, .. } => {
+            abs(weight);
+            abs(bias);
+        }
+        LayerKind::BatchNorm { scale, shift } => {
+            abs(scale);
+            abs(shift);
+        }
+        _ => {}
+    }
+    l
+}
+
 fn apply_chain_linear(chain: &[Layer], x: &[f64]) -> Vec<f64> {
     let mut cur = x.to_vec();
     for l in chain {

@@ -65,7 +65,7 @@ dispatch! {
     /// Marks (`mark[i] = 1`) the units whose enclosure `[lo, hi]` is not decisively on one
     /// side of their hinge `(bp, da)`: only those need their exact range over the vertices.
     fn mark_undecided / mark_undecided_avx2 / mark_undecided_generic(
-        a: &[f64], b: &[f64], c: &[f64], lo: &[f64], hi: &[f64], bp: &[f64], da: &[f64], mark: &mut [u8])
+        a: &[f64], b: &[f64], c: &[f64], noise: &[f64], lo: &[f64], hi: &[f64], bp: &[f64], da: &[f64], mark: &mut [u8])
 }
 
 #[inline(always)]
@@ -74,6 +74,7 @@ fn mark_undecided_generic(
     a: &[f64],
     b: &[f64],
     c: &[f64],
+    noise: &[f64],
     lo: &[f64],
     hi: &[f64],
     bp: &[f64],
@@ -81,17 +82,10 @@ fn mark_undecided_generic(
     mark: &mut [u8],
 ) {
     let n = mark.len();
-    let (a, b, c, lo, hi, bp, da) = (
-        &a[..n],
-        &b[..n],
-        &c[..n],
-        &lo[..n],
-        &hi[..n],
-        &bp[..n],
-        &da[..n],
-    );
+    let (a, b, c, noise) = (&a[..n], &b[..n], &c[..n], &noise[..n]);
+    let (lo, hi, bp, da) = (&lo[..n], &hi[..n], &bp[..n], &da[..n]);
     for i in 0..n {
-        let scale = a[i].abs() + b[i].abs() + c[i].abs() + bp[i].abs();
+        let scale = a[i].abs() + b[i].abs() + c[i].abs() + bp[i].abs() + noise[i];
         let decided = is_pos(lo[i] - bp[i], scale) | is_neg(hi[i] - bp[i], scale) | (da[i] == 0.0);
         mark[i] |= (!decided) as u8;
     }
@@ -102,7 +96,7 @@ dispatch! {
     /// `predicates`): `state` gets 0 (below or on the line), 1 (above) or 2 (crossing), and the
     /// hinge's piece is added to `slope`/`intercept` for units entirely above it.
     fn classify_slot / classify_slot_avx2 / classify_slot_generic(
-        a: &[f64], b: &[f64], c: &[f64], lo: &[f64], hi: &[f64], bp: &[f64], da: &[f64],
+        a: &[f64], b: &[f64], c: &[f64], noise: &[f64], lo: &[f64], hi: &[f64], bp: &[f64], da: &[f64],
         slope: &mut [f64], intercept: &mut [f64], state: &mut [u8])
 }
 
@@ -112,6 +106,7 @@ fn classify_slot_generic(
     a: &[f64],
     b: &[f64],
     c: &[f64],
+    noise: &[f64],
     lo: &[f64],
     hi: &[f64],
     bp: &[f64],
@@ -121,18 +116,11 @@ fn classify_slot_generic(
     state: &mut [u8],
 ) {
     let n = state.len();
-    let (a, b, c, lo, hi, bp, da) = (
-        &a[..n],
-        &b[..n],
-        &c[..n],
-        &lo[..n],
-        &hi[..n],
-        &bp[..n],
-        &da[..n],
-    );
+    let (a, b, c, noise) = (&a[..n], &b[..n], &c[..n], &noise[..n]);
+    let (lo, hi, bp, da) = (&lo[..n], &hi[..n], &bp[..n], &da[..n]);
     let (slope, intercept) = (&mut slope[..n], &mut intercept[..n]);
     for i in 0..n {
-        let scale = a[i].abs() + b[i].abs() + c[i].abs() + bp[i].abs();
+        let scale = a[i].abs() + b[i].abs() + c[i].abs() + bp[i].abs() + noise[i];
         let up = is_pos(hi[i] - bp[i], scale) & (da[i] != 0.0);
         let down = is_neg(lo[i] - bp[i], scale);
         let k = if up & !down { da[i] } else { 0.0 };
@@ -184,6 +172,7 @@ mod tests {
             &a,
             &b,
             &c,
+            &vec![0.0; n],
             &lo,
             &hi,
             &vec![0.0; n],
@@ -197,7 +186,7 @@ mod tests {
         let da = vec![1.0; n];
         let (mut slope, mut icpt, mut state) = (vec![0.0; n], vec![0.0; n], vec![0u8; n]);
         classify_slot(
-            &a, &b, &c, &lo, &hi, &bp, &da, &mut slope, &mut icpt, &mut state,
+            &a, &b, &c, &bp, &lo, &hi, &bp, &da, &mut slope, &mut icpt, &mut state,
         );
         for i in 0..n {
             let expect = if lo[i] > 1e-6 {

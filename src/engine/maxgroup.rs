@@ -8,64 +8,76 @@
 use crate::geometry::polygon::{ConvexPolygon, Split};
 use crate::geometry::predicates::{sign, Sign};
 
-/// Scale of `z_p − z_q` for the tolerance policy (domain coordinates bounded by 1).
-#[inline]
-fn diff_scale(z: &[f64], n: usize, p: usize, q: usize) -> f64 {
-    z[p].abs()
-        + z[q].abs()
-        + z[n + p].abs()
-        + z[n + q].abs()
-        + z[2 * n + p].abs()
-        + z[2 * n + q].abs()
+/// The pre-activation maps of a cell (`z`, `3 × n`) with every unit's rounding floor.
+#[derive(Clone, Copy)]
+pub(crate) struct Maps<'a> {
+    pub z: &'a [f64],
+    pub noise: &'a [f64],
+    pub n: usize,
 }
 
-#[inline]
-fn diff_at(z: &[f64], n: usize, p: usize, q: usize, pt: [f64; 2]) -> f64 {
-    (z[p] - z[q]) * pt[0] + (z[n + p] - z[n + q]) * pt[1] + (z[2 * n + p] - z[2 * n + q])
-}
-
-/// Whether candidate `q` (unit index, group position `qi`) dominates `p` (position `pi`) on
-/// `poly`: `z_q ≥ z_p` at every vertex, with ties everywhere resolved by position.
-fn dominates(
-    poly: &ConvexPolygon,
-    z: &[f64],
-    n: usize,
-    (q, qi): (usize, usize),
-    (p, pi): (usize, usize),
-) -> bool {
-    let scale = diff_scale(z, n, q, p);
-    let mut all_zero = true;
-    for &pt in &poly.pts {
-        match sign(diff_at(z, n, q, p, pt), scale) {
-            Sign::Neg => return false,
-            Sign::Pos => all_zero = false,
-            Sign::Zero => {}
-        }
+impl Maps<'_> {
+    /// Scale of `z_p − z_q` for the tolerance policy (domain coordinates bounded by 1).
+    #[inline]
+    fn diff_scale(&self, p: usize, q: usize) -> f64 {
+        let (z, n) = (self.z, self.n);
+        z[p].abs()
+            + z[q].abs()
+            + z[n + p].abs()
+            + z[n + q].abs()
+            + z[2 * n + p].abs()
+            + z[2 * n + q].abs()
+            + self.noise[p]
+            + self.noise[q]
     }
-    !all_zero || qi < pi
+
+    #[inline]
+    fn diff_at(&self, p: usize, q: usize, pt: [f64; 2]) -> f64 {
+        let (z, n) = (self.z, self.n);
+        (z[p] - z[q]) * pt[0] + (z[n + p] - z[n + q]) * pt[1] + (z[2 * n + p] - z[2 * n + q])
+    }
+
+    #[inline]
+    fn value_at(&self, p: usize, pt: [f64; 2]) -> f64 {
+        let (z, n) = (self.z, self.n);
+        z[p] * pt[0] + z[n + p] * pt[1] + z[2 * n + p]
+    }
+
+    /// The 3-vector map of unit `p`.
+    #[inline]
+    pub(crate) fn unit(&self, p: usize) -> [f64; 3] {
+        [self.z[p], self.z[self.n + p], self.z[2 * self.n + p]]
+    }
+
+    /// Whether candidate `q` (unit, group position) dominates `p` on `poly`: `z_q ≥ z_p` at
+    /// every vertex, with ties everywhere resolved by position.
+    fn dominates(&self, poly: &ConvexPolygon, (q, qi): (usize, u8), (p, pi): (usize, u8)) -> bool {
+        let scale = self.diff_scale(q, p);
+        let mut all_zero = true;
+        for &pt in &poly.pts {
+            match sign(self.diff_at(q, p, pt), scale) {
+                Sign::Neg => return false,
+                Sign::Pos => all_zero = false,
+                Sign::Zero => {}
+            }
+        }
+        !all_zero || qi < pi
+    }
 }
 
-/// Positions (into `cands`) of the candidates not dominated by another on `poly`.
+/// The candidates `(unit, position)` not dominated by another on `poly`.
 pub(crate) fn undominated(
     poly: &ConvexPolygon,
-    z: &[f64],
-    n: usize,
+    m: Maps<'_>,
     cands: &[(u32, u8)],
 ) -> Vec<(u32, u8)> {
     let mut out: Vec<(u32, u8)> = cands
         .iter()
         .copied()
         .filter(|&(p, pi)| {
-            !cands.iter().any(|&(q, qi)| {
-                qi != pi
-                    && dominates(
-                        poly,
-                        z,
-                        n,
-                        (q as usize, qi as usize),
-                        (p as usize, pi as usize),
-                    )
-            })
+            !cands
+                .iter()
+                .any(|&(q, qi)| qi != pi && m.dominates(poly, (q as usize, qi), (p as usize, pi)))
         })
         .collect();
     if out.is_empty() {
@@ -76,10 +88,7 @@ pub(crate) fn undominated(
             .iter()
             .copied()
             .max_by(|a, b| {
-                let va =
-                    z[a.0 as usize] * c[0] + z[n + a.0 as usize] * c[1] + z[2 * n + a.0 as usize];
-                let vb =
-                    z[b.0 as usize] * c[0] + z[n + b.0 as usize] * c[1] + z[2 * n + b.0 as usize];
+                let (va, vb) = (m.value_at(a.0 as usize, c), m.value_at(b.0 as usize, c));
                 va.total_cmp(&vb).then(b.1.cmp(&a.1))
             })
             .expect("groups are never empty");
@@ -91,8 +100,7 @@ pub(crate) fn undominated(
 /// The cells of `poly` where each candidate of `cands` (all undominated) is the maximum.
 pub(crate) fn winner_cells(
     poly: &ConvexPolygon,
-    z: &[f64],
-    n: usize,
+    m: Maps<'_>,
     cands: &[(u32, u8)],
 ) -> Vec<((u32, u8), ConvexPolygon)> {
     let mut cells = Vec::with_capacity(cands.len());
@@ -103,12 +111,8 @@ pub(crate) fn winner_cells(
                 continue;
             }
             let (c_, d_) = (c as usize, d as usize);
-            let values: Vec<f64> = cur
-                .pts
-                .iter()
-                .map(|&pt| diff_at(z, n, c_, d_, pt))
-                .collect();
-            match cur.split(&values, diff_scale(z, n, c_, d_)) {
+            let values: Vec<f64> = cur.pts.iter().map(|&pt| m.diff_at(c_, d_, pt)).collect();
+            match cur.split(&values, m.diff_scale(c_, d_)) {
                 Split::Above => {}
                 Split::Below => continue 'cand,
                 Split::OnLine => {

@@ -161,6 +161,9 @@ pub(crate) struct Stage {
     n_in: usize,
     /// First pattern bit of this stage.
     bit_offset: usize,
+    /// Every entering unit's rounding floor for the tolerance policy
+    /// (`predicates::noise_scale` of the magnitude of the terms that produce it).
+    noise: Vec<f64>,
     next: AffineStep,
 }
 
@@ -172,18 +175,18 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub(crate) fn new(net: &Network) -> Self {
+    /// Lowers `net` for partitions of `plane` (a normalised plane: the domain is `[-1, 1]²`).
+    pub(crate) fn new(net: &Network, plane: &Plane) -> Self {
+        let mut noises = term_magnitudes(net, plane).into_iter();
         let mut chain = Vec::new();
         let mut first = None;
         let mut pending: Option<(usize, Nonlinearity, usize)> = None;
         let mut stages = Vec::new();
         let mut bit_offset = 0;
-        let mut width = net.input_shape.numel();
-        let mut chain_in = width;
+        let mut chain_in = net.input_shape.numel();
         for (index, layer) in net.layers.iter().enumerate() {
             if layer.is_affine() {
                 chain.push(layer.clone());
-                width = layer.output.numel();
                 continue;
             }
             let step = AffineStep::new(std::mem::take(&mut chain), chain_in);
@@ -196,6 +199,9 @@ impl Plan {
                         nonlin,
                         n_in,
                         bit_offset,
+                        noise: noises
+                            .next()
+                            .expect("one magnitude vector per nonlinear layer"),
                         next: step,
                     });
                     bit_offset += bits;
@@ -217,8 +223,7 @@ impl Plan {
                 }
             };
             pending = Some((index, nonlin, n_in));
-            width = layer.output.numel();
-            chain_in = width;
+            chain_in = layer.output.numel();
         }
         let step = AffineStep::new(chain, chain_in);
         match pending {
@@ -230,18 +235,60 @@ impl Plan {
                     nonlin,
                     n_in,
                     bit_offset,
+                    noise: noises
+                        .next()
+                        .expect("one magnitude vector per nonlinear layer"),
                     next: step,
                 });
                 bit_offset += bits;
             }
         }
-        let _ = width;
         Plan {
             first: first.expect("the first affine step is always built"),
             stages,
             pattern_bits: bit_offset,
         }
     }
+}
+
+/// For every nonlinear layer, the noise scale of each entering unit: `noise_scale` of an upper
+/// bound, over the domain, of the sum of the absolute values of every term that produces the
+/// pre-activation (`|W|·bound + |b|` through the layers before).
+fn term_magnitudes(net: &Network, plane: &Plane) -> Vec<Vec<f64>> {
+    use crate::geometry::predicates::noise_scale;
+    let mut mag: Vec<f64> = (0..plane.origin.len())
+        .map(|i| plane.origin[i].abs() + plane.du[i].abs() + plane.dv[i].abs())
+        .collect();
+    let mut out = Vec::new();
+    for layer in &net.layers {
+        let mut next = vec![0.0; layer.output.numel()];
+        match &layer.kind {
+            LayerKind::Activation(act) => {
+                out.push(mag.iter().map(|&m| noise_scale(m)).collect());
+                let per = layer.input.per_channel();
+                for (i, (y, &m)) in next.iter_mut().zip(&mag).enumerate() {
+                    let f = act.hinge_form(i / per);
+                    let (mut slope, mut max_slope) = (f.slope0, f.slope0.abs());
+                    let mut offset = f.intercept0.abs();
+                    for &(bp, da) in f.hinges() {
+                        slope += da;
+                        max_slope = max_slope.max(slope.abs());
+                        offset += (da * bp).abs();
+                    }
+                    *y = max_slope * m + offset;
+                }
+            }
+            LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
+                out.push(mag.iter().map(|&m| noise_scale(m)).collect());
+                for (y, g) in next.iter_mut().zip(layer.max_groups()) {
+                    *y = g.iter().map(|&i| mag[i as usize]).fold(0.0, f64::max);
+                }
+            }
+            _ => affine::abs_layer(layer).apply(&mag, &mut next),
+        }
+        mag = next;
+    }
+    out
 }
 
 fn stage_bits(nonlin: &Nonlinearity, n_in: usize) -> usize {
@@ -445,6 +492,7 @@ fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput)
                 stage.bit_offset,
                 &cell.poly,
                 &cell.map,
+                &stage.noise,
                 &mut pattern,
                 &mut splitters,
                 &mut scratch,
@@ -454,7 +502,11 @@ fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput)
                 groups,
                 *bits,
                 stage.bit_offset,
-                stage.n_in,
+                maxgroup::Maps {
+                    z: &cell.map,
+                    noise: &stage.noise,
+                    n: stage.n_in,
+                },
                 cell,
                 &mut pattern,
                 &mut splitters,
@@ -494,24 +546,23 @@ fn classify_max(
     groups: &[Vec<u32>],
     bits: usize,
     bit_offset: usize,
-    n: usize,
+    maps: maxgroup::Maps<'_>,
     cell: &Cell,
     pattern: &mut Pattern,
     splitters: &mut Vec<Splitter>,
     h: &mut [f64],
 ) {
     let g_count = groups.len();
-    let z = &cell.map;
     let mut cands = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         cands.clear();
         cands.extend(group.iter().enumerate().map(|(pos, &u)| (u, pos as u8)));
-        let alive = maxgroup::undominated(&cell.poly, z, n, &cands);
+        let alive = maxgroup::undominated(&cell.poly, maps, &cands);
         if let [(u, pos)] = alive[..] {
-            let u = u as usize;
-            h[g] = z[u];
-            h[g_count + g] = z[n + u];
-            h[2 * g_count + g] = z[2 * n + u];
+            let [a, b, c] = maps.unit(u as usize);
+            h[g] = a;
+            h[g_count + g] = b;
+            h[2 * g_count + g] = c;
             pattern.set_bits(bit_offset + g * bits, bits, pos as u64);
         } else {
             splitters.push(Splitter::Max {
@@ -573,7 +624,7 @@ fn split_rec(
                     unreachable!("hinge splitter in a max stage")
                 };
                 let (bp, da) = layer.hinge(unit, *slot as usize);
-                let (split, coef) = pwl::split(&b.poly, z, n, unit, bp, da);
+                let (split, coef) = pwl::split(&b.poly, z, n, (unit, stage.noise[unit]), bp, da);
                 let bit = *bit as usize;
                 // Moves a branch from the assumed side of the hinge to the other one.
                 let flip = |br: &mut Branch| {
@@ -608,11 +659,16 @@ fn split_rec(
                 }
             }
             Splitter::Max { group, cands } => {
-                let alive = maxgroup::undominated(&b.poly, z, n, cands);
+                let maps = maxgroup::Maps {
+                    z,
+                    noise: &stage.noise,
+                    n,
+                };
+                let alive = maxgroup::undominated(&b.poly, maps, cands);
                 let cells = if alive.len() == 1 {
                     vec![(alive[0], std::mem::take(&mut b.poly))]
                 } else {
-                    maxgroup::winner_cells(&b.poly, z, n, &alive)
+                    maxgroup::winner_cells(&b.poly, maps, &alive)
                 };
                 let (bits, offset) = match &stage.nonlin {
                     Nonlinearity::Max { bits, .. } => {
@@ -631,7 +687,7 @@ fn split_rec(
                             map: b.map.clone(),
                             pattern: b.pattern.clone(),
                         };
-                        nb.add(stage, *group as usize, [z[u], z[n + u], z[2 * n + u]]);
+                        nb.add(stage, *group as usize, maps.unit(u));
                         nb.pattern.set_bits(offset, bits, pos as u64);
                         nb
                     })
@@ -693,7 +749,7 @@ pub(crate) fn run(
     plane: &Plane,
     opts: &Options,
 ) -> Result<(Plan, RawOutput), EngineError> {
-    let plan = Plan::new(net);
+    let plan = Plan::new(net, plane);
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {

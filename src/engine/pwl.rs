@@ -65,6 +65,7 @@ impl PwlLayer {
         bit_offset: usize,
         poly: &ConvexPolygon,
         z: &[f64],
+        noise: &[f64],
         pattern: &mut Pattern,
         splitters: &mut Vec<Splitter>,
         scratch: &mut Scratch,
@@ -90,7 +91,7 @@ impl PwlLayer {
         kernels::box_bounds(za, zb, zc, center, half, lo, hi);
         mark.fill(0);
         for slot in &self.slots {
-            kernels::mark_undecided(za, zb, zc, lo, hi, &slot.bp, &slot.da, mark);
+            kernels::mark_undecided(za, zb, zc, noise, lo, hi, &slot.bp, &slot.da, mark);
         }
         for (i, _) in mark.iter().enumerate().filter(|(_, &m)| m != 0) {
             let (mut l, mut h) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -107,7 +108,7 @@ impl PwlLayer {
         for (j, slot) in self.slots.iter().enumerate() {
             // state: 0 below or on the line, 1 above, 2 crossing.
             kernels::classify_slot(
-                za, zb, zc, lo, hi, &slot.bp, &slot.da, slope, intercept, state,
+                za, zb, zc, noise, lo, hi, &slot.bp, &slot.da, slope, intercept, state,
             );
             for (i, &s) in state.iter().enumerate() {
                 if s == 0 {
@@ -174,7 +175,8 @@ fn hinge_scale(a: f64, b: f64, c: f64, bp: f64) -> f64 {
     a.abs() + b.abs() + c.abs() + bp.abs()
 }
 
-/// Splits `poly` by the line of hinge `(unit, bp)` of map `z` (`3 × n`).
+/// Splits `poly` by the line of hinge `(unit, bp)` of map `z` (`3 × n`); `noise` is the unit's
+/// rounding floor (`predicates::noise_scale`).
 ///
 /// Returns the `Split` and the coefficients `Δa·(z − b)` that the side above adds to the unit
 /// relative to the side below.
@@ -182,16 +184,21 @@ pub(crate) fn split(
     poly: &ConvexPolygon,
     z: &[f64],
     n: usize,
-    unit: usize,
+    (unit, noise): (usize, f64),
     bp: f64,
     da: f64,
 ) -> (Split, [f64; 3]) {
     let (a, b, c) = (z[unit], z[n + unit], z[2 * n + unit]);
-    let values: Vec<f64> = poly
-        .pts
-        .iter()
-        .map(|p| (a * p[0] + b * p[1] + c) - bp)
-        .collect();
-    let split = poly.split(&values, hinge_scale(a, b, c, bp));
+    let eval = |p: &[f64; 2]| (a * p[0] + b * p[1] + c) - bp;
+    let scale = hinge_scale(a, b, c, bp) + noise;
+    let mut buf = [0.0; 16];
+    let split = if poly.pts.len() <= buf.len() {
+        for (v, p) in buf.iter_mut().zip(&poly.pts) {
+            *v = eval(p);
+        }
+        poly.split(&buf[..poly.pts.len()], scale)
+    } else {
+        poly.split(&poly.pts.iter().map(eval).collect::<Vec<f64>>(), scale)
+    };
     (split, [da * a, da * b, da * (c - bp)])
 }

@@ -36,14 +36,16 @@ impl ConvexPolygon {
         }
     }
 
-    /// Signed area (positive for counter-clockwise).
+    /// Signed area (positive for counter-clockwise), computed relative to the first vertex so
+    /// that it stays accurate far from the origin.
     pub fn area(&self) -> f64 {
-        let n = self.pts.len();
+        let Some(&o) = self.pts.first() else {
+            return 0.0;
+        };
         let mut s = 0.0;
-        for i in 0..n {
-            let p = self.pts[i];
-            let q = self.pts[(i + 1) % n];
-            s += p[0] * q[1] - p[1] * q[0];
+        for w in self.pts.windows(2).skip(1) {
+            let (p, q) = (w[0], w[1]);
+            s += (p[0] - o[0]) * (q[1] - o[1]) - (p[1] - o[1]) * (q[0] - o[0]);
         }
         0.5 * s
     }
@@ -95,18 +97,28 @@ impl ConvexPolygon {
     }
 
     /// True when every turn is left (or straight within tolerance) and the area is positive.
+    ///
+    /// The tolerance covers the rounding of the coordinates themselves, which dominates for a
+    /// polygon that is tiny relative to its distance from the origin.
     pub fn is_convex_ccw(&self, extent: f64) -> bool {
         let n = self.pts.len();
         if n < 3 || self.area() <= 0.0 {
             return false;
         }
+        let coord = self
+            .pts
+            .iter()
+            .fold(0.0f64, |m, p| m.max(p[0].abs()).max(p[1].abs()));
+        let ulp = 4.0 * f64::EPSILON * coord;
         for i in 0..n {
             let a = self.pts[i];
             let b = self.pts[(i + 1) % n];
             let c = self.pts[(i + 2) % n];
             let cross = (b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0]);
-            let scale = ((b[0] - a[0]).abs() + (b[1] - a[1]).abs())
-                * ((c[0] - b[0]).abs() + (c[1] - b[1]).abs())
+            let e1 = (b[0] - a[0]).abs() + (b[1] - a[1]).abs();
+            let e2 = (c[0] - b[0]).abs() + (c[1] - b[1]).abs();
+            let scale = e1 * e2
+                + ulp * (e1 + e2) / super::predicates::REL_TOL
                 + extent * extent * f64::EPSILON;
             if sign(cross, scale) == Sign::Neg {
                 return false;

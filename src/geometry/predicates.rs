@@ -14,6 +14,11 @@
 //! The engine works in normalised slice coordinates, where the domain is `[-1, 1]²`, so the
 //! policy is invariant to the size and position of the domain (a 1e-9 box behaves as a 1e9 box).
 //!
+//! Because the coefficients themselves carry rounding from the layers before, the scale also
+//! includes a floor proportional to the magnitude of every term that produced the value
+//! ([`noise_scale`], [`NOISE`]): a zero threshold is never below the rounding noise of the
+//! network's own forward pass.
+//!
 //! `REL_TOL = 1e-9` leaves five to six orders of magnitude of headroom above the rounding of
 //! a few hundred accumulated products (≈ 1e-14 relative), and below it lie only features that
 //! f64 cannot place anyway. Consequences, which are the meaning of "exact" in tessera:
@@ -26,6 +31,22 @@
 
 /// Relative tolerance below which a value is treated as zero (see the module docs).
 pub const REL_TOL: f64 = 1e-9;
+
+/// Rounding noise of a network's pre-activation relative to the magnitudes of every term that
+/// produced it (`Σ|w|·|x| + |b|` through all earlier layers): about 64 ulps, room for the
+/// accumulation of a few hundred products per layer over several layers.
+pub const NOISE: f64 = 1e-14;
+
+/// The amount to add to a value's `scale` so that its zero threshold is never below the
+/// rounding noise of a quantity whose terms had total magnitude `magnitude`.
+///
+/// On a small domain far from the origin, a pre-activation's affine coefficients over the
+/// domain are tiny while its value is the cancellation of large terms: without this floor, lines
+/// that should meet in one point would meet in a cluster of rounding-sized triangles.
+#[inline]
+pub fn noise_scale(magnitude: f64) -> f64 {
+    magnitude * (NOISE / REL_TOL)
+}
 
 /// Three-way sign of a value under the tolerance policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
