@@ -82,12 +82,12 @@ impl Progress {
     }
 }
 
-fn options(s: &SliceArgs, counter: &Arc<AtomicU64>) -> Options {
+fn options(s: &SliceArgs, counter: &Arc<AtomicU64>, count_vertices: bool) -> Options {
     Options {
         threads: s.threads,
         max_regions: s.max_regions,
         keep_regions: false,
-        count_vertices: true,
+        count_vertices,
         progress: Some(counter.clone()),
     }
 }
@@ -96,7 +96,8 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
     let net = config::load_model(&a.model)?;
     let slice = config::build_slice(&net, &a.slice)?;
     let counter = Arc::new(AtomicU64::new(0));
-    let opts = options(&a.slice, &counter);
+    // Welding vertices costs a sort of every corner: only when the numbers are asked for.
+    let opts = options(&a.slice, &counter, a.stats || a.json.is_some());
     let start = Instant::now();
     let progress = Progress::start(counter);
     let result = if a.json.is_some() {
@@ -117,10 +118,10 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
         .iter()
         .map(|c| format!("{}#{}: {}", c.op, c.layer, c.regions))
         .collect();
+    let vertices = summary.vertices.map(|v| format!(", {v} vertices")).unwrap_or_default();
     eprintln!(
-        "{} regions, {} vertices over [{}, {}] × [{}, {}] in {:.3} s (after each nonlinear layer: {})",
+        "{} regions{vertices} over [{}, {}] × [{}, {}] in {:.3} s (after each nonlinear layer: {})",
         summary.regions,
-        summary.vertices.unwrap_or(0),
         d.u0,
         d.u1,
         d.v0,
@@ -142,7 +143,7 @@ fn verify(a: VerifyArgs) -> Result<i32, CliError> {
     let slice = config::build_slice(&net, &a.slice)?;
     let counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(counter.clone());
-    let part = tessera::partition(&net, &slice, &options(&a.slice, &counter));
+    let part = tessera::partition(&net, &slice, &options(&a.slice, &counter, false));
     progress.stop();
     let part = part?;
     let oracle = |p: [f64; 2]| tessera::forward_at(&net, &slice, p);
