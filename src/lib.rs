@@ -14,8 +14,8 @@
 //!     {"op": "relu"}, {"op": "linear", "weight": [[1, -1, 1]]}]}"#, "example").unwrap();
 //! let slice = Slice { plane: Plane::identity2(), domain: Domain::new(-1.0, 1.0, -1.0, 1.0).unwrap(), anchors: None };
 //! let partition = tessera::partition(&net, &slice, &Options::default()).unwrap();
-//! // Three lines (u = 0, v = 0, u + v = 0.5) cut the square into 6 regions.
-//! assert_eq!(partition.regions.len(), 6);
+//! // Three lines (u = 0, v = 0, u + v = 0.5) meeting pairwise inside the square: 1 + 3 + 3 regions.
+//! assert_eq!(partition.regions.len(), 7);
 //! assert!(partition.sanity_check(1000, 7, None).is_ok());
 //! ```
 //!

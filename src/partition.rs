@@ -211,7 +211,7 @@ impl Partition {
                     .violations
                     .push(format!("region {i}: leaves the domain"));
             }
-            if !(r.area > 0.0) {
+            if r.area.is_nan() || r.area <= 0.0 {
                 report
                     .violations
                     .push(format!("region {i}: area {} is not positive", r.area));

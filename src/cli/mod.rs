@@ -118,7 +118,10 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
         .iter()
         .map(|c| format!("{}#{}: {}", c.op, c.layer, c.regions))
         .collect();
-    let vertices = summary.vertices.map(|v| format!(", {v} vertices")).unwrap_or_default();
+    let vertices = summary
+        .vertices
+        .map(|v| format!(", {v} vertices"))
+        .unwrap_or_default();
     eprintln!(
         "{} regions{vertices} over [{}, {}] × [{}, {}] in {:.3} s (after each nonlinear layer: {})",
         summary.regions,

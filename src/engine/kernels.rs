@@ -15,6 +15,7 @@ macro_rules! dispatch {
     ($(#[$doc:meta])* fn $name:ident / $avx:ident / $generic:ident ($($arg:ident : $ty:ty),*)) => {
         $(#[$doc])*
         #[inline]
+        #[allow(clippy::too_many_arguments)]
         pub(crate) fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
@@ -29,6 +30,7 @@ macro_rules! dispatch {
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
         unsafe fn $avx($($arg: $ty),*) {
             $generic($($arg),*)
         }
