@@ -26,11 +26,13 @@
 //! network's function there up to f64 rounding, which `Partition::sanity_check` verifies
 //! against a plain forward pass.
 
+pub mod boundary;
 pub mod engine;
 pub mod geometry;
 pub mod network;
 pub mod npy;
 pub mod partition;
+pub mod sample;
 pub mod slice;
 
 pub use engine::{EngineError, Options, Pattern};

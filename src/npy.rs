@@ -94,17 +94,27 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
 
 /// Encodes a C-order float64 array as `.npy` bytes.
 pub fn to_bytes_f64(shape: &[u64], data: &[f64]) -> Vec<u8> {
+    encode(shape, data.iter().copied())
+}
+
+/// Encodes a C-order array as float32 `.npy` bytes (values rounded to nearest).
+pub fn to_bytes_f32(shape: &[u64], data: &[f64]) -> Vec<u8> {
+    encode(shape, data.iter().map(|&x| x as f32))
+}
+
+fn encode<T: npyz::Serialize + npyz::AutoSerialize>(
+    shape: &[u64],
+    data: impl Iterator<Item = T>,
+) -> Vec<u8> {
     use npyz::WriterBuilder;
     let mut out = Vec::new();
-    let mut writer = npyz::WriteOptions::<f64>::new()
+    let mut writer = npyz::WriteOptions::<T>::new()
         .default_dtype()
         .shape(shape)
         .writer(&mut out)
         .begin_nd()
         .expect("writing to memory cannot fail");
-    writer
-        .extend(data.iter().copied())
-        .expect("writing to memory cannot fail");
+    writer.extend(data).expect("writing to memory cannot fail");
     writer.finish().expect("writing to memory cannot fail");
     out
 }
@@ -120,6 +130,8 @@ mod tests {
         assert_eq!(a.shape, vec![2, 3]);
         assert_eq!(a.data[5], 6.5);
         assert!(parse(b"\x93NUMPY garbage").is_err());
+        let a32 = parse(&to_bytes_f32(&[3], &[0.5, -1.25, 3.0])).unwrap();
+        assert_eq!(a32.data, vec![0.5, -1.25, 3.0]);
         assert!(parse(&bytes[..bytes.len() - 3]).is_err());
     }
 }

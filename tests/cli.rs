@@ -283,3 +283,93 @@ fn max_regions_stops_with_exit_3_and_no_output_file() {
         "nothing half-written"
     );
 }
+
+#[test]
+fn map_with_boundary_and_sample_points() {
+    let dir = tempdir("boundary");
+    let out = dir.join("b.json");
+    let o = tessera(&[
+        "map",
+        EXAMPLE,
+        "--box",
+        "-2,2,-2,2",
+        "--boundary",
+        "--stats",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((stats["boundary_length"].as_f64().unwrap() - 6.0814).abs() < 1e-3);
+    assert_eq!(stats["boundary_crossed_regions"], 166);
+    assert!(stats["boundary_components"].as_u64().unwrap() >= 1);
+    let doc: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let polylines = doc["boundary"]["polylines"].as_array().unwrap();
+    let total: f64 = polylines
+        .iter()
+        .map(|p| p["length"].as_f64().unwrap())
+        .sum();
+    assert!((total - 6.0814).abs() < 1e-3);
+    let several = doc["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["class"].is_array())
+        .count();
+    assert_eq!(several, 166);
+
+    let pts = dir.join("p.npy");
+    let pairs = dir.join("pairs.npy");
+    let regs = dir.join("r.npy");
+    let js = dir.join("p.json");
+    let o = tessera(&[
+        "sample",
+        EXAMPLE,
+        "--box",
+        "-2,2,-2,2",
+        "--boundary",
+        "200",
+        "--near-boundary",
+        "1e-6",
+        "--regions",
+        "30",
+        "--seed",
+        "4",
+        "--out",
+        pts.to_str().unwrap(),
+        "--pairs-out",
+        pairs.to_str().unwrap(),
+        "--regions-out",
+        regs.to_str().unwrap(),
+        "--json",
+        js.to_str().unwrap(),
+        "--dtype",
+        "f64",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("200 of 200 near-boundary pairs"),
+        "{}",
+        stderr(&o)
+    );
+    let a = tessera::npy::read(&pts).unwrap();
+    assert_eq!(a.shape, vec![200, 2]);
+    assert_eq!(tessera::npy::read(&pairs).unwrap().shape, vec![200, 2, 2]);
+    assert_eq!(tessera::npy::read(&regs).unwrap().shape, vec![30, 2]);
+    let doc: Value = serde_json::from_slice(&std::fs::read(&js).unwrap()).unwrap();
+    let first = &doc["boundary"][0];
+    let s = first["scores"].as_array().unwrap();
+    assert!((s[0].as_f64().unwrap() - s[1].as_f64().unwrap()).abs() < 1e-9);
+    assert_eq!(first["uv"][0].as_f64().unwrap(), a.data[0]);
+
+    let o = tessera(&["sample", EXAMPLE, "--out", pts.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nothing to sample"));
+    let o = tessera(&["map", EXAMPLE, "--boundary", "--level", "5=0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("output 5 does not exist"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -134,3 +134,45 @@ fn mlp_2_64x3_2_vertex_count() {
     assert_eq!(s.regions, 12_042);
     assert_eq!(s.vertices, Some(12_230));
 }
+
+#[test]
+fn mlp_2_64x3_2_decision_boundary() {
+    use tessera::boundary::{decision_boundary, Decision, RegionClass};
+    let Some(path) = shared("mlp_2_64x3_2.json") else {
+        return;
+    };
+    let net = json::load_path(&path).unwrap();
+    let slice = Slice {
+        plane: Plane::identity2(),
+        domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(),
+        anchors: None,
+    };
+    let mut lengths = Vec::new();
+    for threads in [1, 2] {
+        let part = tessera::partition(
+            &net,
+            &slice,
+            &Options {
+                threads,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let b = decision_boundary(&part, &Decision::Argmax);
+        assert!((b.length - 6.0814).abs() < 1e-3, "length {}", b.length);
+        assert_eq!(b.crossed_regions, 166);
+        assert_eq!(b.pieces, 12_208);
+        // One straight segment in each crossed region.
+        assert_eq!(b.segments.len(), 166);
+        let several = b
+            .region_classes
+            .iter()
+            .filter(|c| matches!(c, RegionClass::Several(_)))
+            .count();
+        assert_eq!(several, 166);
+        let polyline_length: f64 = b.polylines.iter().map(|p| p.length).sum();
+        assert!((polyline_length - b.length).abs() < 1e-9);
+        lengths.push((b.length, b.components, b.polylines.len()));
+    }
+    assert_eq!(lengths[0], lengths[1]);
+}

@@ -17,6 +17,8 @@ pub enum Command {
     Map(MapArgs),
     /// Check every region's affine map against a plain forward pass.
     Verify(VerifyArgs),
+    /// Sample points on the decision boundary, inside regions, or in pairs across the boundary.
+    Sample(SampleArgs),
     /// Show the model's layers, shapes, parameters and piecewise-linear units.
     Info {
         /// Model file (tessera-model/1 JSON).
@@ -62,6 +64,65 @@ pub struct MapArgs {
     /// Print statistics as one JSON object on stdout.
     #[arg(long)]
     pub stats: bool,
+    /// Compute the decision boundary (added to --json and --stats).
+    #[arg(long)]
+    pub boundary: bool,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
+}
+
+/// Which classes the boundary separates.
+#[derive(Args, Debug, Clone)]
+pub struct DecisionArgs {
+    /// For a single-output model (or to force two classes): the level of output 0 (default 0).
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "level")]
+    pub threshold: Option<f64>,
+    /// A level set instead of the argmax boundary: `i=T` (output i) or `i,j=T` (output i − output j).
+    #[arg(long, value_name = "i[,j]=T", allow_hyphen_values = true)]
+    pub level: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// Model file (tessera-model/1 JSON).
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub slice: SliceArgs,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
+    /// Points uniform in arc length on the boundary, written to --out.
+    #[arg(long = "boundary", value_name = "N")]
+    pub boundary_points: Option<usize>,
+    /// One interior point (the Chebyshev centre) for N regions, written to --regions-out.
+    #[arg(long = "regions", value_name = "N")]
+    pub region_points: Option<usize>,
+    /// Pairs at distance EPS on either side of each boundary point, written to --pairs-out.
+    #[arg(long, value_name = "EPS", requires = "boundary_points")]
+    pub near_boundary: Option<f64>,
+    /// Seed of the random positions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Boundary points as an array shaped [N, *input_shape].
+    #[arg(long, value_name = "points.npy")]
+    pub out: Option<PathBuf>,
+    /// Region points as an array shaped [N, *input_shape].
+    #[arg(long, value_name = "regions.npy")]
+    pub regions_out: Option<PathBuf>,
+    /// Near-boundary pairs as an array shaped [N, 2, *input_shape] (index 0: the lower class's side).
+    #[arg(long, value_name = "pairs.npy")]
+    pub pairs_out: Option<PathBuf>,
+    /// Every sampled point with its (u, v), classes and outputs.
+    #[arg(long, value_name = "points.json")]
+    pub json: Option<PathBuf>,
+    /// Element type of the .npy arrays.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F64,
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,17 @@ use std::path::Path;
 use tessera::network::{json, Network};
 use tessera::slice::{Domain, Plane, Slice, SliceError};
 
+pub fn decision(
+    args: &super::args::DecisionArgs,
+    outputs: usize,
+) -> Result<tessera::boundary::Decision, CliError> {
+    use tessera::boundary::Decision;
+    Ok(match &args.level {
+        Some(text) => Decision::parse_level(text, outputs)?,
+        None => Decision::for_outputs(outputs, args.threshold),
+    })
+}
+
 pub fn load_model(path: &Path) -> Result<Network, CliError> {
     Ok(json::load_path(path).map_err(tessera::Error::from)?)
 }

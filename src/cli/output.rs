@@ -5,10 +5,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
+use tessera::boundary::{Boundary, Decision, RegionClass};
 use tessera::{Partition, Slice, Summary};
 
-pub fn stats_json(s: &Summary, elapsed: f64) -> Value {
-    json!({
+pub fn stats_json(s: &Summary, boundary: Option<&Boundary>, elapsed: f64) -> Value {
+    let mut v = json!({
         "regions": s.regions,
         "domain_area": s.domain_area,
         "area_sum": s.area_sum,
@@ -17,6 +18,35 @@ pub fn stats_json(s: &Summary, elapsed: f64) -> Value {
         "nonlinear_layers": s.regions_per_layer.iter().map(|c| json!({"layer": c.layer, "op": c.op})).collect::<Vec<_>>(),
         "dropped_slivers": s.dropped_slivers,
         "elapsed_s": elapsed,
+    });
+    if let Some(b) = boundary {
+        v["boundary_length"] = json!(b.length);
+        v["boundary_components"] = json!(b.components);
+        v["boundary_closed_components"] = json!(b.closed_components);
+        v["boundary_crossed_regions"] = json!(b.crossed_regions);
+        v["boundary_pieces"] = json!(b.pieces);
+    }
+    v
+}
+
+fn boundary_json(b: &Boundary, decision: &Decision) -> Value {
+    let decision = match decision {
+        Decision::Argmax => json!("argmax"),
+        Decision::Level { weights, threshold } => {
+            json!({"level": {"weights": weights, "threshold": threshold}})
+        }
+    };
+    json!({
+        "decision": decision,
+        "length": b.length,
+        "components": b.components,
+        "closed_components": b.closed_components,
+        "open_components": b.open_components,
+        "crossed_regions": b.crossed_regions,
+        "pieces": b.pieces,
+        "length_per_pair": b.length_per_pair.iter().map(|(k, l)| json!({"classes": [k.0, k.1], "length": l})).collect::<Vec<_>>(),
+        "polylines": b.polylines.iter().map(|p| json!({"classes": [p.classes.0, p.classes.1],
+            "closed": p.closed, "length": p.length, "points": p.points})).collect::<Vec<_>>(),
     })
 }
 
@@ -32,6 +62,8 @@ struct RegionOut<'a> {
     area: f64,
     pattern: String,
     map: MapOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -40,16 +72,26 @@ struct Doc<'a> {
     domain: [[f64; 2]; 4],
     anchors: Option<[[f64; 2]; 3]>,
     regions: Vec<RegionOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    boundary: Option<Value>,
     stats: &'a Value,
 }
 
 /// Writes `tessera-partition/1` JSON atomically: a failed or interrupted run leaves no file.
+/// With a boundary, every region also gets its `class` and the document a `boundary` object.
 pub fn write_partition(
     path: &Path,
     p: &Partition,
     slice: &Slice,
     stats: &Value,
+    boundary: Option<(&Boundary, &Decision)>,
 ) -> Result<(), CliError> {
+    let class_of = |i: usize| {
+        boundary.map(|(b, _)| match &b.region_classes[i] {
+            RegionClass::One(k) => json!(k),
+            RegionClass::Several(ks) => json!(ks),
+        })
+    };
     let doc = Doc {
         format: "tessera-partition/1",
         domain: slice.domain.corners(),
@@ -57,7 +99,8 @@ pub fn write_partition(
         regions: p
             .regions
             .iter()
-            .map(|r| RegionOut {
+            .enumerate()
+            .map(|(i, r)| RegionOut {
                 vertices: &r.polygon.pts,
                 area: r.area,
                 pattern: r.pattern.to_hex(),
@@ -65,8 +108,10 @@ pub fn write_partition(
                     jacobian: &r.map.jacobian,
                     offset: &r.map.offset,
                 },
+                class: class_of(i),
             })
             .collect(),
+        boundary: boundary.map(|(b, d)| boundary_json(b, d)),
         stats,
     };
     write_atomically(path, |w| {

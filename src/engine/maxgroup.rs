@@ -5,7 +5,8 @@
 //! (for instance two dead ReLUs, both 0, feeding one pooling window) never split it: the
 //! difference is zero at every vertex, and the lower index dominates.
 
-use crate::geometry::polygon::{ConvexPolygon, Split};
+use crate::geometry::envelope::max_cells;
+use crate::geometry::polygon::ConvexPolygon;
 use crate::geometry::predicates::{sign, Sign};
 
 /// The pre-activation maps of a cell (`z`, `3 × n`) with every unit's rounding floor.
@@ -103,27 +104,15 @@ pub(crate) fn winner_cells(
     m: Maps<'_>,
     cands: &[(u32, u8)],
 ) -> Vec<((u32, u8), ConvexPolygon)> {
-    let mut cells = Vec::with_capacity(cands.len());
-    'cand: for &(c, ci) in cands {
-        let mut cur = poly.clone();
-        for &(d, di) in cands {
-            if di == ci {
-                continue;
-            }
-            let (c_, d_) = (c as usize, d as usize);
-            let values: Vec<f64> = cur.pts.iter().map(|&pt| m.diff_at(c_, d_, pt)).collect();
-            match cur.split(&values, m.diff_scale(c_, d_)) {
-                Split::Above => {}
-                Split::Below => continue 'cand,
-                Split::OnLine => {
-                    if ci > di {
-                        continue 'cand;
-                    }
-                }
-                Split::Both(_, pos) => cur = pos,
-            }
-        }
-        cells.push(((c, ci), cur));
-    }
-    cells
+    // `cands` are in group order, so ties by index are ties by position.
+    let unit = |i: usize| cands[i].0 as usize;
+    max_cells(
+        poly,
+        cands.len(),
+        |c, d, p| m.diff_at(unit(c), unit(d), p),
+        |c, d| m.diff_scale(unit(c), unit(d)),
+    )
+    .into_iter()
+    .map(|(i, cell)| (cands[i], cell))
+    .collect()
 }

@@ -1,0 +1,440 @@
+//! Exact decision boundaries and level sets of a finished partition.
+//!
+//! Inside a region the outputs are affine, so the cells where each class wins are convex
+//! polygons, computed exactly (`geometry::envelope`); the boundary inside the region is made of
+//! the edges shared by two classes' cells. Segments from all regions are stitched into polylines
+//! on a graph (petgraph) whose vertices are segment endpoints welded by the tolerance policy.
+//! This module reads only the `Partition`: it knows nothing of the network.
+
+use crate::geometry::envelope::max_cells;
+use crate::geometry::polygon::ConvexPolygon;
+use crate::geometry::predicates::{sign, Sign};
+use crate::geometry::weld::Welder;
+use crate::partition::{AffineMap, Partition};
+use petgraph::graph::{NodeIndex, UnGraph};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+
+/// Which function of the outputs defines the classes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// The predicted class: the index of the largest output (ties to the lower index).
+    Argmax,
+    /// Two classes split by the level set `Σ weightsₖ·yₖ = threshold`: class 0 below (or on),
+    /// class 1 above.
+    Level {
+        /// `(output index, weight)` pairs.
+        weights: Vec<(usize, f64)>,
+        /// The level.
+        threshold: f64,
+    },
+}
+
+/// Why a decision could not be set up.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum DecisionError {
+    /// An output index is out of range.
+    #[error("output {index} does not exist: the model has {outputs} outputs")]
+    Output {
+        /// The index given.
+        index: usize,
+        /// Number of outputs.
+        outputs: usize,
+    },
+    /// A level specification could not be parsed.
+    #[error("cannot parse level `{0}`: expected i=T or i,j=T (output i, or output i minus output j, at level T)")]
+    Parse(String),
+}
+
+impl Decision {
+    /// The default for a model with `outputs` outputs: argmax for two or more, the level set
+    /// `y₀ = threshold` (default 0) for one.
+    pub fn for_outputs(outputs: usize, threshold: Option<f64>) -> Self {
+        if outputs == 1 || threshold.is_some() {
+            Decision::Level {
+                weights: vec![(0, 1.0)],
+                threshold: threshold.unwrap_or(0.0),
+            }
+        } else {
+            Decision::Argmax
+        }
+    }
+
+    /// Parses `i=T` (output `i` at level `T`) or `i,j=T` (`yᵢ − yⱼ = T`).
+    pub fn parse_level(text: &str, outputs: usize) -> Result<Self, DecisionError> {
+        let bad = || DecisionError::Parse(text.to_string());
+        let (lhs, t) = text.split_once('=').ok_or_else(bad)?;
+        let threshold: f64 = t.trim().parse().map_err(|_| bad())?;
+        let idx: Vec<usize> = lhs
+            .split(',')
+            .map(|s| s.trim().parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        if let Some(&index) = idx.iter().find(|&&i| i >= outputs) {
+            return Err(DecisionError::Output { index, outputs });
+        }
+        let weights = match idx[..] {
+            [i] => vec![(i, 1.0)],
+            [i, j] if i != j => vec![(i, 1.0), (j, -1.0)],
+            _ => return Err(bad()),
+        };
+        Ok(Decision::Level { weights, threshold })
+    }
+
+    /// Number of classes.
+    pub fn classes(&self, outputs: usize) -> usize {
+        match self {
+            Decision::Argmax => outputs,
+            Decision::Level { .. } => 2,
+        }
+    }
+
+    /// One affine function `[∂/∂u, ∂/∂v, value at 0]` per class, whose argmax is the class.
+    pub fn functions(&self, map: &AffineMap) -> Vec<[f64; 3]> {
+        match self {
+            Decision::Argmax => map
+                .jacobian
+                .iter()
+                .zip(&map.offset)
+                .map(|(j, o)| [j[0], j[1], *o])
+                .collect(),
+            Decision::Level { weights, threshold } => {
+                let mut g = [0.0, 0.0, -threshold];
+                for &(k, w) in weights {
+                    g[0] += w * map.jacobian[k][0];
+                    g[1] += w * map.jacobian[k][1];
+                    g[2] += w * map.offset[k];
+                }
+                vec![[0.0; 3], g]
+            }
+        }
+    }
+
+    /// The decision function's value for class `class` at outputs `y` (for forward checks).
+    pub fn score(&self, y: &[f64], class: usize) -> f64 {
+        match self {
+            Decision::Argmax => y[class],
+            Decision::Level { weights, threshold } => {
+                if class == 0 {
+                    0.0
+                } else {
+                    weights.iter().map(|&(k, w)| w * y[k]).sum::<f64>() - threshold
+                }
+            }
+        }
+    }
+
+    /// The class at outputs `y`.
+    pub fn class_of(&self, y: &[f64]) -> usize {
+        let k = self.classes(y.len());
+        (0..k).fold(0, |best, c| {
+            if self.score(y, c) > self.score(y, best) {
+                c
+            } else {
+                best
+            }
+        })
+    }
+}
+
+/// The class of a region: constant, or several when the boundary crosses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegionClass {
+    /// One class on the whole region.
+    One(usize),
+    /// The classes whose cells split the region, in increasing order.
+    Several(Vec<usize>),
+}
+
+/// A straight piece of boundary inside one region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segment {
+    /// Endpoints in `(u, v)`.
+    pub a: [f64; 2],
+    /// Second endpoint.
+    pub b: [f64; 2],
+    /// The two classes it separates, lower first.
+    pub classes: (usize, usize),
+    /// The region it lies in.
+    pub region: usize,
+}
+
+impl Segment {
+    /// Euclidean length in `(u, v)`.
+    pub fn length(&self) -> f64 {
+        (self.b[0] - self.a[0]).hypot(self.b[1] - self.a[1])
+    }
+}
+
+/// A stitched piece of boundary between one pair of classes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Polyline {
+    /// Points in order; a closed polyline repeats its first point at the end.
+    pub points: Vec<[f64; 2]>,
+    /// The two classes it separates, lower first.
+    pub classes: (usize, usize),
+    /// Whether it closes on itself.
+    pub closed: bool,
+    /// Length in `(u, v)`.
+    pub length: f64,
+}
+
+/// The decision boundary (or level set) of a partition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Boundary {
+    /// Class of every region, in the partition's order.
+    pub region_classes: Vec<RegionClass>,
+    /// Every segment, region by region.
+    pub segments: Vec<Segment>,
+    /// Segments stitched into maximal polylines of one class pair.
+    pub polylines: Vec<Polyline>,
+    /// Total length.
+    pub length: f64,
+    /// Length per class pair.
+    pub length_per_pair: BTreeMap<(usize, usize), f64>,
+    /// Connected components of the boundary graph.
+    pub components: usize,
+    /// Components without an end (loops inside the domain).
+    pub closed_components: usize,
+    /// Components with an end (curves that end on the domain's edge).
+    pub open_components: usize,
+    /// Regions the boundary crosses.
+    pub crossed_regions: usize,
+    /// Pieces after splitting every region by the boundary.
+    pub pieces: usize,
+}
+
+/// Class cells of one region, and the segments between them.
+fn region_cells(
+    poly: &ConvexPolygon,
+    fns: &[[f64; 3]],
+    region: usize,
+) -> (Vec<(usize, ConvexPolygon)>, Vec<Segment>) {
+    let (mut bu, mut bv) = (0.0f64, 0.0f64);
+    for p in &poly.pts {
+        bu = bu.max(p[0].abs());
+        bv = bv.max(p[1].abs());
+    }
+    let diff = |c: usize, d: usize, p: [f64; 2]| {
+        (fns[c][0] - fns[d][0]) * p[0] + (fns[c][1] - fns[d][1]) * p[1] + (fns[c][2] - fns[d][2])
+    };
+    let scale = |c: usize, d: usize| {
+        (fns[c][0] - fns[d][0]).abs() * bu
+            + (fns[c][1] - fns[d][1]).abs() * bv
+            + (fns[c][2] - fns[d][2]).abs()
+    };
+    let cells = max_cells(poly, fns.len(), diff, scale);
+    let mut segments = Vec::new();
+    if cells.len() > 1 {
+        for (i, (c, cell)) in cells.iter().enumerate() {
+            for (d, _) in &cells[i + 1..] {
+                let n = cell.pts.len();
+                for k in 0..n {
+                    let (a, b) = (cell.pts[k], cell.pts[(k + 1) % n]);
+                    let s = scale(*c, *d);
+                    if sign(diff(*c, *d, a), s) == Sign::Zero
+                        && sign(diff(*c, *d, b), s) == Sign::Zero
+                    {
+                        segments.push(Segment {
+                            a,
+                            b,
+                            classes: (*c, *d),
+                            region,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    (cells, segments)
+}
+
+/// Computes the decision boundary of `part` for `decision`.
+pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
+    let per_region: Vec<(RegionClass, usize, Vec<Segment>)> = part
+        .regions
+        .par_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let fns = decision.functions(&r.map);
+            let (cells, segments) = region_cells(&r.polygon, &fns, i);
+            let class = match cells.as_slice() {
+                [(c, _)] => RegionClass::One(*c),
+                _ => RegionClass::Several(cells.iter().map(|(c, _)| *c).collect()),
+            };
+            (class, cells.len(), segments)
+        })
+        .collect();
+    let mut region_classes = Vec::with_capacity(per_region.len());
+    let mut segments = Vec::new();
+    let (mut crossed, mut pieces) = (0, 0);
+    for (class, n, segs) in per_region {
+        crossed += usize::from(n > 1);
+        pieces += n;
+        region_classes.push(class);
+        segments.extend(segs);
+    }
+    let extent = (part.domain.u1 - part.domain.u0).max(part.domain.v1 - part.domain.v0);
+    let stitched = stitch(&segments, extent);
+    let mut length_per_pair = BTreeMap::new();
+    for s in &segments {
+        *length_per_pair.entry(s.classes).or_insert(0.0) += s.length();
+    }
+    Boundary {
+        region_classes,
+        length: segments.iter().map(Segment::length).sum(),
+        segments,
+        polylines: stitched.polylines,
+        length_per_pair,
+        components: stitched.components,
+        closed_components: stitched.closed,
+        open_components: stitched.components - stitched.closed,
+        crossed_regions: crossed,
+        pieces,
+    }
+}
+
+struct Stitched {
+    polylines: Vec<Polyline>,
+    components: usize,
+    closed: usize,
+}
+
+fn stitch(segments: &[Segment], extent: f64) -> Stitched {
+    let mut welder = Welder::new(extent);
+    let mut graph: UnGraph<[f64; 2], (usize, usize)> = UnGraph::default();
+    for s in segments {
+        let mut node = |p: [f64; 2]| {
+            let (id, new) = welder.id(p);
+            if new {
+                graph.add_node(p);
+            }
+            NodeIndex::new(id)
+        };
+        let (a, b) = (node(s.a), node(s.b));
+        // A boundary along a shared region edge is found from both sides: keep it once.
+        if a != b
+            && !graph
+                .edges_connecting(a, b)
+                .any(|e| *e.weight() == s.classes)
+        {
+            graph.add_edge(a, b, s.classes);
+        }
+    }
+    let components = petgraph::algo::connected_components(&graph);
+    // A component is open when it has an end: a vertex of degree one (on the domain's edge).
+    let mut uf = petgraph::unionfind::UnionFind::new(graph.node_count());
+    for e in graph.edge_indices() {
+        let (a, b) = graph.edge_endpoints(e).expect("edge exists");
+        uf.union(a.index(), b.index());
+    }
+    let mut open_roots = std::collections::HashSet::new();
+    for n in graph.node_indices() {
+        if graph.edges(n).count() == 1 {
+            open_roots.insert(uf.find(n.index()));
+        }
+    }
+    let mut polylines = Vec::new();
+    let mut used = vec![false; graph.edge_count()];
+    let degree = |n: NodeIndex| graph.edges(n).count();
+    let walk = |start: NodeIndex, first: petgraph::graph::EdgeIndex, used: &mut Vec<bool>| {
+        let pair = graph[first];
+        let mut points = vec![graph[start]];
+        let (mut cur, mut edge) = (start, first);
+        loop {
+            used[edge.index()] = true;
+            let (a, b) = graph.edge_endpoints(edge).expect("edge exists");
+            let next = if a == cur { b } else { a };
+            points.push(graph[next]);
+            cur = next;
+            if degree(cur) != 2 || cur == start {
+                break;
+            }
+            match graph
+                .edges(cur)
+                .find(|e| !used[e.id().index()] && *e.weight() == pair)
+            {
+                Some(e) => edge = e.id(),
+                None => break,
+            }
+        }
+        let closed = cur == start && points.len() > 2;
+        let length = points
+            .windows(2)
+            .map(|w| (w[1][0] - w[0][0]).hypot(w[1][1] - w[0][1]))
+            .sum();
+        Polyline {
+            points,
+            classes: pair,
+            closed,
+            length,
+        }
+    };
+    use petgraph::visit::EdgeRef;
+    for n in graph.node_indices() {
+        if degree(n) != 2 {
+            let edges: Vec<_> = graph.edges(n).map(|e| e.id()).collect();
+            for e in edges {
+                if !used[e.index()] {
+                    polylines.push(walk(n, e, &mut used));
+                }
+            }
+        }
+    }
+    for e in graph.edge_indices() {
+        if !used[e.index()] {
+            let (a, _) = graph.edge_endpoints(e).expect("edge exists");
+            polylines.push(walk(a, e, &mut used));
+        }
+    }
+    Stitched {
+        polylines,
+        components,
+        closed: components - open_roots.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_levels() {
+        assert_eq!(
+            Decision::parse_level("1,0=0.5", 2).unwrap(),
+            Decision::Level {
+                weights: vec![(1, 1.0), (0, -1.0)],
+                threshold: 0.5
+            }
+        );
+        assert_eq!(
+            Decision::parse_level("0=-1", 1).unwrap(),
+            Decision::Level {
+                weights: vec![(0, 1.0)],
+                threshold: -1.0
+            }
+        );
+        assert!(Decision::parse_level("2=0", 2).is_err());
+        assert!(Decision::parse_level("0,0=1", 2).is_err());
+        assert!(Decision::parse_level("x", 2).is_err());
+    }
+
+    #[test]
+    fn three_classes_meet_at_a_junction() {
+        // y = (u, v, 0) on [-1, 1]²: three cells meeting at the origin.
+        let map = AffineMap {
+            jacobian: vec![[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]],
+            offset: vec![0.0; 3],
+        };
+        let fns = Decision::Argmax.functions(&map);
+        let (cells, segs) = region_cells(&ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0), &fns, 0);
+        assert_eq!(cells.len(), 3);
+        let total: f64 = segs.iter().map(Segment::length).sum();
+        // u = v for u, v > 0 (length √2), u = 0 for v < 0 (1), v = 0 for u < 0 (1).
+        assert!((total - (2.0 + 2f64.sqrt())).abs() < 1e-12, "{total}");
+        let stitched = stitch(&segs, 2.0);
+        assert_eq!(stitched.components, 1);
+        assert_eq!(stitched.closed, 0);
+        assert_eq!(stitched.polylines.len(), 3);
+    }
+}
