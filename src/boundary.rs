@@ -202,6 +202,8 @@ pub struct Boundary {
     pub crossed_regions: usize,
     /// Pieces after splitting every region by the boundary.
     pub pieces: usize,
+    /// For every region the boundary crosses: `(region, class, cell)` for each class's cell.
+    pub split_cells: Vec<(usize, usize, ConvexPolygon)>,
 }
 
 /// Class cells of one region, and the segments between them.
@@ -251,27 +253,33 @@ fn region_cells(
 
 /// Computes the decision boundary of `part` for `decision`.
 pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
-    let per_region: Vec<(RegionClass, usize, Vec<Segment>)> = part
+    type PerRegion = (RegionClass, Vec<(usize, ConvexPolygon)>, Vec<Segment>);
+    let per_region: Vec<PerRegion> = part
         .regions
         .par_iter()
         .enumerate()
         .map(|(i, r)| {
             let fns = decision.functions(&r.map);
             let (cells, segments) = region_cells(&r.polygon, &fns, i);
-            let class = match cells.as_slice() {
-                [(c, _)] => RegionClass::One(*c),
-                _ => RegionClass::Several(cells.iter().map(|(c, _)| *c).collect()),
-            };
-            (class, cells.len(), segments)
+            match cells.as_slice() {
+                [(c, _)] => (RegionClass::One(*c), Vec::new(), segments),
+                _ => (
+                    RegionClass::Several(cells.iter().map(|(c, _)| *c).collect()),
+                    cells,
+                    segments,
+                ),
+            }
         })
         .collect();
     let mut region_classes = Vec::with_capacity(per_region.len());
     let mut segments = Vec::new();
+    let mut split_cells = Vec::new();
     let (mut crossed, mut pieces) = (0, 0);
-    for (class, n, segs) in per_region {
-        crossed += usize::from(n > 1);
-        pieces += n;
+    for (i, (class, cells, segs)) in per_region.into_iter().enumerate() {
+        crossed += usize::from(!cells.is_empty());
+        pieces += cells.len().max(1);
         region_classes.push(class);
+        split_cells.extend(cells.into_iter().map(|(c, poly)| (i, c, poly)));
         segments.extend(segs);
     }
     let extent = (part.domain.u1 - part.domain.u0).max(part.domain.v1 - part.domain.v0);
@@ -291,6 +299,7 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
         open_components: stitched.components - stitched.closed,
         crossed_regions: crossed,
         pieces,
+        split_cells,
     }
 }
 

@@ -32,6 +32,7 @@ pub mod geometry;
 pub mod network;
 pub mod npy;
 pub mod partition;
+pub mod render;
 pub mod sample;
 pub mod slice;
 
@@ -78,11 +79,15 @@ fn check_slice(net: &Network, slice: &Slice) -> Result<(), slice::SliceError> {
     Ok(())
 }
 
-fn run(
-    net: &Network,
-    slice: &Slice,
-    opts: &Options,
-) -> Result<(Summary, Vec<engine::RawRegion>, slice::Normalization), Error> {
+/// What a run hands to `partition` and `count`.
+struct Run {
+    summary: Summary,
+    raw: Vec<engine::RawRegion>,
+    norm: slice::Normalization,
+    layout: Vec<partition::LayerBits>,
+}
+
+fn run(net: &Network, slice: &Slice, opts: &Options) -> Result<Run, Error> {
     check_slice(net, slice)?;
     let (plane, norm) = slice.normalized();
     let (plan, raw) = engine::run(net, &plane, opts)?;
@@ -108,7 +113,22 @@ fn run(
         regions_per_layer,
         dropped_slivers: raw.dropped,
     };
-    Ok((summary, raw.regions.into_iter().flatten().collect(), norm))
+    let layout = plan
+        .layout()
+        .into_iter()
+        .map(|(layer, offset, bits)| partition::LayerBits {
+            layer,
+            op: net.layers[layer].op.clone(),
+            offset,
+            bits,
+        })
+        .collect();
+    Ok(Run {
+        summary,
+        raw: raw.regions.into_iter().flatten().collect(),
+        norm,
+        layout,
+    })
 }
 
 /// Computes the partition of `slice`'s domain, keeping every region.
@@ -117,7 +137,12 @@ pub fn partition(net: &Network, slice: &Slice, opts: &Options) -> Result<Partiti
         keep_regions: true,
         ..opts.clone()
     };
-    let (summary, raw, norm) = run(net, slice, &opts)?;
+    let Run {
+        summary,
+        raw,
+        norm,
+        layout,
+    } = run(net, slice, &opts)?;
     let scale = norm.half[0] * norm.half[1];
     let out_dim = net.output_shape().numel();
     let regions = raw
@@ -147,6 +172,7 @@ pub fn partition(net: &Network, slice: &Slice, opts: &Options) -> Result<Partiti
         domain: slice.domain,
         regions,
         summary,
+        layout,
     })
 }
 
@@ -157,7 +183,7 @@ pub fn count(net: &Network, slice: &Slice, opts: &Options) -> Result<Summary, Er
         keep_regions: false,
         ..opts.clone()
     };
-    Ok(run(net, slice, &opts)?.0)
+    Ok(run(net, slice, &opts)?.summary)
 }
 
 /// The network's output at slice point `(u, v)` by a plain forward pass.

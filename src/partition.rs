@@ -53,6 +53,19 @@ pub struct LayerCount {
     pub regions: u64,
 }
 
+/// Where one nonlinear layer's units sit in an activation pattern.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LayerBits {
+    /// Index of the layer in the model.
+    pub layer: usize,
+    /// Its op name.
+    pub op: String,
+    /// First bit.
+    pub offset: usize,
+    /// Number of bits.
+    pub bits: usize,
+}
+
 /// Counts that every run produces, whether or not it keeps the regions.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Summary {
@@ -80,6 +93,8 @@ pub struct Partition {
     pub regions: Vec<Region>,
     /// Counts.
     pub summary: Summary,
+    /// Bits of each nonlinear layer in the patterns, in layer order.
+    pub layout: Vec<LayerBits>,
 }
 
 /// Result of [`Partition::sanity_check`].
@@ -158,7 +173,71 @@ impl Locator {
     }
 }
 
+/// An edge of the partition: a side of one region, shared with a neighbour or on the domain's
+/// boundary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edge {
+    /// Endpoints in `(u, v)`.
+    pub a: [f64; 2],
+    /// Second endpoint.
+    pub b: [f64; 2],
+    /// The region on its left (the polygon it was taken from).
+    pub left: usize,
+    /// The region on its right, when a neighbour shares exactly this side.
+    pub right: Option<usize>,
+}
+
 impl Partition {
+    /// Every side of every region once: sides shared by two regions (matched by welded
+    /// endpoints) appear once with both regions. A side that a neighbour splits at a vertex of
+    /// its own (a T-junction, only in degenerate configurations) appears from each side.
+    pub fn edges(&self) -> Vec<Edge> {
+        let extent = self.extent();
+        let mut welder = crate::geometry::weld::Welder::new(extent);
+        let ids: Vec<Vec<usize>> = self
+            .regions
+            .iter()
+            .map(|r| r.polygon.pts.iter().map(|&p| welder.id(p).0).collect())
+            .collect();
+        let mut seen: rustc_hash::FxHashMap<(usize, usize), usize> = Default::default();
+        let mut edges: Vec<Edge> = Vec::new();
+        for (i, r) in self.regions.iter().enumerate() {
+            let n = r.polygon.pts.len();
+            for k in 0..n {
+                let (p, q) = (ids[i][k], ids[i][(k + 1) % n]);
+                if p == q {
+                    continue;
+                }
+                let key = (p.min(q), p.max(q));
+                match seen.get(&key) {
+                    Some(&e) if edges[e].right.is_none() && edges[e].left != i => {
+                        edges[e].right = Some(i)
+                    }
+                    _ => {
+                        seen.insert(key, edges.len());
+                        edges.push(Edge {
+                            a: r.polygon.pts[k],
+                            b: r.polygon.pts[(k + 1) % n],
+                            left: i,
+                            right: None,
+                        });
+                    }
+                }
+            }
+        }
+        edges
+    }
+
+    /// The nonlinear layer whose units first differ between two patterns: the layer whose
+    /// breakpoint line separates two adjacent regions. `None` for equal patterns.
+    pub fn separating_layer(&self, a: &Pattern, b: &Pattern) -> Option<&LayerBits> {
+        let word = a.0.iter().zip(&b.0).position(|(x, y)| x != y)?;
+        let bit = word * 64 + (a.0[word] ^ b.0[word]).trailing_zeros() as usize;
+        self.layout
+            .iter()
+            .find(|l| bit >= l.offset && bit < l.offset + l.bits)
+    }
+
     /// Region containing `p` strictly inside (by more than a relative `1e-12` of the domain
     /// size), if any.
     pub fn locate(&self, p: [f64; 2]) -> Option<usize> {

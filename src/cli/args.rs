@@ -69,6 +69,52 @@ pub struct MapArgs {
     pub boundary: bool,
     #[command(flatten)]
     pub decision: DecisionArgs,
+    #[command(flatten)]
+    pub picture: PictureArgs,
+}
+
+/// Pictures of the partition.
+#[derive(Args, Debug, Clone)]
+pub struct PictureArgs {
+    /// Write an SVG picture (a tooltip per region).
+    #[arg(long, value_name = "OUT.svg")]
+    pub svg: Option<PathBuf>,
+    /// Write a PNG picture.
+    #[arg(long, value_name = "OUT.png")]
+    pub png: Option<PathBuf>,
+    /// Region colours.
+    #[arg(long, value_enum, default_value_t = ColorArg::Pattern)]
+    pub color: ColorArg,
+    /// Region edges: plain, coloured by the layer that created them, or none.
+    #[arg(long, value_enum, default_value_t = EdgesArg::Plain)]
+    pub edges: EdgesArg,
+    /// No region edges (same as --edges none).
+    #[arg(long)]
+    pub no_edges: bool,
+    /// No axes, title or legend: the domain fills the picture.
+    #[arg(long)]
+    pub no_axes: bool,
+    /// Picture size in pixels.
+    #[arg(long, value_name = "W,H", default_value = "1000,1000")]
+    pub size: String,
+    /// Write statistics plots (areas, vertices per region, regions per layer) as PNGs here.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorArg {
+    Pattern,
+    Class,
+    Area,
+    Slope,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EdgesArg {
+    Plain,
+    Layer,
+    None,
 }
 
 /// Which classes the boundary separates.

@@ -17,6 +17,43 @@ pub fn decision(
     })
 }
 
+pub fn render_options(
+    p: &super::args::PictureArgs,
+) -> Result<tessera::render::RenderOptions, CliError> {
+    use super::args::{ColorArg, EdgesArg};
+    use tessera::render::{ColorScheme, EdgeMode, RenderOptions};
+    let bad = || {
+        CliError::Usage(format!(
+            "--size expects W,H in pixels (16 to 20000 each), got `{}`",
+            p.size
+        ))
+    };
+    let (w, h) = p.size.split_once(',').ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    );
+    if !(16..=20_000).contains(&w) || !(16..=20_000).contains(&h) {
+        return Err(bad());
+    }
+    Ok(RenderOptions {
+        size: (w, h),
+        color: match p.color {
+            ColorArg::Pattern => ColorScheme::Pattern,
+            ColorArg::Class => ColorScheme::Class,
+            ColorArg::Area => ColorScheme::Area,
+            ColorArg::Slope => ColorScheme::Slope,
+        },
+        edges: match (p.no_edges, p.edges) {
+            (true, _) | (_, EdgesArg::None) => EdgeMode::None,
+            (false, EdgesArg::Plain) => EdgeMode::Plain,
+            (false, EdgesArg::Layer) => EdgeMode::Layer,
+        },
+        axes: !p.no_axes,
+        title: None,
+    })
+}
+
 pub fn load_model(path: &Path) -> Result<Network, CliError> {
     Ok(json::load_path(path).map_err(tessera::Error::from)?)
 }

@@ -105,15 +105,18 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
     let opts = options(&a.slice, &counter, a.stats || a.json.is_some());
     let start = Instant::now();
     let progress = Progress::start(counter);
-    let result = if a.json.is_some() || a.boundary {
+    let pictures = a.picture.svg.is_some() || a.picture.png.is_some();
+    let render_opts = config::render_options(&a.picture)?;
+    let result = if a.json.is_some() || a.boundary || pictures || a.picture.plots.is_some() {
         tessera::partition(&net, &slice, &opts).map(|p| (p.summary.clone(), Some(p)))
     } else {
         tessera::count(&net, &slice, &opts).map(|s| (s, None))
     };
     progress.stop();
     let (summary, partition) = result?;
-    let boundary = match (&partition, a.boundary) {
-        (Some(p), true) => Some(decision_boundary(p, &decision)),
+    // Pictures always show the boundary.
+    let boundary = match &partition {
+        Some(p) if a.boundary || pictures => Some(decision_boundary(p, &decision)),
         _ => None,
     };
     let elapsed = start.elapsed().as_secs_f64();
@@ -126,6 +129,45 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
             &stats,
             boundary.as_ref().map(|b| (b, &decision)),
         )?;
+    }
+    if let Some(p) = &partition {
+        let name = a
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let opts = tessera::render::RenderOptions {
+            title: Some(format!("{name}: {} regions", p.regions.len())),
+            ..render_opts
+        };
+        let scene = tessera::render::Scene {
+            partition: p,
+            boundary: boundary.as_ref(),
+            anchors: slice.anchors,
+        };
+        if let Some(path) = &a.picture.svg {
+            let svg = tessera::render::render_svg(&scene, &opts);
+            output::write_atomically(path, |w| w.write_all(svg.as_bytes()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        if let Some(path) = &a.picture.png {
+            let png = tessera::render::render_png(&scene, &opts);
+            output::write_atomically(path, |w| w.write_all(&png))?;
+            eprintln!("wrote {}", path.display());
+        }
+        if let Some(dir) = &a.picture.plots {
+            std::fs::create_dir_all(dir).map_err(|source| CliError::Write {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            let plots =
+                tessera::render::plots::stats_plots(p, (800, 500)).map_err(CliError::Usage)?;
+            for (stem, png) in plots {
+                let path = dir.join(format!("{stem}.png"));
+                output::write_atomically(&path, |w| w.write_all(&png))?;
+            }
+            eprintln!("wrote plots to {}", dir.display());
+        }
     }
     let d = slice.domain;
     let layers: Vec<String> = summary

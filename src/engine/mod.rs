@@ -291,6 +291,16 @@ fn term_magnitudes(net: &Network, plane: &Plane) -> Vec<Vec<f64>> {
     out
 }
 
+impl Plan {
+    /// Where each stage's units sit in the patterns: `(layer, first bit, bits)`.
+    pub(crate) fn layout(&self) -> Vec<(usize, usize, usize)> {
+        self.stages
+            .iter()
+            .map(|s| (s.layer, s.bit_offset, stage_bits(&s.nonlin, s.n_in)))
+            .collect()
+    }
+}
+
 fn stage_bits(nonlin: &Nonlinearity, n_in: usize) -> usize {
     match nonlin {
         Nonlinearity::Pwl(layer) => layer.n_slots() * n_in,

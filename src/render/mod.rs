@@ -1,0 +1,532 @@
+//! Pictures of a finished partition: regions, edges, the decision boundary, anchors, axes and a
+//! legend, as SVG (with a tooltip per region) or as an RGB bitmap / PNG.
+//!
+//! The renderer reads only the `Partition`, its `Boundary` and the anchors: never the network.
+//! One drawing routine ([`draw`]) runs against either canvas, so both formats show the same
+//! picture. Output is deterministic: the same input gives the same bytes.
+
+pub mod canvas;
+pub mod colors;
+pub mod plots;
+
+use crate::boundary::{Boundary, RegionClass};
+use crate::partition::Partition;
+use crate::slice::Domain;
+use canvas::{Align, BitmapCanvas, Canvas, SvgCanvas};
+use colors::{class_color, distinct_colors, viridis, Rgb, CATEGORICAL};
+
+/// How regions are filled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ColorScheme {
+    /// A distinct, stable colour per region (neighbours differ).
+    #[default]
+    Pattern,
+    /// The predicted class; regions the boundary crosses are split at it.
+    Class,
+    /// log(area): small regions show where the function is complex.
+    Area,
+    /// Norm of the gradient of the predicted class's logit (or of the single output).
+    Slope,
+}
+
+/// Which region edges are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EdgeMode {
+    /// No edges.
+    None,
+    /// Thin grey edges.
+    #[default]
+    Plain,
+    /// Each edge coloured by the layer whose unit created it.
+    Layer,
+}
+
+/// Picture options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderOptions {
+    /// Width and height in pixels.
+    pub size: (u32, u32),
+    /// Region fill.
+    pub color: ColorScheme,
+    /// Region edges.
+    pub edges: EdgeMode,
+    /// Axes, title and legend; without them the domain fills the picture.
+    pub axes: bool,
+    /// Title (with axes).
+    pub title: Option<String>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            size: (1000, 1000),
+            color: ColorScheme::Pattern,
+            edges: EdgeMode::Plain,
+            axes: true,
+            title: None,
+        }
+    }
+}
+
+/// What to draw.
+#[derive(Clone, Copy, Debug)]
+pub struct Scene<'a> {
+    /// The regions.
+    pub partition: &'a Partition,
+    /// The decision boundary, drawn bold on top (and used for class colours).
+    pub boundary: Option<&'a Boundary>,
+    /// Anchor points in `(u, v)`, marked A, B, C.
+    pub anchors: Option<[[f64; 2]; 3]>,
+}
+
+/// The map between slice coordinates and pixels (aspect ratio preserved, `v` up).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Viewport {
+    /// The domain shown.
+    pub domain: Domain,
+    /// Pixel position of `(u0, v1)`, the top-left corner of the domain.
+    pub origin: (f64, f64),
+    /// Pixels per unit.
+    pub scale: f64,
+}
+
+impl Viewport {
+    /// The viewport a picture with these options uses for `domain`.
+    pub fn new(domain: Domain, opts: &RenderOptions) -> Self {
+        let (w, h) = (opts.size.0 as f64, opts.size.1 as f64);
+        let (left, right, top, bottom) = if opts.axes {
+            (80.0, 170.0, 50.0, 60.0)
+        } else {
+            (0.0, 0.0, 0.0, 0.0)
+        };
+        let (aw, ah) = ((w - left - right).max(1.0), (h - top - bottom).max(1.0));
+        let (du, dv) = (domain.u1 - domain.u0, domain.v1 - domain.v0);
+        let scale = (aw / du).min(ah / dv);
+        let origin = (
+            left + 0.5 * (aw - du * scale),
+            top + 0.5 * (ah - dv * scale),
+        );
+        Viewport {
+            domain,
+            origin,
+            scale,
+        }
+    }
+
+    /// Pixel coordinates of `(u, v)`.
+    pub fn to_px(&self, p: [f64; 2]) -> (f64, f64) {
+        (
+            self.origin.0 + (p[0] - self.domain.u0) * self.scale,
+            self.origin.1 + (self.domain.v1 - p[1]) * self.scale,
+        )
+    }
+
+    /// Slice coordinates of pixel position `(x, y)`.
+    pub fn to_uv(&self, x: f64, y: f64) -> [f64; 2] {
+        [
+            self.domain.u0 + (x - self.origin.0) / self.scale,
+            self.domain.v1 - (y - self.origin.1) / self.scale,
+        ]
+    }
+}
+
+/// Renders the scene as an SVG document.
+pub fn render_svg(scene: &Scene<'_>, opts: &RenderOptions) -> String {
+    let mut c = SvgCanvas::new(opts.size.0, opts.size.1);
+    draw(&mut c, scene, opts);
+    c.finish()
+}
+
+/// Renders the scene as RGB pixels, row-major, `width × height × 3` bytes.
+pub fn render_rgb(scene: &Scene<'_>, opts: &RenderOptions) -> Vec<u8> {
+    let mut buf = vec![255u8; opts.size.0 as usize * opts.size.1 as usize * 3];
+    {
+        let mut c = BitmapCanvas::new(&mut buf, opts.size.0, opts.size.1);
+        draw(&mut c, scene, opts);
+        c.finish();
+    }
+    buf
+}
+
+/// Encodes RGB pixels as PNG.
+pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Vec<u8> {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(rgb, width, height, image::ColorType::Rgb8)
+        .unwrap_or_else(|e| {
+            unreachable!("encoding a well-sized buffer into memory cannot fail: {e}")
+        });
+    out
+}
+
+/// Renders the scene as PNG bytes.
+pub fn render_png(scene: &Scene<'_>, opts: &RenderOptions) -> Vec<u8> {
+    encode_png(&render_rgb(scene, opts), opts.size.0, opts.size.1)
+}
+
+/// The gradient norm of the output that decides the class at `class` (or output 0).
+fn slope(map: &crate::partition::AffineMap, class: usize) -> f64 {
+    let j = map
+        .jacobian
+        .get(class)
+        .or(map.jacobian.first())
+        .copied()
+        .unwrap_or([0.0, 0.0]);
+    j[0].hypot(j[1])
+}
+
+/// A short stable id of a pattern for tooltips.
+fn pattern_id(p: &crate::engine::Pattern) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    p.hash(&mut h);
+    h.finish()
+}
+
+/// A filled piece: a region, or one class's cell of a region the boundary crosses.
+struct Piece<'a> {
+    region: usize,
+    pts: &'a [[f64; 2]],
+    class: Option<usize>,
+}
+
+/// Draws the whole picture on `c`.
+pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
+    let part = scene.partition;
+    let vp = Viewport::new(part.domain, opts);
+    let edges = if opts.edges != EdgeMode::None || opts.color == ColorScheme::Pattern {
+        part.edges()
+    } else {
+        Vec::new()
+    };
+    // Pieces to fill: class and slope colours follow the boundary inside crossed regions.
+    let split = matches!(opts.color, ColorScheme::Class | ColorScheme::Slope);
+    let mut pieces: Vec<Piece<'_>> = Vec::with_capacity(part.regions.len());
+    let region_class = |i: usize| {
+        scene.boundary.and_then(|b| match &b.region_classes[i] {
+            RegionClass::One(k) => Some(*k),
+            RegionClass::Several(_) => None,
+        })
+    };
+    match scene.boundary {
+        Some(b) if split => {
+            for (i, r) in part.regions.iter().enumerate() {
+                if let RegionClass::One(k) = b.region_classes[i] {
+                    pieces.push(Piece {
+                        region: i,
+                        pts: &r.polygon.pts,
+                        class: Some(k),
+                    });
+                }
+            }
+            for (i, k, cell) in &b.split_cells {
+                pieces.push(Piece {
+                    region: *i,
+                    pts: &cell.pts,
+                    class: Some(*k),
+                });
+            }
+        }
+        _ => {
+            for (i, r) in part.regions.iter().enumerate() {
+                pieces.push(Piece {
+                    region: i,
+                    pts: &r.polygon.pts,
+                    class: region_class(i),
+                });
+            }
+        }
+    }
+    // Colormap schemes: one value per piece, mapped between its 1st and 99th percentiles so that
+    // a few slivers do not flatten the picture.
+    let value = |p: &Piece<'_>| match opts.color {
+        ColorScheme::Area => part.regions[p.region].area.log10(),
+        _ => slope(&part.regions[p.region].map, p.class.unwrap_or(0)),
+    };
+    let colorbar = match opts.color {
+        ColorScheme::Area | ColorScheme::Slope => {
+            let mut vals: Vec<f64> = pieces.iter().map(value).filter(|v| v.is_finite()).collect();
+            vals.sort_by(f64::total_cmp);
+            let q = |f: f64| {
+                vals.get(((vals.len().max(1) - 1) as f64 * f).round() as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            let label = if opts.color == ColorScheme::Area {
+                "log10 area"
+            } else {
+                "|grad| of class logit"
+            };
+            Some((label, (q(0.01), q(0.99))))
+        }
+        _ => None,
+    };
+    let fills: Vec<Rgb> = match opts.color {
+        ColorScheme::Pattern => {
+            let mut nb = vec![Vec::new(); part.regions.len()];
+            for e in &edges {
+                if let Some(r) = e.right {
+                    nb[e.left].push(r);
+                    nb[r].push(e.left);
+                }
+            }
+            let colors = distinct_colors(
+                part.regions.len(),
+                |i| pattern_id(&part.regions[i].pattern),
+                &nb,
+            );
+            pieces.iter().map(|p| colors[p.region]).collect()
+        }
+        ColorScheme::Class => pieces
+            .iter()
+            .map(|p| {
+                p.class
+                    .map_or(Rgb(200, 200, 200), |k| class_color(k).lighten(0.35))
+            })
+            .collect(),
+        ColorScheme::Area | ColorScheme::Slope => {
+            let (lo, hi) = colorbar.expect("set for colormap schemes").1;
+            pieces
+                .iter()
+                .map(|p| viridis((value(p) - lo) / (hi - lo).max(1e-300)))
+                .collect()
+        }
+    };
+    let mut pts = Vec::new();
+    for (p, fill) in pieces.iter().zip(&fills) {
+        pts.clear();
+        pts.extend(p.pts.iter().map(|&q| vp.to_px(q)));
+        let r = &part.regions[p.region];
+        let class = match (p.class, scene.boundary.map(|b| &b.region_classes[p.region])) {
+            (_, Some(RegionClass::Several(ks))) => format!(", classes {ks:?}"),
+            (Some(k), _) => format!(", class {k}"),
+            _ => String::new(),
+        };
+        let title = format!(
+            "region {}: area {:.3e}{class}, pattern {:016x}",
+            p.region,
+            r.area,
+            pattern_id(&r.pattern)
+        );
+        c.polygon(&pts, *fill, Some(&title));
+    }
+    if opts.edges != EdgeMode::None {
+        c.begin_lines(0.6);
+        for e in edges.iter().filter(|e| e.right.is_some()) {
+            let color = match (opts.edges, e.right) {
+                (EdgeMode::Layer, Some(r)) => part
+                    .separating_layer(&part.regions[e.left].pattern, &part.regions[r].pattern)
+                    .and_then(|l| part.layout.iter().position(|x| x == l))
+                    .map_or(Rgb(90, 90, 90), |i| CATEGORICAL[i % CATEGORICAL.len()]),
+                _ => Rgb(90, 90, 90),
+            };
+            c.polyline(&[vp.to_px(e.a), vp.to_px(e.b)], color, 0.6);
+        }
+        c.end_lines();
+    }
+    if let Some(b) = scene.boundary {
+        for pl in &b.polylines {
+            let line: Vec<(f64, f64)> = pl.points.iter().map(|&q| vp.to_px(q)).collect();
+            c.polyline(&line, Rgb(255, 255, 255), 5.0);
+            c.polyline(&line, Rgb(0, 0, 0), 2.5);
+        }
+    }
+    if let Some(anchors) = scene.anchors {
+        for (p, name) in anchors.iter().zip(["A", "B", "C"]) {
+            let at = vp.to_px(*p);
+            c.circle(at, 6.0, Rgb(255, 255, 255), Rgb(0, 0, 0));
+            c.text(
+                (at.0 + 9.0, at.1 - 10.0),
+                name,
+                16.0,
+                Rgb(0, 0, 0),
+                Align::Start,
+            );
+        }
+    }
+    if opts.axes {
+        draw_axes(c, &vp, opts);
+        draw_legend(c, scene, opts, &vp, colorbar);
+    }
+}
+
+/// Tick positions: about five to eight "nice" values (1, 2 or 5 times a power of ten).
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let raw = (hi - lo) / 6.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
+fn tick_label(v: f64) -> String {
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn draw_axes(c: &mut dyn Canvas, vp: &Viewport, opts: &RenderOptions) {
+    let d = vp.domain;
+    let (x0, y0) = vp.to_px([d.u0, d.v1]);
+    let (x1, y1) = vp.to_px([d.u1, d.v0]);
+    let black = Rgb(0, 0, 0);
+    c.polyline(
+        &[(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)],
+        black,
+        1.0,
+    );
+    for u in ticks(d.u0, d.u1) {
+        let (x, _) = vp.to_px([u, d.v0]);
+        c.polyline(&[(x, y1), (x, y1 + 6.0)], black, 1.0);
+        c.text((x, y1 + 18.0), &tick_label(u), 13.0, black, Align::Middle);
+    }
+    for v in ticks(d.v0, d.v1) {
+        let (_, y) = vp.to_px([d.u0, v]);
+        c.polyline(&[(x0 - 6.0, y), (x0, y)], black, 1.0);
+        c.text((x0 - 9.0, y), &tick_label(v), 13.0, black, Align::End);
+    }
+    c.text(
+        (0.5 * (x0 + x1), y1 + 42.0),
+        "u",
+        15.0,
+        black,
+        Align::Middle,
+    );
+    c.text(
+        (x0 - 60.0, 0.5 * (y0 + y1)),
+        "v",
+        15.0,
+        black,
+        Align::Middle,
+    );
+    if let Some(t) = &opts.title {
+        c.text(
+            (0.5 * opts.size.0 as f64, 24.0),
+            t,
+            18.0,
+            black,
+            Align::Middle,
+        );
+    }
+}
+
+fn draw_legend(
+    c: &mut dyn Canvas,
+    scene: &Scene<'_>,
+    opts: &RenderOptions,
+    vp: &Viewport,
+    colorbar: Option<(&str, (f64, f64))>,
+) {
+    let part = scene.partition;
+    let (x_plot_end, y_top) = vp.to_px([vp.domain.u1, vp.domain.v1]);
+    let x = (x_plot_end + 20.0).min(opts.size.0 as f64 - 150.0);
+    let mut y = y_top + 10.0;
+    let black = Rgb(0, 0, 0);
+    let swatch = |c: &mut dyn Canvas, y: f64, color: Rgb, label: &str| {
+        c.polygon(
+            &[
+                (x, y - 7.0),
+                (x + 14.0, y - 7.0),
+                (x + 14.0, y + 7.0),
+                (x, y + 7.0),
+            ],
+            color,
+            None,
+        );
+        c.text((x + 20.0, y), label, 13.0, black, Align::Start);
+    };
+    match opts.color {
+        ColorScheme::Class => {
+            let classes = scene
+                .boundary
+                .map(|b| {
+                    b.region_classes
+                        .iter()
+                        .map(|c| match c {
+                            RegionClass::One(k) => *k,
+                            RegionClass::Several(ks) => ks.iter().copied().max().unwrap_or(0),
+                        })
+                        .max()
+                        .unwrap_or(0)
+                        + 1
+                })
+                .unwrap_or(0);
+            for k in 0..classes.min(20) {
+                swatch(c, y, class_color(k).lighten(0.35), &format!("class {k}"));
+                y += 20.0;
+            }
+        }
+        ColorScheme::Area | ColorScheme::Slope => {
+            let (label, (lo, hi)) = colorbar.unwrap_or(("", (0.0, 1.0)));
+            c.text((x, y), label, 13.0, black, Align::Start);
+            y += 16.0;
+            let h = 200.0;
+            for k in 0..50 {
+                let t0 = k as f64 / 50.0;
+                let yy = y + h * (1.0 - t0) - h / 50.0;
+                c.polygon(
+                    &[
+                        (x, yy),
+                        (x + 18.0, yy),
+                        (x + 18.0, yy + h / 50.0 + 0.5),
+                        (x, yy + h / 50.0 + 0.5),
+                    ],
+                    viridis(t0 + 0.01),
+                    None,
+                );
+            }
+            c.text(
+                (x + 24.0, y),
+                &format!("≥ {hi:.3}"),
+                12.0,
+                black,
+                Align::Start,
+            );
+            c.text(
+                (x + 24.0, y + h),
+                &format!("≤ {lo:.3}"),
+                12.0,
+                black,
+                Align::Start,
+            );
+            y += h + 20.0;
+        }
+        ColorScheme::Pattern => {}
+    }
+    if opts.edges == EdgeMode::Layer {
+        y += 10.0;
+        c.text((x, y), "edges by layer", 13.0, black, Align::Start);
+        y += 20.0;
+        for (i, l) in part.layout.iter().enumerate() {
+            swatch(
+                c,
+                y,
+                CATEGORICAL[i % CATEGORICAL.len()],
+                &format!("{} #{}", l.op, l.layer),
+            );
+            y += 20.0;
+        }
+    }
+    if scene.boundary.is_some() {
+        y += 10.0;
+        c.polyline(&[(x, y), (x + 14.0, y)], black, 2.5);
+        c.text(
+            (x + 20.0, y),
+            "decision boundary",
+            13.0,
+            black,
+            Align::Start,
+        );
+    }
+    let _ = y;
+}
