@@ -66,6 +66,9 @@ impl Decision {
         let bad = || DecisionError::Parse(text.to_string());
         let (lhs, t) = text.split_once('=').ok_or_else(bad)?;
         let threshold: f64 = t.trim().parse().map_err(|_| bad())?;
+        if !threshold.is_finite() {
+            return Err(bad());
+        }
         let idx: Vec<usize> = lhs
             .split(',')
             .map(|s| s.trim().parse().map_err(|_| bad()))
@@ -104,6 +107,28 @@ impl Decision {
                     g[0] += w * map.jacobian[k][0];
                     g[1] += w * map.jacobian[k][1];
                     g[2] += w * map.offset[k];
+                }
+                vec![[0.0; 3], g]
+            }
+        }
+    }
+
+    /// For each class function, the magnitudes of the terms that make up each coefficient (for
+    /// the tolerance policy).
+    pub fn magnitudes(&self, map: &AffineMap) -> Vec<[f64; 3]> {
+        match self {
+            Decision::Argmax => map
+                .jacobian
+                .iter()
+                .zip(&map.offset)
+                .map(|(j, o)| [j[0].abs(), j[1].abs(), o.abs()])
+                .collect(),
+            Decision::Level { weights, threshold } => {
+                let mut g = [0.0, 0.0, threshold.abs()];
+                for &(k, w) in weights {
+                    g[0] += (w * map.jacobian[k][0]).abs();
+                    g[1] += (w * map.jacobian[k][1]).abs();
+                    g[2] += (w * map.offset[k]).abs();
                 }
                 vec![[0.0; 3], g]
             }
@@ -209,7 +234,7 @@ pub struct Boundary {
 /// Class cells of one region, and the segments between them.
 fn region_cells(
     poly: &ConvexPolygon,
-    fns: &[[f64; 3]],
+    (fns, mags): (&[[f64; 3]], &[[f64; 3]]),
     region: usize,
 ) -> (Vec<(usize, ConvexPolygon)>, Vec<Segment>) {
     let (mut bu, mut bv) = (0.0f64, 0.0f64);
@@ -220,10 +245,10 @@ fn region_cells(
     let diff = |c: usize, d: usize, p: [f64; 2]| {
         (fns[c][0] - fns[d][0]) * p[0] + (fns[c][1] - fns[d][1]) * p[1] + (fns[c][2] - fns[d][2])
     };
+    // The magnitudes of every term of both functions, not of their difference: two outputs
+    // equal up to rounding must compare as equal, not be split on rounding noise.
     let scale = |c: usize, d: usize| {
-        (fns[c][0] - fns[d][0]).abs() * bu
-            + (fns[c][1] - fns[d][1]).abs() * bv
-            + (fns[c][2] - fns[d][2]).abs()
+        (mags[c][0] + mags[d][0]) * bu + (mags[c][1] + mags[d][1]) * bv + mags[c][2] + mags[d][2]
     };
     let cells = max_cells(poly, fns.len(), diff, scale);
     let mut segments = Vec::new();
@@ -260,9 +285,16 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
         .enumerate()
         .map(|(i, r)| {
             let fns = decision.functions(&r.map);
-            let (cells, segments) = region_cells(&r.polygon, &fns, i);
+            let mags = decision.magnitudes(&r.map);
+            let (cells, segments) = region_cells(&r.polygon, (&fns, &mags), i);
             match cells.as_slice() {
                 [(c, _)] => (RegionClass::One(*c), Vec::new(), segments),
+                // No cell is only possible through inconsistent tolerance decisions among
+                // near-equal classes: take the class at the centroid for the whole region.
+                [] => {
+                    let k = decision.class_of(&r.map.eval(r.polygon.centroid()));
+                    (RegionClass::One(k), Vec::new(), segments)
+                }
                 _ => (
                     RegionClass::Several(cells.iter().map(|(c, _)| *c).collect()),
                     cells,
@@ -284,16 +316,12 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
     }
     let extent = (part.domain.u1 - part.domain.u0).max(part.domain.v1 - part.domain.v0);
     let stitched = stitch(&segments, extent);
-    let mut length_per_pair = BTreeMap::new();
-    for s in &segments {
-        *length_per_pair.entry(s.classes).or_insert(0.0) += s.length();
-    }
     Boundary {
         region_classes,
-        length: segments.iter().map(Segment::length).sum(),
+        length: stitched.length_per_pair.values().sum(),
         segments,
         polylines: stitched.polylines,
-        length_per_pair,
+        length_per_pair: stitched.length_per_pair,
         components: stitched.components,
         closed_components: stitched.closed,
         open_components: stitched.components - stitched.closed,
@@ -307,27 +335,30 @@ struct Stitched {
     polylines: Vec<Polyline>,
     components: usize,
     closed: usize,
+    length_per_pair: BTreeMap<(usize, usize), f64>,
 }
 
 fn stitch(segments: &[Segment], extent: f64) -> Stitched {
     let mut welder = Welder::new(extent);
     let mut graph: UnGraph<[f64; 2], (usize, usize)> = UnGraph::default();
+    let mut nodes: Vec<Option<NodeIndex>> = Vec::new();
+    let mut length_per_pair = BTreeMap::new();
     for s in segments {
-        let mut node = |p: [f64; 2]| {
-            let (id, new) = welder.id(p);
-            if new {
-                graph.add_node(p);
-            }
-            NodeIndex::new(id)
-        };
-        let (a, b) = (node(s.a), node(s.b));
+        let (ia, ib) = (welder.id(s.a).0, welder.id(s.b).0);
+        // A segment shorter than the tolerance is a point: it adds nothing.
+        if ia == ib {
+            continue;
+        }
+        nodes.resize(welder.len(), None);
+        let mut node = |id: usize, p: [f64; 2]| *nodes[id].get_or_insert_with(|| graph.add_node(p));
+        let (a, b) = (node(ia, s.a), node(ib, s.b));
         // A boundary along a shared region edge is found from both sides: keep it once.
-        if a != b
-            && !graph
-                .edges_connecting(a, b)
-                .any(|e| *e.weight() == s.classes)
+        if !graph
+            .edges_connecting(a, b)
+            .any(|e| *e.weight() == s.classes)
         {
             graph.add_edge(a, b, s.classes);
+            *length_per_pair.entry(s.classes).or_insert(0.0) += s.length();
         }
     }
     let components = petgraph::algo::connected_components(&graph);
@@ -400,6 +431,7 @@ fn stitch(segments: &[Segment], extent: f64) -> Stitched {
         polylines,
         components,
         closed: components - open_roots.len(),
+        length_per_pair,
     }
 }
 
@@ -436,7 +468,9 @@ mod tests {
             offset: vec![0.0; 3],
         };
         let fns = Decision::Argmax.functions(&map);
-        let (cells, segs) = region_cells(&ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0), &fns, 0);
+        let mags = Decision::Argmax.magnitudes(&map);
+        let (cells, segs) =
+            region_cells(&ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0), (&fns, &mags), 0);
         assert_eq!(cells.len(), 3);
         let total: f64 = segs.iter().map(Segment::length).sum();
         // u = v for u, v > 0 (length √2), u = 0 for v < 0 (1), v = 0 for u < 0 (1).

@@ -62,20 +62,15 @@ pub enum Error {
 }
 
 fn check_slice(net: &Network, slice: &Slice) -> Result<(), slice::SliceError> {
-    let n = net.input_shape.numel();
-    for (what, v) in [
-        ("origin", &slice.plane.origin),
-        ("du", &slice.plane.du),
-        ("dv", &slice.plane.dv),
-    ] {
-        if v.len() != n {
-            return Err(slice::SliceError::Length {
-                what,
-                found: v.len(),
-                expected: n,
-            });
-        }
-    }
+    let d = slice.domain;
+    slice::Domain::new(d.u0, d.u1, d.v0, d.v1)?;
+    let p = &slice.plane;
+    slice::Plane::from_vectors(
+        p.origin.clone(),
+        p.du.clone(),
+        p.dv.clone(),
+        net.input_shape.numel(),
+    )?;
     Ok(())
 }
 

@@ -29,7 +29,7 @@ pub fn boundary_points(
     seed: u64,
 ) -> Vec<BoundaryPoint> {
     let segs = &boundary.segments;
-    if segs.is_empty() || boundary.length <= 0.0 {
+    if segs.is_empty() || !(boundary.length > 0.0 && boundary.length.is_finite()) {
         return Vec::new();
     }
     let mut cumulative = Vec::with_capacity(segs.len());
@@ -37,6 +37,9 @@ pub fn boundary_points(
     for s in segs {
         acc += s.length();
         cumulative.push(acc);
+    }
+    if !(acc > 0.0 && acc.is_finite()) {
+        return Vec::new();
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut positions: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..acc)).collect();
@@ -73,6 +76,23 @@ pub fn boundary_points(
 /// three constraints are tight. The polygons here have a handful of edges, so enumerating the
 /// triples is both fast and free of solver tolerances.
 pub fn chebyshev_center(poly: &ConvexPolygon) -> ([f64; 2], f64) {
+    // Work relative to the first vertex, with a tolerance relative to the polygon's size, so
+    // that tiny polygons far from the origin are handled like any other.
+    let Some(&o) = poly.pts.first() else {
+        return ([0.0, 0.0], 0.0);
+    };
+    let local = ConvexPolygon {
+        pts: poly
+            .pts
+            .iter()
+            .map(|p| [p[0] - o[0], p[1] - o[1]])
+            .collect(),
+    };
+    let (c, r) = chebyshev_local(&local);
+    ([c[0] + o[0], c[1] + o[1]], r)
+}
+
+fn chebyshev_local(poly: &ConvexPolygon) -> ([f64; 2], f64) {
     let n = poly.pts.len();
     // Edge constraints n·p ≤ c with unit outward normals (counter-clockwise polygon).
     let cons: Vec<([f64; 2], f64)> = (0..n)
@@ -87,7 +107,8 @@ pub fn chebyshev_center(poly: &ConvexPolygon) -> ([f64; 2], f64) {
         })
         .collect();
     let mut best = (poly.centroid(), 0.0);
-    let slack = 1e-12 * poly.bbox().iter().fold(1.0f64, |m, x| m.max(x.abs()));
+    let b = poly.bbox();
+    let slack = 1e-12 * (b[1] - b[0]).max(b[3] - b[2]);
     for i in 0..cons.len() {
         for j in i + 1..cons.len() {
             for k in j + 1..cons.len() {
@@ -106,8 +127,8 @@ pub fn chebyshev_center(poly: &ConvexPolygon) -> ([f64; 2], f64) {
                 let col = |c: usize| [m(0, c), m(1, c), m(2, c)];
                 let rhs = [rows[0].1, rows[1].1, rows[2].1];
                 let d = det3(col(0), col(1), col(2));
-                if d.abs() < 1e-14 {
-                    continue;
+                if d.abs() < 1e-12 {
+                    continue; // two parallel edges: no unique vertex
                 }
                 let x = det3(rhs, col(1), col(2)) / d;
                 let y = det3(col(0), rhs, col(2)) / d;

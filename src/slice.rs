@@ -192,6 +192,12 @@ impl Domain {
         if u1 <= u0 || v1 <= v0 {
             return Err(bad("each upper bound must exceed its lower bound"));
         }
+        let area = (u1 - u0) * (v1 - v0);
+        if !(u1 - u0).is_finite() || !(v1 - v0).is_finite() || !area.is_normal() {
+            return Err(bad(
+                "the box's width, height and area must be finite and non-zero in f64",
+            ));
+        }
         let rel = |a: f64, b: f64| (b - a) / a.abs().max(b.abs());
         if rel(u0, u1) < 1e-12 || rel(v0, v1) < 1e-12 {
             return Err(bad(

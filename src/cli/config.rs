@@ -11,6 +11,11 @@ pub fn decision(
     outputs: usize,
 ) -> Result<tessera::boundary::Decision, CliError> {
     use tessera::boundary::Decision;
+    if args.threshold.is_some_and(|t| !t.is_finite()) {
+        return Err(CliError::Usage(
+            "--threshold must be a finite number".into(),
+        ));
+    }
     Ok(match &args.level {
         Some(text) => Decision::parse_level(text, outputs)?,
         None => Decision::for_outputs(outputs, args.threshold),
@@ -77,10 +82,7 @@ fn parse_box(text: &str) -> Result<[f64; 4], CliError> {
 
 fn read_vector(path: &Path, n: usize, what: &str) -> Result<Vec<f64>, CliError> {
     let arr = tessera::npy::read(path).map_err(tessera::Error::from)?;
-    let mut dims = arr.shape.clone();
-    if dims.first() == Some(&1) && dims.len() > 1 {
-        dims.remove(0); // a batch of one
-    }
+    // Any shape with the input's number of values: the input's own shape, a batch of one, or flat.
     if arr.data.len() != n {
         return Err(CliError::Usage(format!(
             "{what} ({}) has shape {:?} ({} values) but the model input has {n} values",

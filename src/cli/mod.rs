@@ -38,6 +38,18 @@ impl CliError {
 }
 
 pub fn run(cli: Cli) -> Result<i32, CliError> {
+    let threads = match &cli.command {
+        Command::Map(a) => a.slice.threads,
+        Command::Verify(a) => a.slice.threads,
+        Command::Sample(a) => a.slice.threads,
+        Command::Info { .. } => 0,
+    };
+    if threads > 0 {
+        // Everything after the engine (vertex welding, boundaries) runs on rayon's global pool.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global();
+    }
     match cli.command {
         Command::Map(a) => map(a),
         Command::Verify(a) => verify(a),
@@ -204,6 +216,9 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
+/// Most points `verify` and `sample` accept: bounded memory for their outputs.
+const MAX_POINTS: usize = 10_000_000;
+
 /// Relative tolerance of the forward-pass check of boundary points.
 const BOUNDARY_TOL: f64 = 1e-9;
 
@@ -344,6 +359,12 @@ fn sample(a: SampleArgs) -> Result<i32, CliError> {
 }
 
 fn verify(a: VerifyArgs) -> Result<i32, CliError> {
+    if a.points > MAX_POINTS {
+        return Err(CliError::Usage(format!(
+            "--points {} is above the limit of {MAX_POINTS}",
+            a.points
+        )));
+    }
     let net = config::load_model(&a.model)?;
     let slice = config::build_slice(&net, &a.slice)?;
     let counter = Arc::new(AtomicU64::new(0));

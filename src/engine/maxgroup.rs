@@ -52,7 +52,12 @@ impl Maps<'_> {
 
     /// Whether candidate `q` (unit, group position) dominates `p` on `poly`: `z_q ≥ z_p` at
     /// every vertex, with ties everywhere resolved by position.
-    fn dominates(&self, poly: &ConvexPolygon, (q, qi): (usize, u8), (p, pi): (usize, u8)) -> bool {
+    fn dominates(
+        &self,
+        poly: &ConvexPolygon,
+        (q, qi): (usize, u32),
+        (p, pi): (usize, u32),
+    ) -> bool {
         let scale = self.diff_scale(q, p);
         let mut all_zero = true;
         for &pt in &poly.pts {
@@ -70,9 +75,9 @@ impl Maps<'_> {
 pub(crate) fn undominated(
     poly: &ConvexPolygon,
     m: Maps<'_>,
-    cands: &[(u32, u8)],
-) -> Vec<(u32, u8)> {
-    let mut out: Vec<(u32, u8)> = cands
+    cands: &[(u32, u32)],
+) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = cands
         .iter()
         .copied()
         .filter(|&(p, pi)| {
@@ -84,26 +89,35 @@ pub(crate) fn undominated(
     if out.is_empty() {
         // Only reachable through inconsistent tolerance decisions among three or more nearly
         // equal candidates: keep the one that is largest at the centroid.
-        let c = poly.vertex_centroid();
-        let best = cands
-            .iter()
-            .copied()
-            .max_by(|a, b| {
-                let (va, vb) = (m.value_at(a.0 as usize, c), m.value_at(b.0 as usize, c));
-                va.total_cmp(&vb).then(b.1.cmp(&a.1))
-            })
-            .expect("groups are never empty");
-        out.push(best);
+        out.push(best_at_centroid(poly, m, cands));
     }
     out
+}
+
+/// The candidate largest at the polygon's vertex centroid (ties to the lower position).
+/// `cands` is never empty: the loader rejects empty pooling windows.
+pub(crate) fn best_at_centroid(
+    poly: &ConvexPolygon,
+    m: Maps<'_>,
+    cands: &[(u32, u32)],
+) -> (u32, u32) {
+    let c = poly.vertex_centroid();
+    cands
+        .iter()
+        .copied()
+        .max_by(|a, b| {
+            let (va, vb) = (m.value_at(a.0 as usize, c), m.value_at(b.0 as usize, c));
+            va.total_cmp(&vb).then(b.1.cmp(&a.1))
+        })
+        .unwrap_or((0, 0))
 }
 
 /// The cells of `poly` where each candidate of `cands` (all undominated) is the maximum.
 pub(crate) fn winner_cells(
     poly: &ConvexPolygon,
     m: Maps<'_>,
-    cands: &[(u32, u8)],
-) -> Vec<((u32, u8), ConvexPolygon)> {
+    cands: &[(u32, u32)],
+) -> Vec<((u32, u32), ConvexPolygon)> {
     // `cands` are in group order, so ties by index are ties by position.
     let unit = |i: usize| cands[i].0 as usize;
     max_cells(

@@ -19,7 +19,9 @@
 //!    `O(n_next)` per split instead of a full product;
 //! 4. children go to a sink that, whenever it holds `BATCH` cells, runs the next stage on them.
 //!
-//! Memory is therefore bounded by depth × batch × width, independent of the region count
+//! Memory is therefore bounded by layers × batch × width plus one map per pending split branch
+//! (the split recursion continues in place on the largest piece, so its depth grows
+//! logarithmically with the leaves of a cell), independent of the region count
 //! (unless the caller asks to keep the regions). Large split trees fork with `rayon::join`;
 //! every fork owns its sink, so the result is identical for any thread count.
 
@@ -79,7 +81,8 @@ pub struct Options {
 }
 
 /// An activation pattern: one bit per hinge of every elementwise unit, and the winning
-/// position (in `ceil(log2(group size))` bits) of every max group, over all layers.
+/// position of every max group (in `ceil(log2(largest group of the layer))` bits, at least one),
+/// over all layers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Pattern(pub Vec<u64>);
 
@@ -143,7 +146,7 @@ pub(crate) enum Splitter {
         above: bool,
     },
     /// Max group `group` whose candidates `(unit, position)` can each win somewhere.
-    Max { group: u32, cands: Vec<(u32, u8)> },
+    Max { group: u32, cands: Vec<(u32, u32)> },
 }
 
 /// The nonlinearity of a stage.
@@ -566,7 +569,7 @@ fn classify_max(
     let mut cands = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         cands.clear();
-        cands.extend(group.iter().enumerate().map(|(pos, &u)| (u, pos as u8)));
+        cands.extend(group.iter().enumerate().map(|(pos, &u)| (u, pos as u32)));
         let alive = maxgroup::undominated(&cell.poly, maps, &cands);
         if let [(u, pos)] = alive[..] {
             let [a, b, c] = maps.unit(u as usize);
@@ -617,12 +620,14 @@ fn split_rec(
     forks: u32,
 ) {
     let n = stage.n_in;
-    for (i, sp) in splitters.iter().enumerate() {
+    let mut i = 0;
+    while i < splitters.len() {
         if ctx.aborted() {
             return;
         }
         let rest = &splitters[i + 1..];
-        match sp {
+        i += 1;
+        match &splitters[i - 1] {
             Splitter::Hinge {
                 unit,
                 slot,
@@ -663,8 +668,10 @@ fn split_rec(
                         } else {
                             flip(&mut other);
                         }
-                        fork_or_recurse(ctx, stage, z, vec![b, other], rest, sink, forks);
-                        return;
+                        match fork_or_recurse(ctx, stage, z, vec![b, other], rest, sink, forks) {
+                            Some(largest) => b = largest,
+                            None => return,
+                        }
                     }
                 }
             }
@@ -675,11 +682,17 @@ fn split_rec(
                     n,
                 };
                 let alive = maxgroup::undominated(&b.poly, maps, cands);
-                let cells = if alive.len() == 1 {
+                let mut cells = if alive.len() == 1 {
                     vec![(alive[0], std::mem::take(&mut b.poly))]
                 } else {
                     maxgroup::winner_cells(&b.poly, maps, &alive)
                 };
+                if cells.is_empty() {
+                    // Inconsistent tolerance decisions among nearly equal candidates left no
+                    // cell: give the whole piece to the winner at its centroid, losing no area.
+                    let best = maxgroup::best_at_centroid(&b.poly, maps, &alive);
+                    cells.push((best, std::mem::take(&mut b.poly)));
+                }
                 let (bits, offset) = match &stage.nonlin {
                     Nonlinearity::Max { bits, .. } => {
                         (*bits, stage.bit_offset + *group as usize * *bits)
@@ -702,8 +715,10 @@ fn split_rec(
                         nb
                     })
                     .collect();
-                fork_or_recurse(ctx, stage, z, branches, rest, sink, forks);
-                return;
+                match fork_or_recurse(ctx, stage, z, branches, rest, sink, forks) {
+                    Some(largest) => b = largest,
+                    None => return,
+                }
             }
         }
     }
@@ -717,8 +732,11 @@ fn split_rec(
     );
 }
 
-/// Continues every branch with the remaining splitters, forking onto other threads when the
-/// remaining work is large. Each fork has its own sink, so results do not depend on scheduling.
+/// Continues the branches with the remaining splitters. Large remaining work forks onto other
+/// threads (each fork owns its sink, so results do not depend on scheduling) and returns `None`.
+/// Otherwise every branch but the largest is recursed into and the largest is returned for the
+/// caller to continue in place: recursion depth then grows only when a piece is split into
+/// comparable halves, logarithmically in the number of leaves, not with the number of lines.
 fn fork_or_recurse(
     ctx: &Ctx<'_>,
     stage: &Stage,
@@ -727,7 +745,7 @@ fn fork_or_recurse(
     rest: &[Splitter],
     sink: &mut Sink,
     forks: u32,
-) {
+) -> Option<Branch> {
     if branches.len() >= 2 && forks < MAX_FORK_DEPTH && rest.len() >= MIN_FORK_SPLITTERS {
         let tail = branches.split_off(branches.len() / 2);
         let stage_index = sink.stage;
@@ -746,11 +764,15 @@ fn fork_or_recurse(
             },
         );
         sink.out.merge(right);
-    } else {
-        for br in branches {
-            split_rec(ctx, stage, z, br, rest, sink, forks);
-        }
+        return None;
     }
+    let largest = (0..branches.len())
+        .max_by(|&x, &y| branches[x].poly.area().total_cmp(&branches[y].poly.area()))?;
+    let keep = branches.swap_remove(largest);
+    for br in branches {
+        split_rec(ctx, stage, z, br, rest, sink, forks);
+    }
+    Some(keep)
 }
 
 /// Partitions the square `[-1, 1]²` of `plane` (a normalised plane: see `Slice::normalized`).

@@ -135,6 +135,9 @@ impl ConvexPolygon {
             let b = self.pts[(i + 1) % n];
             let (ex, ey) = (b[0] - a[0], b[1] - a[1]);
             let len = ex.hypot(ey);
+            if len == 0.0 {
+                continue; // a repeated vertex bounds nothing
+            }
             let cross = ex * (p[1] - a[1]) - ey * (p[0] - a[0]);
             if cross <= margin * len {
                 return false;

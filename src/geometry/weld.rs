@@ -25,6 +25,16 @@ impl Welder {
         }
     }
 
+    /// Number of distinct points so far (ids are `0..len()`).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no point was welded yet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     /// The id of `p` (the id of an earlier point within tolerance, or a new one), and whether
     /// it is new.
     pub fn id(&mut self, p: [f64; 2]) -> (usize, bool) {

@@ -106,8 +106,10 @@ pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
             "format" | "input_shape" | "layers" | "metadata"
         ) {
             return Err(ModelError::Field {
-                field: "format",
-                message: format!("unknown top-level field `{key}`"),
+                field: "(top level)",
+                message: format!(
+                    "unknown field `{key}`; expected format, input_shape, layers, metadata"
+                ),
             });
         }
     }
@@ -132,6 +134,16 @@ pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
                 message: e.to_string(),
             })
         })?;
+    let too_big = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .is_none_or(|n| n > super::MAX_ELEMENTS);
+    if too_big {
+        return Err(ModelError::Field {
+            field: "input_shape",
+            message: format!("{dims:?} has more than {} entries", super::MAX_ELEMENTS),
+        });
+    }
     let input_shape = match dims.as_slice() {
         [n] if *n > 0 => Shape::Flat(*n),
         [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Shape::Image {
@@ -159,6 +171,29 @@ pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
     let mut out = Vec::with_capacity(layers.len());
     for (index, value) in layers.iter().enumerate() {
         let layer = parse_layer(index, value, shape)?;
+        match layer.output.checked_numel() {
+            Some(n) if n > 0 && n <= super::MAX_ELEMENTS => {}
+            _ => return Err(ModelError::Layer {
+                index,
+                op: layer.op.clone(),
+                field: None,
+                message: format!(
+                    "output shape {} is empty or has more than {} entries (tessera's size limit)",
+                    layer.output,
+                    super::MAX_ELEMENTS
+                ),
+            }),
+        }
+        if matches!(layer.kind, LayerKind::MaxPool2d { .. })
+            && layer.max_groups().iter().any(Vec::is_empty)
+        {
+            return Err(ModelError::Layer {
+                index,
+                op: layer.op.clone(),
+                field: Some("padding".into()),
+                message: "some pooling window lies entirely in the padding".into(),
+            });
+        }
         shape = layer.output;
         out.push(layer);
     }
@@ -487,6 +522,8 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
                 scale.push(sc);
                 shift.push(bias[i] - s.running_mean[i] * sc);
             }
+            cx.finite("running_var", &scale)?;
+            cx.finite("running_mean", &shift)?;
             (LayerKind::BatchNorm { scale, shift }, input)
         }
         "avg_pool2d" | "max_pool2d" => {
@@ -505,7 +542,7 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
                     "kernel, stride and dilation must be positive",
                 ));
             }
-            if window.padding[0] * 2 > kernel[0] || window.padding[1] * 2 > kernel[1] {
+            if window.padding[0] > kernel[0] / 2 || window.padding[1] > kernel[1] / 2 {
                 return Err(cx.err(
                     Some("padding"),
                     "padding must be at most half the kernel size",

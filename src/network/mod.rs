@@ -25,7 +25,15 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// Number of scalar entries.
+    /// Number of scalar entries, or `None` when it overflows.
+    pub fn checked_numel(&self) -> Option<usize> {
+        match *self {
+            Shape::Flat(n) => Some(n),
+            Shape::Image { c, h, w } => c.checked_mul(h)?.checked_mul(w),
+        }
+    }
+
+    /// Number of scalar entries (shapes from the loaders never overflow: see `MAX_ELEMENTS`).
     pub fn numel(&self) -> usize {
         match *self {
             Shape::Flat(n) => n,
@@ -67,6 +75,10 @@ impl fmt::Display for Shape {
     }
 }
 
+/// Largest tensor (entries per input) the loaders accept between layers: 2^24. A region's map
+/// holds three such vectors per batch entry, so this bounds memory per region at 384 MiB.
+pub const MAX_ELEMENTS: usize = 1 << 24;
+
 /// Geometry of a 2D window operation (convolution or pooling).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
@@ -82,10 +94,13 @@ pub struct Window {
 
 impl Window {
     /// Output spatial size for an input of `(h, w)`, or `None` when the window does not fit.
+    /// Arithmetic is checked: absurd sizes give `None`, never an overflow.
     pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let dim = |n: usize, i: usize| -> Option<usize> {
-            let span = self.dilation[i] * (self.kernel[i] - 1) + 1;
-            let padded = n + 2 * self.padding[i];
+            let span = self.dilation[i]
+                .checked_mul(self.kernel[i].checked_sub(1)?)?
+                .checked_add(1)?;
+            let padded = n.checked_add(self.padding[i].checked_mul(2)?)?;
             if padded < span || self.stride[i] == 0 {
                 None
             } else {

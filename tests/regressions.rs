@@ -1,0 +1,143 @@
+//! Named regression tests, one per defect found in review.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tessera::network::json::parse_value;
+use tessera::slice::{Domain, Plane, Slice};
+
+/// Max-pool positions used to be stored in a `u8`: a 17×17 window (289 candidates) wrapped
+/// candidate 256 onto candidate 0, merging patterns and breaking the lowest-index tie rule.
+#[test]
+fn max_pool_windows_larger_than_256_keep_distinct_patterns() {
+    let mut r = rng(91);
+    let n = 17 * 17;
+    let net = model(
+        &[1, 17, 17],
+        vec![
+            json!({"op": "max_pool2d", "kernel_size": 17}),
+            json!({"op": "flatten"}),
+        ],
+    );
+    let slice = Slice {
+        plane: Plane::from_vectors(
+            uniform(&mut r, n, 1.0),
+            uniform(&mut r, n, 1.0),
+            uniform(&mut r, n, 1.0),
+            n,
+        )
+        .unwrap(),
+        domain: Domain::new(-1.0, 1.0, -1.0, 1.0).unwrap(),
+        anchors: None,
+    };
+    let part = checked(&net, &slice, 2);
+    assert_eq!(part.regions.len(), grid_patterns(&net, &slice, 600));
+}
+
+fn load_err(layers: serde_json::Value, input: serde_json::Value) -> String {
+    parse_value(&json!({"format": "tessera-model/1", "input_shape": input, "layers": layers}))
+        .unwrap_err()
+        .to_string()
+}
+
+/// A pooling window entirely in the padding (dilation 2, padding 1 on a 1×1 image) used to
+/// panic in the engine; it is now rejected on load.
+#[test]
+fn pooling_window_inside_the_padding_is_rejected() {
+    let e = load_err(
+        json!([{"op": "max_pool2d", "kernel_size": 2, "padding": 1, "dilation": 2}]),
+        json!([1, 1, 1]),
+    );
+    assert!(e.contains("layer 0") && e.contains("padding"), "{e}");
+}
+
+/// Huge paddings and shapes used to overflow (release builds wrap) or exhaust memory.
+#[test]
+fn absurd_sizes_are_rejected_without_overflow() {
+    let e = load_err(
+        json!([{"op": "conv2d", "weight": [[[[1.0]]]], "padding": 100000}]),
+        json!([1, 2, 2]),
+    );
+    assert!(e.contains("size limit"), "{e}");
+    let e = load_err(
+        json!([{"op": "max_pool2d", "kernel_size": 2, "padding": 9223372036854775807u64}]),
+        json!([1, 2, 2]),
+    );
+    assert!(e.contains("layer 0"), "{e}");
+    let e = load_err(json!([]), json!([4294967296u64, 4294967296u64, 2]));
+    assert!(e.contains("input_shape"), "{e}");
+}
+
+/// Batch-norm with a finite weight over a tiny variance folded to an infinite scale, which the
+/// engine then treated as zero everywhere.
+#[test]
+fn batch_norm_that_folds_to_infinity_is_rejected() {
+    let e = load_err(
+        json!([{"op": "batch_norm", "weight": [1e300], "running_mean": [0.0], "running_var": [1e-300], "eps": 0.0}]),
+        json!([1]),
+    );
+    assert!(e.contains("not finite"), "{e}");
+}
+
+/// A box whose width overflows f64 used to pass validation and panic later.
+#[test]
+fn boxes_whose_width_overflows_are_rejected() {
+    assert!(Domain::new(-1e308, 1e308, -1.0, 1.0).is_err());
+    assert!(Domain::new(0.0, 1e-200, 0.0, 1e-200).is_err());
+    // The library re-validates slices built by hand.
+    let net = mlp(1, &[2, 3, 1], json!({"op": "relu"}));
+    let bad = Slice {
+        plane: Plane::identity2(),
+        domain: Domain {
+            u0: 1.0,
+            u1: -1.0,
+            v0: 0.0,
+            v1: 1.0,
+        },
+        anchors: None,
+    };
+    assert!(tessera::count(&net, &bad, &tessera::Options::default()).is_err());
+}
+
+/// Two outputs equal up to rounding must not produce a boundary made of rounding noise.
+#[test]
+fn equal_outputs_make_no_boundary() {
+    use tessera::boundary::{decision_boundary, Decision};
+    let net = model(
+        &[2],
+        vec![
+            json!({"op": "linear", "weight": [[0.3, -0.7], [0.9, 0.1]], "bias": [0.1, -0.2]}),
+            json!({"op": "relu"}),
+            // Both outputs are the same function computed with different rounding.
+            json!({"op": "linear", "weight": [[0.1, 0.3], [0.30000000000000004, 0.9000000000000001]], "bias": [0.2, 0.6000000000000001]}),
+            json!({"op": "linear", "weight": [[3.0, 0.0], [0.0, 1.0]]}),
+        ],
+    );
+    let part = checked(&net, &plane_slice([-1.0, 1.0, -1.0, 1.0]), 1);
+    let b = decision_boundary(&part, &Decision::Argmax);
+    assert_eq!(b.length, 0.0);
+    assert_eq!(b.crossed_regions, 0);
+}
+
+/// A polygon with a repeated vertex used to contain no point at all.
+#[test]
+fn repeated_vertices_do_not_empty_a_polygon() {
+    let p = tessera::geometry::polygon::ConvexPolygon {
+        pts: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]],
+    };
+    assert!(p.contains_strictly([0.2, 0.2], 0.0));
+}
+
+/// The Chebyshev centre of a tiny polygon far from the origin stays inside it.
+#[test]
+fn chebyshev_centre_of_a_tiny_far_polygon() {
+    let o = [1e3, -2e3];
+    let s = 1e-9;
+    let tri = tessera::geometry::polygon::ConvexPolygon {
+        pts: vec![o, [o[0] + 4.0 * s, o[1]], [o[0], o[1] + 3.0 * s]],
+    };
+    let (c, r) = tessera::sample::chebyshev_center(&tri);
+    assert!((r / s - 1.0).abs() < 1e-3, "radius {r}");
+    assert!(((c[0] - o[0]) / s - 1.0).abs() < 1e-3 && ((c[1] - o[1]) / s - 1.0).abs() < 1e-3);
+}
