@@ -19,13 +19,8 @@ fn main() {
     std::fs::create_dir_all(root.join("assets/pictures")).unwrap();
     std::fs::create_dir_all(root.join("assets/anchors")).unwrap();
 
-    let mlp =
-        tessera::network::json::load_path(&root.join("assets/networks/mlp_2_64x3_2.json")).unwrap();
-    let slice = Slice {
-        plane: Plane::identity2(),
-        domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(),
-        anchors: None,
-    };
+    let mlp = tessera::network::json::load_path(&root.join("assets/networks/mlp_2_64x3_2.json")).unwrap();
+    let slice = Slice { plane: Plane::identity2(), domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(), anchors: None };
     picture(
         &mlp,
         &slice,
@@ -36,11 +31,7 @@ fn main() {
 
     let images = anchor_images();
     let (plane, coords) = Plane::from_anchors(&images[0], &images[1], &images[2], 64).unwrap();
-    let slice = Slice {
-        plane,
-        domain: Domain::around(&coords, 0.25).unwrap(),
-        anchors: Some(coords),
-    };
+    let slice = Slice { plane, domain: Domain::around(&coords, 0.25).unwrap(), anchors: Some(coords) };
     // The first seed whose network changes its prediction somewhere on the plane.
     let cnn = (0..)
         .map(small_cnn)
@@ -50,17 +41,10 @@ fn main() {
         })
         .unwrap();
     let doc = tessera::network::json::to_value(&cnn);
-    std::fs::write(
-        root.join("assets/networks/cnn_1x8x8.json"),
-        serde_json::to_string(&doc).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(root.join("assets/networks/cnn_1x8x8.json"), serde_json::to_string(&doc).unwrap()).unwrap();
     for (name, img) in ["a", "b", "c"].iter().zip(&images) {
-        std::fs::write(
-            root.join(format!("assets/anchors/{name}.npy")),
-            tessera::npy::to_bytes_f32(&[1, 8, 8], img),
-        )
-        .unwrap();
+        std::fs::write(root.join(format!("assets/anchors/{name}.npy")), tessera::npy::to_bytes_f32(&[1, 8, 8], img))
+            .unwrap();
     }
     picture(
         &cnn,
@@ -73,10 +57,7 @@ fn main() {
 
 fn picture(net: &tessera::Network, slice: &Slice, title: &str, path: &Path, edges: EdgeMode) {
     let part = tessera::partition(net, slice, &tessera::Options::default()).unwrap();
-    let boundary = decision_boundary(
-        &part,
-        &Decision::for_outputs(net.output_shape().numel(), None),
-    );
+    let boundary = decision_boundary(&part, &Decision::for_outputs(net.output_shape().numel(), None));
     let opts = RenderOptions {
         size: (900, 760),
         color: ColorScheme::Class,
@@ -84,44 +65,26 @@ fn picture(net: &tessera::Network, slice: &Slice, title: &str, path: &Path, edge
         axes: true,
         title: Some(format!("{title} ({} regions)", part.regions.len())),
     };
-    let scene = Scene {
-        partition: &part,
-        boundary: Some(&boundary),
-        anchors: slice.anchors,
-    };
+    let scene = Scene { partition: &part, boundary: Some(&boundary), anchors: slice.anchors };
     std::fs::write(path, render_png(&scene, &opts)).unwrap();
-    println!(
-        "{}: {} regions, boundary length {:.4}",
-        path.display(),
-        part.regions.len(),
-        boundary.length
-    );
+    println!("{}: {} regions, boundary length {:.4}", path.display(), part.regions.len(), boundary.length);
 }
 
 /// Three 8×8 images: a vertical bar, a horizontal bar and a diagonal.
 fn anchor_images() -> [Vec<f64>; 3] {
     let img = |f: &dyn Fn(usize, usize) -> bool| -> Vec<f64> {
-        (0..64)
-            .map(|i| if f(i / 8, i % 8) { 1.0 } else { 0.0 })
-            .collect()
+        (0..64).map(|i| if f(i / 8, i % 8) { 1.0 } else { 0.0 }).collect()
     };
-    [
-        img(&|_, c| c == 3 || c == 4),
-        img(&|r, _| r == 3 || r == 4),
-        img(&|r, c| r == c || r + 1 == c),
-    ]
+    [img(&|_, c| c == 3 || c == 4), img(&|r, _| r == 3 || r == 4), img(&|r, c| r == c || r + 1 == c)]
 }
 
 fn small_cnn(seed: u64) -> tessera::Network {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut draw = |n: usize, bound: f64| -> Vec<f64> {
-        (0..n)
-            .map(|_| ((rng.random_range(-bound..bound)) as f32) as f64)
-            .collect()
+        (0..n).map(|_| ((rng.random_range(-bound..bound)) as f32) as f64).collect()
     };
-    let c1: Vec<Vec<Vec<Vec<f64>>>> = (0..4)
-        .map(|_| vec![draw(9, 1.0 / 3.0).chunks(3).map(|r| r.to_vec()).collect()])
-        .collect();
+    let c1: Vec<Vec<Vec<Vec<f64>>>> =
+        (0..4).map(|_| vec![draw(9, 1.0 / 3.0).chunks(3).map(|r| r.to_vec()).collect()]).collect();
     let b1 = draw(4, 1.0 / 3.0);
     let w2: Vec<Vec<f64>> = (0..10).map(|_| draw(64, 0.125)).collect();
     let b2 = draw(10, 0.125);

@@ -14,17 +14,13 @@ fn main() {
         .split(',')
         .map(|w| w.parse().expect("widths are integers"))
         .collect();
-    let seed: u64 = args
-        .next()
-        .map_or(0, |s| s.parse().expect("the seed is an integer"));
+    let seed: u64 = args.next().map_or(0, |s| s.parse().expect("the seed is an integer"));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut layers = Vec::new();
     for (i, pair) in widths.windows(2).enumerate() {
         let bound = 1.0 / (pair[0] as f64).sqrt();
         let mut draw = || (rng.random_range(-bound..bound) as f32) as f64;
-        let weight: Vec<Vec<f64>> = (0..pair[1])
-            .map(|_| (0..pair[0]).map(|_| draw()).collect())
-            .collect();
+        let weight: Vec<Vec<f64>> = (0..pair[1]).map(|_| (0..pair[0]).map(|_| draw()).collect()).collect();
         let bias: Vec<f64> = (0..pair[1]).map(|_| draw()).collect();
         layers.push(json!({"op": "linear", "weight": weight, "bias": bias}));
         if i + 2 < widths.len() {

@@ -52,10 +52,7 @@ impl Decision {
     /// `y₀ = threshold` (default 0) for one.
     pub fn for_outputs(outputs: usize, threshold: Option<f64>) -> Self {
         if outputs == 1 || threshold.is_some() {
-            Decision::Level {
-                weights: vec![(0, 1.0)],
-                threshold: threshold.unwrap_or(0.0),
-            }
+            Decision::Level { weights: vec![(0, 1.0)], threshold: threshold.unwrap_or(0.0) }
         } else {
             Decision::Argmax
         }
@@ -69,10 +66,7 @@ impl Decision {
         if !threshold.is_finite() {
             return Err(bad());
         }
-        let idx: Vec<usize> = lhs
-            .split(',')
-            .map(|s| s.trim().parse().map_err(|_| bad()))
-            .collect::<Result<_, _>>()?;
+        let idx: Vec<usize> = lhs.split(',').map(|s| s.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
         if let Some(&index) = idx.iter().find(|&&i| i >= outputs) {
             return Err(DecisionError::Output { index, outputs });
         }
@@ -95,12 +89,7 @@ impl Decision {
     /// One affine function `[∂/∂u, ∂/∂v, value at 0]` per class, whose argmax is the class.
     pub fn functions(&self, map: &AffineMap) -> Vec<[f64; 3]> {
         match self {
-            Decision::Argmax => map
-                .jacobian
-                .iter()
-                .zip(&map.offset)
-                .map(|(j, o)| [j[0], j[1], *o])
-                .collect(),
+            Decision::Argmax => map.jacobian.iter().zip(&map.offset).map(|(j, o)| [j[0], j[1], *o]).collect(),
             Decision::Level { weights, threshold } => {
                 let mut g = [0.0, 0.0, -threshold];
                 for &(k, w) in weights {
@@ -117,12 +106,9 @@ impl Decision {
     /// the tolerance policy).
     pub fn magnitudes(&self, map: &AffineMap) -> Vec<[f64; 3]> {
         match self {
-            Decision::Argmax => map
-                .jacobian
-                .iter()
-                .zip(&map.offset)
-                .map(|(j, o)| [j[0].abs(), j[1].abs(), o.abs()])
-                .collect(),
+            Decision::Argmax => {
+                map.jacobian.iter().zip(&map.offset).map(|(j, o)| [j[0].abs(), j[1].abs(), o.abs()]).collect()
+            }
             Decision::Level { weights, threshold } => {
                 let mut g = [0.0, 0.0, threshold.abs()];
                 for &(k, w) in weights {
@@ -152,13 +138,7 @@ impl Decision {
     /// The class at outputs `y`.
     pub fn class_of(&self, y: &[f64]) -> usize {
         let k = self.classes(y.len());
-        (0..k).fold(0, |best, c| {
-            if self.score(y, c) > self.score(y, best) {
-                c
-            } else {
-                best
-            }
-        })
+        (0..k).fold(0, |best, c| if self.score(y, c) > self.score(y, best) { c } else { best })
     }
 }
 
@@ -247,9 +227,8 @@ fn region_cells(
     };
     // The magnitudes of every term of both functions, not of their difference: two outputs
     // equal up to rounding must compare as equal, not be split on rounding noise.
-    let scale = |c: usize, d: usize| {
-        (mags[c][0] + mags[d][0]) * bu + (mags[c][1] + mags[d][1]) * bv + mags[c][2] + mags[d][2]
-    };
+    let scale =
+        |c: usize, d: usize| (mags[c][0] + mags[d][0]) * bu + (mags[c][1] + mags[d][1]) * bv + mags[c][2] + mags[d][2];
     let cells = max_cells(poly, fns.len(), diff, scale);
     let mut segments = Vec::new();
     if cells.len() > 1 {
@@ -259,15 +238,8 @@ fn region_cells(
                 for k in 0..n {
                     let (a, b) = (cell.pts[k], cell.pts[(k + 1) % n]);
                     let s = scale(*c, *d);
-                    if sign(diff(*c, *d, a), s) == Sign::Zero
-                        && sign(diff(*c, *d, b), s) == Sign::Zero
-                    {
-                        segments.push(Segment {
-                            a,
-                            b,
-                            classes: (*c, *d),
-                            region,
-                        });
+                    if sign(diff(*c, *d, a), s) == Sign::Zero && sign(diff(*c, *d, b), s) == Sign::Zero {
+                        segments.push(Segment { a, b, classes: (*c, *d), region });
                     }
                 }
             }
@@ -295,11 +267,7 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
                     let k = decision.class_of(&r.map.eval(r.polygon.centroid()));
                     (RegionClass::One(k), Vec::new(), segments)
                 }
-                _ => (
-                    RegionClass::Several(cells.iter().map(|(c, _)| *c).collect()),
-                    cells,
-                    segments,
-                ),
+                _ => (RegionClass::Several(cells.iter().map(|(c, _)| *c).collect()), cells, segments),
             }
         })
         .collect();
@@ -353,10 +321,7 @@ fn stitch(segments: &[Segment], extent: f64) -> Stitched {
         let mut node = |id: usize, p: [f64; 2]| *nodes[id].get_or_insert_with(|| graph.add_node(p));
         let (a, b) = (node(ia, s.a), node(ib, s.b));
         // A boundary along a shared region edge is found from both sides: keep it once.
-        if !graph
-            .edges_connecting(a, b)
-            .any(|e| *e.weight() == s.classes)
-        {
+        if !graph.edges_connecting(a, b).any(|e| *e.weight() == s.classes) {
             graph.add_edge(a, b, s.classes);
             *length_per_pair.entry(s.classes).or_insert(0.0) += s.length();
         }
@@ -390,25 +355,14 @@ fn stitch(segments: &[Segment], extent: f64) -> Stitched {
             if degree(cur) != 2 || cur == start {
                 break;
             }
-            match graph
-                .edges(cur)
-                .find(|e| !used[e.id().index()] && *e.weight() == pair)
-            {
+            match graph.edges(cur).find(|e| !used[e.id().index()] && *e.weight() == pair) {
                 Some(e) => edge = e.id(),
                 None => break,
             }
         }
         let closed = cur == start && points.len() > 2;
-        let length = points
-            .windows(2)
-            .map(|w| (w[1][0] - w[0][0]).hypot(w[1][1] - w[0][1]))
-            .sum();
-        Polyline {
-            points,
-            classes: pair,
-            closed,
-            length,
-        }
+        let length = points.windows(2).map(|w| (w[1][0] - w[0][0]).hypot(w[1][1] - w[0][1])).sum();
+        Polyline { points, classes: pair, closed, length }
     };
     use petgraph::visit::EdgeRef;
     for n in graph.node_indices() {
@@ -427,12 +381,7 @@ fn stitch(segments: &[Segment], extent: f64) -> Stitched {
             polylines.push(walk(a, e, &mut used));
         }
     }
-    Stitched {
-        polylines,
-        components,
-        closed: components - open_roots.len(),
-        length_per_pair,
-    }
+    Stitched { polylines, components, closed: components - open_roots.len(), length_per_pair }
 }
 
 #[cfg(test)]
@@ -443,17 +392,11 @@ mod tests {
     fn parses_levels() {
         assert_eq!(
             Decision::parse_level("1,0=0.5", 2).unwrap(),
-            Decision::Level {
-                weights: vec![(1, 1.0), (0, -1.0)],
-                threshold: 0.5
-            }
+            Decision::Level { weights: vec![(1, 1.0), (0, -1.0)], threshold: 0.5 }
         );
         assert_eq!(
             Decision::parse_level("0=-1", 1).unwrap(),
-            Decision::Level {
-                weights: vec![(0, 1.0)],
-                threshold: -1.0
-            }
+            Decision::Level { weights: vec![(0, 1.0)], threshold: -1.0 }
         );
         assert!(Decision::parse_level("2=0", 2).is_err());
         assert!(Decision::parse_level("0,0=1", 2).is_err());
@@ -463,14 +406,10 @@ mod tests {
     #[test]
     fn three_classes_meet_at_a_junction() {
         // y = (u, v, 0) on [-1, 1]²: three cells meeting at the origin.
-        let map = AffineMap {
-            jacobian: vec![[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]],
-            offset: vec![0.0; 3],
-        };
+        let map = AffineMap { jacobian: vec![[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], offset: vec![0.0; 3] };
         let fns = Decision::Argmax.functions(&map);
         let mags = Decision::Argmax.magnitudes(&map);
-        let (cells, segs) =
-            region_cells(&ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0), (&fns, &mags), 0);
+        let (cells, segs) = region_cells(&ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0), (&fns, &mags), 0);
         assert_eq!(cells.len(), 3);
         let total: f64 = segs.iter().map(Segment::length).sum();
         // u = v for u, v > 0 (length √2), u = 0 for v < 0 (1), v = 0 for u < 0 (1).

@@ -65,12 +65,7 @@ fn check_slice(net: &Network, slice: &Slice) -> Result<(), slice::SliceError> {
     let d = slice.domain;
     slice::Domain::new(d.u0, d.u1, d.v0, d.v1)?;
     let p = &slice.plane;
-    slice::Plane::from_vectors(
-        p.origin.clone(),
-        p.du.clone(),
-        p.dv.clone(),
-        net.input_shape.numel(),
-    )?;
+    slice::Plane::from_vectors(p.origin.clone(), p.du.clone(), p.dv.clone(), net.input_shape.numel())?;
     Ok(())
 }
 
@@ -80,6 +75,7 @@ struct Run {
     raw: Vec<engine::RawRegion>,
     norm: slice::Normalization,
     layout: Vec<partition::LayerBits>,
+    output_scale: Vec<f64>,
 }
 
 fn run(net: &Network, slice: &Slice, opts: &Options) -> Result<Run, Error> {
@@ -87,18 +83,12 @@ fn run(net: &Network, slice: &Slice, opts: &Options) -> Result<Run, Error> {
     let (plane, norm) = slice.normalized();
     let (plan, raw) = engine::run(net, &plane, opts)?;
     let scale = norm.half[0] * norm.half[1];
-    let vertices = opts
-        .count_vertices
-        .then(|| partition::distinct_vertices(raw.corners.concat(), 2.0));
+    let vertices = opts.count_vertices.then(|| partition::distinct_vertices(raw.corners.concat(), 2.0));
     let regions_per_layer = plan
         .stages
         .iter()
         .zip(&raw.per_stage)
-        .map(|(s, &regions)| LayerCount {
-            layer: s.layer,
-            op: net.layers[s.layer].op.clone(),
-            regions,
-        })
+        .map(|(s, &regions)| LayerCount { layer: s.layer, op: net.layers[s.layer].op.clone(), regions })
         .collect();
     let summary = Summary {
         regions: raw.count,
@@ -111,33 +101,16 @@ fn run(net: &Network, slice: &Slice, opts: &Options) -> Result<Run, Error> {
     let layout = plan
         .layout()
         .into_iter()
-        .map(|(layer, offset, bits)| partition::LayerBits {
-            layer,
-            op: net.layers[layer].op.clone(),
-            offset,
-            bits,
-        })
+        .map(|(layer, offset, bits)| partition::LayerBits { layer, op: net.layers[layer].op.clone(), offset, bits })
         .collect();
-    Ok(Run {
-        summary,
-        raw: raw.regions.into_iter().flatten().collect(),
-        norm,
-        layout,
-    })
+    let output_scale = plan.output_magnitude.clone();
+    Ok(Run { summary, raw: raw.regions.into_iter().flatten().collect(), norm, layout, output_scale })
 }
 
 /// Computes the partition of `slice`'s domain, keeping every region.
 pub fn partition(net: &Network, slice: &Slice, opts: &Options) -> Result<Partition, Error> {
-    let opts = Options {
-        keep_regions: true,
-        ..opts.clone()
-    };
-    let Run {
-        summary,
-        raw,
-        norm,
-        layout,
-    } = run(net, slice, &opts)?;
+    let opts = Options { keep_regions: true, ..opts.clone() };
+    let Run { summary, raw, norm, layout, output_scale } = run(net, slice, &opts)?;
     let scale = norm.half[0] * norm.half[1];
     let out_dim = net.output_shape().numel();
     let regions = raw
@@ -146,38 +119,22 @@ pub fn partition(net: &Network, slice: &Slice, opts: &Options) -> Result<Partiti
             let mut jacobian = Vec::with_capacity(out_dim);
             let mut offset = Vec::with_capacity(out_dim);
             for k in 0..out_dim {
-                let (ju, jv, o) =
-                    norm.map_to_uv(r.map[k], r.map[out_dim + k], r.map[2 * out_dim + k]);
+                let (ju, jv, o) = norm.map_to_uv(r.map[k], r.map[out_dim + k], r.map[2 * out_dim + k]);
                 jacobian.push([ju, jv]);
                 offset.push(o);
             }
             let area = r.poly.area() * scale;
-            let polygon = geometry::polygon::ConvexPolygon {
-                pts: r.poly.pts.iter().map(|&p| norm.to_uv(p)).collect(),
-            };
-            Region {
-                polygon,
-                area,
-                pattern: r.pattern,
-                map: AffineMap { jacobian, offset },
-            }
+            let polygon = geometry::polygon::ConvexPolygon { pts: r.poly.pts.iter().map(|&p| norm.to_uv(p)).collect() };
+            Region { polygon, area, pattern: r.pattern, map: AffineMap { jacobian, offset } }
         })
         .collect();
-    Ok(Partition {
-        domain: slice.domain,
-        regions,
-        summary,
-        layout,
-    })
+    Ok(Partition { domain: slice.domain, regions, summary, layout, output_scale })
 }
 
 /// Counts the regions of `slice`'s domain without keeping them (memory independent of the
 /// region count, apart from vertex counting when `opts.count_vertices` is set).
 pub fn count(net: &Network, slice: &Slice, opts: &Options) -> Result<Summary, Error> {
-    let opts = Options {
-        keep_regions: false,
-        ..opts.clone()
-    };
+    let opts = Options { keep_regions: false, ..opts.clone() };
     Ok(run(net, slice, &opts)?.summary)
 }
 

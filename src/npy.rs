@@ -36,55 +36,32 @@ pub struct Array {
 /// Reads a float32 or float64 `.npy` file in C order.
 pub fn read(path: &Path) -> Result<Array, NpyError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
-        path: name.clone(),
-        source,
-    })?;
-    parse(&bytes).map_err(|message| NpyError::Format {
-        path: name,
-        message,
-    })
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: name.clone(), source })?;
+    parse(&bytes).map_err(|message| NpyError::Format { path: name, message })
 }
 
 /// Parses the bytes of a `.npy` file.
 pub fn parse(bytes: &[u8]) -> Result<Array, String> {
     let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file: {e}"))?;
     if npy.order() != npyz::Order::C {
-        return Err(
-            "Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into(),
-        );
+        return Err("Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into());
     }
     let shape = npy.shape().to_vec();
-    let expected = shape
-        .iter()
-        .try_fold(1u64, |a, &d| a.checked_mul(d))
-        .ok_or("shape overflows")?;
+    let expected = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
     let dtype = npy.dtype();
     let descr = match &dtype {
         npyz::DType::Plain(t) => t.to_string(),
         _ => return Err("structured arrays are not supported".into()),
     };
     let data: Vec<f64> = match descr.as_str() {
-        "<f8" => npy
-            .into_vec::<f64>()
-            .map_err(|e| format!("bad float64 data: {e}"))?,
-        "<f4" => npy
-            .into_vec::<f32>()
-            .map_err(|e| format!("bad float32 data: {e}"))?
-            .into_iter()
-            .map(f64::from)
-            .collect(),
-        other => {
-            return Err(format!(
-                "dtype {other} is not supported; use float32 or float64"
-            ))
+        "<f8" => npy.into_vec::<f64>().map_err(|e| format!("bad float64 data: {e}"))?,
+        "<f4" => {
+            npy.into_vec::<f32>().map_err(|e| format!("bad float32 data: {e}"))?.into_iter().map(f64::from).collect()
         }
+        other => return Err(format!("dtype {other} is not supported; use float32 or float64")),
     };
     if data.len() as u64 != expected {
-        return Err(format!(
-            "expected {expected} values for shape {shape:?}, found {}",
-            data.len()
-        ));
+        return Err(format!("expected {expected} values for shape {shape:?}, found {}", data.len()));
     }
     if let Some(i) = data.iter().position(|x| !x.is_finite()) {
         return Err(format!("entry {i} is not finite"));
@@ -102,10 +79,7 @@ pub fn to_bytes_f32(shape: &[u64], data: &[f64]) -> Vec<u8> {
     encode(shape, data.iter().map(|&x| x as f32))
 }
 
-fn encode<T: npyz::Serialize + npyz::AutoSerialize>(
-    shape: &[u64],
-    data: impl Iterator<Item = T>,
-) -> Vec<u8> {
+fn encode<T: npyz::Serialize + npyz::AutoSerialize>(shape: &[u64], data: impl Iterator<Item = T>) -> Vec<u8> {
     use npyz::WriterBuilder;
     let mut out = Vec::new();
     let mut writer = npyz::WriteOptions::<T>::new()

@@ -21,11 +21,7 @@ pub struct AffineMap {
 impl AffineMap {
     /// Evaluates the map at `(u, v)`.
     pub fn eval(&self, p: [f64; 2]) -> Vec<f64> {
-        self.jacobian
-            .iter()
-            .zip(&self.offset)
-            .map(|(j, o)| j[0] * p[0] + j[1] * p[1] + o)
-            .collect()
+        self.jacobian.iter().zip(&self.offset).map(|(j, o)| j[0] * p[0] + j[1] * p[1] + o).collect()
     }
 }
 
@@ -95,6 +91,9 @@ pub struct Partition {
     pub summary: Summary,
     /// Bits of each nonlinear layer in the patterns, in layer order.
     pub layout: Vec<LayerBits>,
+    /// Per output, a bound over the domain of the magnitudes of all the terms a forward pass
+    /// adds up to compute it: the scale of its f64 rounding (see [`Partition::map_error`]).
+    pub output_scale: Vec<f64>,
 }
 
 /// Result of [`Partition::sanity_check`].
@@ -120,15 +119,8 @@ pub const MAP_TOL: f64 = 1e-9;
 
 /// Relative difference of two output vectors, scaled by their magnitudes.
 pub fn relative_error(a: &[f64], b: &[f64]) -> f64 {
-    let scale = a
-        .iter()
-        .chain(b)
-        .fold(1e-300f64, |m, x| m.max(x.abs()))
-        .max(1.0);
-    a.iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
-        / scale
+    let scale = a.iter().chain(b).fold(1e-300f64, |m, x| m.max(x.abs())).max(1.0);
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 /// Uniform grid over the domain listing the regions whose bounding box meets each cell.
@@ -142,19 +134,11 @@ impl Locator {
     fn new(domain: Domain, regions: &[Region]) -> Self {
         let n = ((regions.len() as f64).sqrt().ceil() as usize).clamp(1, 2048);
         let mut cells = vec![Vec::new(); n * n];
-        let loc = |x: f64, lo: f64, hi: f64| {
-            (((x - lo) / (hi - lo) * n as f64).floor().max(0.0) as usize).min(n - 1)
-        };
+        let loc = |x: f64, lo: f64, hi: f64| (((x - lo) / (hi - lo) * n as f64).floor().max(0.0) as usize).min(n - 1);
         for (i, r) in regions.iter().enumerate() {
             let b = r.polygon.bbox();
-            let (i0, i1) = (
-                loc(b[0], domain.u0, domain.u1),
-                loc(b[1], domain.u0, domain.u1),
-            );
-            let (j0, j1) = (
-                loc(b[2], domain.v0, domain.v1),
-                loc(b[3], domain.v0, domain.v1),
-            );
+            let (i0, i1) = (loc(b[0], domain.u0, domain.u1), loc(b[1], domain.u0, domain.u1));
+            let (j0, j1) = (loc(b[2], domain.v0, domain.v1), loc(b[3], domain.v0, domain.v1));
             for j in j0..=j1 {
                 for ii in i0..=i1 {
                     cells[j * n + ii].push(i as u32);
@@ -188,17 +172,29 @@ pub struct Edge {
 }
 
 impl Partition {
+    /// Difference between a region map's value `a` and a forward pass `b` at the same point,
+    /// relative to the larger of the values and the magnitude of the terms behind each output
+    /// (`output_scale`): both computations round at that scale, so a correct map differs from
+    /// the forward pass by a few ulps of it.
+    pub fn map_error(&self, a: &[f64], b: &[f64]) -> f64 {
+        a.iter()
+            .zip(b)
+            .enumerate()
+            .map(|(k, (x, y))| {
+                let scale = x.abs().max(y.abs()).max(self.output_scale.get(k).copied().unwrap_or(0.0)).max(1e-300);
+                (x - y).abs() / scale
+            })
+            .fold(0.0, f64::max)
+    }
+
     /// Every side of every region once: sides shared by two regions (matched by welded
     /// endpoints) appear once with both regions. A side that a neighbour splits at a vertex of
     /// its own (a T-junction, only in degenerate configurations) appears from each side.
     pub fn edges(&self) -> Vec<Edge> {
         let extent = self.extent();
         let mut welder = crate::geometry::weld::Welder::new(extent);
-        let ids: Vec<Vec<usize>> = self
-            .regions
-            .iter()
-            .map(|r| r.polygon.pts.iter().map(|&p| welder.id(p).0).collect())
-            .collect();
+        let ids: Vec<Vec<usize>> =
+            self.regions.iter().map(|r| r.polygon.pts.iter().map(|&p| welder.id(p).0).collect()).collect();
         let mut seen: rustc_hash::FxHashMap<(usize, usize), usize> = Default::default();
         let mut edges: Vec<Edge> = Vec::new();
         for (i, r) in self.regions.iter().enumerate() {
@@ -210,17 +206,10 @@ impl Partition {
                 }
                 let key = (p.min(q), p.max(q));
                 match seen.get(&key) {
-                    Some(&e) if edges[e].right.is_none() && edges[e].left != i => {
-                        edges[e].right = Some(i)
-                    }
+                    Some(&e) if edges[e].right.is_none() && edges[e].left != i => edges[e].right = Some(i),
                     _ => {
                         seen.insert(key, edges.len());
-                        edges.push(Edge {
-                            a: r.polygon.pts[k],
-                            b: r.polygon.pts[(k + 1) % n],
-                            left: i,
-                            right: None,
-                        });
+                        edges.push(Edge { a: r.polygon.pts[k], b: r.polygon.pts[(k + 1) % n], left: i, right: None });
                     }
                 }
             }
@@ -233,9 +222,7 @@ impl Partition {
     pub fn separating_layer(&self, a: &Pattern, b: &Pattern) -> Option<&LayerBits> {
         let word = a.0.iter().zip(&b.0).position(|(x, y)| x != y)?;
         let bit = word * 64 + (a.0[word] ^ b.0[word]).trailing_zeros() as usize;
-        self.layout
-            .iter()
-            .find(|l| bit >= l.offset && bit < l.offset + l.bits)
+        self.layout.iter().find(|l| bit >= l.offset && bit < l.offset + l.bits)
     }
 
     /// Region containing `p` strictly inside (by more than a relative `1e-12` of the domain
@@ -243,10 +230,7 @@ impl Partition {
     pub fn locate(&self, p: [f64; 2]) -> Option<usize> {
         let loc = Locator::new(self.domain, &self.regions);
         let margin = 1e-12 * self.extent();
-        loc.candidates(p)
-            .iter()
-            .map(|&i| i as usize)
-            .find(|&i| self.regions[i].polygon.contains_strictly(p, margin))
+        loc.candidates(p).iter().map(|&i| i as usize).find(|&i| self.regions[i].polygon.contains_strictly(p, margin))
     }
 
     fn extent(&self) -> f64 {
@@ -262,7 +246,7 @@ impl Partition {
     /// * activation patterns are pairwise distinct (so neighbours differ: a region with a given
     ///   pattern is convex, and two pieces of it would be an unnecessary split);
     /// * with an `oracle` (a forward pass taking `(u, v)`), every region's map equals the oracle
-    ///   at its centroid and at the sampled points, within [`MAP_TOL`] relative.
+    ///   at its centroid and at the sampled points, within [`MAP_TOL`] (see [`Partition::map_error`]).
     pub fn sanity_check(
         &self,
         samples: usize,
@@ -276,47 +260,33 @@ impl Partition {
         let mut area_sum = 0.0;
         for (i, r) in self.regions.iter().enumerate() {
             if !r.polygon.is_convex_ccw(extent) {
-                report.violations.push(format!(
-                    "region {i}: not a convex counter-clockwise polygon"
-                ));
+                report.violations.push(format!("region {i}: not a convex counter-clockwise polygon"));
             }
             let b = r.polygon.bbox();
-            if b[0] < d.u0 - slack
-                || b[1] > d.u1 + slack
-                || b[2] < d.v0 - slack
-                || b[3] > d.v1 + slack
-            {
-                report
-                    .violations
-                    .push(format!("region {i}: leaves the domain"));
+            if b[0] < d.u0 - slack || b[1] > d.u1 + slack || b[2] < d.v0 - slack || b[3] > d.v1 + slack {
+                report.violations.push(format!("region {i}: leaves the domain"));
             }
             if r.area.is_nan() || r.area <= 0.0 {
-                report
-                    .violations
-                    .push(format!("region {i}: area {} is not positive", r.area));
+                report.violations.push(format!("region {i}: area {} is not positive", r.area));
             }
             area_sum += r.area;
         }
         let rel = (area_sum - d.area()).abs() / d.area();
         if rel > 1e-9 {
-            report.violations.push(format!(
-                "areas sum to {area_sum}, domain area is {} (relative error {rel:.3e})",
-                d.area()
-            ));
+            report
+                .violations
+                .push(format!("areas sum to {area_sum}, domain area is {} (relative error {rel:.3e})", d.area()));
         }
         let mut seen = std::collections::HashMap::with_capacity(self.regions.len());
         for (i, r) in self.regions.iter().enumerate() {
             if let Some(j) = seen.insert(&r.pattern, i) {
-                report.violations.push(format!(
-                    "regions {j} and {i} have the same activation pattern"
-                ));
+                report.violations.push(format!("regions {j} and {i} have the same activation pattern"));
             }
         }
         let loc = Locator::new(d, &self.regions);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut points: Vec<[f64; 2]> = (0..samples)
-            .map(|_| [rng.random_range(d.u0..d.u1), rng.random_range(d.v0..d.v1)])
-            .collect();
+        let mut points: Vec<[f64; 2]> =
+            (0..samples).map(|_| [rng.random_range(d.u0..d.u1), rng.random_range(d.v0..d.v1)]).collect();
         let centroids = points.len();
         points.extend(self.regions.iter().map(|r| r.polygon.centroid()));
         for (k, &p) in points.iter().enumerate() {
@@ -331,34 +301,25 @@ impl Partition {
                 }
             }
             if inside.len() > 1 {
-                report
-                    .violations
-                    .push(format!("point {p:?} lies inside regions {inside:?}"));
+                report.violations.push(format!("point {p:?} lies inside regions {inside:?}"));
             } else if inside.is_empty() && !near {
-                report
-                    .violations
-                    .push(format!("point {p:?} lies in no region"));
+                report.violations.push(format!("point {p:?} lies in no region"));
             }
             if let (Some(f), [i]) = (oracle, inside.as_slice()) {
                 if k >= centroids && k - centroids != *i {
-                    report.violations.push(format!(
-                        "centroid of region {} located in region {i}",
-                        k - centroids
-                    ));
+                    report.violations.push(format!("centroid of region {} located in region {i}", k - centroids));
                 }
-                let err = relative_error(&self.regions[*i].map.eval(p), &f(p));
+                let err = self.map_error(&self.regions[*i].map.eval(p), &f(p));
                 report.map_points += 1;
                 report.max_map_error = report.max_map_error.max(err);
                 if err > MAP_TOL {
-                    report.violations.push(format!(
-                        "region {i}: map differs from the forward pass at {p:?} by {err:.3e}"
-                    ));
+                    report
+                        .violations
+                        .push(format!("region {i}: map differs from the forward pass at {p:?} by {err:.3e}"));
                 }
             }
             if report.violations.len() > 50 {
-                report
-                    .violations
-                    .push("... stopping after 50 violations".into());
+                report.violations.push("... stopping after 50 violations".into());
                 break;
             }
         }
@@ -392,11 +353,7 @@ pub fn distinct_vertices(pts: Vec<[f64; 2]>, extent: f64) -> u64 {
         (i << 32) | (j & 0xffff_ffff)
     };
     let mut keyed: Vec<(u64, [f64; 2])> = pts.par_iter().map(|&p| (key(p), p)).collect();
-    keyed.par_sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then(a.1[0].total_cmp(&b.1[0]))
-            .then(a.1[1].total_cmp(&b.1[1]))
-    });
+    keyed.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1[0].total_cmp(&b.1[0])).then(a.1[1].total_cmp(&b.1[1])));
     let (keys, pts): (Vec<u64>, Vec<[f64; 2]>) = keyed.into_iter().unzip();
     let range_of = |k: u64| {
         let start = keys.partition_point(|&x| x < k);
@@ -435,9 +392,7 @@ pub fn distinct_vertices(pts: Vec<[f64; 2]>, extent: f64) -> u64 {
             if near_y {
                 neighbours.push((ci, cj - 1));
             }
-            !neighbours
-                .into_iter()
-                .any(|(a, b)| range_of((a << 32) | b).any(|q| same_point(p, pts[q], extent)))
+            !neighbours.into_iter().any(|(a, b)| range_of((a << 32) | b).any(|q| same_point(p, pts[q], extent)))
         })
         .count() as u64
 }
@@ -448,24 +403,12 @@ mod tests {
 
     #[test]
     fn welds_copies_and_keeps_distinct_points() {
-        let pts = [
-            [0.0, 0.0],
-            [1e-13, -1e-13],
-            [0.5, 0.5],
-            [0.5, 0.5 + 1e-14],
-            [0.5, 0.5 + 1e-6],
-            [-1.0, 1.0],
-        ];
+        let pts = [[0.0, 0.0], [1e-13, -1e-13], [0.5, 0.5], [0.5, 0.5 + 1e-14], [0.5, 0.5 + 1e-6], [-1.0, 1.0]];
         assert_eq!(distinct_vertices(pts.to_vec(), 2.0), 4);
         // Copies straddling a grid cell border still weld, wherever the border falls.
         for shift in 0..200 {
             let x = 0.123 + shift as f64 * 1e-9;
-            let pts = vec![
-                [x, 0.5],
-                [x + 1.5e-9, 0.5 - 1e-9],
-                [x + 0.7e-9, 0.5 + 1e-9],
-                [0.9, 0.9],
-            ];
+            let pts = vec![[x, 0.5], [x + 1.5e-9, 0.5 - 1e-9], [x + 0.7e-9, 0.5 + 1e-9], [0.9, 0.9]];
             assert_eq!(distinct_vertices(pts, 2.0), 2, "shift {shift}");
         }
     }

@@ -51,20 +51,12 @@ pub fn boundary_points(
             let s = &segs[i];
             let start = if i == 0 { 0.0 } else { cumulative[i - 1] };
             let f = ((t - start) / s.length().max(f64::MIN_POSITIVE)).clamp(0.0, 1.0);
-            let uv = [
-                s.a[0] + f * (s.b[0] - s.a[0]),
-                s.a[1] + f * (s.b[1] - s.a[1]),
-            ];
+            let uv = [s.a[0] + f * (s.b[0] - s.a[0]), s.a[1] + f * (s.b[1] - s.a[1])];
             let fns = decision.functions(&part.regions[s.region].map);
             let (c0, c1) = s.classes;
             let g = [fns[c1][0] - fns[c0][0], fns[c1][1] - fns[c0][1]];
             let norm = g[0].hypot(g[1]).max(f64::MIN_POSITIVE);
-            BoundaryPoint {
-                uv,
-                classes: s.classes,
-                normal: [g[0] / norm, g[1] / norm],
-                region: s.region,
-            }
+            BoundaryPoint { uv, classes: s.classes, normal: [g[0] / norm, g[1] / norm], region: s.region }
         })
         .collect()
 }
@@ -81,13 +73,7 @@ pub fn chebyshev_center(poly: &ConvexPolygon) -> ([f64; 2], f64) {
     let Some(&o) = poly.pts.first() else {
         return ([0.0, 0.0], 0.0);
     };
-    let local = ConvexPolygon {
-        pts: poly
-            .pts
-            .iter()
-            .map(|p| [p[0] - o[0], p[1] - o[1]])
-            .collect(),
-    };
+    let local = ConvexPolygon { pts: poly.pts.iter().map(|p| [p[0] - o[0], p[1] - o[1]]).collect() };
     let (c, r) = chebyshev_local(&local);
     ([c[0] + o[0], c[1] + o[1]], r)
 }
@@ -120,8 +106,7 @@ fn chebyshev_local(poly: &ConvexPolygon) -> ([f64; 2], f64) {
                     _ => 1.0,
                 };
                 let det3 = |c0: [f64; 3], c1: [f64; 3], c2: [f64; 3]| {
-                    c0[0] * (c1[1] * c2[2] - c1[2] * c2[1])
-                        - c1[0] * (c0[1] * c2[2] - c0[2] * c2[1])
+                    c0[0] * (c1[1] * c2[2] - c1[2] * c2[1]) - c1[0] * (c0[1] * c2[2] - c0[2] * c2[1])
                         + c2[0] * (c0[1] * c1[2] - c0[2] * c1[1])
                 };
                 let col = |c: usize| [m(0, c), m(1, c), m(2, c)];
@@ -133,11 +118,7 @@ fn chebyshev_local(poly: &ConvexPolygon) -> ([f64; 2], f64) {
                 let x = det3(rhs, col(1), col(2)) / d;
                 let y = det3(col(0), rhs, col(2)) / d;
                 let r = det3(col(0), col(1), rhs) / d;
-                if r > best.1
-                    && cons
-                        .iter()
-                        .all(|(nrm, c)| nrm[0] * x + nrm[1] * y + r <= c + slack)
-                {
+                if r > best.1 && cons.iter().all(|(nrm, c)| nrm[0] * x + nrm[1] * y + r <= c + slack) {
                     best = ([x, y], r);
                 }
             }
@@ -170,18 +151,12 @@ pub fn region_points(part: &Partition, n: usize, seed: u64) -> Vec<(usize, [f64;
 /// The forward-pass check of a boundary point: with outputs `y` there, the two classes must be
 /// the top two and their scores equal within `tol` relative to the output scale. Returns the
 /// relative gap, or `None` when another class is above both.
-pub fn boundary_gap(
-    decision: &Decision,
-    y: &[f64],
-    classes: (usize, usize),
-    tol: f64,
-) -> Option<f64> {
+pub fn boundary_gap(decision: &Decision, y: &[f64], classes: (usize, usize), tol: f64) -> Option<f64> {
     let scale = y.iter().fold(1.0f64, |m, v| m.max(v.abs()));
     let (s0, s1) = (decision.score(y, classes.0), decision.score(y, classes.1));
     let top = s0.max(s1);
     let k = decision.classes(y.len());
-    let beaten = (0..k)
-        .any(|c| c != classes.0 && c != classes.1 && decision.score(y, c) > top + tol * scale);
+    let beaten = (0..k).any(|c| c != classes.0 && c != classes.1 && decision.score(y, c) > top + tol * scale);
     (!beaten).then(|| (s0 - s1).abs() / scale)
 }
 
@@ -192,19 +167,10 @@ mod tests {
     #[test]
     fn chebyshev_centre_of_simple_shapes() {
         let (c, r) = chebyshev_center(&ConvexPolygon::rect(0.0, 4.0, 0.0, 2.0));
-        assert!(
-            (r - 1.0).abs() < 1e-12
-                && (c[1] - 1.0).abs() < 1e-12
-                && c[0] > 1.0 - 1e-12
-                && c[0] < 3.0 + 1e-12
-        );
+        assert!((r - 1.0).abs() < 1e-12 && (c[1] - 1.0).abs() < 1e-12 && c[0] > 1.0 - 1e-12 && c[0] < 3.0 + 1e-12);
         // Right triangle with legs 3 and 4: inradius (3 + 4 - 5) / 2 = 1, centre (1, 1).
-        let tri = ConvexPolygon {
-            pts: vec![[0.0, 0.0], [4.0, 0.0], [0.0, 3.0]],
-        };
+        let tri = ConvexPolygon { pts: vec![[0.0, 0.0], [4.0, 0.0], [0.0, 3.0]] };
         let (c, r) = chebyshev_center(&tri);
-        assert!(
-            (r - 1.0).abs() < 1e-12 && (c[0] - 1.0).abs() < 1e-12 && (c[1] - 1.0).abs() < 1e-12
-        );
+        assert!((r - 1.0).abs() < 1e-12 && (c[0] - 1.0).abs() < 1e-12 && (c[1] - 1.0).abs() < 1e-12);
     }
 }

@@ -62,11 +62,7 @@ pub struct Plane {
 
 fn check(what: &'static str, v: &[f64], n: usize) -> Result<(), SliceError> {
     if v.len() != n {
-        return Err(SliceError::Length {
-            what,
-            found: v.len(),
-            expected: n,
-        });
+        return Err(SliceError::Length { what, found: v.len(), expected: n });
     }
     match v.iter().position(|x| !x.is_finite()) {
         Some(index) => Err(SliceError::NonFinite { what, index }),
@@ -81,22 +77,13 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 impl Plane {
     /// The input plane of a two-feature model: `x = (u, v)`.
     pub fn identity2() -> Self {
-        Plane {
-            origin: vec![0.0, 0.0],
-            du: vec![1.0, 0.0],
-            dv: vec![0.0, 1.0],
-        }
+        Plane { origin: vec![0.0, 0.0], du: vec![1.0, 0.0], dv: vec![0.0, 1.0] }
     }
 
     /// A plane from explicit vectors, each of length `n` (the model's input size).
     ///
     /// Rejects non-finite entries, a zero direction and parallel directions.
-    pub fn from_vectors(
-        origin: Vec<f64>,
-        du: Vec<f64>,
-        dv: Vec<f64>,
-        n: usize,
-    ) -> Result<Self, SliceError> {
+    pub fn from_vectors(origin: Vec<f64>, du: Vec<f64>, dv: Vec<f64>, n: usize) -> Result<Self, SliceError> {
         check("origin", &origin, n)?;
         check("du", &du, n)?;
         check("dv", &dv, n)?;
@@ -115,21 +102,14 @@ impl Plane {
     /// `b − a` then `c − a`, so `(u, v)` are Euclidean lengths in input space.
     ///
     /// Returns the plane and the `(u, v)` coordinates of the three anchors.
-    pub fn from_anchors(
-        a: &[f64],
-        b: &[f64],
-        c: &[f64],
-        n: usize,
-    ) -> Result<(Self, [[f64; 2]; 3]), SliceError> {
+    pub fn from_anchors(a: &[f64], b: &[f64], c: &[f64], n: usize) -> Result<(Self, [[f64; 2]; 3]), SliceError> {
         check("anchor A", a, n)?;
         check("anchor B", b, n)?;
         check("anchor C", c, n)?;
         let ab: Vec<f64> = b.iter().zip(a).map(|(x, y)| x - y).collect();
         let ac: Vec<f64> = c.iter().zip(a).map(|(x, y)| x - y).collect();
         let nab = dot(&ab, &ab).sqrt();
-        let scale = nab
-            .max(dot(&ac, &ac).sqrt())
-            .max(a.iter().fold(0.0f64, |m, x| m.max(x.abs())));
+        let scale = nab.max(dot(&ac, &ac).sqrt()).max(a.iter().fold(0.0f64, |m, x| m.max(x.abs())));
         if nab <= 1e-12 * scale || nab == 0.0 {
             return Err(SliceError::Degenerate("anchors A and B coincide"));
         }
@@ -142,24 +122,12 @@ impl Plane {
         }
         let e2: Vec<f64> = rest.iter().map(|x| x / nr).collect();
         let coords = [[0.0, 0.0], [nab, 0.0], [p, nr]];
-        Ok((
-            Plane {
-                origin: a.to_vec(),
-                du: e1,
-                dv: e2,
-            },
-            coords,
-        ))
+        Ok((Plane { origin: a.to_vec(), du: e1, dv: e2 }, coords))
     }
 
     /// The input point at `(u, v)`.
     pub fn point(&self, u: f64, v: f64) -> Vec<f64> {
-        self.origin
-            .iter()
-            .zip(&self.du)
-            .zip(&self.dv)
-            .map(|((o, a), b)| o + u * a + v * b)
-            .collect()
+        self.origin.iter().zip(&self.du).zip(&self.dv).map(|((o, a), b)| o + u * a + v * b).collect()
     }
 }
 
@@ -179,13 +147,7 @@ pub struct Domain {
 impl Domain {
     /// Validates a box: finite, non-empty, and resolvable in f64 relative to its position.
     pub fn new(u0: f64, u1: f64, v0: f64, v1: f64) -> Result<Self, SliceError> {
-        let bad = |reason| SliceError::BadBox {
-            u0,
-            u1,
-            v0,
-            v1,
-            reason,
-        };
+        let bad = |reason| SliceError::BadBox { u0, u1, v0, v1, reason };
         if ![u0, u1, v0, v1].iter().all(|x| x.is_finite()) {
             return Err(bad("bounds must be finite"));
         }
@@ -194,27 +156,18 @@ impl Domain {
         }
         let area = (u1 - u0) * (v1 - v0);
         if !(u1 - u0).is_finite() || !(v1 - v0).is_finite() || !area.is_normal() {
-            return Err(bad(
-                "the box's width, height and area must be finite and non-zero in f64",
-            ));
+            return Err(bad("the box's width, height and area must be finite and non-zero in f64"));
         }
         let rel = |a: f64, b: f64| (b - a) / a.abs().max(b.abs());
         if rel(u0, u1) < 1e-12 || rel(v0, v1) < 1e-12 {
-            return Err(bad(
-                "the box is too small relative to its distance from the origin for f64",
-            ));
+            return Err(bad("the box is too small relative to its distance from the origin for f64"));
         }
         Ok(Domain { u0, u1, v0, v1 })
     }
 
     /// The bounding box of `pts`, padded by `pad` times its width and height on each side.
     pub fn around(pts: &[[f64; 2]], pad: f64) -> Result<Self, SliceError> {
-        let (mut u0, mut u1, mut v0, mut v1) = (
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-        );
+        let (mut u0, mut u1, mut v0, mut v1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
         for p in pts {
             u0 = u0.min(p[0]);
             u1 = u1.max(p[0]);
@@ -232,12 +185,7 @@ impl Domain {
 
     /// Corners, counter-clockwise from `(u0, v0)`.
     pub fn corners(&self) -> [[f64; 2]; 4] {
-        [
-            [self.u0, self.v0],
-            [self.u1, self.v0],
-            [self.u1, self.v1],
-            [self.u0, self.v1],
-        ]
+        [[self.u0, self.v0], [self.u1, self.v0], [self.u1, self.v1], [self.u0, self.v1]]
     }
 }
 
@@ -265,19 +213,13 @@ impl Normalization {
     /// Slice coordinates of a normalised point.
     #[inline]
     pub fn to_uv(&self, p: [f64; 2]) -> [f64; 2] {
-        [
-            self.center[0] + self.half[0] * p[0],
-            self.center[1] + self.half[1] * p[1],
-        ]
+        [self.center[0] + self.half[0] * p[0], self.center[1] + self.half[1] * p[1]]
     }
 
     /// Normalised coordinates of a slice point.
     #[inline]
     pub fn from_uv(&self, p: [f64; 2]) -> [f64; 2] {
-        [
-            (p[0] - self.center[0]) / self.half[0],
-            (p[1] - self.center[1]) / self.half[1],
-        ]
+        [(p[0] - self.center[0]) / self.half[0], (p[1] - self.center[1]) / self.half[1]]
     }
 
     /// Converts an affine map `y = A·s + B·t + c` in normalised coordinates to
@@ -333,11 +275,7 @@ mod tests {
 
     #[test]
     fn normalization_round_trips_maps() {
-        let s = Slice {
-            plane: Plane::identity2(),
-            domain: Domain::new(1.0, 5.0, -3.0, -1.0).unwrap(),
-            anchors: None,
-        };
+        let s = Slice { plane: Plane::identity2(), domain: Domain::new(1.0, 5.0, -3.0, -1.0).unwrap(), anchors: None };
         let (plane, norm) = s.normalized();
         // y = 2u - v + 1 on the user plane; in normalised coordinates via the plane vectors.
         let f = |x: &[f64]| 2.0 * x[0] - x[1] + 1.0;

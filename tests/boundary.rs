@@ -10,13 +10,7 @@ use tessera::sample::{boundary_gap, boundary_points, region_points};
 use tessera::{Network, Partition, Slice};
 
 /// The first seeded network whose classes (under `d`) take at least `k` values on a coarse grid.
-fn first_with_classes(
-    widths: &[usize],
-    act: serde_json::Value,
-    slice: &Slice,
-    d: &Decision,
-    k: usize,
-) -> Network {
+fn first_with_classes(widths: &[usize], act: serde_json::Value, slice: &Slice, d: &Decision, k: usize) -> Network {
     (100..200)
         .map(|seed| mlp(seed, widths, act.clone()))
         .find(|net| {
@@ -38,13 +32,7 @@ fn first_with_classes(
 
 fn cases() -> Vec<(&'static str, Network, Slice, Decision)> {
     let box2 = plane_slice([-2.0, 2.0, -2.0, 2.0]);
-    let three = first_with_classes(
-        &[2, 12, 12, 3],
-        json!({"op": "abs"}),
-        &box2,
-        &Decision::Argmax,
-        3,
-    );
+    let three = first_with_classes(&[2, 12, 12, 3], json!({"op": "abs"}), &box2, &Decision::Argmax, 3);
     let single = first_with_classes(
         &[2, 10, 10, 1],
         json!({"op": "relu"}),
@@ -53,18 +41,8 @@ fn cases() -> Vec<(&'static str, Network, Slice, Decision)> {
         2,
     );
     let mut out = vec![
-        (
-            "3-class argmax",
-            three.clone(),
-            plane_slice([-2.0, 2.0, -2.0, 2.0]),
-            Decision::Argmax,
-        ),
-        (
-            "single output at 0.1",
-            single,
-            plane_slice([-2.0, 2.0, -1.0, 3.0]),
-            Decision::for_outputs(1, Some(0.1)),
-        ),
+        ("3-class argmax", three.clone(), plane_slice([-2.0, 2.0, -2.0, 2.0]), Decision::Argmax),
+        ("single output at 0.1", single, plane_slice([-2.0, 2.0, -1.0, 3.0]), Decision::for_outputs(1, Some(0.1))),
         (
             "level y1 - y2 = 0.05",
             three,
@@ -72,16 +50,10 @@ fn cases() -> Vec<(&'static str, Network, Slice, Decision)> {
             Decision::parse_level("1,2=0.05", 3).unwrap(),
         ),
     ];
-    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/mlp_2_64x3_2.json");
+    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/mlp_2_64x3_2.json");
     if reference.exists() {
         let net = tessera::network::json::load_path(&reference).unwrap();
-        out.push((
-            "reference",
-            net,
-            plane_slice([-2.0, 2.0, -2.0, 2.0]),
-            Decision::Argmax,
-        ));
+        out.push(("reference", net, plane_slice([-2.0, 2.0, -2.0, 2.0]), Decision::Argmax));
     }
     out
 }
@@ -102,17 +74,9 @@ fn sampled_boundary_points_tie_and_neighbours_flip() {
         for p in &pts {
             let y = tessera::forward_at(&net, &slice, p.uv);
             let gap = boundary_gap(&d, &y, p.classes, 1e-9);
-            assert!(
-                gap.is_some_and(|g| g <= 1e-9),
-                "{name}: {p:?} has gap {gap:?}"
-            );
+            assert!(gap.is_some_and(|g| g <= 1e-9), "{name}: {p:?} has gap {gap:?}");
             let eps = 1e-7;
-            let side = |s: f64| {
-                [
-                    p.uv[0] + s * eps * p.normal[0],
-                    p.uv[1] + s * eps * p.normal[1],
-                ]
-            };
+            let side = |s: f64| [p.uv[0] + s * eps * p.normal[0], p.uv[1] + s * eps * p.normal[1]];
             let k0 = d.class_of(&tessera::forward_at(&net, &slice, side(-1.0)));
             let k1 = d.class_of(&tessera::forward_at(&net, &slice, side(1.0)));
             assert_eq!((k0, k1), p.classes, "{name}: pair across {p:?}");
@@ -125,11 +89,7 @@ fn sampled_boundary_points_tie_and_neighbours_flip() {
 fn dist_to_segment(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
     let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
     let len2 = dx * dx + dy * dy;
-    let t = if len2 > 0.0 {
-        (((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / len2).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let t = if len2 > 0.0 { (((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
     (p[0] - a[0] - t * dx).hypot(p[1] - a[1] - t * dy)
 }
 
@@ -140,18 +100,9 @@ fn grid_class_changes_lie_within_a_cell_of_the_boundary() {
         let n = 150;
         let dom = slice.domain;
         let (hu, hv) = ((dom.u1 - dom.u0) / n as f64, (dom.v1 - dom.v0) / n as f64);
-        let at = |i: usize, j: usize| {
-            [
-                dom.u0 + (i as f64 + 0.5) * hu,
-                dom.v0 + (j as f64 + 0.5) * hv,
-            ]
-        };
+        let at = |i: usize, j: usize| [dom.u0 + (i as f64 + 0.5) * hu, dom.v0 + (j as f64 + 0.5) * hv];
         let classes: Vec<Vec<usize>> = (0..n)
-            .map(|i| {
-                (0..n)
-                    .map(|j| d.class_of(&tessera::forward_at(&net, &slice, at(i, j))))
-                    .collect()
-            })
+            .map(|i| (0..n).map(|j| d.class_of(&tessera::forward_at(&net, &slice, at(i, j)))).collect())
             .collect();
         let reach = hu.hypot(hv);
         let mut changes = 0;
@@ -163,15 +114,11 @@ fn grid_class_changes_lie_within_a_cell_of_the_boundary() {
                     }
                     changes += 1;
                     let p = at(i, j);
-                    let near = b.polylines.iter().any(|pl| {
-                        pl.points
-                            .windows(2)
-                            .any(|w| dist_to_segment(p, w[0], w[1]) <= reach)
-                    });
-                    assert!(
-                        near,
-                        "{name}: class change at {p:?} far from every polyline"
-                    );
+                    let near = b
+                        .polylines
+                        .iter()
+                        .any(|pl| pl.points.windows(2).any(|w| dist_to_segment(p, w[0], w[1]) <= reach));
+                    assert!(near, "{name}: class change at {p:?} far from every polyline");
                 }
             }
         }
@@ -180,10 +127,7 @@ fn grid_class_changes_lie_within_a_cell_of_the_boundary() {
         for s in &b.segments {
             let mid = [0.5 * (s.a[0] + s.b[0]), 0.5 * (s.a[1] + s.b[1])];
             let y = tessera::forward_at(&net, &slice, mid);
-            assert!(
-                boundary_gap(&d, &y, s.classes, 1e-9).is_some_and(|g| g <= 1e-9),
-                "{name}: {s:?}"
-            );
+            assert!(boundary_gap(&d, &y, s.classes, 1e-9).is_some_and(|g| g <= 1e-9), "{name}: {s:?}");
         }
     }
 }
@@ -201,28 +145,14 @@ fn closed_diamond_and_open_line() {
     );
     let slice = plane_slice([-1.0, 1.0, -1.0, 1.0]);
     let (_, b) = build(&net, &slice, &Decision::for_outputs(1, None));
-    assert!(
-        (b.length - 4.0 * 0.5f64.sqrt()).abs() < 1e-12,
-        "{}",
-        b.length
-    );
-    assert_eq!(
-        (b.components, b.closed_components, b.open_components),
-        (1, 1, 0)
-    );
+    assert!((b.length - 4.0 * 0.5f64.sqrt()).abs() < 1e-12, "{}", b.length);
+    assert_eq!((b.components, b.closed_components, b.open_components), (1, 1, 0));
     assert_eq!(b.polylines.len(), 1);
     assert!(b.polylines[0].closed);
     // At level 1.2 the diamond reaches past the box: four open arcs across the corners.
     let (_, b) = build(&net, &slice, &Decision::for_outputs(1, Some(1.2)));
-    assert_eq!(
-        (b.components, b.closed_components, b.open_components),
-        (4, 0, 4)
-    );
-    assert!(
-        (b.length - 4.0 * 0.3 * 2f64.sqrt()).abs() < 1e-12,
-        "{}",
-        b.length
-    );
+    assert_eq!((b.components, b.closed_components, b.open_components), (4, 0, 4));
+    assert!((b.length - 4.0 * 0.3 * 2f64.sqrt()).abs() < 1e-12, "{}", b.length);
 }
 
 #[test]
@@ -234,10 +164,7 @@ fn region_points_are_well_inside_their_regions() {
     assert_eq!(pts.len(), part.regions.len());
     for (i, c, r) in pts {
         assert!(r > 0.0);
-        assert!(
-            part.regions[i].polygon.contains_strictly(c, 0.99 * r),
-            "region {i}"
-        );
+        assert!(part.regions[i].polygon.contains_strictly(c, 0.99 * r), "region {i}");
         assert_eq!(part.locate(c), Some(i));
     }
     let some = region_points(&part, 5, 9);

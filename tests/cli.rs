@@ -41,22 +41,11 @@ fn write_npy(dir: &Path, name: &str, shape: &[u64], data: &[f64]) -> String {
 fn map_writes_stats_and_partition_json() {
     let dir = tempdir("map");
     let out = dir.join("map.json");
-    let o = tessera(&[
-        "map",
-        EXAMPLE,
-        "--box",
-        "-2,2,-2,2",
-        "--stats",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
+    let o = tessera(&["map", EXAMPLE, "--box", "-2,2,-2,2", "--stats", "--json", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let stats: Value = serde_json::from_slice(&o.stdout).expect("one JSON object on stdout");
     assert_eq!(stats["regions"], 12_042);
-    assert_eq!(
-        stats["regions_per_layer"],
-        serde_json::json!([1_312, 5_122, 12_042])
-    );
+    assert_eq!(stats["regions_per_layer"], serde_json::json!([1_312, 5_122, 12_042]));
     assert_eq!(stats["vertices"], 12_230);
     assert_eq!(stats["domain_area"], 16.0);
     assert!((stats["area_sum"].as_f64().unwrap() - 16.0).abs() < 1e-9);
@@ -68,21 +57,12 @@ fn map_writes_stats_and_partition_json() {
     let regions = doc["regions"].as_array().unwrap();
     assert_eq!(regions.len(), 12_042);
     // Spot-check maps against the library's forward pass at each region's vertex centroid.
-    let net = tessera::network::json::load_path(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(EXAMPLE)
-            .as_path(),
-    )
-    .unwrap();
+    let net = tessera::network::json::load_path(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE).as_path()).unwrap();
     let mut patterns = std::collections::HashSet::new();
     for r in regions.iter().step_by(97) {
         let verts: Vec<[f64; 2]> = serde_json::from_value(r["vertices"].clone()).unwrap();
-        let c = verts.iter().fold([0.0, 0.0], |a, p| {
-            [
-                a[0] + p[0] / verts.len() as f64,
-                a[1] + p[1] / verts.len() as f64,
-            ]
-        });
+        let c =
+            verts.iter().fold([0.0, 0.0], |a, p| [a[0] + p[0] / verts.len() as f64, a[1] + p[1] / verts.len() as f64]);
         let jac: Vec<[f64; 2]> = serde_json::from_value(r["map"]["jacobian"].clone()).unwrap();
         let off: Vec<f64> = serde_json::from_value(r["map"]["offset"].clone()).unwrap();
         let want = net.forward(&c);
@@ -110,10 +90,7 @@ fn verify_and_info_succeed_on_the_example() {
     let o = tessera(&["info", EXAMPLE]);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        text.contains("relu") && text.contains("piecewise-linear units 192"),
-        "{text}"
-    );
+    assert!(text.contains("relu") && text.contains("piecewise-linear units 192"), "{text}");
 }
 
 #[test]
@@ -127,24 +104,9 @@ fn anchors_plane_on_an_image_model() {
             {"op": "relu"}, {"op": "max_pool2d", "kernel_size": 2}, {"op": "flatten"},
             {"op": "linear", "weight": [[1, -1], [0.5, 2]], "bias": [0, 0.1]}]}"#,
     );
-    let a = write_npy(
-        &dir,
-        "a.npy",
-        &[1, 1, 3, 3],
-        &[0.1, 0.5, -0.3, 0.2, 0.0, 0.9, -0.4, 0.3, 0.6],
-    );
-    let b = write_npy(
-        &dir,
-        "b.npy",
-        &[1, 3, 3],
-        &[-0.5, 0.2, 0.4, 0.1, 0.7, -0.2, 0.3, -0.6, 0.0],
-    );
-    let c = write_npy(
-        &dir,
-        "c.npy",
-        &[9],
-        &[0.8, -0.1, 0.2, -0.3, 0.4, 0.5, 0.0, 0.2, -0.7],
-    );
+    let a = write_npy(&dir, "a.npy", &[1, 1, 3, 3], &[0.1, 0.5, -0.3, 0.2, 0.0, 0.9, -0.4, 0.3, 0.6]);
+    let b = write_npy(&dir, "b.npy", &[1, 3, 3], &[-0.5, 0.2, 0.4, 0.1, 0.7, -0.2, 0.3, -0.6, 0.0]);
+    let c = write_npy(&dir, "c.npy", &[9], &[0.8, -0.1, 0.2, -0.3, 0.4, 0.5, 0.0, 0.2, -0.7]);
     let anchors = format!("{a},{b},{c}");
     let o = tessera(&["map", &model, "--anchors", &anchors, "--stats"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -169,74 +131,35 @@ fn bad_inputs_exit_2_with_a_clear_message() {
     let dir = tempdir("errors");
     let head = r#"{"format": "tessera-model/1", "input_shape": [2], "layers": ["#;
     let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["map".into(), dir.join("missing.json").display().to_string()], "cannot read model file"),
+        (vec!["map".into(), write(&dir, "trunc.json", &format!("{head}{{\"op\": \"relu\""))], "invalid JSON at line 1"),
         (
-            vec!["map".into(), dir.join("missing.json").display().to_string()],
-            "cannot read model file",
-        ),
-        (
-            vec![
-                "map".into(),
-                write(&dir, "trunc.json", &format!("{head}{{\"op\": \"relu\"")),
-            ],
-            "invalid JSON at line 1",
-        ),
-        (
-            vec![
-                "map".into(),
-                write(
-                    &dir,
-                    "unknown.json",
-                    &format!("{head}{{\"op\": \"gelu\"}}]}}"),
-                ),
-            ],
+            vec!["map".into(), write(&dir, "unknown.json", &format!("{head}{{\"op\": \"gelu\"}}]}}"))],
             "layer 0 (op `gelu`)",
         ),
         (
             vec![
                 "map".into(),
-                write(
-                    &dir,
-                    "shape.json",
-                    &format!("{head}{{\"op\": \"linear\", \"weight\": [[1, 2, 3]]}}]}}"),
-                ),
+                write(&dir, "shape.json", &format!("{head}{{\"op\": \"linear\", \"weight\": [[1, 2, 3]]}}]}}")),
             ],
             "field `weight`",
         ),
         (
             vec![
                 "map".into(),
-                write(
-                    &dir,
-                    "nan.json",
-                    &format!("{head}{{\"op\": \"linear\", \"weight\": [[NaN, 1]]}}]}}"),
-                ),
+                write(&dir, "nan.json", &format!("{head}{{\"op\": \"linear\", \"weight\": [[NaN, 1]]}}]}}")),
             ],
             "NaN",
         ),
         (
             vec![
                 "map".into(),
-                write(
-                    &dir,
-                    "huge.json",
-                    &format!("{head}{{\"op\": \"linear\", \"weight\": [[1e999, 1]]}}]}}"),
-                ),
+                write(&dir, "huge.json", &format!("{head}{{\"op\": \"linear\", \"weight\": [[1e999, 1]]}}]}}")),
             ],
             "invalid JSON",
         ),
-        (
-            vec![
-                "map".into(),
-                EXAMPLE.into(),
-                "--box".into(),
-                "1,1,0,1".into(),
-            ],
-            "invalid box",
-        ),
-        (
-            vec!["map".into(), EXAMPLE.into(), "--box".into(), "0,1,0".into()],
-            "--box expects four numbers",
-        ),
+        (vec!["map".into(), EXAMPLE.into(), "--box".into(), "1,1,0,1".into()], "invalid box"),
+        (vec!["map".into(), EXAMPLE.into(), "--box".into(), "0,1,0".into()], "--box expects four numbers"),
         (
             vec![
                 "map".into(),
@@ -254,10 +177,7 @@ fn bad_inputs_exit_2_with_a_clear_message() {
         let o = tessera(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         let msg = stderr(&o);
-        assert!(
-            msg.contains(needle),
-            "{args:?}: expected `{needle}` in: {msg}"
-        );
+        assert!(msg.contains(needle), "{args:?}: expected `{needle}` in: {msg}");
         assert!(!msg.contains("panicked"), "{msg}");
     }
 }
@@ -266,38 +186,18 @@ fn bad_inputs_exit_2_with_a_clear_message() {
 fn max_regions_stops_with_exit_3_and_no_output_file() {
     let dir = tempdir("limit");
     let out = dir.join("never.json");
-    let o = tessera(&[
-        "map",
-        EXAMPLE,
-        "--max-regions",
-        "100",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
+    let o = tessera(&["map", EXAMPLE, "--max-regions", "100", "--json", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("more than 100 regions"));
     assert!(!out.exists());
-    assert_eq!(
-        std::fs::read_dir(&dir).unwrap().count(),
-        0,
-        "nothing half-written"
-    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing half-written");
 }
 
 #[test]
 fn map_with_boundary_and_sample_points() {
     let dir = tempdir("boundary");
     let out = dir.join("b.json");
-    let o = tessera(&[
-        "map",
-        EXAMPLE,
-        "--box",
-        "-2,2,-2,2",
-        "--boundary",
-        "--stats",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
+    let o = tessera(&["map", EXAMPLE, "--box", "-2,2,-2,2", "--boundary", "--stats", "--json", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!((stats["boundary_length"].as_f64().unwrap() - 6.0814).abs() < 1e-3);
@@ -305,17 +205,9 @@ fn map_with_boundary_and_sample_points() {
     assert!(stats["boundary_components"].as_u64().unwrap() >= 1);
     let doc: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let polylines = doc["boundary"]["polylines"].as_array().unwrap();
-    let total: f64 = polylines
-        .iter()
-        .map(|p| p["length"].as_f64().unwrap())
-        .sum();
+    let total: f64 = polylines.iter().map(|p| p["length"].as_f64().unwrap()).sum();
     assert!((total - 6.0814).abs() < 1e-3);
-    let several = doc["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["class"].is_array())
-        .count();
+    let several = doc["regions"].as_array().unwrap().iter().filter(|r| r["class"].is_array()).count();
     assert_eq!(several, 166);
 
     let pts = dir.join("p.npy");
@@ -347,11 +239,7 @@ fn map_with_boundary_and_sample_points() {
         "f64",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("200 of 200 near-boundary pairs"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("200 of 200 near-boundary pairs"), "{}", stderr(&o));
     let a = tessera::npy::read(&pts).unwrap();
     assert_eq!(a.shape, vec![200, 2]);
     assert_eq!(tessera::npy::read(&pairs).unwrap().shape, vec![200, 2, 2]);
@@ -367,9 +255,21 @@ fn map_with_boundary_and_sample_points() {
     assert!(stderr(&o).contains("nothing to sample"));
     let o = tessera(&["map", EXAMPLE, "--boundary", "--level", "5=0"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("output 5 does not exist"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("output 5 does not exist"), "{}", stderr(&o));
+}
+
+#[test]
+fn time_and_memory_budgets_stop_with_exit_3() {
+    let dir = tempdir("budgets");
+    let out = dir.join("never.json");
+    let o = tessera(&["map", EXAMPLE, "--time-limit", "0", "--json", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("time limit"), "{}", stderr(&o));
+    let o = tessera(&["map", EXAMPLE, "--box=-2,2,-2,2", "--memory-limit", "1", "--json", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("MB"), "{}", stderr(&o));
+    // Counting keeps no regions, so the same budget is no obstacle.
+    let o = tessera(&["map", EXAMPLE, "--box=-2,2,-2,2", "--memory-limit", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
 }

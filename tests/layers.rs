@@ -15,12 +15,17 @@ fn arrangement_count(lines: &[[f64; 3]], b: [f64; 4]) -> usize {
     let inside = |p: [f64; 2]| p[0] > b[0] && p[0] < b[1] && p[1] > b[2] && p[1] < b[3];
     let crosses = |l: &[f64; 3]| {
         let corners = [[b[0], b[2]], [b[1], b[2]], [b[1], b[3]], [b[0], b[3]]];
-        let vals: Vec<f64> = corners
-            .iter()
-            .map(|p| l[0] * p[0] + l[1] * p[1] + l[2])
-            .collect();
+        let vals: Vec<f64> = corners.iter().map(|p| l[0] * p[0] + l[1] * p[1] + l[2]).collect();
         vals.iter().any(|&v| v > 0.0) && vals.iter().any(|&v| v < 0.0)
     };
+    // Scale-free: each line by its unit normal.
+    let lines: Vec<[f64; 3]> = lines
+        .iter()
+        .map(|l| {
+            let n = l[0].hypot(l[1]);
+            [l[0] / n, l[1] / n, l[2] / n]
+        })
+        .collect();
     let mut count = 1;
     for (i, l) in lines.iter().enumerate() {
         if !crosses(l) {
@@ -32,10 +37,7 @@ fn arrangement_count(lines: &[[f64; 3]], b: [f64; 4]) -> usize {
             if det.abs() < 1e-12 || !crosses(m) {
                 continue;
             }
-            let p = [
-                (l[1] * m[2] - m[1] * l[2]) / det,
-                (m[0] * l[2] - l[0] * m[2]) / det,
-            ];
+            let p = [(l[1] * m[2] - m[1] * l[2]) / det, (m[0] * l[2] - l[0] * m[2]) / det];
             if inside(p) {
                 count += 1;
             }
@@ -45,9 +47,7 @@ fn arrangement_count(lines: &[[f64; 3]], b: [f64; 4]) -> usize {
 }
 
 fn first_layer_lines(net: &tessera::Network, breakpoints: &[f64]) -> Vec<[f64; 3]> {
-    let tessera::network::LayerKind::Linear { weight, bias } = &net.layers[0].kind else {
-        panic!()
-    };
+    let tessera::network::LayerKind::Linear { weight, bias } = &net.layers[0].kind else { panic!() };
     let mut lines = Vec::new();
     for (k, &bk) in bias.iter().enumerate() {
         for &t in breakpoints {
@@ -63,27 +63,15 @@ fn one_layer_counts_match_the_line_arrangement() {
     let slice = plane_slice(b);
     for (seed, act, bps) in [
         (1, json!({"op": "relu"}), vec![0.0]),
-        (
-            2,
-            json!({"op": "leaky_relu", "negative_slope": 0.2}),
-            vec![0.0],
-        ),
+        (2, json!({"op": "leaky_relu", "negative_slope": 0.2}), vec![0.0]),
         (3, json!({"op": "abs"}), vec![0.0]),
         (4, json!({"op": "prelu", "weight": [-0.5]}), vec![0.0]),
-        (
-            5,
-            json!({"op": "hardtanh", "min_val": -0.3, "max_val": 0.4}),
-            vec![-0.3, 0.4],
-        ),
+        (5, json!({"op": "hardtanh", "min_val": -0.3, "max_val": 0.4}), vec![-0.3, 0.4]),
         (6, json!({"op": "relu6"}), vec![0.0, 6.0]),
     ] {
         let net = mlp(seed, &[2, 24, 2], act.clone());
         // Scale the first layer so that relu6's upper breakpoint also crosses the box.
-        let net = if bps.contains(&6.0) {
-            scale_first_layer(&net, 8.0)
-        } else {
-            net
-        };
+        let net = if bps.contains(&6.0) { scale_first_layer(&net, 8.0) } else { net };
         let expected = arrangement_count(&first_layer_lines(&net, &bps), b);
         let part = checked(&net, &slice, 2);
         assert_eq!(part.regions.len(), expected, "{act}");
@@ -137,32 +125,17 @@ fn deep_networks_of_every_elementwise_kind() {
         (11, json!({"op": "relu"})),
         (12, json!({"op": "leaky_relu", "negative_slope": 0.1})),
         (13, json!({"op": "abs"})),
-        (
-            14,
-            json!({"op": "hardtanh", "min_val": -0.5, "max_val": 0.5}),
-        ),
+        (14, json!({"op": "hardtanh", "min_val": -0.5, "max_val": 0.5})),
         (15, json!({"op": "relu6"})),
         (16, json!({"op": "prelu", "weight": [0.25]})),
     ] {
         let net = mlp(seed, &[2, 10, 10, 10, 3], act.clone());
         let one = checked(&net, &slice, 1);
         let two = checked(&net, &slice, 2);
-        assert_eq!(
-            one.regions, two.regions,
-            "{act}: thread count changed the partition"
-        );
+        assert_eq!(one.regions, two.regions, "{act}: thread count changed the partition");
         let grid = grid_patterns(&net, &slice, 400);
-        assert!(
-            grid <= one.regions.len(),
-            "{act}: grid sees {grid} patterns, engine {}",
-            one.regions.len()
-        );
-        let counts: Vec<u64> = one
-            .summary
-            .regions_per_layer
-            .iter()
-            .map(|c| c.regions)
-            .collect();
+        assert!(grid <= one.regions.len(), "{act}: grid sees {grid} patterns, engine {}", one.regions.len());
+        let counts: Vec<u64> = one.summary.regions_per_layer.iter().map(|c| c.regions).collect();
         assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{act}: {counts:?}");
         assert_eq!(*counts.last().unwrap(), one.regions.len() as u64);
     }
@@ -203,10 +176,7 @@ fn maxout_matches_grid_and_ignores_duplicate_candidates() {
     assert!(grid_patterns(&net, &slice, 500) <= part.regions.len());
 
     // Single maxout layer: the cells of an upper envelope, all seen by a fine grid.
-    let single = model(
-        &[2],
-        vec![first.clone(), json!({"op": "maxout", "pool_size": 3})],
-    );
+    let single = model(&[2], vec![first.clone(), json!({"op": "maxout", "pool_size": 3})]);
     let p1 = checked(&single, &slice, 2);
     assert_eq!(p1.regions.len(), grid_patterns(&single, &slice, 600));
 
@@ -222,13 +192,8 @@ fn maxout_matches_grid_and_ignores_duplicate_candidates() {
             }
         }
     }
-    let dup = model(
-        &[2],
-        vec![
-            json!({"op": "linear", "weight": w2, "bias": b2}),
-            json!({"op": "maxout", "pool_size": 6}),
-        ],
-    );
+    let dup =
+        model(&[2], vec![json!({"op": "linear", "weight": w2, "bias": b2}), json!({"op": "maxout", "pool_size": 6})]);
     let p2 = checked(&dup, &slice, 2);
     assert_eq!(p2.regions.len(), p1.regions.len());
 }
@@ -291,11 +256,7 @@ fn cnn_with_batch_norm_pooling_on_an_anchor_plane() {
     let b = uniform(&mut r, n, 1.0);
     let c = uniform(&mut r, n, 1.0);
     let (plane, coords) = Plane::from_anchors(&a, &b, &c, n).unwrap();
-    let slice = Slice {
-        plane,
-        domain: Domain::around(&coords, 0.25).unwrap(),
-        anchors: Some(coords),
-    };
+    let slice = Slice { plane, domain: Domain::around(&coords, 0.25).unwrap(), anchors: Some(coords) };
     let part = checked(&net, &slice, 2);
     // The anchors themselves map back to the input images.
     for (anchor, p) in [&a, &b, &c].iter().zip(coords) {
@@ -316,13 +277,7 @@ fn grouped_strided_conv_and_padding() {
         &[4, 5, 5],
         vec![
             // Weights for 2 input channels per output: the 4 input channels in 2 groups.
-            conv(
-                &mut r,
-                2,
-                4,
-                3,
-                json!({"stride": [2, 1], "padding": [1, 0], "groups": 2}),
-            ),
+            conv(&mut r, 2, 4, 3, json!({"stride": [2, 1], "padding": [1, 0], "groups": 2})),
             json!({"op": "relu"}),
             json!({"op": "max_pool2d", "kernel_size": [2, 2], "stride": 1, "padding": 1}),
             json!({"op": "flatten"}),
@@ -330,13 +285,8 @@ fn grouped_strided_conv_and_padding() {
     );
     let n = 100;
     let slice = Slice {
-        plane: Plane::from_vectors(
-            uniform(&mut r, n, 0.5),
-            uniform(&mut r, n, 1.0),
-            uniform(&mut r, n, 1.0),
-            n,
-        )
-        .unwrap(),
+        plane: Plane::from_vectors(uniform(&mut r, n, 0.5), uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), n)
+            .unwrap(),
         domain: Domain::new(-0.7, 0.7, -0.5, 0.9).unwrap(),
         anchors: None,
     };
@@ -364,10 +314,7 @@ fn tiny_and_huge_domains_keep_exact_counts() {
             vec![t.cos(), t.sin()]
         })
         .collect();
-    let bias: Vec<f64> = rows
-        .iter()
-        .map(|w| -(w[0] * center[0] + w[1] * center[1]))
-        .collect();
+    let bias: Vec<f64> = rows.iter().map(|w| -(w[0] * center[0] + w[1] * center[1])).collect();
     let net = model(
         &[2],
         vec![
@@ -377,13 +324,57 @@ fn tiny_and_huge_domains_keep_exact_counts() {
         ],
     );
     for half in [1e-9, 1e-3, 1.0, 1e9] {
-        let slice = plane_slice([
-            center[0] - half,
-            center[0] + half,
-            center[1] - half,
-            center[1] + half,
-        ]);
+        let slice = plane_slice([center[0] - half, center[0] + half, center[1] - half, center[1] + half]);
         let part = checked(&net, &slice, 2);
         assert_eq!(part.regions.len(), 2 * k, "half-width {half}");
     }
+}
+
+fn relu_lines(lines: &[[f64; 3]]) -> tessera::Network {
+    let weight: Vec<Vec<f64>> = lines.iter().map(|l| vec![l[0], l[1]]).collect();
+    let bias: Vec<f64> = lines.iter().map(|l| l[2]).collect();
+    let n = lines.len();
+    model(
+        &[2],
+        vec![
+            json!({"op": "linear", "weight": weight, "bias": bias}),
+            json!({"op": "relu"}),
+            json!({"op": "linear", "weight": [vec![1.0; n]]}),
+        ],
+    )
+}
+
+#[test]
+fn lines_through_domain_corners_and_existing_vertices() {
+    // u = v and u = -v through all four corners, u = 0 and v = 0 through their crossing, and
+    // u + v = 1 through the boundary points where u = 0 and v = 0 end, parallel to u = -v.
+    // Euler: F = 1 + lines + Σ (lines through an interior point − 1) = 1 + 5 + 3 + 1.
+    let lines = [[1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, -1.0]];
+    let part = checked(&relu_lines(&lines), &plane_slice([-1.0, 1.0, -1.0, 1.0]), 2);
+    assert_eq!(part.regions.len(), 10);
+    assert_eq!(part.summary.dropped_slivers, 0);
+}
+
+#[test]
+fn parallel_lines() {
+    let mut lines: Vec<[f64; 3]> = (-4..=4).map(|k| [1.0, 0.0, -(k as f64) / 5.0]).collect();
+    lines.push([0.0, 1.0, -0.3]);
+    let part = checked(&relu_lines(&lines), &plane_slice([-1.0, 1.0, -1.0, 1.0]), 2);
+    assert_eq!(part.regions.len(), 20);
+}
+
+#[test]
+fn weights_from_1e_minus_8_to_1e8() {
+    use rand::Rng;
+    let mut r = rng(97);
+    let b = [-1.0, 1.0, -1.0, 1.0];
+    let lines: Vec<[f64; 3]> = (0..20)
+        .map(|_| {
+            let s = 10f64.powf(r.random_range(-8.0..8.0));
+            let t: f64 = r.random_range(0.0..std::f64::consts::PI);
+            [s * t.cos(), s * t.sin(), s * r.random_range(-0.8..0.8)]
+        })
+        .collect();
+    let part = checked(&relu_lines(&lines), &plane_slice(b), 2);
+    assert_eq!(part.regions.len(), arrangement_count(&lines, b));
 }

@@ -7,16 +7,11 @@ use tessera::slice::{Domain, Plane, Slice};
 use tessera::Options;
 
 fn shared(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
-        .join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference").join(name);
     if p.exists() {
         Some(p)
     } else {
-        eprintln!(
-            "skipping: {} is absent (the shared/ folder is not next to the repository)",
-            p.display()
-        );
+        eprintln!("skipping: {} is absent (the shared/ folder is not next to the repository)", p.display());
         None
     }
 }
@@ -46,69 +41,35 @@ fn check_reference(model: &str, case: &str, expected: u64, per_layer: [u64; 3]) 
     };
     let net = json::load_path(&path).unwrap();
     let [u0, u1, v0, v1] = case.box_;
-    let slice = Slice {
-        plane: Plane::identity2(),
-        domain: Domain::new(u0, u1, v0, v1).unwrap(),
-        anchors: None,
-    };
+    let slice = Slice { plane: Plane::identity2(), domain: Domain::new(u0, u1, v0, v1).unwrap(), anchors: None };
     for threads in [1, 2] {
-        let part = tessera::partition(
-            &net,
-            &slice,
-            &Options {
-                threads,
-                count_vertices: true,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let part =
+            tessera::partition(&net, &slice, &Options { threads, count_vertices: true, ..Options::default() }).unwrap();
         assert_eq!(part.regions.len() as u64, expected, "threads = {threads}");
-        let counts: Vec<u64> = part
-            .summary
-            .regions_per_layer
-            .iter()
-            .map(|c| c.regions)
-            .collect();
+        let counts: Vec<u64> = part.summary.regions_per_layer.iter().map(|c| c.regions).collect();
         assert_eq!(counts, per_layer);
         assert!(part.summary.regions >= case.grid_distinct_codes);
         assert_eq!(part.summary.dropped_slivers, 0);
         let oracle = |p: [f64; 2]| tessera::forward_at(&net, &slice, p);
         let report = part.sanity_check(2000, 11, Some(&oracle));
-        assert!(
-            report.is_ok(),
-            "{:?}",
-            &report.violations[..report.violations.len().min(5)]
-        );
+        assert!(report.is_ok(), "{:?}", &report.violations[..report.violations.len().min(5)]);
         // Probe points: the region's map must reproduce PyTorch's float64 outputs.
         for (p, want) in case.probe_uv.iter().zip(&case.probe_out) {
             let i = part.locate(*p).expect("probe inside some region");
             let got = part.regions[i].map.eval(*p);
-            assert!(
-                tessera::partition::relative_error(&got, want) < 1e-9,
-                "{p:?}: {got:?} vs {want:?}"
-            );
+            assert!(tessera::partition::relative_error(&got, want) < 1e-9, "{p:?}: {got:?} vs {want:?}");
         }
     }
 }
 
 #[test]
 fn mlp_2_64x3_2_has_12042_regions() {
-    check_reference(
-        "mlp_2_64x3_2.json",
-        "mlp_2_64x3_2.case.json",
-        12_042,
-        [1_312, 5_122, 12_042],
-    );
+    check_reference("mlp_2_64x3_2.json", "mlp_2_64x3_2.case.json", 12_042, [1_312, 5_122, 12_042]);
 }
 
 #[test]
 fn mlp_2_64x3_2_leaky_has_11345_regions() {
-    check_reference(
-        "mlp_2_64x3_2_leaky.json",
-        "mlp_2_64x3_2_leaky.case.json",
-        11_345,
-        [1_312, 5_086, 11_345],
-    );
+    check_reference("mlp_2_64x3_2_leaky.json", "mlp_2_64x3_2_leaky.case.json", 11_345, [1_312, 5_086, 11_345]);
 }
 
 #[test]
@@ -117,20 +78,8 @@ fn mlp_2_64x3_2_vertex_count() {
         return;
     };
     let net = json::load_path(&path).unwrap();
-    let slice = Slice {
-        plane: Plane::identity2(),
-        domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(),
-        anchors: None,
-    };
-    let s = tessera::count(
-        &net,
-        &slice,
-        &Options {
-            count_vertices: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let slice = Slice { plane: Plane::identity2(), domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(), anchors: None };
+    let s = tessera::count(&net, &slice, &Options { count_vertices: true, ..Options::default() }).unwrap();
     assert_eq!(s.regions, 12_042);
     assert_eq!(s.vertices, Some(12_230));
 }
@@ -142,33 +91,17 @@ fn mlp_2_64x3_2_decision_boundary() {
         return;
     };
     let net = json::load_path(&path).unwrap();
-    let slice = Slice {
-        plane: Plane::identity2(),
-        domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(),
-        anchors: None,
-    };
+    let slice = Slice { plane: Plane::identity2(), domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(), anchors: None };
     let mut lengths = Vec::new();
     for threads in [1, 2] {
-        let part = tessera::partition(
-            &net,
-            &slice,
-            &Options {
-                threads,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let part = tessera::partition(&net, &slice, &Options { threads, ..Options::default() }).unwrap();
         let b = decision_boundary(&part, &Decision::Argmax);
         assert!((b.length - 6.0814).abs() < 1e-3, "length {}", b.length);
         assert_eq!(b.crossed_regions, 166);
         assert_eq!(b.pieces, 12_208);
         // One straight segment in each crossed region.
         assert_eq!(b.segments.len(), 166);
-        let several = b
-            .region_classes
-            .iter()
-            .filter(|c| matches!(c, RegionClass::Several(_)))
-            .count();
+        let several = b.region_classes.iter().filter(|c| matches!(c, RegionClass::Several(_))).count();
         assert_eq!(several, 166);
         let polyline_length: f64 = b.polylines.iter().map(|p| p.length).sum();
         assert!((polyline_length - b.length).abs() < 1e-9);

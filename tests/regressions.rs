@@ -13,21 +13,10 @@ use tessera::slice::{Domain, Plane, Slice};
 fn max_pool_windows_larger_than_256_keep_distinct_patterns() {
     let mut r = rng(91);
     let n = 17 * 17;
-    let net = model(
-        &[1, 17, 17],
-        vec![
-            json!({"op": "max_pool2d", "kernel_size": 17}),
-            json!({"op": "flatten"}),
-        ],
-    );
+    let net = model(&[1, 17, 17], vec![json!({"op": "max_pool2d", "kernel_size": 17}), json!({"op": "flatten"})]);
     let slice = Slice {
-        plane: Plane::from_vectors(
-            uniform(&mut r, n, 1.0),
-            uniform(&mut r, n, 1.0),
-            uniform(&mut r, n, 1.0),
-            n,
-        )
-        .unwrap(),
+        plane: Plane::from_vectors(uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), n)
+            .unwrap(),
         domain: Domain::new(-1.0, 1.0, -1.0, 1.0).unwrap(),
         anchors: None,
     };
@@ -36,34 +25,24 @@ fn max_pool_windows_larger_than_256_keep_distinct_patterns() {
 }
 
 fn load_err(layers: serde_json::Value, input: serde_json::Value) -> String {
-    parse_value(&json!({"format": "tessera-model/1", "input_shape": input, "layers": layers}))
-        .unwrap_err()
-        .to_string()
+    parse_value(&json!({"format": "tessera-model/1", "input_shape": input, "layers": layers})).unwrap_err().to_string()
 }
 
 /// A pooling window entirely in the padding (dilation 2, padding 1 on a 1×1 image) used to
 /// panic in the engine; it is now rejected on load.
 #[test]
 fn pooling_window_inside_the_padding_is_rejected() {
-    let e = load_err(
-        json!([{"op": "max_pool2d", "kernel_size": 2, "padding": 1, "dilation": 2}]),
-        json!([1, 1, 1]),
-    );
+    let e = load_err(json!([{"op": "max_pool2d", "kernel_size": 2, "padding": 1, "dilation": 2}]), json!([1, 1, 1]));
     assert!(e.contains("layer 0") && e.contains("padding"), "{e}");
 }
 
 /// Huge paddings and shapes used to overflow (release builds wrap) or exhaust memory.
 #[test]
 fn absurd_sizes_are_rejected_without_overflow() {
-    let e = load_err(
-        json!([{"op": "conv2d", "weight": [[[[1.0]]]], "padding": 100000}]),
-        json!([1, 2, 2]),
-    );
+    let e = load_err(json!([{"op": "conv2d", "weight": [[[[1.0]]]], "padding": 100000}]), json!([1, 2, 2]));
     assert!(e.contains("size limit"), "{e}");
-    let e = load_err(
-        json!([{"op": "max_pool2d", "kernel_size": 2, "padding": 9223372036854775807u64}]),
-        json!([1, 2, 2]),
-    );
+    let e =
+        load_err(json!([{"op": "max_pool2d", "kernel_size": 2, "padding": 9223372036854775807u64}]), json!([1, 2, 2]));
     assert!(e.contains("layer 0"), "{e}");
     let e = load_err(json!([]), json!([4294967296u64, 4294967296u64, 2]));
     assert!(e.contains("input_shape"), "{e}");
@@ -87,16 +66,8 @@ fn boxes_whose_width_overflows_are_rejected() {
     assert!(Domain::new(0.0, 1e-200, 0.0, 1e-200).is_err());
     // The library re-validates slices built by hand.
     let net = mlp(1, &[2, 3, 1], json!({"op": "relu"}));
-    let bad = Slice {
-        plane: Plane::identity2(),
-        domain: Domain {
-            u0: 1.0,
-            u1: -1.0,
-            v0: 0.0,
-            v1: 1.0,
-        },
-        anchors: None,
-    };
+    let bad =
+        Slice { plane: Plane::identity2(), domain: Domain { u0: 1.0, u1: -1.0, v0: 0.0, v1: 1.0 }, anchors: None };
     assert!(tessera::count(&net, &bad, &tessera::Options::default()).is_err());
 }
 
@@ -123,9 +94,7 @@ fn equal_outputs_make_no_boundary() {
 /// A polygon with a repeated vertex used to contain no point at all.
 #[test]
 fn repeated_vertices_do_not_empty_a_polygon() {
-    let p = tessera::geometry::polygon::ConvexPolygon {
-        pts: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]],
-    };
+    let p = tessera::geometry::polygon::ConvexPolygon { pts: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]] };
     assert!(p.contains_strictly([0.2, 0.2], 0.0));
 }
 
@@ -134,9 +103,8 @@ fn repeated_vertices_do_not_empty_a_polygon() {
 fn chebyshev_centre_of_a_tiny_far_polygon() {
     let o = [1e3, -2e3];
     let s = 1e-9;
-    let tri = tessera::geometry::polygon::ConvexPolygon {
-        pts: vec![o, [o[0] + 4.0 * s, o[1]], [o[0], o[1] + 3.0 * s]],
-    };
+    let tri =
+        tessera::geometry::polygon::ConvexPolygon { pts: vec![o, [o[0] + 4.0 * s, o[1]], [o[0], o[1] + 3.0 * s]] };
     let (c, r) = tessera::sample::chebyshev_center(&tri);
     assert!((r / s - 1.0).abs() < 1e-3, "radius {r}");
     assert!(((c[0] - o[0]) / s - 1.0).abs() < 1e-3 && ((c[1] - o[1]) / s - 1.0).abs() < 1e-3);

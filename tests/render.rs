@@ -6,29 +6,18 @@ use common::*;
 use serde_json::json;
 use tessera::boundary::{decision_boundary, Decision};
 use tessera::render::colors::class_color;
-use tessera::render::{
-    render_png, render_rgb, render_svg, ColorScheme, EdgeMode, RenderOptions, Scene, Viewport,
-};
+use tessera::render::{render_png, render_rgb, render_svg, ColorScheme, EdgeMode, RenderOptions, Scene, Viewport};
 
 fn three_class_net() -> tessera::Network {
     // The first seed whose three classes all show up on a coarse grid of the box.
     let slice = plane_slice([-2.0, 2.0, -2.0, 2.0]);
     (300..400)
-        .map(|seed| {
-            mlp(
-                seed,
-                &[2, 10, 10, 3],
-                json!({"op": "leaky_relu", "negative_slope": 0.1}),
-            )
-        })
+        .map(|seed| mlp(seed, &[2, 10, 10, 3], json!({"op": "leaky_relu", "negative_slope": 0.1})))
         .find(|net| {
             let mut seen = std::collections::HashSet::new();
             for i in 0..15 {
                 for j in 0..15 {
-                    let p = [
-                        -2.0 + (i as f64 + 0.5) * 4.0 / 15.0,
-                        -2.0 + (j as f64 + 0.5) * 4.0 / 15.0,
-                    ];
+                    let p = [-2.0 + (i as f64 + 0.5) * 4.0 / 15.0, -2.0 + (j as f64 + 0.5) * 4.0 / 15.0];
                     seen.insert(Decision::Argmax.class_of(&tessera::forward_at(net, &slice, p)));
                 }
             }
@@ -40,11 +29,7 @@ fn three_class_net() -> tessera::Network {
 fn seg_dist(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
     let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
     let l2 = dx * dx + dy * dy;
-    let t = if l2 > 0.0 {
-        (((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / l2).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let t = if l2 > 0.0 { (((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / l2).clamp(0.0, 1.0) } else { 0.0 };
     (p[0] - a[0] - t * dx).hypot(p[1] - a[1] - t * dy)
 }
 
@@ -54,23 +39,12 @@ fn class_pixels_match_the_forward_pass() {
     let slice = plane_slice([-2.0, 2.0, -2.0, 2.0]);
     let part = checked(&net, &slice, 2);
     let b = decision_boundary(&part, &Decision::Argmax);
-    let opts = RenderOptions {
-        size: (240, 240),
-        color: ColorScheme::Class,
-        edges: EdgeMode::None,
-        axes: false,
-        title: None,
-    };
-    let scene = Scene {
-        partition: &part,
-        boundary: Some(&b),
-        anchors: None,
-    };
+    let opts =
+        RenderOptions { size: (240, 240), color: ColorScheme::Class, edges: EdgeMode::None, axes: false, title: None };
+    let scene = Scene { partition: &part, boundary: Some(&b), anchors: None };
     let rgb = render_rgb(&scene, &opts);
     // The PNG holds exactly these pixels.
-    let png = image::load_from_memory(&render_png(&scene, &opts))
-        .unwrap()
-        .to_rgb8();
+    let png = image::load_from_memory(&render_png(&scene, &opts)).unwrap().to_rgb8();
     assert_eq!(png.as_raw(), &rgb);
     let vp = Viewport::new(part.domain, &opts);
     let (mut checked_px, mut classes) = (0, std::collections::HashSet::new());
@@ -78,10 +52,7 @@ fn class_pixels_match_the_forward_pass() {
         for x in (0..240).step_by(3) {
             let uv = vp.to_uv(x as f64 + 0.5, y as f64 + 0.5);
             // Away from the boundary (drawn 5 px wide) by four pixels.
-            let near = b
-                .segments
-                .iter()
-                .any(|s| seg_dist(uv, s.a, s.b) < 4.0 / vp.scale);
+            let near = b.segments.iter().any(|s| seg_dist(uv, s.a, s.b) < 4.0 / vp.scale);
             if near {
                 continue;
             }
@@ -107,51 +78,30 @@ fn svg_is_xml_with_one_tooltip_polygon_per_region() {
     let slice = plane_slice([-2.0, 2.0, -2.0, 2.0]);
     let part = checked(&net, &slice, 2);
     let b = decision_boundary(&part, &Decision::Argmax);
-    let scene = Scene {
-        partition: &part,
-        boundary: Some(&b),
-        anchors: Some([[-1.0, -1.0], [1.0, 0.0], [0.0, 1.5]]),
-    };
+    let scene = Scene { partition: &part, boundary: Some(&b), anchors: Some([[-1.0, -1.0], [1.0, 0.0], [0.0, 1.5]]) };
     for (color, edges) in [
         (ColorScheme::Pattern, EdgeMode::Plain),
         (ColorScheme::Class, EdgeMode::Layer),
         (ColorScheme::Area, EdgeMode::None),
     ] {
-        let opts = RenderOptions {
-            color,
-            edges,
-            ..RenderOptions::default()
-        };
+        let opts = RenderOptions { color, edges, ..RenderOptions::default() };
         let svg = render_svg(&scene, &opts);
         let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
         let titled: Vec<_> = doc
             .descendants()
             .filter(|n| n.has_tag_name("polygon"))
-            .filter_map(|n| {
-                n.children()
-                    .find(|c| c.has_tag_name("title"))
-                    .and_then(|t| t.text())
-            })
+            .filter_map(|n| n.children().find(|c| c.has_tag_name("title")).and_then(|t| t.text()))
             .collect();
         // One polygon per region; class colours split the crossed regions into their cells.
-        let expected = if color == ColorScheme::Class {
-            b.pieces
-        } else {
-            part.regions.len()
-        };
+        let expected = if color == ColorScheme::Class { b.pieces } else { part.regions.len() };
         assert_eq!(titled.len(), expected, "{color:?}");
         for (i, r) in part.regions.iter().enumerate().step_by(7) {
-            let tip = titled
-                .iter()
-                .find(|t| t.starts_with(&format!("region {i}:")))
-                .expect("a tooltip per region");
+            let tip = titled.iter().find(|t| t.starts_with(&format!("region {i}:"))).expect("a tooltip per region");
             assert!(tip.contains(&format!("area {:.3e}", r.area)), "{tip}");
             assert!(tip.contains("pattern "), "{tip}");
         }
         for name in ["A", "B", "C"] {
-            assert!(doc
-                .descendants()
-                .any(|n| n.has_tag_name("text") && n.text() == Some(name)));
+            assert!(doc.descendants().any(|n| n.has_tag_name("text") && n.text() == Some(name)));
         }
         // Deterministic output.
         assert_eq!(render_svg(&scene, &opts), svg);

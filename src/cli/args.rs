@@ -50,6 +50,12 @@ pub struct SliceArgs {
     /// Stop with exit code 3 beyond this many regions.
     #[arg(long, value_name = "N")]
     pub max_regions: Option<u64>,
+    /// Stop with exit code 3 after this many seconds of partitioning.
+    #[arg(long, value_name = "SECONDS")]
+    pub time_limit: Option<f64>,
+    /// Stop with exit code 3 when the kept regions would need more memory (default 8192).
+    #[arg(long, value_name = "MB", default_value_t = 8192)]
+    pub memory_limit: u64,
 }
 
 #[derive(Args, Debug)]

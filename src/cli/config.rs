@@ -6,15 +6,10 @@ use std::path::Path;
 use tessera::network::{json, Network};
 use tessera::slice::{Domain, Plane, Slice, SliceError};
 
-pub fn decision(
-    args: &super::args::DecisionArgs,
-    outputs: usize,
-) -> Result<tessera::boundary::Decision, CliError> {
+pub fn decision(args: &super::args::DecisionArgs, outputs: usize) -> Result<tessera::boundary::Decision, CliError> {
     use tessera::boundary::Decision;
     if args.threshold.is_some_and(|t| !t.is_finite()) {
-        return Err(CliError::Usage(
-            "--threshold must be a finite number".into(),
-        ));
+        return Err(CliError::Usage("--threshold must be a finite number".into()));
     }
     Ok(match &args.level {
         Some(text) => Decision::parse_level(text, outputs)?,
@@ -22,22 +17,12 @@ pub fn decision(
     })
 }
 
-pub fn render_options(
-    p: &super::args::PictureArgs,
-) -> Result<tessera::render::RenderOptions, CliError> {
+pub fn render_options(p: &super::args::PictureArgs) -> Result<tessera::render::RenderOptions, CliError> {
     use super::args::{ColorArg, EdgesArg};
     use tessera::render::{ColorScheme, EdgeMode, RenderOptions};
-    let bad = || {
-        CliError::Usage(format!(
-            "--size expects W,H in pixels (16 to 20000 each), got `{}`",
-            p.size
-        ))
-    };
+    let bad = || CliError::Usage(format!("--size expects W,H in pixels (16 to 20000 each), got `{}`", p.size));
     let (w, h) = p.size.split_once(',').ok_or_else(bad)?;
-    let (w, h): (u32, u32) = (
-        w.trim().parse().map_err(|_| bad())?,
-        h.trim().parse().map_err(|_| bad())?,
-    );
+    let (w, h): (u32, u32) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
     if !(16..=20_000).contains(&w) || !(16..=20_000).contains(&h) {
         return Err(bad());
     }
@@ -65,11 +50,7 @@ pub fn load_model(path: &Path) -> Result<Network, CliError> {
 
 fn parse_box(text: &str) -> Result<[f64; 4], CliError> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-    let bad = || {
-        CliError::Usage(format!(
-            "--box expects four numbers U0,U1,V0,V1, got `{text}`"
-        ))
-    };
+    let bad = || CliError::Usage(format!("--box expects four numbers U0,U1,V0,V1, got `{text}`"));
     if parts.len() != 4 {
         return Err(bad());
     }
@@ -100,9 +81,7 @@ pub fn build_slice(net: &Network, args: &SliceArgs) -> Result<Slice, CliError> {
     let (plane, anchors) = if let Some(list) = &args.anchors {
         let files: Vec<&str> = list.split(',').collect();
         if files.len() != 3 {
-            return Err(CliError::Usage(format!(
-                "--anchors expects three files A,B,C, got `{list}`"
-            )));
+            return Err(CliError::Usage(format!("--anchors expects three files A,B,C, got `{list}`")));
         }
         let a = read_vector(Path::new(files[0]), n, "anchor A")?;
         let b = read_vector(Path::new(files[1]), n, "anchor B")?;
@@ -129,11 +108,7 @@ pub fn build_slice(net: &Network, args: &SliceArgs) -> Result<Slice, CliError> {
         (None, None) => Domain::new(-1.0, 1.0, -1.0, 1.0),
     }
     .map_err(tessera::Error::from)?;
-    Ok(Slice {
-        plane,
-        domain,
-        anchors,
-    })
+    Ok(Slice { plane, domain, anchors })
 }
 
 #[cfg(test)]
@@ -142,10 +117,7 @@ mod tests {
 
     #[test]
     fn box_accepts_negative_numbers() {
-        assert_eq!(
-            parse_box("-2,2,-2.5,1e-3").unwrap(),
-            [-2.0, 2.0, -2.5, 1e-3]
-        );
+        assert_eq!(parse_box("-2,2,-2.5,1e-3").unwrap(), [-2.0, 2.0, -2.5, 1e-3]);
         assert!(parse_box("1,2,3").is_err());
         assert!(parse_box("a,b,c,d").is_err());
     }

@@ -22,16 +22,15 @@ pub enum CliError {
     #[error(transparent)]
     Decision(#[from] tessera::boundary::DecisionError),
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
 }
 
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Lib(tessera::Error::Engine(EngineError::TooManyRegions { .. })) => 3,
+            CliError::Lib(tessera::Error::Engine(
+                EngineError::TooManyRegions { .. } | EngineError::TimeLimit { .. } | EngineError::MemoryLimit { .. },
+            )) => 3,
             _ => 2,
         }
     }
@@ -44,11 +43,10 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Sample(a) => a.slice.threads,
         Command::Info { .. } => 0,
     };
+    output::clean_up_on_interrupt();
     if threads > 0 {
         // Everything after the engine (vertex welding, boundaries) runs on rayon's global pool.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global();
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     }
     match cli.command {
         Command::Map(a) => map(a),
@@ -72,8 +70,7 @@ impl Progress {
             std::thread::spawn(move || {
                 let bar = indicatif::ProgressBar::new_spinner();
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-                        .expect("valid template"),
+                    indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"),
                 );
                 // Only show up for runs long enough to be worth it.
                 let start = Instant::now();
@@ -100,6 +97,8 @@ impl Progress {
 
 fn options(s: &SliceArgs, counter: &Arc<AtomicU64>, count_vertices: bool) -> Options {
     Options {
+        time_limit: s.time_limit.filter(|t| t.is_finite() && *t >= 0.0).map(std::time::Duration::from_secs_f64),
+        memory_limit: Some(s.memory_limit.saturating_mul(1 << 20)),
         threads: s.threads,
         max_regions: s.max_regions,
         keep_regions: false,
@@ -134,29 +133,15 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
     let elapsed = start.elapsed().as_secs_f64();
     let stats = output::stats_json(&summary, boundary.as_ref(), elapsed);
     if let (Some(path), Some(p)) = (&a.json, &partition) {
-        output::write_partition(
-            path,
-            p,
-            &slice,
-            &stats,
-            boundary.as_ref().map(|b| (b, &decision)),
-        )?;
+        output::write_partition(path, p, &slice, &stats, boundary.as_ref().map(|b| (b, &decision)))?;
     }
     if let Some(p) = &partition {
-        let name = a
-            .model
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let opts = tessera::render::RenderOptions {
             title: Some(format!("{name}: {} regions", p.regions.len())),
             ..render_opts
         };
-        let scene = tessera::render::Scene {
-            partition: p,
-            boundary: boundary.as_ref(),
-            anchors: slice.anchors,
-        };
+        let scene = tessera::render::Scene { partition: p, boundary: boundary.as_ref(), anchors: slice.anchors };
         if let Some(path) = &a.picture.svg {
             let svg = tessera::render::render_svg(&scene, &opts);
             output::write_atomically(path, |w| w.write_all(svg.as_bytes()))?;
@@ -168,12 +153,9 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
             eprintln!("wrote {}", path.display());
         }
         if let Some(dir) = &a.picture.plots {
-            std::fs::create_dir_all(dir).map_err(|source| CliError::Write {
-                path: dir.display().to_string(),
-                source,
-            })?;
-            let plots =
-                tessera::render::plots::stats_plots(p, (800, 500)).map_err(CliError::Usage)?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| CliError::Write { path: dir.display().to_string(), source })?;
+            let plots = tessera::render::plots::stats_plots(p, (800, 500)).map_err(CliError::Usage)?;
             for (stem, png) in plots {
                 let path = dir.join(format!("{stem}.png"));
                 output::write_atomically(&path, |w| w.write_all(&png))?;
@@ -182,15 +164,9 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
         }
     }
     let d = slice.domain;
-    let layers: Vec<String> = summary
-        .regions_per_layer
-        .iter()
-        .map(|c| format!("{}#{}: {}", c.op, c.layer, c.regions))
-        .collect();
-    let vertices = summary
-        .vertices
-        .map(|v| format!(", {v} vertices"))
-        .unwrap_or_default();
+    let layers: Vec<String> =
+        summary.regions_per_layer.iter().map(|c| format!("{}#{}: {}", c.op, c.layer, c.regions)).collect();
+    let vertices = summary.vertices.map(|v| format!(", {v} vertices")).unwrap_or_default();
     eprintln!(
         "{} regions{vertices} over [{}, {}] × [{}, {}] in {:.3} s (after each nonlinear layer: {})",
         summary.regions,
@@ -224,16 +200,11 @@ const BOUNDARY_TOL: f64 = 1e-9;
 
 fn sample(a: SampleArgs) -> Result<i32, CliError> {
     if a.boundary_points.is_none() && a.region_points.is_none() {
-        return Err(CliError::Usage(
-            "nothing to sample: give --boundary N and/or --regions N".into(),
-        ));
+        return Err(CliError::Usage("nothing to sample: give --boundary N and/or --regions N".into()));
     }
-    let outputs_given =
-        a.out.is_some() || a.regions_out.is_some() || a.pairs_out.is_some() || a.json.is_some();
+    let outputs_given = a.out.is_some() || a.regions_out.is_some() || a.pairs_out.is_some() || a.json.is_some();
     if !outputs_given {
-        return Err(CliError::Usage(
-            "no output: give --out, --regions-out, --pairs-out or --json".into(),
-        ));
+        return Err(CliError::Usage("no output: give --out, --regions-out, --pairs-out or --json".into()));
     }
     let net = config::load_model(&a.model)?;
     let slice = config::build_slice(&net, &a.slice)?;
@@ -274,27 +245,14 @@ fn sample(a: SampleArgs) -> Result<i32, CliError> {
                 }
             }
             let (c0, c1) = p.classes;
-            items.push(
-                serde_json::json!({"uv": p.uv, "classes": [c0, c1], "region": p.region,
-                "scores": [decision.score(&y, c0), decision.score(&y, c1)], "outputs": y}),
-            );
+            items.push(serde_json::json!({"uv": p.uv, "classes": [c0, c1], "region": p.region,
+                "scores": [decision.score(&y, c0), decision.score(&y, c1)], "outputs": y}));
             flat.extend_from_slice(&x);
             if let Some(eps) = a.near_boundary {
-                let side = |s: f64| {
-                    [
-                        p.uv[0] + s * eps * p.normal[0],
-                        p.uv[1] + s * eps * p.normal[1],
-                    ]
-                };
+                let side = |s: f64| [p.uv[0] + s * eps * p.normal[0], p.uv[1] + s * eps * p.normal[1]];
                 let (q0, q1) = (side(-1.0), side(1.0));
-                let (x0, x1) = (
-                    slice.plane.point(q0[0], q0[1]),
-                    slice.plane.point(q1[0], q1[1]),
-                );
-                let (k0, k1) = (
-                    decision.class_of(&net.forward(&x0)),
-                    decision.class_of(&net.forward(&x1)),
-                );
+                let (x0, x1) = (slice.plane.point(q0[0], q0[1]), slice.plane.point(q1[0], q1[1]));
+                let (k0, k1) = (decision.class_of(&net.forward(&x0)), decision.class_of(&net.forward(&x1)));
                 if (k0, k1) == (c0, c1) {
                     flips += 1;
                 } else {
@@ -316,10 +274,7 @@ fn sample(a: SampleArgs) -> Result<i32, CliError> {
         }
         doc.insert("boundary".into(), serde_json::Value::Array(items));
         if let Some(eps) = a.near_boundary {
-            eprintln!(
-                "{flips} of {} near-boundary pairs (eps {eps:e}) fall on the two expected classes",
-                pts.len()
-            );
+            eprintln!("{flips} of {} near-boundary pairs (eps {eps:e}) fall on the two expected classes", pts.len());
             if let Some(path) = &a.pairs_out {
                 let mut per = vec![2];
                 per.extend_from_slice(&dims);
@@ -347,9 +302,7 @@ fn sample(a: SampleArgs) -> Result<i32, CliError> {
     }
     if let Some(path) = &a.json {
         let value = serde_json::Value::Object(doc);
-        output::write_atomically(path, |w| {
-            serde_json::to_writer(w, &value).map_err(std::io::Error::other)
-        })?;
+        output::write_atomically(path, |w| serde_json::to_writer(w, &value).map_err(std::io::Error::other))?;
     }
     if failures > 0 {
         eprintln!("mismatch: {failures} sampled points failed the forward-pass check");
@@ -360,10 +313,7 @@ fn sample(a: SampleArgs) -> Result<i32, CliError> {
 
 fn verify(a: VerifyArgs) -> Result<i32, CliError> {
     if a.points > MAX_POINTS {
-        return Err(CliError::Usage(format!(
-            "--points {} is above the limit of {MAX_POINTS}",
-            a.points
-        )));
+        return Err(CliError::Usage(format!("--points {} is above the limit of {MAX_POINTS}", a.points)));
     }
     let net = config::load_model(&a.model)?;
     let slice = config::build_slice(&net, &a.slice)?;
@@ -398,18 +348,9 @@ fn info(model: &std::path::Path) -> Result<i32, CliError> {
     println!("model {}", model.display());
     println!("input shape {}", net.input_shape);
     for (i, l) in net.layers.iter().enumerate() {
-        let units = if l.is_affine() {
-            String::new()
-        } else {
-            format!("  ({} piecewise-linear units)", l.output.numel())
-        };
-        println!(
-            "  {i:>3}  {:<12} {} -> {}  params {}{units}",
-            l.op,
-            l.input,
-            l.output,
-            l.parameter_count()
-        );
+        let units =
+            if l.is_affine() { String::new() } else { format!("  ({} piecewise-linear units)", l.output.numel()) };
+        println!("  {i:>3}  {:<12} {} -> {}  params {}{units}", l.op, l.input, l.output, l.parameter_count());
     }
     println!("parameters {}", net.parameter_count());
     println!("piecewise-linear units {}", net.pwl_unit_count());

@@ -104,34 +104,40 @@ pub fn write_partition(
                 vertices: &r.polygon.pts,
                 area: r.area,
                 pattern: r.pattern.to_hex(),
-                map: MapOut {
-                    jacobian: &r.map.jacobian,
-                    offset: &r.map.offset,
-                },
+                map: MapOut { jacobian: &r.map.jacobian, offset: &r.map.offset },
                 class: class_of(i),
             })
             .collect(),
         boundary: boundary.map(|(b, d)| boundary_json(b, d)),
         stats,
     };
-    write_atomically(path, |w| {
-        serde_json::to_writer(w, &doc).map_err(std::io::Error::other)
-    })
+    write_atomically(path, |w| serde_json::to_writer(w, &doc).map_err(std::io::Error::other))
 }
 
-pub fn write_atomically(
-    path: &Path,
-    body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<(), CliError> {
-    let err = |source| CliError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+/// Temporary files being written, removed if the user interrupts the run.
+static IN_PROGRESS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// On Ctrl-C, removes any temporary output file and exits with code 130: an interrupted run
+/// leaves no half-written file (finished files are complete: they are renamed into place).
+pub fn clean_up_on_interrupt() {
+    let _ = ctrlc::set_handler(|| {
+        if let Ok(list) = IN_PROGRESS.lock() {
+            for p in list.iter() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        eprintln!("tessera: interrupted");
+        std::process::exit(130);
+    });
+}
+
+pub fn write_atomically(path: &Path, body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), CliError> {
+    let err = |source| CliError::Write { path: path.display().to_string(), source };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    if let Ok(mut list) = IN_PROGRESS.lock() {
+        list.push(tmp.clone());
+    }
     let result = (|| {
         let file = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::new(file);
@@ -143,6 +149,9 @@ pub fn write_atomically(
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    }
+    if let Ok(mut list) = IN_PROGRESS.lock() {
+        list.retain(|p| p != &tmp);
     }
     result.map_err(err)
 }

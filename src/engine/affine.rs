@@ -15,19 +15,9 @@ const MAX_DENSE_ENTRIES: usize = 4 << 20;
 /// One affine step: `y = L(x) + bias`.
 pub(crate) enum AffineStep {
     /// A dense matrix, stored transposed (`n_in × n_out`): row `j` is column `j` of the map.
-    Dense {
-        wt: Vec<f64>,
-        bias: Vec<f64>,
-        n_in: usize,
-        n_out: usize,
-    },
+    Dense { wt: Vec<f64>, bias: Vec<f64>, n_in: usize, n_out: usize },
     /// Layers applied one after another (possibly none: the identity).
-    Layers {
-        layers: Vec<Layer>,
-        bias: Vec<f64>,
-        n_in: usize,
-        n_out: usize,
-    },
+    Layers { layers: Vec<Layer>, bias: Vec<f64>, n_in: usize, n_out: usize },
 }
 
 impl AffineStep {
@@ -47,10 +37,7 @@ impl AffineStep {
             }
         }
         let has_matrix = chain.iter().any(|l| {
-            matches!(
-                l.kind,
-                crate::network::LayerKind::Linear { .. } | crate::network::LayerKind::Conv2d { .. }
-            )
+            matches!(l.kind, crate::network::LayerKind::Linear { .. } | crate::network::LayerKind::Conv2d { .. })
         });
         if has_matrix && n_in.saturating_mul(n_out) <= MAX_DENSE_ENTRIES {
             // Compose the chain's linear part column by column.
@@ -66,12 +53,7 @@ impl AffineStep {
             }
             return Self::dense(w, bias, n_in, n_out);
         }
-        AffineStep::Layers {
-            layers: chain,
-            bias,
-            n_in,
-            n_out,
-        }
+        AffineStep::Layers { layers: chain, bias, n_in, n_out }
     }
 
     fn dense(w: Vec<f64>, bias: Vec<f64>, n_in: usize, n_out: usize) -> Self {
@@ -81,12 +63,7 @@ impl AffineStep {
                 wt[j * n_out + i] = w[i * n_in + j];
             }
         }
-        AffineStep::Dense {
-            wt,
-            bias,
-            n_in,
-            n_out,
-        }
+        AffineStep::Dense { wt, bias, n_in, n_out }
     }
 
     pub(crate) fn n_in(&self) -> usize {
@@ -132,11 +109,7 @@ impl AffineStep {
                             .chunks_exact(n_in)
                             .flat_map(|row| idx.iter().map(move |&i| row[i]))
                             .collect::<Vec<f64>>();
-                        b = idx
-                            .iter()
-                            .flat_map(|&i| &wt[i * n_out..(i + 1) * n_out])
-                            .copied()
-                            .collect::<Vec<f64>>();
+                        b = idx.iter().flat_map(|&i| &wt[i * n_out..(i + 1) * n_out]).copied().collect::<Vec<f64>>();
                         (a.as_slice(), b.as_slice(), k)
                     } else {
                         (input, wt.as_slice(), n_in)
@@ -165,10 +138,7 @@ impl AffineStep {
                 }
             }
             AffineStep::Layers { layers, .. } => {
-                for (x, y) in input
-                    .chunks_exact(n_in.max(1))
-                    .zip(out.chunks_exact_mut(n_out.max(1)))
-                {
+                for (x, y) in input.chunks_exact(n_in.max(1)).zip(out.chunks_exact_mut(n_out.max(1))) {
                     y.copy_from_slice(&apply_chain_linear(layers, x));
                 }
             }
@@ -193,9 +163,7 @@ impl AffineStep {
     /// adding `coef` to input unit `j`'s map. Only for [`AffineStep::Dense`].
     #[inline]
     pub(crate) fn add_column(&self, j: usize, coef: [f64; 3], map: &mut [f64]) {
-        let AffineStep::Dense { wt, n_out, .. } = self else {
-            unreachable!("add_column needs a dense step")
-        };
+        let AffineStep::Dense { wt, n_out, .. } = self else { unreachable!("add_column needs a dense step") };
         let n = *n_out;
         let col = &wt[j * n..(j + 1) * n];
         let (r0, rest) = map.split_at_mut(n);

@@ -170,26 +170,14 @@ mod tests {
             assert!((hi[i] - lo[i] - 2.0 * (a[i].abs() + b[i].abs())).abs() < 1e-12);
         }
         let mut mark = vec![0u8; n];
-        mark_undecided(
-            &a,
-            &b,
-            &c,
-            &vec![0.0; n],
-            &lo,
-            &hi,
-            &vec![0.0; n],
-            &vec![1.0; n],
-            &mut mark,
-        );
+        mark_undecided(&a, &b, &c, &vec![0.0; n], &lo, &hi, &vec![0.0; n], &vec![1.0; n], &mut mark);
         for i in 0..n {
             assert_eq!(mark[i] == 1, lo[i] < 0.0 && hi[i] > 0.0, "unit {i}");
         }
         let bp = vec![0.0; n];
         let da = vec![1.0; n];
         let (mut slope, mut icpt, mut state) = (vec![0.0; n], vec![0.0; n], vec![0u8; n]);
-        classify_slot(
-            &a, &b, &c, &bp, &lo, &hi, &bp, &da, &mut slope, &mut icpt, &mut state,
-        );
+        classify_slot(&a, &b, &c, &bp, &lo, &hi, &bp, &da, &mut slope, &mut icpt, &mut state);
         for i in 0..n {
             let expect = if lo[i] > 1e-6 {
                 1

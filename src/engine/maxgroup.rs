@@ -52,12 +52,7 @@ impl Maps<'_> {
 
     /// Whether candidate `q` (unit, group position) dominates `p` on `poly`: `z_q ≥ z_p` at
     /// every vertex, with ties everywhere resolved by position.
-    fn dominates(
-        &self,
-        poly: &ConvexPolygon,
-        (q, qi): (usize, u32),
-        (p, pi): (usize, u32),
-    ) -> bool {
+    fn dominates(&self, poly: &ConvexPolygon, (q, qi): (usize, u32), (p, pi): (usize, u32)) -> bool {
         let scale = self.diff_scale(q, p);
         let mut all_zero = true;
         for &pt in &poly.pts {
@@ -72,18 +67,12 @@ impl Maps<'_> {
 }
 
 /// The candidates `(unit, position)` not dominated by another on `poly`.
-pub(crate) fn undominated(
-    poly: &ConvexPolygon,
-    m: Maps<'_>,
-    cands: &[(u32, u32)],
-) -> Vec<(u32, u32)> {
+pub(crate) fn undominated(poly: &ConvexPolygon, m: Maps<'_>, cands: &[(u32, u32)]) -> Vec<(u32, u32)> {
     let mut out: Vec<(u32, u32)> = cands
         .iter()
         .copied()
         .filter(|&(p, pi)| {
-            !cands
-                .iter()
-                .any(|&(q, qi)| qi != pi && m.dominates(poly, (q as usize, qi), (p as usize, pi)))
+            !cands.iter().any(|&(q, qi)| qi != pi && m.dominates(poly, (q as usize, qi), (p as usize, pi)))
         })
         .collect();
     if out.is_empty() {
@@ -96,11 +85,7 @@ pub(crate) fn undominated(
 
 /// The candidate largest at the polygon's vertex centroid (ties to the lower position).
 /// `cands` is never empty: the loader rejects empty pooling windows.
-pub(crate) fn best_at_centroid(
-    poly: &ConvexPolygon,
-    m: Maps<'_>,
-    cands: &[(u32, u32)],
-) -> (u32, u32) {
+pub(crate) fn best_at_centroid(poly: &ConvexPolygon, m: Maps<'_>, cands: &[(u32, u32)]) -> (u32, u32) {
     let c = poly.vertex_centroid();
     cands
         .iter()
@@ -120,13 +105,8 @@ pub(crate) fn winner_cells(
 ) -> Vec<((u32, u32), ConvexPolygon)> {
     // `cands` are in group order, so ties by index are ties by position.
     let unit = |i: usize| cands[i].0 as usize;
-    max_cells(
-        poly,
-        cands.len(),
-        |c, d, p| m.diff_at(unit(c), unit(d), p),
-        |c, d| m.diff_scale(unit(c), unit(d)),
-    )
-    .into_iter()
-    .map(|(i, cell)| (cands[i], cell))
-    .collect()
+    max_cells(poly, cands.len(), |c, d, p| m.diff_at(unit(c), unit(d), p), |c, d| m.diff_scale(unit(c), unit(d)))
+        .into_iter()
+        .map(|(i, cell)| (cands[i], cell))
+        .collect()
 }

@@ -35,7 +35,7 @@ use crate::geometry::predicates::positive_area;
 use crate::network::{HingeForm, LayerKind, Network};
 use crate::slice::Plane;
 use affine::AffineStep;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Cells processed together in one matrix product.
@@ -46,7 +46,7 @@ const MAX_FORK_DEPTH: u32 = 7;
 const MIN_FORK_SPLITTERS: usize = 12;
 
 /// Why the engine stopped without a result.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
 pub enum EngineError {
     /// More regions than the caller's limit.
@@ -54,6 +54,18 @@ pub enum EngineError {
     TooManyRegions {
         /// The limit.
         limit: u64,
+    },
+    /// The time budget ran out.
+    #[error("the time limit of {seconds} s was reached: stopped (raise --time-limit to go on)")]
+    TimeLimit {
+        /// The limit in seconds.
+        seconds: f64,
+    },
+    /// The kept regions would exceed the memory budget.
+    #[error("the kept regions would need more than {megabytes} MB: stopped (raise --memory-limit, or count only)")]
+    MemoryLimit {
+        /// The limit in megabytes.
+        megabytes: u64,
     },
     /// The thread pool could not be created.
     #[error("cannot start {threads} worker threads: {message}")]
@@ -78,6 +90,10 @@ pub struct Options {
     pub count_vertices: bool,
     /// Incremented with the number of finished regions as they are produced.
     pub progress: Option<Arc<AtomicU64>>,
+    /// Stop with [`EngineError::TimeLimit`] after this long.
+    pub time_limit: Option<std::time::Duration>,
+    /// Stop with [`EngineError::MemoryLimit`] when kept regions would take more bytes.
+    pub memory_limit: Option<u64>,
 }
 
 /// An activation pattern: one bit per hinge of every elementwise unit, and the winning
@@ -112,9 +128,7 @@ impl Pattern {
 
     /// Bit `bit` of the pattern.
     pub fn bit(&self, bit: usize) -> bool {
-        self.0
-            .get(bit / 64)
-            .is_some_and(|w| w >> (bit % 64) & 1 == 1)
+        self.0.get(bit / 64).is_some_and(|w| w >> (bit % 64) & 1 == 1)
     }
 
     /// Compact hexadecimal id (little-endian words, trailing zero words trimmed).
@@ -126,11 +140,7 @@ impl Pattern {
         if words.is_empty() {
             return "0".into();
         }
-        words
-            .iter()
-            .map(|w| format!("{w:016x}"))
-            .collect::<Vec<_>>()
-            .join("")
+        words.iter().map(|w| format!("{w:016x}")).collect::<Vec<_>>().join("")
     }
 }
 
@@ -139,12 +149,7 @@ impl Pattern {
 pub(crate) enum Splitter {
     /// Hinge `slot` of unit `unit`; `above`: the cell's fixed map and pattern assume the side
     /// above the hinge, else the side below.
-    Hinge {
-        unit: u32,
-        slot: u8,
-        bit: u32,
-        above: bool,
-    },
+    Hinge { unit: u32, slot: u8, bit: u32, above: bool },
     /// Max group `group` whose candidates `(unit, position)` can each win somewhere.
     Max { group: u32, cands: Vec<(u32, u32)> },
 }
@@ -175,12 +180,15 @@ pub(crate) struct Plan {
     first: AffineStep,
     pub stages: Vec<Stage>,
     pattern_bits: usize,
+    /// Per output, a bound over the domain of the sum of the magnitudes of every term behind it.
+    pub output_magnitude: Vec<f64>,
 }
 
 impl Plan {
     /// Lowers `net` for partitions of `plane` (a normalised plane: the domain is `[-1, 1]²`).
     pub(crate) fn new(net: &Network, plane: &Plane) -> Self {
-        let mut noises = term_magnitudes(net, plane).into_iter();
+        let (noises, output_magnitude) = term_magnitudes(net, plane);
+        let mut noises = noises.into_iter();
         let mut chain = Vec::new();
         let mut first = None;
         let mut pending: Option<(usize, Nonlinearity, usize)> = None;
@@ -202,9 +210,7 @@ impl Plan {
                         nonlin,
                         n_in,
                         bit_offset,
-                        noise: noises
-                            .next()
-                            .expect("one magnitude vector per nonlinear layer"),
+                        noise: noises.next().expect("one magnitude vector per nonlinear layer"),
                         next: step,
                     });
                     bit_offset += bits;
@@ -214,8 +220,7 @@ impl Plan {
             let nonlin = match &layer.kind {
                 LayerKind::Activation(act) => {
                     let per = layer.input.per_channel();
-                    let forms: Vec<HingeForm> =
-                        (0..n_in).map(|i| act.hinge_form(i / per)).collect();
+                    let forms: Vec<HingeForm> = (0..n_in).map(|i| act.hinge_form(i / per)).collect();
                     Nonlinearity::Pwl(pwl::PwlLayer::new(&forms, act.hinge_slots()))
                 }
                 _ => {
@@ -238,9 +243,7 @@ impl Plan {
                     nonlin,
                     n_in,
                     bit_offset,
-                    noise: noises
-                        .next()
-                        .expect("one magnitude vector per nonlinear layer"),
+                    noise: noises.next().expect("one magnitude vector per nonlinear layer"),
                     next: step,
                 });
                 bit_offset += bits;
@@ -250,6 +253,7 @@ impl Plan {
             first: first.expect("the first affine step is always built"),
             stages,
             pattern_bits: bit_offset,
+            output_magnitude,
         }
     }
 }
@@ -257,11 +261,10 @@ impl Plan {
 /// For every nonlinear layer, the noise scale of each entering unit: `noise_scale` of an upper
 /// bound, over the domain, of the sum of the absolute values of every term that produces the
 /// pre-activation (`|W|·bound + |b|` through the layers before).
-fn term_magnitudes(net: &Network, plane: &Plane) -> Vec<Vec<f64>> {
+fn term_magnitudes(net: &Network, plane: &Plane) -> (Vec<Vec<f64>>, Vec<f64>) {
     use crate::geometry::predicates::noise_scale;
-    let mut mag: Vec<f64> = (0..plane.origin.len())
-        .map(|i| plane.origin[i].abs() + plane.du[i].abs() + plane.dv[i].abs())
-        .collect();
+    let mut mag: Vec<f64> =
+        (0..plane.origin.len()).map(|i| plane.origin[i].abs() + plane.du[i].abs() + plane.dv[i].abs()).collect();
     let mut out = Vec::new();
     for layer in &net.layers {
         let mut next = vec![0.0; layer.output.numel()];
@@ -291,16 +294,13 @@ fn term_magnitudes(net: &Network, plane: &Plane) -> Vec<Vec<f64>> {
         }
         mag = next;
     }
-    out
+    (out, mag)
 }
 
 impl Plan {
     /// Where each stage's units sit in the patterns: `(layer, first bit, bits)`.
     pub(crate) fn layout(&self) -> Vec<(usize, usize, usize)> {
-        self.stages
-            .iter()
-            .map(|s| (s.layer, s.bit_offset, stage_bits(&s.nonlin, s.n_in)))
-            .collect()
+        self.stages.iter().map(|s| (s.layer, s.bit_offset, stage_bits(&s.nonlin, s.n_in))).collect()
     }
 }
 
@@ -349,23 +349,39 @@ impl RawOutput {
     }
 }
 
+/// Why a run stopped early (0: it did not).
+const STOP_REGIONS: u8 = 1;
+const STOP_TIME: u8 = 2;
+const STOP_MEMORY: u8 = 3;
+
 struct Ctx<'a> {
     plan: &'a Plan,
     opts: &'a Options,
     produced: AtomicU64,
-    abort: AtomicBool,
+    kept_bytes: AtomicU64,
+    stop: std::sync::atomic::AtomicU8,
+    start: std::time::Instant,
 }
 
 impl Ctx<'_> {
     fn empty(&self) -> RawOutput {
-        RawOutput {
-            per_stage: vec![0; self.plan.stages.len()],
-            ..Default::default()
-        }
+        RawOutput { per_stage: vec![0; self.plan.stages.len()], ..Default::default() }
     }
 
     fn aborted(&self) -> bool {
-        self.abort.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) != 0
+    }
+
+    fn halt(&self, reason: u8) {
+        let _ = self.stop.compare_exchange(0, reason, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Checks the time budget; true when the run must stop.
+    fn out_of_time(&self) -> bool {
+        if self.opts.time_limit.is_some_and(|t| self.start.elapsed() > t) {
+            self.halt(STOP_TIME);
+        }
+        self.aborted()
     }
 }
 
@@ -385,11 +401,7 @@ struct Sink {
 
 impl Sink {
     fn new(ctx: &Ctx<'_>, stage: usize) -> Self {
-        Sink {
-            stage,
-            buf: Vec::with_capacity(BATCH),
-            out: ctx.empty(),
-        }
+        Sink { stage, buf: Vec::with_capacity(BATCH), out: ctx.empty() }
     }
 
     fn push(&mut self, ctx: &Ctx<'_>, cell: Cell) {
@@ -438,16 +450,10 @@ impl Sink {
 const CHUNK: usize = 4096;
 
 fn push_chunked(chunks: &mut Vec<Vec<[f64; 2]>>, pts: &[[f64; 2]]) {
-    if chunks
-        .last()
-        .is_none_or(|c| c.len() + pts.len() > 4 * CHUNK)
-    {
+    if chunks.last().is_none_or(|c| c.len() + pts.len() > 4 * CHUNK) {
         chunks.push(Vec::new());
     }
-    chunks
-        .last_mut()
-        .expect("just ensured")
-        .extend_from_slice(pts);
+    chunks.last_mut().expect("just ensured").extend_from_slice(pts);
 }
 
 fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
@@ -460,9 +466,19 @@ fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
         return;
     }
     let total = ctx.produced.fetch_add(1, Ordering::Relaxed) + 1;
-    if let Some(limit) = ctx.opts.max_regions {
-        if total > limit {
-            ctx.abort.store(true, Ordering::Relaxed);
+    if ctx.opts.max_regions.is_some_and(|limit| total > limit) {
+        ctx.halt(STOP_REGIONS);
+        return;
+    }
+    if total % 1024 == 0 && ctx.out_of_time() {
+        return;
+    }
+    if ctx.opts.keep_regions {
+        // Polygon, map and pattern plus the vectors' bookkeeping.
+        let bytes = (cell.poly.pts.len() * 16 + cell.map.len() * 8 + cell.pattern.0.len() * 8 + 96) as u64;
+        let kept = ctx.kept_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if ctx.opts.memory_limit.is_some_and(|m| kept > m) {
+            ctx.halt(STOP_MEMORY);
             return;
         }
     }
@@ -479,17 +495,13 @@ fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
             out.regions.push(Vec::new());
         }
         let chunk = out.regions.last_mut().expect("just ensured");
-        chunk.push(RawRegion {
-            poly: cell.poly,
-            map: cell.map,
-            pattern: cell.pattern,
-        });
+        chunk.push(RawRegion { poly: cell.poly, map: cell.map, pattern: cell.pattern });
     }
 }
 
 /// Runs stage `s` on a batch of cells, appending everything downstream to `out`.
 fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput) {
-    if ctx.aborted() {
+    if ctx.out_of_time() {
         return;
     }
     let stage = &ctx.plan.stages[s];
@@ -515,11 +527,7 @@ fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput)
                 groups,
                 *bits,
                 stage.bit_offset,
-                maxgroup::Maps {
-                    z: &cell.map,
-                    noise: &stage.noise,
-                    n: stage.n_in,
-                },
+                maxgroup::Maps { z: &cell.map, noise: &stage.noise, n: stage.n_in },
                 cell,
                 &mut pattern,
                 &mut splitters,
@@ -528,27 +536,12 @@ fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput)
         }
         classified.push((pattern, splitters));
     }
-    let width = if stage.next.has_columns() {
-        3 * stage.next.n_out()
-    } else {
-        3 * stage.next.n_in()
-    };
-    let bases = if stage.next.has_columns() {
-        stage.next.apply_maps(&fixed, cells.len())
-    } else {
-        fixed
-    };
+    let width = if stage.next.has_columns() { 3 * stage.next.n_out() } else { 3 * stage.next.n_in() };
+    let bases = if stage.next.has_columns() { stage.next.apply_maps(&fixed, cells.len()) } else { fixed };
     let mut sink = Sink::new(ctx, s);
-    for ((cell, (pattern, splitters)), base) in cells
-        .into_iter()
-        .zip(classified)
-        .zip(bases.chunks_exact(width.max(1)))
+    for ((cell, (pattern, splitters)), base) in cells.into_iter().zip(classified).zip(bases.chunks_exact(width.max(1)))
     {
-        let branch = Branch {
-            poly: cell.poly,
-            map: base.to_vec(),
-            pattern,
-        };
+        let branch = Branch { poly: cell.poly, map: base.to_vec(), pattern };
         split_rec(ctx, stage, &cell.map, branch, &splitters, &mut sink, 0);
     }
     out.merge(sink.finish(ctx));
@@ -578,10 +571,7 @@ fn classify_max(
             h[2 * g_count + g] = c;
             pattern.set_bits(bit_offset + g * bits, bits, pos as u64);
         } else {
-            splitters.push(Splitter::Max {
-                group: g as u32,
-                cands: alive,
-            });
+            splitters.push(Splitter::Max { group: g as u32, cands: alive });
         }
     }
 }
@@ -628,16 +618,9 @@ fn split_rec(
         let rest = &splitters[i + 1..];
         i += 1;
         match &splitters[i - 1] {
-            Splitter::Hinge {
-                unit,
-                slot,
-                bit,
-                above,
-            } => {
+            Splitter::Hinge { unit, slot, bit, above } => {
                 let unit = *unit as usize;
-                let Nonlinearity::Pwl(layer) = &stage.nonlin else {
-                    unreachable!("hinge splitter in a max stage")
-                };
+                let Nonlinearity::Pwl(layer) = &stage.nonlin else { unreachable!("hinge splitter in a max stage") };
                 let (bp, da) = layer.hinge(unit, *slot as usize);
                 let (split, coef) = pwl::split(&b.poly, z, n, (unit, stage.noise[unit]), bp, da);
                 let bit = *bit as usize;
@@ -656,11 +639,7 @@ fn split_rec(
                     Split::Above if !*above => flip(&mut b),
                     Split::Below | Split::OnLine | Split::Above => {}
                     Split::Both(neg, pos) => {
-                        let mut other = Branch {
-                            poly: pos,
-                            map: b.map.clone(),
-                            pattern: b.pattern.clone(),
-                        };
+                        let mut other = Branch { poly: pos, map: b.map.clone(), pattern: b.pattern.clone() };
                         b.poly = neg;
                         // `b` is now below and `other` above: flip whichever is off its default.
                         if *above {
@@ -676,11 +655,7 @@ fn split_rec(
                 }
             }
             Splitter::Max { group, cands } => {
-                let maps = maxgroup::Maps {
-                    z,
-                    noise: &stage.noise,
-                    n,
-                };
+                let maps = maxgroup::Maps { z, noise: &stage.noise, n };
                 let alive = maxgroup::undominated(&b.poly, maps, cands);
                 let mut cells = if alive.len() == 1 {
                     vec![(alive[0], std::mem::take(&mut b.poly))]
@@ -694,9 +669,7 @@ fn split_rec(
                     cells.push((best, std::mem::take(&mut b.poly)));
                 }
                 let (bits, offset) = match &stage.nonlin {
-                    Nonlinearity::Max { bits, .. } => {
-                        (*bits, stage.bit_offset + *group as usize * *bits)
-                    }
+                    Nonlinearity::Max { bits, .. } => (*bits, stage.bit_offset + *group as usize * *bits),
                     Nonlinearity::Pwl { .. } => {
                         unreachable!("max splitter in an elementwise stage")
                     }
@@ -705,11 +678,7 @@ fn split_rec(
                     .into_iter()
                     .map(|((u, pos), poly)| {
                         let u = u as usize;
-                        let mut nb = Branch {
-                            poly,
-                            map: b.map.clone(),
-                            pattern: b.pattern.clone(),
-                        };
+                        let mut nb = Branch { poly, map: b.map.clone(), pattern: b.pattern.clone() };
                         nb.add(stage, *group as usize, maps.unit(u));
                         nb.pattern.set_bits(offset, bits, pos as u64);
                         nb
@@ -722,14 +691,7 @@ fn split_rec(
             }
         }
     }
-    sink.push(
-        ctx,
-        Cell {
-            poly: b.poly,
-            map: b.map,
-            pattern: b.pattern,
-        },
-    );
+    sink.push(ctx, Cell { poly: b.poly, map: b.map, pattern: b.pattern });
 }
 
 /// Continues the branches with the remaining splitters. Large remaining work forks onto other
@@ -766,8 +728,7 @@ fn fork_or_recurse(
         sink.out.merge(right);
         return None;
     }
-    let largest = (0..branches.len())
-        .max_by(|&x, &y| branches[x].poly.area().total_cmp(&branches[y].poly.area()))?;
+    let largest = (0..branches.len()).max_by(|&x, &y| branches[x].poly.area().total_cmp(&branches[y].poly.area()))?;
     let keep = branches.swap_remove(largest);
     for br in branches {
         split_rec(ctx, stage, z, br, rest, sink, forks);
@@ -776,41 +737,30 @@ fn fork_or_recurse(
 }
 
 /// Partitions the square `[-1, 1]²` of `plane` (a normalised plane: see `Slice::normalized`).
-pub(crate) fn run(
-    net: &Network,
-    plane: &Plane,
-    opts: &Options,
-) -> Result<(Plan, RawOutput), EngineError> {
+pub(crate) fn run(net: &Network, plane: &Plane, opts: &Options) -> Result<(Plan, RawOutput), EngineError> {
     let plan = Plan::new(net, plane);
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        opts.threads
-    };
+    let threads =
+        if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .stack_size(64 << 20)
         .build()
-        .map_err(|e| EngineError::Threads {
-            threads,
-            message: e.to_string(),
-        })?;
+        .map_err(|e| EngineError::Threads { threads, message: e.to_string() })?;
     let ctx = Ctx {
         plan: &plan,
         opts,
         produced: AtomicU64::new(0),
-        abort: AtomicBool::new(false),
+        kept_bytes: AtomicU64::new(0),
+        stop: std::sync::atomic::AtomicU8::new(0),
+        start: std::time::Instant::now(),
     };
     let mut input = Vec::with_capacity(3 * plane.origin.len());
     input.extend_from_slice(&plane.du);
     input.extend_from_slice(&plane.dv);
     input.extend_from_slice(&plane.origin);
     let z0 = plan.first.apply_maps(&input, 1);
-    let domain = Cell {
-        poly: ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0),
-        map: z0,
-        pattern: Pattern::zeros(plan.pattern_bits),
-    };
+    let domain =
+        Cell { poly: ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0), map: z0, pattern: Pattern::zeros(plan.pattern_bits) };
     let mut out = ctx.empty();
     pool.install(|| {
         if plan.stages.is_empty() {
@@ -819,10 +769,10 @@ pub(crate) fn run(
             process_batch(&ctx, 0, vec![domain], &mut out);
         }
     });
-    if ctx.aborted() {
-        return Err(EngineError::TooManyRegions {
-            limit: opts.max_regions.unwrap_or(0),
-        });
+    match ctx.stop.load(Ordering::Relaxed) {
+        0 => Ok((plan, out)),
+        STOP_REGIONS => Err(EngineError::TooManyRegions { limit: opts.max_regions.unwrap_or(0) }),
+        STOP_TIME => Err(EngineError::TimeLimit { seconds: opts.time_limit.map_or(0.0, |t| t.as_secs_f64()) }),
+        _ => Err(EngineError::MemoryLimit { megabytes: opts.memory_limit.unwrap_or(0) >> 20 }),
     }
-    Ok((plan, out))
 }

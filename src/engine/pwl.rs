@@ -29,14 +29,8 @@ impl PwlLayer {
     pub(crate) fn new(forms: &[HingeForm], n_slots: usize) -> Self {
         let slots = (0..n_slots)
             .map(|j| Slot {
-                bp: forms
-                    .iter()
-                    .map(|f| f.hinges().get(j).map_or(0.0, |h| h.0))
-                    .collect(),
-                da: forms
-                    .iter()
-                    .map(|f| f.hinges().get(j).map_or(0.0, |h| h.1))
-                    .collect(),
+                bp: forms.iter().map(|f| f.hinges().get(j).map_or(0.0, |h| h.0)).collect(),
+                da: forms.iter().map(|f| f.hinges().get(j).map_or(0.0, |h| h.1)).collect(),
             })
             .collect();
         PwlLayer {
@@ -73,14 +67,7 @@ impl PwlLayer {
     ) {
         let n = self.slope0.len();
         scratch.resize(n);
-        let Scratch {
-            lo,
-            hi,
-            mark,
-            slope,
-            intercept,
-            state,
-        } = scratch;
+        let Scratch { lo, hi, mark, slope, intercept, state } = scratch;
         let n_slots = self.slots.len();
         let (za, zb, zc) = (&z[..n], &z[n..2 * n], &z[2 * n..3 * n]);
         // Enclose every unit's range over the polygon's bounding box first; only units whose
@@ -107,9 +94,7 @@ impl PwlLayer {
         intercept.copy_from_slice(&self.intercept0);
         for (j, slot) in self.slots.iter().enumerate() {
             // state: 0 below or on the line, 1 above, 2 crossing.
-            kernels::classify_slot(
-                za, zb, zc, noise, lo, hi, &slot.bp, &slot.da, slope, intercept, state,
-            );
+            kernels::classify_slot(za, zb, zc, noise, lo, hi, &slot.bp, &slot.da, slope, intercept, state);
             for (i, &s) in state.iter().enumerate() {
                 if s == 0 {
                     continue;
@@ -129,12 +114,7 @@ impl PwlLayer {
                     intercept[i] -= da * bp;
                     pattern.set_bit(bit);
                 }
-                splitters.push(Splitter::Hinge {
-                    unit: i as u32,
-                    slot: j as u8,
-                    bit: bit as u32,
-                    above,
-                });
+                splitters.push(Splitter::Hinge { unit: i as u32, slot: j as u8, bit: bit as u32, above });
             }
         }
         let (ha, rest) = h.split_at_mut(n);

@@ -31,9 +31,7 @@ pub enum Split {
 impl ConvexPolygon {
     /// The axis-aligned rectangle `[u0, u1] × [v0, v1]`.
     pub fn rect(u0: f64, u1: f64, v0: f64, v1: f64) -> Self {
-        ConvexPolygon {
-            pts: vec![[u0, v0], [u1, v0], [u1, v1], [u0, v1]],
-        }
+        ConvexPolygon { pts: vec![[u0, v0], [u1, v0], [u1, v1], [u0, v1]] }
     }
 
     /// Signed area (positive for counter-clockwise), computed relative to the first vertex so
@@ -53,10 +51,7 @@ impl ConvexPolygon {
     /// Centroid of the vertices; strictly inside for a convex polygon of positive area.
     pub fn vertex_centroid(&self) -> [f64; 2] {
         let n = self.pts.len() as f64;
-        let (su, sv) = self
-            .pts
-            .iter()
-            .fold((0.0, 0.0), |(a, b), p| (a + p[0], b + p[1]));
+        let (su, sv) = self.pts.iter().fold((0.0, 0.0), |(a, b), p| (a + p[0], b + p[1]));
         [su / n, sv / n]
     }
 
@@ -81,12 +76,7 @@ impl ConvexPolygon {
 
     /// Axis-aligned bounding box `[u0, u1, v0, v1]`.
     pub fn bbox(&self) -> [f64; 4] {
-        let mut b = [
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-        ];
+        let mut b = [f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY];
         for p in &self.pts {
             b[0] = b[0].min(p[0]);
             b[1] = b[1].max(p[0]);
@@ -105,10 +95,7 @@ impl ConvexPolygon {
         if n < 3 || self.area() <= 0.0 {
             return false;
         }
-        let coord = self
-            .pts
-            .iter()
-            .fold(0.0f64, |m, p| m.max(p[0].abs()).max(p[1].abs()));
+        let coord = self.pts.iter().fold(0.0f64, |m, p| m.max(p[0].abs()).max(p[1].abs()));
         let ulp = 4.0 * f64::EPSILON * coord;
         for i in 0..n {
             let a = self.pts[i];
@@ -117,9 +104,7 @@ impl ConvexPolygon {
             let cross = (b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0]);
             let e1 = (b[0] - a[0]).abs() + (b[1] - a[1]).abs();
             let e2 = (c[0] - b[0]).abs() + (c[1] - b[1]).abs();
-            let scale = e1 * e2
-                + ulp * (e1 + e2) / super::predicates::REL_TOL
-                + extent * extent * f64::EPSILON;
+            let scale = e1 * e2 + ulp * (e1 + e2) / super::predicates::REL_TOL + extent * extent * f64::EPSILON;
             if sign(cross, scale) == Sign::Neg {
                 return false;
             }
@@ -209,9 +194,7 @@ mod tests {
         let sq = ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0);
         // u - v = 0 passes exactly through two corners: two triangles, no extra points.
         let vals = values(&sq, |p| p[0] - p[1]);
-        let Split::Both(neg, pos) = sq.split(&vals, 3.0) else {
-            panic!("must split")
-        };
+        let Split::Both(neg, pos) = sq.split(&vals, 3.0) else { panic!("must split") };
         assert_eq!(neg.pts.len(), 3);
         assert_eq!(pos.pts.len(), 3);
         assert!((neg.area() - 2.0).abs() < 1e-15 && (pos.area() - 2.0).abs() < 1e-15);
@@ -222,9 +205,7 @@ mod tests {
     fn split_conserves_area_and_classifies_sides() {
         let sq = ConvexPolygon::rect(0.0, 2.0, 0.0, 1.0);
         let f = |p: [f64; 2]| 0.3 * p[0] + 0.7 * p[1] - 0.5;
-        let Split::Both(neg, pos) = sq.split(&values(&sq, f), 1.5) else {
-            panic!()
-        };
+        let Split::Both(neg, pos) = sq.split(&values(&sq, f), 1.5) else { panic!() };
         assert!((neg.area() + pos.area() - 2.0).abs() < 1e-14);
         assert!(f(neg.centroid()) < 0.0 && f(pos.centroid()) > 0.0);
     }

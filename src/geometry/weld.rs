@@ -17,12 +17,7 @@ pub struct Welder {
 impl Welder {
     /// A welder for points in a domain of size `extent`.
     pub fn new(extent: f64) -> Self {
-        Welder {
-            cell: 1024.0 * REL_TOL * extent,
-            extent,
-            grid: Default::default(),
-            count: 0,
-        }
+        Welder { cell: 1024.0 * REL_TOL * extent, extent, grid: Default::default(), count: 0 }
     }
 
     /// Number of distinct points so far (ids are `0..len()`).
@@ -38,16 +33,11 @@ impl Welder {
     /// The id of `p` (the id of an earlier point within tolerance, or a new one), and whether
     /// it is new.
     pub fn id(&mut self, p: [f64; 2]) -> (usize, bool) {
-        let key = (
-            (p[0] / self.cell).floor() as i64,
-            (p[1] / self.cell).floor() as i64,
-        );
+        let key = ((p[0] / self.cell).floor() as i64, (p[1] / self.cell).floor() as i64);
         for dx in -1..=1 {
             for dy in -1..=1 {
                 if let Some(list) = self.grid.get(&(key.0 + dx, key.1 + dy)) {
-                    if let Some(&(id, _)) =
-                        list.iter().find(|(_, q)| same_point(p, *q, self.extent))
-                    {
+                    if let Some(&(id, _)) = list.iter().find(|(_, q)| same_point(p, *q, self.extent)) {
                         return (id, false);
                     }
                 }

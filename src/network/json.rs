@@ -59,18 +59,13 @@ pub enum ModelError {
 }
 
 fn field_suffix(field: &Option<String>) -> String {
-    field
-        .as_ref()
-        .map(|f| format!(", field `{f}`"))
-        .unwrap_or_default()
+    field.as_ref().map(|f| format!(", field `{f}`")).unwrap_or_default()
 }
 
 /// Reads and validates a `tessera-model/1` file.
 pub fn load_path(path: &Path) -> Result<Network, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
     parse_str(&text, &path.display().to_string())
 }
 
@@ -84,32 +79,21 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Network, ModelError> {
         if text.contains("NaN") || text.contains("Infinity") {
             message.push_str(" (NaN and Infinity are not valid JSON numbers)");
         }
-        ModelError::Json {
-            path: origin.to_string(),
-            line: e.line(),
-            column: e.column(),
-            message,
-        }
+        ModelError::Json { path: origin.to_string(), line: e.line(), column: e.column(), message }
     })?;
     parse_value(&doc)
 }
 
 /// Validates an already parsed JSON document.
 pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
-    let obj = doc.as_object().ok_or(ModelError::Field {
-        field: "format",
-        message: "the document must be a JSON object".into(),
-    })?;
+    let obj = doc
+        .as_object()
+        .ok_or(ModelError::Field { field: "format", message: "the document must be a JSON object".into() })?;
     for key in obj.keys() {
-        if !matches!(
-            key.as_str(),
-            "format" | "input_shape" | "layers" | "metadata"
-        ) {
+        if !matches!(key.as_str(), "format" | "input_shape" | "layers" | "metadata") {
             return Err(ModelError::Field {
                 field: "(top level)",
-                message: format!(
-                    "unknown field `{key}`; expected format, input_shape, layers, metadata"
-                ),
+                message: format!("unknown field `{key}`; expected format, input_shape, layers, metadata"),
             });
         }
     }
@@ -124,20 +108,11 @@ pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
     }
     let dims: Vec<usize> = obj
         .get("input_shape")
-        .ok_or(ModelError::Field {
-            field: "input_shape",
-            message: "missing".into(),
-        })
+        .ok_or(ModelError::Field { field: "input_shape", message: "missing".into() })
         .and_then(|v| {
-            Vec::<usize>::deserialize(v).map_err(|e| ModelError::Field {
-                field: "input_shape",
-                message: e.to_string(),
-            })
+            Vec::<usize>::deserialize(v).map_err(|e| ModelError::Field { field: "input_shape", message: e.to_string() })
         })?;
-    let too_big = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .is_none_or(|n| n > super::MAX_ELEMENTS);
+    let too_big = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > super::MAX_ELEMENTS);
     if too_big {
         return Err(ModelError::Field {
             field: "input_shape",
@@ -146,47 +121,38 @@ pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
     }
     let input_shape = match dims.as_slice() {
         [n] if *n > 0 => Shape::Flat(*n),
-        [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Shape::Image {
-            c: *c,
-            h: *h,
-            w: *w,
-        },
+        [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Shape::Image { c: *c, h: *h, w: *w },
         _ => {
             return Err(ModelError::Field {
                 field: "input_shape",
-                message: format!(
-                "must be [features] or [channels, height, width] with positive sizes, got {dims:?}"
-            ),
+                message: format!("must be [features] or [channels, height, width] with positive sizes, got {dims:?}"),
             })
         }
     };
     let layers = obj
         .get("layers")
         .and_then(Value::as_array)
-        .ok_or(ModelError::Field {
-            field: "layers",
-            message: "missing or not a list".into(),
-        })?;
+        .ok_or(ModelError::Field { field: "layers", message: "missing or not a list".into() })?;
     let mut shape = input_shape;
     let mut out = Vec::with_capacity(layers.len());
     for (index, value) in layers.iter().enumerate() {
         let layer = parse_layer(index, value, shape)?;
         match layer.output.checked_numel() {
             Some(n) if n > 0 && n <= super::MAX_ELEMENTS => {}
-            _ => return Err(ModelError::Layer {
-                index,
-                op: layer.op.clone(),
-                field: None,
-                message: format!(
-                    "output shape {} is empty or has more than {} entries (tessera's size limit)",
-                    layer.output,
-                    super::MAX_ELEMENTS
-                ),
-            }),
+            _ => {
+                return Err(ModelError::Layer {
+                    index,
+                    op: layer.op.clone(),
+                    field: None,
+                    message: format!(
+                        "output shape {} is empty or has more than {} entries (tessera's size limit)",
+                        layer.output,
+                        super::MAX_ELEMENTS
+                    ),
+                })
+            }
         }
-        if matches!(layer.kind, LayerKind::MaxPool2d { .. })
-            && layer.max_groups().iter().any(Vec::is_empty)
-        {
+        if matches!(layer.kind, LayerKind::MaxPool2d { .. }) && layer.max_groups().iter().any(Vec::is_empty) {
             return Err(ModelError::Layer {
                 index,
                 op: layer.op.clone(),
@@ -197,10 +163,7 @@ pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
         shape = layer.output;
         out.push(layer);
     }
-    Ok(Network {
-        input_shape,
-        layers: out,
-    })
+    Ok(Network { input_shape, layers: out })
 }
 
 /// Error builder for one layer.
@@ -221,10 +184,7 @@ impl Ctx<'_> {
 
     fn finite(&self, field: &str, values: &[f64]) -> Result<(), ModelError> {
         match values.iter().position(|v| !v.is_finite()) {
-            Some(i) => Err(self.err(
-                Some(field),
-                format!("entry {i} is not finite ({})", values[i]),
-            )),
+            Some(i) => Err(self.err(Some(field), format!("entry {i} is not finite ({})", values[i]))),
             None => Ok(()),
         }
     }
@@ -233,20 +193,16 @@ impl Ctx<'_> {
         if values.len() == expected {
             Ok(())
         } else {
-            Err(self.err(
-                Some(field),
-                format!("expected {expected} values, found {}", values.len()),
-            ))
+            Err(self.err(Some(field), format!("expected {expected} values, found {}", values.len())))
         }
     }
 
     fn image(&self, shape: Shape) -> Result<(usize, usize, usize), ModelError> {
         match shape {
             Shape::Image { c, h, w } => Ok((c, h, w)),
-            Shape::Flat(n) => Err(self.err(
-                None,
-                format!("needs an image input [channels, height, width], got flat [{n}]"),
-            )),
+            Shape::Flat(n) => {
+                Err(self.err(None, format!("needs an image input [channels, height, width], got flat [{n}]")))
+            }
         }
     }
 }
@@ -353,10 +309,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
 
 fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, ModelError> {
     let unknown = Ctx { index, op: "?" };
-    let mut obj = value
-        .as_object()
-        .ok_or_else(|| unknown.err(None, "a layer must be a JSON object"))?
-        .clone();
+    let mut obj = value.as_object().ok_or_else(|| unknown.err(None, "a layer must be a JSON object"))?.clone();
     let op = match obj.remove("op") {
         Some(Value::String(s)) => s,
         _ => return Err(unknown.err(Some("op"), "missing or not a string")),
@@ -367,14 +320,7 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
         T::deserialize(v).map_err(|e| {
             let msg = e.to_string();
             let field = msg.split('`').nth(1).map(str::to_string);
-            cx.err(
-                None,
-                if let Some(f) = field {
-                    format!("{msg} (field `{f}`)")
-                } else {
-                    msg
-                },
-            )
+            cx.err(None, if let Some(f) = field { format!("{msg} (field `{f}`)") } else { msg })
         })
     }
     let (kind, output) = match op.as_str() {
@@ -383,12 +329,9 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
             let n_in = match input {
                 Shape::Flat(n) => n,
                 other => {
-                    return Err(cx.err(
-                        None,
-                        format!(
-                        "needs a flat input, got {other}; add {{\"op\": \"flatten\"}} before it"
-                    ),
-                    ))
+                    return Err(
+                        cx.err(None, format!("needs a flat input, got {other}; add {{\"op\": \"flatten\"}} before it"))
+                    )
                 }
             };
             let out = s.weight.len();
@@ -400,10 +343,7 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
                 if row.len() != n_in {
                     return Err(cx.err(
                         Some("weight"),
-                        format!(
-                            "row {r} has {} columns but the input has {n_in} features",
-                            row.len()
-                        ),
+                        format!("row {r} has {} columns but the input has {n_in} features", row.len()),
                     ));
                 }
                 weight.extend_from_slice(row);
@@ -427,10 +367,7 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
             }
             let icg = c / groups;
             let kh = s.weight[0].first().map_or(0, Vec::len);
-            let kw = s.weight[0]
-                .first()
-                .and_then(|k| k.first())
-                .map_or(0, Vec::len);
+            let kw = s.weight[0].first().and_then(|k| k.first()).map_or(0, Vec::len);
             if kh == 0 || kw == 0 {
                 return Err(cx.err(Some("weight"), "empty kernel"));
             }
@@ -467,25 +404,10 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
             if window.stride.contains(&0) || window.dilation.contains(&0) {
                 return Err(cx.err(Some("stride"), "stride and dilation must be positive"));
             }
-            let (oh, ow) = window.output_size(h, w).ok_or_else(|| {
-                cx.err(
-                    None,
-                    format!("a {kh}×{kw} kernel does not fit the {h}×{w} input"),
-                )
-            })?;
-            (
-                LayerKind::Conv2d {
-                    weight,
-                    bias,
-                    window,
-                    groups,
-                },
-                Shape::Image {
-                    c: oc,
-                    h: oh,
-                    w: ow,
-                },
-            )
+            let (oh, ow) = window
+                .output_size(h, w)
+                .ok_or_else(|| cx.err(None, format!("a {kh}×{kw} kernel does not fit the {h}×{w} input")))?;
+            (LayerKind::Conv2d { weight, bias, window, groups }, Shape::Image { c: oc, h: oh, w: ow })
         }
         "batch_norm" => {
             let s: BatchNormSpec = spec(&cx, &rest)?;
@@ -503,20 +425,16 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
             }
             let eps = s.eps.unwrap_or(1e-5);
             if !eps.is_finite() || eps < 0.0 {
-                return Err(cx.err(
-                    Some("eps"),
-                    format!("must be finite and non-negative, got {eps}"),
-                ));
+                return Err(cx.err(Some("eps"), format!("must be finite and non-negative, got {eps}")));
             }
             let mut scale = Vec::with_capacity(ch);
             let mut shift = Vec::with_capacity(ch);
             for i in 0..ch {
                 let var = s.running_var[i] + eps;
                 if var <= 0.0 {
-                    return Err(cx.err(
-                        Some("running_var"),
-                        format!("channel {i}: running_var + eps = {var} must be positive"),
-                    ));
+                    return Err(
+                        cx.err(Some("running_var"), format!("channel {i}: running_var + eps = {var} must be positive"))
+                    );
                 }
                 let sc = weight[i] / var.sqrt();
                 scale.push(sc);
@@ -537,34 +455,19 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
                 dilation: s.dilation.map_or([1, 1], |p| p.get()),
             };
             if kernel.contains(&0) || window.stride.contains(&0) || window.dilation.contains(&0) {
-                return Err(cx.err(
-                    Some("kernel_size"),
-                    "kernel, stride and dilation must be positive",
-                ));
+                return Err(cx.err(Some("kernel_size"), "kernel, stride and dilation must be positive"));
             }
             if window.padding[0] > kernel[0] / 2 || window.padding[1] > kernel[1] / 2 {
-                return Err(cx.err(
-                    Some("padding"),
-                    "padding must be at most half the kernel size",
-                ));
+                return Err(cx.err(Some("padding"), "padding must be at most half the kernel size"));
             }
             if op == "avg_pool2d" && window.dilation != [1, 1] {
                 return Err(cx.err(Some("dilation"), "avg_pool2d has no dilation"));
             }
             let (oh, ow) = window.output_size(h, w).ok_or_else(|| {
-                cx.err(
-                    None,
-                    format!(
-                        "a {}×{} window does not fit the {h}×{w} input",
-                        kernel[0], kernel[1]
-                    ),
-                )
+                cx.err(None, format!("a {}×{} window does not fit the {h}×{w} input", kernel[0], kernel[1]))
             })?;
-            let kind = if op == "avg_pool2d" {
-                LayerKind::AvgPool2d { window }
-            } else {
-                LayerKind::MaxPool2d { window }
-            };
+            let kind =
+                if op == "avg_pool2d" { LayerKind::AvgPool2d { window } } else { LayerKind::MaxPool2d { window } };
             (kind, Shape::Image { c, h: oh, w: ow })
         }
         "flatten" => {
@@ -581,19 +484,13 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
         }
         "relu6" => {
             let _: Empty = spec(&cx, &rest)?;
-            (
-                LayerKind::Activation(Activation::HardTanh { min: 0.0, max: 6.0 }),
-                input,
-            )
+            (LayerKind::Activation(Activation::HardTanh { min: 0.0, max: 6.0 }), input)
         }
         "leaky_relu" => {
             let s: LeakySpec = spec(&cx, &rest)?;
             let slope = s.negative_slope.unwrap_or(0.01);
             cx.finite("negative_slope", &[slope])?;
-            (
-                LayerKind::Activation(Activation::LeakyRelu { slope }),
-                input,
-            )
+            (LayerKind::Activation(Activation::LeakyRelu { slope }), input)
         }
         "prelu" => {
             let s: PReluSpec = spec(&cx, &rest)?;
@@ -601,17 +498,11 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
             if s.weight.len() != 1 && s.weight.len() != ch {
                 return Err(cx.err(
                     Some("weight"),
-                    format!(
-                        "expected 1 or {ch} (one per channel) values, found {}",
-                        s.weight.len()
-                    ),
+                    format!("expected 1 or {ch} (one per channel) values, found {}", s.weight.len()),
                 ));
             }
             cx.finite("weight", &s.weight)?;
-            (
-                LayerKind::Activation(Activation::PRelu { slopes: s.weight }),
-                input,
-            )
+            (LayerKind::Activation(Activation::PRelu { slopes: s.weight }), input)
         }
         "hardtanh" => {
             let s: HardTanhSpec = spec(&cx, &rest)?;
@@ -620,15 +511,9 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
             cx.finite("min_val", &[min])?;
             cx.finite("max_val", &[max])?;
             if min >= max {
-                return Err(cx.err(
-                    Some("max_val"),
-                    format!("max_val {max} must exceed min_val {min}"),
-                ));
+                return Err(cx.err(Some("max_val"), format!("max_val {max} must exceed min_val {min}")));
             }
-            (
-                LayerKind::Activation(Activation::HardTanh { min, max }),
-                input,
-            )
+            (LayerKind::Activation(Activation::HardTanh { min, max }), input)
         }
         "maxout" => {
             let s: MaxoutSpec = spec(&cx, &rest)?;
@@ -636,30 +521,14 @@ fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, Model
             if s.pool_size == 0 || n % s.pool_size != 0 {
                 return Err(cx.err(
                     Some("pool_size"),
-                    format!(
-                        "{} must be positive and divide the {n} input features",
-                        s.pool_size
-                    ),
+                    format!("{} must be positive and divide the {n} input features", s.pool_size),
                 ));
             }
-            (
-                LayerKind::Maxout { pool: s.pool_size },
-                Shape::Flat(n / s.pool_size),
-            )
+            (LayerKind::Maxout { pool: s.pool_size }, Shape::Flat(n / s.pool_size))
         }
-        _ => {
-            return Err(cx.err(
-                Some("op"),
-                format!("unknown op `{op}`; supported: {}", SUPPORTED_OPS.join(", ")),
-            ))
-        }
+        _ => return Err(cx.err(Some("op"), format!("unknown op `{op}`; supported: {}", SUPPORTED_OPS.join(", ")))),
     };
-    Ok(Layer {
-        kind,
-        input,
-        output,
-        op,
-    })
+    Ok(Layer { kind, input, output, op })
 }
 
 /// Serialises a network back to `tessera-model/1` (batch-norm is written folded, as
@@ -676,12 +545,7 @@ pub fn to_value(net: &Network) -> Value {
                 let rows: Vec<&[f64]> = weight.chunks(n_in).collect();
                 json!({"op": "linear", "weight": rows, "bias": bias})
             }
-            LayerKind::Conv2d {
-                weight,
-                bias,
-                window,
-                groups,
-            } => {
+            LayerKind::Conv2d { weight, bias, window, groups } => {
                 let [kh, kw] = window.kernel;
                 let icg = l.input.channels() / groups;
                 let w4: Vec<Vec<Vec<&[f64]>>> = weight
@@ -736,31 +600,20 @@ mod tests {
                {"op":"linear","weight":[[1,2],[3,4]],"bias":[0,0]},
                {"op":"linear","weight":[[1,2,3]]}]}"#,
         );
-        assert!(
-            e.contains("layer 1") && e.contains("linear") && e.contains("weight"),
-            "{e}"
-        );
+        assert!(e.contains("layer 1") && e.contains("linear") && e.contains("weight"), "{e}");
     }
 
     #[test]
     fn rejects_unknown_op_and_field() {
-        let e =
-            err_of(r#"{"format":"tessera-model/1","input_shape":[2],"layers":[{"op":"gelu"}]}"#);
-        assert!(
-            e.contains("unknown op `gelu`") && e.contains("layer 0"),
-            "{e}"
-        );
-        let e = err_of(
-            r#"{"format":"tessera-model/1","input_shape":[2],"layers":[{"op":"relu","inplace":true}]}"#,
-        );
+        let e = err_of(r#"{"format":"tessera-model/1","input_shape":[2],"layers":[{"op":"gelu"}]}"#);
+        assert!(e.contains("unknown op `gelu`") && e.contains("layer 0"), "{e}");
+        let e = err_of(r#"{"format":"tessera-model/1","input_shape":[2],"layers":[{"op":"relu","inplace":true}]}"#);
         assert!(e.contains("inplace"), "{e}");
     }
 
     #[test]
     fn rejects_nan_literal_with_hint() {
-        let e = err_of(
-            r#"{"format":"tessera-model/1","input_shape":[1],"layers":[{"op":"linear","weight":[[NaN]]}]}"#,
-        );
+        let e = err_of(r#"{"format":"tessera-model/1","input_shape":[1],"layers":[{"op":"linear","weight":[[NaN]]}]}"#);
         assert!(e.contains("line 1") && e.contains("NaN"), "{e}");
     }
 

@@ -97,9 +97,7 @@ impl Window {
     /// Arithmetic is checked: absurd sizes give `None`, never an overflow.
     pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let dim = |n: usize, i: usize| -> Option<usize> {
-            let span = self.dilation[i]
-                .checked_mul(self.kernel[i].checked_sub(1)?)?
-                .checked_add(1)?;
+            let span = self.dilation[i].checked_mul(self.kernel[i].checked_sub(1)?)?.checked_add(1)?;
             let padded = n.checked_add(self.padding[i].checked_mul(2)?)?;
             if padded < span || self.stride[i] == 0 {
                 None
@@ -161,12 +159,7 @@ pub struct HingeForm {
 
 impl HingeForm {
     fn new(slope0: f64, intercept0: f64, hinges: &[(f64, f64)]) -> Self {
-        let mut out = HingeForm {
-            slope0,
-            intercept0,
-            hinges: [(0.0, 0.0); 2],
-            n_hinges: 0,
-        };
+        let mut out = HingeForm { slope0, intercept0, hinges: [(0.0, 0.0); 2], n_hinges: 0 };
         for &(b, da) in hinges {
             if da != 0.0 {
                 out.hinges[out.n_hinges] = (b, da);
@@ -197,17 +190,11 @@ impl Activation {
             Activation::Relu => HingeForm::new(0.0, 0.0, &[(0.0, 1.0)]),
             Activation::LeakyRelu { slope } => HingeForm::new(slope, 0.0, &[(0.0, 1.0 - slope)]),
             Activation::PRelu { ref slopes } => {
-                let a = if slopes.len() == 1 {
-                    slopes[0]
-                } else {
-                    slopes[channel]
-                };
+                let a = if slopes.len() == 1 { slopes[0] } else { slopes[channel] };
                 HingeForm::new(a, 0.0, &[(0.0, 1.0 - a)])
             }
             Activation::Abs => HingeForm::new(-1.0, 0.0, &[(0.0, 2.0)]),
-            Activation::HardTanh { min, max } => {
-                HingeForm::new(0.0, min, &[(min, 1.0), (max, -1.0)])
-            }
+            Activation::HardTanh { min, max } => HingeForm::new(0.0, min, &[(min, 1.0), (max, -1.0)]),
         }
     }
 
@@ -223,11 +210,7 @@ impl Activation {
                 }
             }
             Activation::PRelu { ref slopes } => {
-                let a = if slopes.len() == 1 {
-                    slopes[0]
-                } else {
-                    slopes[channel]
-                };
+                let a = if slopes.len() == 1 { slopes[0] } else { slopes[channel] };
                 if z >= 0.0 {
                     z
                 } else {
@@ -318,9 +301,7 @@ impl Layer {
     /// Number of trainable-style parameters (weights and biases; batch-norm counts 4 per channel).
     pub fn parameter_count(&self) -> usize {
         match &self.kind {
-            LayerKind::Linear { weight, bias } | LayerKind::Conv2d { weight, bias, .. } => {
-                weight.len() + bias.len()
-            }
+            LayerKind::Linear { weight, bias } | LayerKind::Conv2d { weight, bias, .. } => weight.len() + bias.len(),
             LayerKind::BatchNorm { scale, .. } => 4 * scale.len(),
             LayerKind::Activation(Activation::PRelu { slopes }) => slopes.len(),
             _ => 0,
@@ -354,20 +335,8 @@ impl Layer {
                     *yo = dot + if with_bias { bias[o] } else { 0.0 };
                 }
             }
-            LayerKind::Conv2d {
-                weight,
-                bias,
-                window,
-                groups,
-            } => {
-                let (
-                    Shape::Image { c: ic, h, w },
-                    Shape::Image {
-                        c: oc,
-                        h: oh,
-                        w: ow,
-                    },
-                ) = (self.input, self.output)
+            LayerKind::Conv2d { weight, bias, window, groups } => {
+                let (Shape::Image { c: ic, h, w }, Shape::Image { c: oc, h: oh, w: ow }) = (self.input, self.output)
                 else {
                     unreachable!("conv2d shapes are validated as images")
                 };
@@ -408,9 +377,7 @@ impl Layer {
                 }
             }
             LayerKind::AvgPool2d { window } => {
-                let (Shape::Image { c, h, w }, Shape::Image { h: oh, w: ow, .. }) =
-                    (self.input, self.output)
-                else {
+                let (Shape::Image { c, h, w }, Shape::Image { h: oh, w: ow, .. }) = (self.input, self.output) else {
                     unreachable!("avg_pool2d shapes are validated as images")
                 };
                 let [kh, kw] = window.kernel;
@@ -450,10 +417,7 @@ impl Layer {
             }
             LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
                 for (g, yg) in self.max_groups().iter().zip(y.iter_mut()) {
-                    *yg = g
-                        .iter()
-                        .map(|&i| x[i as usize])
-                        .fold(f64::NEG_INFINITY, f64::max);
+                    *yg = g.iter().map(|&i| x[i as usize]).fold(f64::NEG_INFINITY, f64::max);
                 }
             }
             _ => unreachable!("apply_nonlinear on an affine layer"),
@@ -464,13 +428,11 @@ impl Layer {
     /// order (ties go to the first). Empty for other layers.
     pub fn max_groups(&self) -> Vec<Vec<u32>> {
         match &self.kind {
-            LayerKind::Maxout { pool } => (0..self.output.numel())
-                .map(|o| ((o * pool) as u32..((o + 1) * pool) as u32).collect())
-                .collect(),
+            LayerKind::Maxout { pool } => {
+                (0..self.output.numel()).map(|o| ((o * pool) as u32..((o + 1) * pool) as u32).collect()).collect()
+            }
             LayerKind::MaxPool2d { window } => {
-                let (Shape::Image { c, h, w }, Shape::Image { h: oh, w: ow, .. }) =
-                    (self.input, self.output)
-                else {
+                let (Shape::Image { c, h, w }, Shape::Image { h: oh, w: ow, .. }) = (self.input, self.output) else {
                     return Vec::new();
                 };
                 let mut groups = Vec::with_capacity(c * oh * ow);
@@ -538,10 +500,6 @@ impl Network {
 
     /// Number of piecewise-linear units (activation units plus max groups).
     pub fn pwl_unit_count(&self) -> usize {
-        self.layers
-            .iter()
-            .filter(|l| !l.is_affine())
-            .map(|l| l.output.numel())
-            .sum()
+        self.layers.iter().filter(|l| !l.is_affine()).map(|l| l.output.numel()).sum()
     }
 }

@@ -52,9 +52,7 @@ fn num(out: &mut String, v: f64) {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 impl SvgCanvas {
@@ -203,9 +201,7 @@ impl Canvas for BitmapCanvas<'_> {
     fn circle(&mut self, c: (f64, f64), r: f64, fill: Rgb, stroke: Rgb) {
         let r = r.round() as i32;
         let _ = self.area.draw(&Circle::new(px(c), r, color(fill).filled()));
-        let _ = self
-            .area
-            .draw(&Circle::new(px(c), r, color(stroke).stroke_width(2)));
+        let _ = self.area.draw(&Circle::new(px(c), r, color(stroke).stroke_width(2)));
     }
 
     fn text(&mut self, at: (f64, f64), s: &str, size: f64, c: Rgb, align: Align) {
@@ -215,9 +211,7 @@ impl Canvas for BitmapCanvas<'_> {
             Align::End => HPos::Right,
         };
         let rgb = color(c);
-        let style = TextStyle::from(("sans-serif", size).into_font())
-            .color(&rgb)
-            .pos(Pos::new(h, VPos::Center));
+        let style = TextStyle::from(("sans-serif", size).into_font()).color(&rgb).pos(Pos::new(h, VPos::Center));
         let _ = self.area.draw(&Text::new(s.to_string(), px(at), style));
     }
 }

@@ -75,26 +75,16 @@ fn region_palette() -> Vec<Rgb> {
 /// Colours for `n` regions: each region starts from a colour chosen by `key` (a hash of its
 /// pattern, so colours are stable across runs) and moves to the next palette colour not used by
 /// an already-coloured neighbour (greedy colouring in region order).
-pub fn distinct_colors(
-    n: usize,
-    key: impl Fn(usize) -> u64,
-    neighbours: &[Vec<usize>],
-) -> Vec<Rgb> {
+pub fn distinct_colors(n: usize, key: impl Fn(usize) -> u64, neighbours: &[Vec<usize>]) -> Vec<Rgb> {
     let palette = region_palette();
     let mut chosen: Vec<Option<usize>> = vec![None; n];
     for i in 0..n {
         let start = (key(i) % palette.len() as u64) as usize;
         let used: Vec<usize> = neighbours[i].iter().filter_map(|&j| chosen[j]).collect();
-        let pick = (0..palette.len())
-            .map(|d| (start + d) % palette.len())
-            .find(|c| !used.contains(c))
-            .unwrap_or(start);
+        let pick = (0..palette.len()).map(|d| (start + d) % palette.len()).find(|c| !used.contains(c)).unwrap_or(start);
         chosen[i] = Some(pick);
     }
-    chosen
-        .into_iter()
-        .map(|c| palette[c.unwrap_or(0)])
-        .collect()
+    chosen.into_iter().map(|c| palette[c.unwrap_or(0)]).collect()
 }
 
 #[cfg(test)]

@@ -94,39 +94,22 @@ impl Viewport {
     /// The viewport a picture with these options uses for `domain`.
     pub fn new(domain: Domain, opts: &RenderOptions) -> Self {
         let (w, h) = (opts.size.0 as f64, opts.size.1 as f64);
-        let (left, right, top, bottom) = if opts.axes {
-            (80.0, 170.0, 50.0, 60.0)
-        } else {
-            (0.0, 0.0, 0.0, 0.0)
-        };
+        let (left, right, top, bottom) = if opts.axes { (80.0, 170.0, 50.0, 60.0) } else { (0.0, 0.0, 0.0, 0.0) };
         let (aw, ah) = ((w - left - right).max(1.0), (h - top - bottom).max(1.0));
         let (du, dv) = (domain.u1 - domain.u0, domain.v1 - domain.v0);
         let scale = (aw / du).min(ah / dv);
-        let origin = (
-            left + 0.5 * (aw - du * scale),
-            top + 0.5 * (ah - dv * scale),
-        );
-        Viewport {
-            domain,
-            origin,
-            scale,
-        }
+        let origin = (left + 0.5 * (aw - du * scale), top + 0.5 * (ah - dv * scale));
+        Viewport { domain, origin, scale }
     }
 
     /// Pixel coordinates of `(u, v)`.
     pub fn to_px(&self, p: [f64; 2]) -> (f64, f64) {
-        (
-            self.origin.0 + (p[0] - self.domain.u0) * self.scale,
-            self.origin.1 + (self.domain.v1 - p[1]) * self.scale,
-        )
+        (self.origin.0 + (p[0] - self.domain.u0) * self.scale, self.origin.1 + (self.domain.v1 - p[1]) * self.scale)
     }
 
     /// Slice coordinates of pixel position `(x, y)`.
     pub fn to_uv(&self, x: f64, y: f64) -> [f64; 2] {
-        [
-            self.domain.u0 + (x - self.origin.0) / self.scale,
-            self.domain.v1 - (y - self.origin.1) / self.scale,
-        ]
+        [self.domain.u0 + (x - self.origin.0) / self.scale, self.domain.v1 - (y - self.origin.1) / self.scale]
     }
 }
 
@@ -154,9 +137,7 @@ pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Vec<u8> {
     let mut out = Vec::new();
     image::codecs::png::PngEncoder::new(&mut out)
         .write_image(rgb, width, height, image::ColorType::Rgb8)
-        .unwrap_or_else(|e| {
-            unreachable!("encoding a well-sized buffer into memory cannot fail: {e}")
-        });
+        .unwrap_or_else(|e| unreachable!("encoding a well-sized buffer into memory cannot fail: {e}"));
     out
 }
 
@@ -167,12 +148,7 @@ pub fn render_png(scene: &Scene<'_>, opts: &RenderOptions) -> Vec<u8> {
 
 /// The gradient norm of the output that decides the class at `class` (or output 0).
 fn slope(map: &crate::partition::AffineMap, class: usize) -> f64 {
-    let j = map
-        .jacobian
-        .get(class)
-        .or(map.jacobian.first())
-        .copied()
-        .unwrap_or([0.0, 0.0]);
+    let j = map.jacobian.get(class).or(map.jacobian.first()).copied().unwrap_or([0.0, 0.0]);
     j[0].hypot(j[1])
 }
 
@@ -195,11 +171,8 @@ struct Piece<'a> {
 pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
     let part = scene.partition;
     let vp = Viewport::new(part.domain, opts);
-    let edges = if opts.edges != EdgeMode::None || opts.color == ColorScheme::Pattern {
-        part.edges()
-    } else {
-        Vec::new()
-    };
+    let edges =
+        if opts.edges != EdgeMode::None || opts.color == ColorScheme::Pattern { part.edges() } else { Vec::new() };
     // Pieces to fill: class and slope colours follow the boundary inside crossed regions.
     let split = matches!(opts.color, ColorScheme::Class | ColorScheme::Slope);
     let mut pieces: Vec<Piece<'_>> = Vec::with_capacity(part.regions.len());
@@ -213,28 +186,16 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
         Some(b) if split => {
             for (i, r) in part.regions.iter().enumerate() {
                 if let RegionClass::One(k) = b.region_classes[i] {
-                    pieces.push(Piece {
-                        region: i,
-                        pts: &r.polygon.pts,
-                        class: Some(k),
-                    });
+                    pieces.push(Piece { region: i, pts: &r.polygon.pts, class: Some(k) });
                 }
             }
             for (i, k, cell) in &b.split_cells {
-                pieces.push(Piece {
-                    region: *i,
-                    pts: &cell.pts,
-                    class: Some(*k),
-                });
+                pieces.push(Piece { region: *i, pts: &cell.pts, class: Some(*k) });
             }
         }
         _ => {
             for (i, r) in part.regions.iter().enumerate() {
-                pieces.push(Piece {
-                    region: i,
-                    pts: &r.polygon.pts,
-                    class: region_class(i),
-                });
+                pieces.push(Piece { region: i, pts: &r.polygon.pts, class: region_class(i) });
             }
         }
     }
@@ -248,16 +209,8 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
         ColorScheme::Area | ColorScheme::Slope => {
             let mut vals: Vec<f64> = pieces.iter().map(value).filter(|v| v.is_finite()).collect();
             vals.sort_by(f64::total_cmp);
-            let q = |f: f64| {
-                vals.get(((vals.len().max(1) - 1) as f64 * f).round() as usize)
-                    .copied()
-                    .unwrap_or(0.0)
-            };
-            let label = if opts.color == ColorScheme::Area {
-                "log10 area"
-            } else {
-                "|grad| of class logit"
-            };
+            let q = |f: f64| vals.get(((vals.len().max(1) - 1) as f64 * f).round() as usize).copied().unwrap_or(0.0);
+            let label = if opts.color == ColorScheme::Area { "log10 area" } else { "|grad| of class logit" };
             Some((label, (q(0.01), q(0.99))))
         }
         _ => None,
@@ -271,26 +224,15 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
                     nb[r].push(e.left);
                 }
             }
-            let colors = distinct_colors(
-                part.regions.len(),
-                |i| pattern_id(&part.regions[i].pattern),
-                &nb,
-            );
+            let colors = distinct_colors(part.regions.len(), |i| pattern_id(&part.regions[i].pattern), &nb);
             pieces.iter().map(|p| colors[p.region]).collect()
         }
-        ColorScheme::Class => pieces
-            .iter()
-            .map(|p| {
-                p.class
-                    .map_or(Rgb(200, 200, 200), |k| class_color(k).lighten(0.35))
-            })
-            .collect(),
+        ColorScheme::Class => {
+            pieces.iter().map(|p| p.class.map_or(Rgb(200, 200, 200), |k| class_color(k).lighten(0.35))).collect()
+        }
         ColorScheme::Area | ColorScheme::Slope => {
             let (lo, hi) = colorbar.expect("set for colormap schemes").1;
-            pieces
-                .iter()
-                .map(|p| viridis((value(p) - lo) / (hi - lo).max(1e-300)))
-                .collect()
+            pieces.iter().map(|p| viridis((value(p) - lo) / (hi - lo).max(1e-300))).collect()
         }
     };
     let mut pts = Vec::new();
@@ -303,12 +245,7 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
             (Some(k), _) => format!(", class {k}"),
             _ => String::new(),
         };
-        let title = format!(
-            "region {}: area {:.3e}{class}, pattern {:016x}",
-            p.region,
-            r.area,
-            pattern_id(&r.pattern)
-        );
+        let title = format!("region {}: area {:.3e}{class}, pattern {:016x}", p.region, r.area, pattern_id(&r.pattern));
         c.polygon(&pts, *fill, Some(&title));
     }
     if opts.edges != EdgeMode::None {
@@ -336,13 +273,7 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
         for (p, name) in anchors.iter().zip(["A", "B", "C"]) {
             let at = vp.to_px(*p);
             c.circle(at, 6.0, Rgb(255, 255, 255), Rgb(0, 0, 0));
-            c.text(
-                (at.0 + 9.0, at.1 - 10.0),
-                name,
-                16.0,
-                Rgb(0, 0, 0),
-                Align::Start,
-            );
+            c.text((at.0 + 9.0, at.1 - 10.0), name, 16.0, Rgb(0, 0, 0), Align::Start);
         }
     }
     if opts.axes {
@@ -355,11 +286,7 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
 fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     let raw = (hi - lo) / 6.0;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
     (first..=last).map(|k| k as f64 * step).collect()
@@ -380,11 +307,7 @@ fn draw_axes(c: &mut dyn Canvas, vp: &Viewport, opts: &RenderOptions) {
     let (x0, y0) = vp.to_px([d.u0, d.v1]);
     let (x1, y1) = vp.to_px([d.u1, d.v0]);
     let black = Rgb(0, 0, 0);
-    c.polyline(
-        &[(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)],
-        black,
-        1.0,
-    );
+    c.polyline(&[(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)], black, 1.0);
     for u in ticks(d.u0, d.u1) {
         let (x, _) = vp.to_px([u, d.v0]);
         c.polyline(&[(x, y1), (x, y1 + 6.0)], black, 1.0);
@@ -395,28 +318,10 @@ fn draw_axes(c: &mut dyn Canvas, vp: &Viewport, opts: &RenderOptions) {
         c.polyline(&[(x0 - 6.0, y), (x0, y)], black, 1.0);
         c.text((x0 - 9.0, y), &tick_label(v), 13.0, black, Align::End);
     }
-    c.text(
-        (0.5 * (x0 + x1), y1 + 42.0),
-        "u",
-        15.0,
-        black,
-        Align::Middle,
-    );
-    c.text(
-        (x0 - 60.0, 0.5 * (y0 + y1)),
-        "v",
-        15.0,
-        black,
-        Align::Middle,
-    );
+    c.text((0.5 * (x0 + x1), y1 + 42.0), "u", 15.0, black, Align::Middle);
+    c.text((x0 - 60.0, 0.5 * (y0 + y1)), "v", 15.0, black, Align::Middle);
     if let Some(t) = &opts.title {
-        c.text(
-            (0.5 * opts.size.0 as f64, 24.0),
-            t,
-            18.0,
-            black,
-            Align::Middle,
-        );
+        c.text((0.5 * opts.size.0 as f64, 24.0), t, 18.0, black, Align::Middle);
     }
 }
 
@@ -433,16 +338,7 @@ fn draw_legend(
     let mut y = y_top + 10.0;
     let black = Rgb(0, 0, 0);
     let swatch = |c: &mut dyn Canvas, y: f64, color: Rgb, label: &str| {
-        c.polygon(
-            &[
-                (x, y - 7.0),
-                (x + 14.0, y - 7.0),
-                (x + 14.0, y + 7.0),
-                (x, y + 7.0),
-            ],
-            color,
-            None,
-        );
+        c.polygon(&[(x, y - 7.0), (x + 14.0, y - 7.0), (x + 14.0, y + 7.0), (x, y + 7.0)], color, None);
         c.text((x + 20.0, y), label, 13.0, black, Align::Start);
     };
     match opts.color {
@@ -475,30 +371,13 @@ fn draw_legend(
                 let t0 = k as f64 / 50.0;
                 let yy = y + h * (1.0 - t0) - h / 50.0;
                 c.polygon(
-                    &[
-                        (x, yy),
-                        (x + 18.0, yy),
-                        (x + 18.0, yy + h / 50.0 + 0.5),
-                        (x, yy + h / 50.0 + 0.5),
-                    ],
+                    &[(x, yy), (x + 18.0, yy), (x + 18.0, yy + h / 50.0 + 0.5), (x, yy + h / 50.0 + 0.5)],
                     viridis(t0 + 0.01),
                     None,
                 );
             }
-            c.text(
-                (x + 24.0, y),
-                &format!("≥ {hi:.3}"),
-                12.0,
-                black,
-                Align::Start,
-            );
-            c.text(
-                (x + 24.0, y + h),
-                &format!("≤ {lo:.3}"),
-                12.0,
-                black,
-                Align::Start,
-            );
+            c.text((x + 24.0, y), &format!("≥ {hi:.3}"), 12.0, black, Align::Start);
+            c.text((x + 24.0, y + h), &format!("≤ {lo:.3}"), 12.0, black, Align::Start);
             y += h + 20.0;
         }
         ColorScheme::Pattern => {}
@@ -508,25 +387,14 @@ fn draw_legend(
         c.text((x, y), "edges by layer", 13.0, black, Align::Start);
         y += 20.0;
         for (i, l) in part.layout.iter().enumerate() {
-            swatch(
-                c,
-                y,
-                CATEGORICAL[i % CATEGORICAL.len()],
-                &format!("{} #{}", l.op, l.layer),
-            );
+            swatch(c, y, CATEGORICAL[i % CATEGORICAL.len()], &format!("{} #{}", l.op, l.layer));
             y += 20.0;
         }
     }
     if scene.boundary.is_some() {
         y += 10.0;
         c.polyline(&[(x, y), (x + 14.0, y)], black, 2.5);
-        c.text(
-            (x + 20.0, y),
-            "decision boundary",
-            13.0,
-            black,
-            Align::Start,
-        );
+        c.text((x + 20.0, y), "decision boundary", 13.0, black, Align::Start);
     }
     let _ = y;
 }

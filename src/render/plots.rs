@@ -49,10 +49,7 @@ fn draw_bars(bars: &Bars, size: (u32, u32)) -> Result<Vec<u8>, String> {
             .map_err(|e| e.to_string())?;
         chart
             .draw_series(bars.values.iter().enumerate().map(|(i, &v)| {
-                Rectangle::new(
-                    [(i as f64 + 0.1, 0.0), (i as f64 + 0.9, v)],
-                    RGBColor(31, 119, 180).filled(),
-                )
+                Rectangle::new([(i as f64 + 0.1, 0.0), (i as f64 + 0.9, v)], RGBColor(31, 119, 180).filled())
             }))
             .map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;
@@ -61,16 +58,9 @@ fn draw_bars(bars: &Bars, size: (u32, u32)) -> Result<Vec<u8>, String> {
 }
 
 /// The three statistics plots as `(file stem, PNG bytes)`.
-pub fn stats_plots(
-    part: &Partition,
-    size: (u32, u32),
-) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+pub fn stats_plots(part: &Partition, size: (u32, u32)) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     let logs: Vec<f64> = part.regions.iter().map(|r| r.area.log10()).collect();
-    let (lo, hi) = logs
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-            (a.min(x), b.max(x))
-        });
+    let (lo, hi) = logs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
     let bins = 30;
     let width = ((hi - lo) / bins as f64).max(1e-12);
     let mut counts = vec![0.0; bins];
@@ -81,17 +71,10 @@ pub fn stats_plots(
         title: format!("region areas ({} regions)", part.regions.len()),
         x_label: "log10(area), bin start".into(),
         y_label: "regions".into(),
-        labels: (0..bins)
-            .map(|i| format!("{:.1}", lo + i as f64 * width))
-            .collect(),
+        labels: (0..bins).map(|i| format!("{:.1}", lo + i as f64 * width)).collect(),
         values: counts,
     };
-    let max_v = part
-        .regions
-        .iter()
-        .map(|r| r.polygon.pts.len())
-        .max()
-        .unwrap_or(3);
+    let max_v = part.regions.iter().map(|r| r.polygon.pts.len()).max().unwrap_or(3);
     let mut vcounts = vec![0.0; max_v + 1];
     for r in &part.regions {
         vcounts[r.polygon.pts.len()] += 1.0;
@@ -107,18 +90,8 @@ pub fn stats_plots(
         title: "regions after each nonlinear layer".into(),
         x_label: "layer".into(),
         y_label: "regions".into(),
-        labels: part
-            .summary
-            .regions_per_layer
-            .iter()
-            .map(|c| format!("{} #{}", c.op, c.layer))
-            .collect(),
-        values: part
-            .summary
-            .regions_per_layer
-            .iter()
-            .map(|c| c.regions as f64)
-            .collect(),
+        labels: part.summary.regions_per_layer.iter().map(|c| format!("{} #{}", c.op, c.layer)).collect(),
+        values: part.summary.regions_per_layer.iter().map(|c| c.regions as f64).collect(),
     };
     Ok(vec![
         ("areas", draw_bars(&area, size)?),

@@ -24,13 +24,8 @@ pub fn linear(rng: &mut ChaCha8Rng, n_in: usize, n_out: usize) -> Value {
 
 pub fn conv(rng: &mut ChaCha8Rng, c_in: usize, c_out: usize, k: usize, extra: Value) -> Value {
     let bound = 1.0 / ((c_in * k * k) as f64).sqrt();
-    let weight: Vec<Vec<Vec<Vec<f64>>>> = (0..c_out)
-        .map(|_| {
-            (0..c_in)
-                .map(|_| (0..k).map(|_| uniform(rng, k, bound)).collect())
-                .collect()
-        })
-        .collect();
+    let weight: Vec<Vec<Vec<Vec<f64>>>> =
+        (0..c_out).map(|_| (0..c_in).map(|_| (0..k).map(|_| uniform(rng, k, bound)).collect()).collect()).collect();
     let mut layer = json!({"op": "conv2d", "weight": weight, "bias": uniform(rng, c_out, bound)});
     if let (Some(obj), Some(more)) = (layer.as_object_mut(), extra.as_object()) {
         obj.extend(more.clone());
@@ -50,11 +45,7 @@ pub fn model(input_shape: &[usize], layers: Vec<Value>) -> Network {
 }
 
 pub fn plane_slice(b: [f64; 4]) -> Slice {
-    Slice {
-        plane: Plane::identity2(),
-        domain: Domain::new(b[0], b[1], b[2], b[3]).unwrap(),
-        anchors: None,
-    }
+    Slice { plane: Plane::identity2(), domain: Domain::new(b[0], b[1], b[2], b[3]).unwrap(), anchors: None }
 }
 
 /// A 2-input MLP: linear(2→w) then, for each activation, `act` and linear(w→w), ending with
@@ -73,18 +64,11 @@ pub fn mlp(seed: u64, widths: &[usize], act: Value) -> Network {
 
 /// Checks a partition against its invariants and the forward pass; returns it.
 pub fn checked(net: &Network, slice: &Slice, threads: usize) -> tessera::Partition {
-    let opts = tessera::Options {
-        threads,
-        ..Default::default()
-    };
+    let opts = tessera::Options { threads, ..Default::default() };
     let part = tessera::partition(net, slice, &opts).expect("partition succeeds");
     let oracle = |p: [f64; 2]| tessera::forward_at(net, slice, p);
     let report = part.sanity_check(3000, 5, Some(&oracle));
-    assert!(
-        report.is_ok(),
-        "{:?}",
-        &report.violations[..report.violations.len().min(5)]
-    );
+    assert!(report.is_ok(), "{:?}", &report.violations[..report.violations.len().min(5)]);
     assert_eq!(part.summary.dropped_slivers, 0);
     part
 }
@@ -114,16 +98,13 @@ pub fn grid_patterns(net: &Network, slice: &Slice, n: usize) -> usize {
                     }
                     LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
                         for g in l.max_groups() {
-                            let best =
-                                g.iter()
-                                    .enumerate()
-                                    .fold((0, f64::NEG_INFINITY), |b, (p, &k)| {
-                                        if x[k as usize] > b.1 {
-                                            (p, x[k as usize])
-                                        } else {
-                                            b
-                                        }
-                                    });
+                            let best = g.iter().enumerate().fold((0, f64::NEG_INFINITY), |b, (p, &k)| {
+                                if x[k as usize] > b.1 {
+                                    (p, x[k as usize])
+                                } else {
+                                    b
+                                }
+                            });
                             code.push(best.0 as u8);
                         }
                     }
