@@ -188,34 +188,23 @@ impl Plan {
     /// Lowers `net` for partitions of `plane` (a normalised plane: the domain is `[-1, 1]²`).
     pub(crate) fn new(net: &Network, plane: &Plane) -> Self {
         let (noises, output_magnitude) = term_magnitudes(net, plane);
-        let mut noises = noises.into_iter();
-        let mut chain = Vec::new();
-        let mut first = None;
-        let mut pending: Option<(usize, Nonlinearity, usize)> = None;
-        let mut stages = Vec::new();
-        let mut bit_offset = 0;
-        let mut chain_in = net.input_shape.numel();
+        // The affine chains between nonlinear layers: one more chain than nonlinear layers.
+        let mut chains: Vec<Vec<crate::network::Layer>> = vec![Vec::new()];
+        let mut nonlinear = Vec::new();
         for (index, layer) in net.layers.iter().enumerate() {
             if layer.is_affine() {
-                chain.push(layer.clone());
-                continue;
+                chains.last_mut().expect("never empty").push(layer.clone());
+            } else {
+                nonlinear.push(index);
+                chains.push(Vec::new());
             }
-            let step = AffineStep::new(std::mem::take(&mut chain), chain_in);
-            match pending.take() {
-                None => first = Some(step),
-                Some((layer, nonlin, n_in)) => {
-                    let bits = stage_bits(&nonlin, n_in);
-                    stages.push(Stage {
-                        layer,
-                        nonlin,
-                        n_in,
-                        bit_offset,
-                        noise: noises.next().expect("one magnitude vector per nonlinear layer"),
-                        next: step,
-                    });
-                    bit_offset += bits;
-                }
-            }
+        }
+        let mut chains = chains.into_iter();
+        let first = AffineStep::new(chains.next().expect("never empty"), net.input_shape.numel());
+        let mut stages = Vec::with_capacity(nonlinear.len());
+        let mut bit_offset = 0;
+        for ((index, chain), noise) in nonlinear.into_iter().zip(chains).zip(noises) {
+            let layer = &net.layers[index];
             let n_in = layer.input.numel();
             let nonlin = match &layer.kind {
                 LayerKind::Activation(act) => {
@@ -230,31 +219,12 @@ impl Plan {
                     Nonlinearity::Max { groups, bits }
                 }
             };
-            pending = Some((index, nonlin, n_in));
-            chain_in = layer.output.numel();
+            let bits = stage_bits(&nonlin, n_in);
+            let next = AffineStep::new(chain, layer.output.numel());
+            stages.push(Stage { layer: index, nonlin, n_in, bit_offset, noise, next });
+            bit_offset += bits;
         }
-        let step = AffineStep::new(chain, chain_in);
-        match pending {
-            None => first = Some(step),
-            Some((layer, nonlin, n_in)) => {
-                let bits = stage_bits(&nonlin, n_in);
-                stages.push(Stage {
-                    layer,
-                    nonlin,
-                    n_in,
-                    bit_offset,
-                    noise: noises.next().expect("one magnitude vector per nonlinear layer"),
-                    next: step,
-                });
-                bit_offset += bits;
-            }
-        }
-        Plan {
-            first: first.expect("the first affine step is always built"),
-            stages,
-            pattern_bits: bit_offset,
-            output_magnitude,
-        }
+        Plan { first, stages, pattern_bits: bit_offset, output_magnitude }
     }
 }
 

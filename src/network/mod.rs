@@ -5,6 +5,7 @@
 //! Everything here is f64; f32 weights from PyTorch are represented exactly.
 
 pub mod json;
+pub mod random;
 
 use std::fmt;
 
@@ -113,6 +114,20 @@ impl Window {
     fn tap(&self, o: usize, k: usize, i: usize, n: usize) -> Option<usize> {
         let pos = (o * self.stride[i] + k * self.dilation[i]) as isize - self.padding[i] as isize;
         (pos >= 0 && (pos as usize) < n).then_some(pos as usize)
+    }
+
+    /// The kernel taps of output position `(oy, ox)` that fall inside an `h × w` input:
+    /// `(ky, kx, iy, ix)` in row-major kernel order.
+    pub fn taps(
+        &self,
+        oy: usize,
+        ox: usize,
+        h: usize,
+        w: usize,
+    ) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
+        (0..self.kernel[0]).filter_map(move |ky| self.tap(oy, ky, 0, h).map(|iy| (ky, iy))).flat_map(move |(ky, iy)| {
+            (0..self.kernel[1]).filter_map(move |kx| self.tap(ox, kx, 1, w).map(|ix| (ky, kx, iy, ix)))
+        })
     }
 }
 
@@ -351,17 +366,9 @@ impl Layer {
                             let mut acc = b;
                             for ci in 0..icg {
                                 let cin = g * icg + ci;
-                                for ky in 0..kh {
-                                    let Some(iy) = window.tap(oy, ky, 0, h) else {
-                                        continue;
-                                    };
-                                    for kx in 0..kw {
-                                        let Some(ix) = window.tap(ox, kx, 1, w) else {
-                                            continue;
-                                        };
-                                        let wv = weight[((o * icg + ci) * kh + ky) * kw + kx];
-                                        acc += wv * x[(cin * h + iy) * w + ix];
-                                    }
+                                for (ky, kx, iy, ix) in window.taps(oy, ox, h, w) {
+                                    let wv = weight[((o * icg + ci) * kh + ky) * kw + kx];
+                                    acc += wv * x[(cin * h + iy) * w + ix];
                                 }
                             }
                             y[(o * oh + oy) * ow + ox] = acc;
@@ -386,16 +393,8 @@ impl Layer {
                     for oy in 0..oh {
                         for ox in 0..ow {
                             let mut acc = 0.0;
-                            for ky in 0..kh {
-                                let Some(iy) = window.tap(oy, ky, 0, h) else {
-                                    continue;
-                                };
-                                for kx in 0..kw {
-                                    let Some(ix) = window.tap(ox, kx, 1, w) else {
-                                        continue;
-                                    };
-                                    acc += x[(ch * h + iy) * w + ix];
-                                }
+                            for (_, _, iy, ix) in window.taps(oy, ox, h, w) {
+                                acc += x[(ch * h + iy) * w + ix];
                             }
                             y[(ch * oh + oy) * ow + ox] = acc * inv;
                         }
@@ -439,18 +438,10 @@ impl Layer {
                 for ch in 0..c {
                     for oy in 0..oh {
                         for ox in 0..ow {
-                            let mut g = Vec::new();
-                            for ky in 0..window.kernel[0] {
-                                let Some(iy) = window.tap(oy, ky, 0, h) else {
-                                    continue;
-                                };
-                                for kx in 0..window.kernel[1] {
-                                    let Some(ix) = window.tap(ox, kx, 1, w) else {
-                                        continue;
-                                    };
-                                    g.push(((ch * h + iy) * w + ix) as u32);
-                                }
-                            }
+                            let mut g: Vec<u32> = window
+                                .taps(oy, ox, h, w)
+                                .map(|(_, _, iy, ix)| ((ch * h + iy) * w + ix) as u32)
+                                .collect();
                             g.sort_unstable();
                             g.dedup();
                             groups.push(g);
