@@ -286,7 +286,7 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
     let stitched = stitch(&segments, extent);
     Boundary {
         region_classes,
-        length: stitched.length_per_pair.values().sum(),
+        length: stitched.length_per_pair.values().fold(0.0, |a, b| a + b),
         segments,
         polylines: stitched.polylines,
         length_per_pair: stitched.length_per_pair,

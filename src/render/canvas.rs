@@ -30,15 +30,15 @@ pub trait Canvas {
     fn circle(&mut self, center: (f64, f64), r: f64, fill: Rgb, stroke: Rgb);
     /// Text whose vertical centre is at `at.1`.
     fn text(&mut self, at: (f64, f64), s: &str, size: f64, color: Rgb, align: Align);
-    /// Starts a group of thin lines of one width (SVG groups them; bitmaps ignore it).
-    fn begin_lines(&mut self, _width: f64) {}
-    /// Ends the group started by `begin_lines`.
-    fn end_lines(&mut self) {}
+    /// Many separate straight segments of one colour and width (one SVG path).
+    fn segments(&mut self, segs: &[[(f64, f64); 2]], color: Rgb, width: f64);
 }
 
 /// An SVG document being written.
 pub struct SvgCanvas {
     out: String,
+    /// The fill of the open `<g>` of polygons, when one is open.
+    group: Option<Rgb>,
 }
 
 fn num(out: &mut String, v: f64) {
@@ -63,11 +63,18 @@ impl SvgCanvas {
             out,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"DejaVu Sans, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n"
         );
-        SvgCanvas { out }
+        SvgCanvas { out, group: None }
+    }
+
+    fn close_group(&mut self) {
+        if self.group.take().is_some() {
+            self.out.push_str("</g>\n");
+        }
     }
 
     /// The finished document.
     pub fn finish(mut self) -> String {
+        self.close_group();
         self.out.push_str("</svg>\n");
         self.out
     }
@@ -86,18 +93,24 @@ impl SvgCanvas {
 
 impl Canvas for SvgCanvas {
     fn polygon(&mut self, pts: &[(f64, f64)], fill: Rgb, title: Option<&str>) {
+        // Consecutive polygons of one colour share a group's fill: smaller files.
+        if self.group != Some(fill) {
+            self.close_group();
+            let _ = writeln!(self.out, "<g fill=\"{}\">", fill.hex());
+            self.group = Some(fill);
+        }
         self.out.push_str("<polygon points=\"");
         self.points(pts);
-        let _ = write!(self.out, "\" fill=\"{}\"", fill.hex());
         match title {
             Some(t) => {
-                let _ = writeln!(self.out, "><title>{}</title></polygon>", escape(t));
+                let _ = writeln!(self.out, "\"><title>{}</title></polygon>", escape(t));
             }
-            None => self.out.push_str("/>\n"),
+            None => self.out.push_str("\"/>\n"),
         }
     }
 
     fn polyline(&mut self, pts: &[(f64, f64)], color: Rgb, width: f64) {
+        self.close_group();
         self.out.push_str("<polyline points=\"");
         self.points(pts);
         let _ = writeln!(
@@ -108,6 +121,7 @@ impl Canvas for SvgCanvas {
     }
 
     fn circle(&mut self, c: (f64, f64), r: f64, fill: Rgb, stroke: Rgb) {
+        self.close_group();
         self.out.push_str("<circle cx=\"");
         num(&mut self.out, c.0);
         self.out.push_str("\" cy=\"");
@@ -126,6 +140,7 @@ impl Canvas for SvgCanvas {
             Align::Middle => "middle",
             Align::End => "end",
         };
+        self.close_group();
         self.out.push_str("<text x=\"");
         num(&mut self.out, at.0);
         self.out.push_str("\" y=\"");
@@ -138,12 +153,20 @@ impl Canvas for SvgCanvas {
         );
     }
 
-    fn begin_lines(&mut self, width: f64) {
-        let _ = writeln!(self.out, "<g stroke-width=\"{width}\" fill=\"none\">");
-    }
-
-    fn end_lines(&mut self) {
-        self.out.push_str("</g>\n");
+    fn segments(&mut self, segs: &[[(f64, f64); 2]], color: Rgb, width: f64) {
+        self.close_group();
+        self.out.push_str("<path d=\"");
+        for [a, b] in segs {
+            self.out.push('M');
+            num(&mut self.out, a.0);
+            self.out.push(',');
+            num(&mut self.out, a.1);
+            self.out.push('L');
+            num(&mut self.out, b.0);
+            self.out.push(',');
+            num(&mut self.out, b.1);
+        }
+        let _ = writeln!(self.out, "\" fill=\"none\" stroke=\"{}\" stroke-width=\"{width}\"/>", color.hex());
     }
 }
 
@@ -202,6 +225,12 @@ impl Canvas for BitmapCanvas<'_> {
         let r = r.round() as i32;
         let _ = self.area.draw(&Circle::new(px(c), r, color(fill).filled()));
         let _ = self.area.draw(&Circle::new(px(c), r, color(stroke).stroke_width(2)));
+    }
+
+    fn segments(&mut self, segs: &[[(f64, f64); 2]], c: Rgb, width: f64) {
+        for [a, b] in segs {
+            self.polyline(&[*a, *b], c, width);
+        }
     }
 
     fn text(&mut self, at: (f64, f64), s: &str, size: f64, c: Rgb, align: Align) {

@@ -2,7 +2,7 @@
 //! that keeps neighbours apart.
 
 /// An sRGB colour.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Rgb(pub u8, pub u8, pub u8);
 
 impl Rgb {
@@ -31,6 +31,14 @@ pub const CATEGORICAL: [Rgb; 10] = [
     Rgb(188, 189, 34),
     Rgb(23, 190, 207),
 ];
+
+/// Colour of edges created by the `i`-th nonlinear layer: dark, and off the class colours'
+/// order so that edges stay visible on class fills.
+pub fn layer_color(i: usize) -> Rgb {
+    const DARK: [Rgb; 6] =
+        [Rgb(20, 20, 20), Rgb(150, 20, 60), Rgb(20, 90, 160), Rgb(0, 120, 60), Rgb(120, 60, 170), Rgb(160, 90, 0)];
+    DARK[i % DARK.len()]
+}
 
 /// Colour of class `k`.
 pub fn class_color(k: usize) -> Rgb {

@@ -13,7 +13,7 @@ use crate::boundary::{Boundary, RegionClass};
 use crate::partition::Partition;
 use crate::slice::Domain;
 use canvas::{Align, BitmapCanvas, Canvas, SvgCanvas};
-use colors::{class_color, distinct_colors, viridis, Rgb, CATEGORICAL};
+use colors::{class_color, distinct_colors, layer_color, viridis, Rgb};
 
 /// How regions are filled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -232,11 +232,15 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
         }
         ColorScheme::Area | ColorScheme::Slope => {
             let (lo, hi) = colorbar.expect("set for colormap schemes").1;
-            pieces.iter().map(|p| viridis((value(p) - lo) / (hi - lo).max(1e-300))).collect()
+            // 64 levels: indistinguishable from continuous, and groups of one colour in SVG.
+            pieces.iter().map(|p| viridis(((value(p) - lo) / (hi - lo).max(1e-300) * 63.0).round() / 63.0)).collect()
         }
     };
+    // Draw by colour (fills never overlap, so the order is free): one SVG group per colour.
+    let mut order: Vec<usize> = (0..pieces.len()).collect();
+    order.sort_by_key(|&i| (fills[i], pieces[i].region));
     let mut pts = Vec::new();
-    for (p, fill) in pieces.iter().zip(&fills) {
+    for (p, fill) in order.iter().map(|&i| (&pieces[i], &fills[i])) {
         pts.clear();
         pts.extend(p.pts.iter().map(|&q| vp.to_px(q)));
         let r = &part.regions[p.region];
@@ -245,22 +249,26 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
             (Some(k), _) => format!(", class {k}"),
             _ => String::new(),
         };
-        let title = format!("region {}: area {:.3e}{class}, pattern {:016x}", p.region, r.area, pattern_id(&r.pattern));
+        let title =
+            format!("region {}: area {:.3e}{class}, pattern {:08x}", p.region, r.area, pattern_id(&r.pattern) >> 32);
         c.polygon(&pts, *fill, Some(&title));
     }
     if opts.edges != EdgeMode::None {
-        c.begin_lines(0.6);
+        // One batch of segments per colour.
+        let mut by_color: std::collections::BTreeMap<Rgb, Vec<[(f64, f64); 2]>> = Default::default();
         for e in edges.iter().filter(|e| e.right.is_some()) {
             let color = match (opts.edges, e.right) {
                 (EdgeMode::Layer, Some(r)) => part
                     .separating_layer(&part.regions[e.left].pattern, &part.regions[r].pattern)
                     .and_then(|l| part.layout.iter().position(|x| x == l))
-                    .map_or(Rgb(90, 90, 90), |i| CATEGORICAL[i % CATEGORICAL.len()]),
+                    .map_or(Rgb(90, 90, 90), layer_color),
                 _ => Rgb(90, 90, 90),
             };
-            c.polyline(&[vp.to_px(e.a), vp.to_px(e.b)], color, 0.6);
+            by_color.entry(color).or_default().push([vp.to_px(e.a), vp.to_px(e.b)]);
         }
-        c.end_lines();
+        for (color, segs) in &by_color {
+            c.segments(segs, *color, 0.6);
+        }
     }
     if let Some(b) = scene.boundary {
         for pl in &b.polylines {
@@ -387,7 +395,7 @@ fn draw_legend(
         c.text((x, y), "edges by layer", 13.0, black, Align::Start);
         y += 20.0;
         for (i, l) in part.layout.iter().enumerate() {
-            swatch(c, y, CATEGORICAL[i % CATEGORICAL.len()], &format!("{} #{}", l.op, l.layer));
+            swatch(c, y, layer_color(i), &format!("{} #{}", l.op, l.layer));
             y += 20.0;
         }
     }
