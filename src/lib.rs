@@ -138,6 +138,14 @@ pub fn count(net: &Network, slice: &Slice, opts: &Options) -> Result<Summary, Er
     Ok(run(net, slice, &opts)?.summary)
 }
 
+/// The affine map, on region `region` of `part` (a partition of `slice` by `net`), of the
+/// output of layer `layer` (a layer index of `net`): the network truncated after that layer,
+/// with every nonlinearity fixed by the region's pattern. `None` for an index out of range.
+pub fn layer_map(net: &Network, slice: &Slice, part: &Partition, region: usize, layer: usize) -> Option<AffineMap> {
+    let r = part.regions.get(region)?;
+    engine::layer_map::layer_map(net, &slice.plane, &part.layout, &r.pattern, layer)
+}
+
 /// The network's output at slice point `(u, v)` by a plain forward pass.
 pub fn forward_at(net: &Network, slice: &Slice, p: [f64; 2]) -> Vec<f64> {
     net.forward(&slice.plane.point(p[0], p[1]))

@@ -378,3 +378,42 @@ fn weights_from_1e_minus_8_to_1e8() {
     let part = checked(&relu_lines(&lines), &plane_slice(b), 2);
     assert_eq!(part.regions.len(), arrangement_count(&lines, b));
 }
+
+#[test]
+fn layer_maps_match_truncated_forward_passes() {
+    let mut r = rng(77);
+    let net = model(
+        &[1, 4, 4],
+        vec![
+            conv(&mut r, 1, 2, 2, json!({"padding": 1})),
+            json!({"op": "hardtanh", "min_val": -0.3, "max_val": 0.5}),
+            json!({"op": "max_pool2d", "kernel_size": 2}),
+            json!({"op": "flatten"}),
+            linear(&mut r, 8, 6),
+            json!({"op": "maxout", "pool_size": 2}),
+            linear(&mut r, 3, 2),
+        ],
+    );
+    let n = 16;
+    let slice = Slice {
+        plane: Plane::from_vectors(uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), n)
+            .unwrap(),
+        domain: Domain::new(-1.0, 1.0, -1.0, 1.0).unwrap(),
+        anchors: None,
+    };
+    let part = checked(&net, &slice, 2);
+    for (i, region) in part.regions.iter().enumerate().step_by(3) {
+        let c = region.polygon.centroid();
+        let mut x = slice.plane.point(c[0], c[1]);
+        for (layer, l) in net.layers.iter().enumerate() {
+            let mut y = vec![0.0; l.output.numel()];
+            l.apply(&x, &mut y);
+            x = y;
+            let map = tessera::layer_map(&net, &slice, &part, i, layer).expect("valid layer");
+            let got = map.eval(c);
+            let err = got.iter().zip(&x).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err < 1e-9, "region {i}, layer {layer}: {err}");
+        }
+    }
+    assert!(tessera::layer_map(&net, &slice, &part, 0, 99).is_none());
+}

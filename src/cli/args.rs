@@ -73,6 +73,9 @@ pub struct MapArgs {
     /// Compute the decision boundary (added to --json and --stats).
     #[arg(long)]
     pub boundary: bool,
+    /// Also give each region's affine map of this layer's output (a layer index, see `info`) in --json.
+    #[arg(long, value_name = "LAYER", requires = "json")]
+    pub layer_map: Option<usize>,
     #[command(flatten)]
     pub decision: DecisionArgs,
     #[command(flatten)]

@@ -111,6 +111,12 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
     let net = config::load_model(&a.model)?;
     let slice = config::build_slice(&net, &a.slice)?;
     let decision = config::decision(&a.decision, net.output_shape().numel())?;
+    if let Some(l) = a.layer_map.filter(|&l| l >= net.layers.len()) {
+        return Err(CliError::Usage(format!(
+            "--layer-map {l}: the model has layers 0 to {}",
+            net.layers.len().saturating_sub(1)
+        )));
+    }
     let counter = Arc::new(AtomicU64::new(0));
     // Welding vertices costs a sort of every corner: only when the numbers are asked for.
     let opts = options(&a.slice, &counter, a.stats || a.json.is_some());
@@ -133,7 +139,9 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
     let elapsed = start.elapsed().as_secs_f64();
     let stats = output::stats_json(&summary, boundary.as_ref(), elapsed);
     if let (Some(path), Some(p)) = (&a.json, &partition) {
-        output::write_partition(path, p, &slice, &stats, boundary.as_ref().map(|b| (b, &decision)))?;
+        let layer_of = |i: usize| a.layer_map.and_then(|layer| tessera::layer_map(&net, &slice, p, i, layer));
+        let layer_map = a.layer_map.map(|l| (l, &layer_of as &dyn Fn(usize) -> Option<tessera::AffineMap>));
+        output::write_partition(path, p, &slice, &stats, boundary.as_ref().map(|b| (b, &decision)), layer_map)?;
     }
     if let Some(p) = &partition {
         let name = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -64,6 +64,8 @@ struct RegionOut<'a> {
     map: MapOut<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     class: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layer_map: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -85,6 +87,7 @@ pub fn write_partition(
     slice: &Slice,
     stats: &Value,
     boundary: Option<(&Boundary, &Decision)>,
+    layer_map: Option<(usize, &dyn Fn(usize) -> Option<tessera::AffineMap>)>,
 ) -> Result<(), CliError> {
     let class_of = |i: usize| {
         boundary.map(|(b, _)| match &b.region_classes[i] {
@@ -106,6 +109,9 @@ pub fn write_partition(
                 pattern: r.pattern.to_hex(),
                 map: MapOut { jacobian: &r.map.jacobian, offset: &r.map.offset },
                 class: class_of(i),
+                layer_map: layer_map.and_then(|(layer, f)| {
+                    f(i).map(|m| json!({"layer": layer, "jacobian": m.jacobian, "offset": m.offset}))
+                }),
             })
             .collect(),
         boundary: boundary.map(|(b, d)| boundary_json(b, d)),

@@ -27,6 +27,7 @@
 
 pub(crate) mod affine;
 mod kernels;
+pub mod layer_map;
 mod maxgroup;
 mod pwl;
 
