@@ -140,7 +140,7 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
     let stats = output::stats_json(&summary, boundary.as_ref(), elapsed);
     if let (Some(path), Some(p)) = (&a.json, &partition) {
         let layer_of = |i: usize| a.layer_map.and_then(|layer| tessera::layer_map(&net, &slice, p, i, layer));
-        let layer_map = a.layer_map.map(|l| (l, &layer_of as &dyn Fn(usize) -> Option<tessera::AffineMap>));
+        let layer_map = a.layer_map.map(|l| (l, &layer_of as &output::LayerMapFn<'_>));
         output::write_partition(path, p, &slice, &stats, boundary.as_ref().map(|b| (b, &decision)), layer_map)?;
     }
     if let Some(p) = &partition {

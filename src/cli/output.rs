@@ -79,6 +79,9 @@ struct Doc<'a> {
     stats: &'a Value,
 }
 
+/// Gives a region's map of one layer's output, by region index.
+pub type LayerMapFn<'a> = dyn Fn(usize) -> Option<tessera::AffineMap> + 'a;
+
 /// Writes `tessera-partition/1` JSON atomically: a failed or interrupted run leaves no file.
 /// With a boundary, every region also gets its `class` and the document a `boundary` object.
 pub fn write_partition(
@@ -87,7 +90,7 @@ pub fn write_partition(
     slice: &Slice,
     stats: &Value,
     boundary: Option<(&Boundary, &Decision)>,
-    layer_map: Option<(usize, &dyn Fn(usize) -> Option<tessera::AffineMap>)>,
+    layer_map: Option<(usize, &LayerMapFn<'_>)>,
 ) -> Result<(), CliError> {
     let class_of = |i: usize| {
         boundary.map(|(b, _)| match &b.region_classes[i] {
