@@ -7,6 +7,7 @@
 //! matrix is small (every MLP, small CNNs); otherwise they are applied layer by layer, never as
 //! a dense matrix.
 
+use super::kernels;
 use crate::network::Layer;
 
 /// Largest composed matrix (entries) built for a chain of affine layers: 32 MB of f64.
@@ -14,8 +15,9 @@ const MAX_DENSE_ENTRIES: usize = 4 << 20;
 
 /// One affine step: `y = L(x) + bias`.
 pub(crate) enum AffineStep {
-    /// A dense matrix, stored transposed (`n_in × n_out`): row `j` is column `j` of the map.
-    Dense { wt: Vec<f64>, bias: Vec<f64>, n_in: usize, n_out: usize },
+    /// A dense matrix, row-major (`w`, `n_out × n_in`) and transposed (`wt`, `n_in × n_out`:
+    /// row `j` is column `j`, for rank-1 updates).
+    Dense { w: Vec<f64>, wt: Vec<f64>, bias: Vec<f64>, n_in: usize, n_out: usize },
     /// Layers applied one after another (possibly none: the identity).
     Layers { layers: Vec<Layer>, bias: Vec<f64>, n_in: usize, n_out: usize },
 }
@@ -63,7 +65,7 @@ impl AffineStep {
                 wt[j * n_out + i] = w[i * n_in + j];
             }
         }
-        AffineStep::Dense { wt, bias, n_in, n_out }
+        AffineStep::Dense { w, wt, bias, n_in, n_out }
     }
 
     pub(crate) fn n_in(&self) -> usize {
@@ -90,8 +92,18 @@ impl AffineStep {
         debug_assert_eq!(input.len(), 3 * m * n_in);
         let mut out = vec![0.0; 3 * m * n_out];
         match self {
-            AffineStep::Dense { wt, .. } => {
+            AffineStep::Dense { w, wt, .. } => {
                 let rows = 3 * m;
+                if n_out < 16 {
+                    // A few outputs (the final layer): dot products beat a GEMM, whose packing
+                    // would copy the whole batch for a few products each.
+                    for (row, o) in input.chunks_exact(n_in.max(1)).zip(out.chunks_exact_mut(n_out.max(1))) {
+                        for (oj, wj) in o.iter_mut().zip(w.chunks_exact(n_in.max(1))) {
+                            *oj = kernels::dot(row, wj);
+                        }
+                    }
+                    return self.with_bias(out);
+                }
                 // Units that are zero in every row (dead ReLUs, which neighbouring regions of a
                 // batch mostly share) contribute nothing: leave them out of the product.
                 let mut active = vec![false; n_in];
@@ -105,11 +117,17 @@ impl AffineStep {
                 if rows > 0 && k > 0 && n_out > 0 {
                     let (a, b);
                     let (a_ref, b_ref, lda) = if 5 * k < 4 * n_in {
-                        a = input
-                            .chunks_exact(n_in)
-                            .flat_map(|row| idx.iter().map(move |&i| row[i]))
-                            .collect::<Vec<f64>>();
-                        b = idx.iter().flat_map(|&i| &wt[i * n_out..(i + 1) * n_out]).copied().collect::<Vec<f64>>();
+                        let mut ga = vec![0.0; rows * k];
+                        for (dst, row) in ga.chunks_exact_mut(k).zip(input.chunks_exact(n_in)) {
+                            for (d, &i) in dst.iter_mut().zip(&idx) {
+                                *d = row[i];
+                            }
+                        }
+                        let mut gb = Vec::with_capacity(k * n_out);
+                        for &i in &idx {
+                            gb.extend_from_slice(&wt[i * n_out..(i + 1) * n_out]);
+                        }
+                        (a, b) = (ga, gb);
                         (a.as_slice(), b.as_slice(), k)
                     } else {
                         (input, wt.as_slice(), n_in)
@@ -143,8 +161,14 @@ impl AffineStep {
                 }
             }
         }
+        self.with_bias(out)
+    }
+
+    /// Adds the bias to the value row of every map in `out`.
+    fn with_bias(&self, mut out: Vec<f64>) -> Vec<f64> {
+        let n_out = self.n_out();
         let bias = self.bias();
-        for map in out.chunks_exact_mut(3 * n_out) {
+        for map in out.chunks_exact_mut(3 * n_out.max(1)) {
             for (v, b) in map[2 * n_out..].iter_mut().zip(bias) {
                 *v += b;
             }
