@@ -149,6 +149,26 @@ fn axpy3_generic(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], col: &[f64], co
     }
 }
 
+dispatch! {
+    /// The post-activation map `h = slope·z + (0, 0, intercept)` of every unit (`h` is `3 × n`).
+    fn post_activation / post_activation_avx2 / post_activation_generic(
+        a: &[f64], b: &[f64], c: &[f64], slope: &[f64], intercept: &[f64], h: &mut [f64])
+}
+
+#[inline(always)]
+fn post_activation_generic(a: &[f64], b: &[f64], c: &[f64], slope: &[f64], intercept: &[f64], h: &mut [f64]) {
+    let n = slope.len();
+    let (a, b, c, intercept) = (&a[..n], &b[..n], &c[..n], &intercept[..n]);
+    let (ha, rest) = h.split_at_mut(n);
+    let (hb, hc) = rest.split_at_mut(n);
+    let (hc, slope) = (&mut hc[..n], &slope[..n]);
+    for i in 0..n {
+        ha[i] = slope[i] * a[i];
+        hb[i] = slope[i] * b[i];
+        hc[i] = slope[i] * c[i] + intercept[i];
+    }
+}
+
 /// Dot product with four partial sums, so that it vectorises (a fixed summation order: the
 /// result is deterministic).
 #[inline]

@@ -95,35 +95,63 @@ impl PwlLayer {
         for (j, slot) in self.slots.iter().enumerate() {
             // state: 0 below or on the line, 1 above, 2 crossing.
             kernels::classify_slot(za, zb, zc, noise, lo, hi, &slot.bp, &slot.da, slope, intercept, state);
-            for (i, &s) in state.iter().enumerate() {
-                if s == 0 {
+            // Most units are below (state 0): skip them eight at a time.
+            for (block, bytes) in state.chunks(8).enumerate() {
+                if bytes.iter().all(|&s| s == 0) {
                     continue;
                 }
-                let bit = bit_offset + i * n_slots + j;
-                if s == 1 {
-                    pattern.set_bit(bit);
-                    continue;
+                for (k, &s) in bytes.iter().enumerate() {
+                    if s == 0 {
+                        continue;
+                    }
+                    let i = block * 8 + k;
+                    self.record(
+                        i,
+                        j,
+                        s,
+                        bit_offset + i * n_slots + j,
+                        (za, zb, zc),
+                        center,
+                        (slope, intercept),
+                        pattern,
+                        splitters,
+                    );
                 }
-                // A crossing hinge starts from the side holding the box centre, usually the
-                // larger one: only pieces on the other side then pay a rank-1 update. (A
-                // heuristic choice of starting side, not a geometric decision: either is exact.)
-                let (bp, da) = (slot.bp[i], slot.da[i]);
-                let above = za[i] * center[0] + zb[i] * center[1] + zc[i] > bp;
-                if above {
-                    slope[i] += da;
-                    intercept[i] -= da * bp;
-                    pattern.set_bit(bit);
-                }
-                splitters.push(Splitter::Hinge { unit: i as u32, slot: j as u8, bit: bit as u32, above });
             }
         }
-        let (ha, rest) = h.split_at_mut(n);
-        let (hb, hc) = rest.split_at_mut(n);
-        for i in 0..n {
-            ha[i] = slope[i] * za[i];
-            hb[i] = slope[i] * zb[i];
-            hc[i] = slope[i] * zc[i] + intercept[i];
+        kernels::post_activation(za, zb, zc, slope, intercept, h);
+    }
+
+    /// Records the classification `state` (1 above, 2 crossing) of hinge `slot` of unit `i`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn record(
+        &self,
+        i: usize,
+        j: usize,
+        state: u8,
+        bit: usize,
+        (za, zb, zc): (&[f64], &[f64], &[f64]),
+        center: [f64; 2],
+        (slope, intercept): (&mut [f64], &mut [f64]),
+        pattern: &mut Pattern,
+        splitters: &mut Vec<Splitter>,
+    ) {
+        if state == 1 {
+            pattern.set_bit(bit);
+            return;
         }
+        // A crossing hinge starts from the side holding the box centre, usually the larger one:
+        // only pieces on the other side then pay a rank-1 update. (A heuristic choice of
+        // starting side, not a geometric decision: either is exact.)
+        let (bp, da) = (self.slots[j].bp[i], self.slots[j].da[i]);
+        let above = za[i] * center[0] + zb[i] * center[1] + zc[i] > bp;
+        if above {
+            slope[i] += da;
+            intercept[i] -= da * bp;
+            pattern.set_bit(bit);
+        }
+        splitters.push(Splitter::Hinge { unit: i as u32, slot: j as u8, bit: bit as u32, above });
     }
 }
 
