@@ -117,7 +117,8 @@ impl SanityReport {
 /// Relative tolerance for comparing a region's map with a forward pass.
 pub const MAP_TOL: f64 = 1e-9;
 
-/// Relative difference of two output vectors, scaled by their magnitudes.
+/// Largest difference of two output vectors divided by the larger of 1 and their largest
+/// magnitude: relative for large outputs, absolute for outputs below 1.
 pub fn relative_error(a: &[f64], b: &[f64]) -> f64 {
     let scale = a.iter().chain(b).fold(1e-300f64, |m, x| m.max(x.abs())).max(1.0);
     a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
@@ -305,10 +306,12 @@ impl Partition {
             } else if inside.is_empty() && !near {
                 report.violations.push(format!("point {p:?} lies in no region"));
             }
-            if let (Some(f), [i]) = (oracle, inside.as_slice()) {
-                if k >= centroids && k - centroids != *i {
+            if let ([i], true) = (inside.as_slice(), k >= centroids) {
+                if k - centroids != *i {
                     report.violations.push(format!("centroid of region {} located in region {i}", k - centroids));
                 }
+            }
+            if let (Some(f), [i]) = (oracle, inside.as_slice()) {
                 let err = self.map_error(&self.regions[*i].map.eval(p), &f(p));
                 report.map_points += 1;
                 report.max_map_error = report.max_map_error.max(err);

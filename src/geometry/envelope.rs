@@ -8,7 +8,8 @@ use super::polygon::{ConvexPolygon, Split};
 /// The functions are known through `diff(c, d, p)` = `f_c(p) − f_d(p)` and `scale(c, d)`, the
 /// magnitude of the terms of that difference (see `predicates`). Ties go to the lower index: where
 /// `f_c = f_d` on the whole polygon, only the lower of `c`, `d` keeps it. Returns `(index, cell)`
-/// for every function whose cell has positive area, in index order.
+/// for every function whose cell is not empty, in index order (a cell cut from the polygon
+/// keeps a vertex strictly off each cutting line, so it has positive area).
 pub fn max_cells(
     poly: &ConvexPolygon,
     k: usize,
