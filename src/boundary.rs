@@ -189,8 +189,10 @@ pub struct Polyline {
 pub struct Boundary {
     /// Class of every region, in the partition's order.
     pub region_classes: Vec<RegionClass>,
-    /// Every segment, region by region.
+    /// Every segment once, region by region.
     pub segments: Vec<Segment>,
+    /// The decision the boundary is of.
+    pub decision: Decision,
     /// Segments stitched into maximal polylines of one class pair.
     pub polylines: Vec<Polyline>,
     /// Total length.
@@ -284,7 +286,11 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
     }
     let extent = (part.domain.u1 - part.domain.u0).max(part.domain.v1 - part.domain.v0);
     let stitched = stitch(&segments, extent);
+    // A boundary along a shared region edge is found from both regions: keep one copy, so that
+    // lengths and uniform sampling count it once.
+    let segments: Vec<Segment> = stitched.kept.iter().map(|&k| segments[k].clone()).collect();
     Boundary {
+        decision: decision.clone(),
         region_classes,
         length: stitched.length_per_pair.values().fold(0.0, |a, b| a + b),
         segments,
@@ -300,6 +306,8 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
 }
 
 struct Stitched {
+    /// Indices of the segments that made it into the graph (no duplicates, no points).
+    kept: Vec<usize>,
     polylines: Vec<Polyline>,
     components: usize,
     closed: usize,
@@ -311,7 +319,8 @@ fn stitch(segments: &[Segment], extent: f64) -> Stitched {
     let mut graph: UnGraph<[f64; 2], (usize, usize)> = UnGraph::default();
     let mut nodes: Vec<Option<NodeIndex>> = Vec::new();
     let mut length_per_pair = BTreeMap::new();
-    for s in segments {
+    let mut kept = Vec::with_capacity(segments.len());
+    for (k, s) in segments.iter().enumerate() {
         let (ia, ib) = (welder.id(s.a).0, welder.id(s.b).0);
         // A segment shorter than the tolerance is a point: it adds nothing.
         if ia == ib {
@@ -324,6 +333,7 @@ fn stitch(segments: &[Segment], extent: f64) -> Stitched {
         if !graph.edges_connecting(a, b).any(|e| *e.weight() == s.classes) {
             graph.add_edge(a, b, s.classes);
             *length_per_pair.entry(s.classes).or_insert(0.0) += s.length();
+            kept.push(k);
         }
     }
     let components = petgraph::algo::connected_components(&graph);
@@ -381,7 +391,7 @@ fn stitch(segments: &[Segment], extent: f64) -> Stitched {
             polylines.push(walk(a, e, &mut used));
         }
     }
-    Stitched { polylines, components, closed: components - open_roots.len(), length_per_pair }
+    Stitched { kept, polylines, components, closed: components - open_roots.len(), length_per_pair }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The `tessera` command: parses flags, runs the library, maps errors to exit codes.
-//! Exit codes: 0 success, 1 `verify` found a mismatch, 2 bad input, 3 a limit was reached.
+//! Exit codes: 0 success, 1 `verify` or `sample` found a mismatch (or a picture could not be
+//! drawn), 2 bad input, 3 a limit was reached, 130 interrupted.
 
 mod cli;
 

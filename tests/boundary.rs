@@ -170,3 +170,34 @@ fn region_points_are_well_inside_their_regions() {
     let some = region_points(&part, 5, 9);
     assert_eq!(some.len(), 5.min(part.regions.len()));
 }
+
+#[test]
+fn boundary_points_are_uniform_in_arc_length() {
+    for (name, net, slice, d) in cases() {
+        let (part, b) = build(&net, &slice, &d);
+        let pts = boundary_points(&part, &b, &d, 4000, 11);
+        // Position of each point along the concatenated segments, as a fraction of the length.
+        let mut start = 0.0;
+        let mut starts = Vec::new();
+        for s in &b.segments {
+            starts.push(start);
+            start += s.length();
+        }
+        let mut quarters = [0usize; 4];
+        for p in &pts {
+            let (i, s) = b
+                .segments
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.region == p.region && s.classes == p.classes)
+                .min_by(|x, y| dist_to_segment(p.uv, x.1.a, x.1.b).total_cmp(&dist_to_segment(p.uv, y.1.a, y.1.b)))
+                .expect("a point lies on a segment of its region");
+            let t = (starts[i] + (p.uv[0] - s.a[0]).hypot(p.uv[1] - s.a[1])) / b.length;
+            quarters[((t * 4.0) as usize).min(3)] += 1;
+        }
+        // Each quarter of the length gets a quarter of the points (binomial sd ≈ 27 of 1000).
+        for q in quarters {
+            assert!((q as f64 - 1000.0).abs() < 150.0, "{name}: {quarters:?}");
+        }
+    }
+}

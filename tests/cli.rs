@@ -273,3 +273,69 @@ fn time_and_memory_budgets_stop_with_exit_3() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
 }
+
+#[test]
+fn pictures_plots_and_layer_maps_through_the_binary() {
+    let dir = tempdir("pictures");
+    let (svg, png, plots, js) = (dir.join("m.svg"), dir.join("m.png"), dir.join("plots"), dir.join("m.json"));
+    let o = tessera(&[
+        "map",
+        EXAMPLE,
+        "--box=-2,2,-2,2",
+        "--svg",
+        svg.to_str().unwrap(),
+        "--png",
+        png.to_str().unwrap(),
+        "--plots",
+        plots.to_str().unwrap(),
+        "--json",
+        js.to_str().unwrap(),
+        "--layer-map",
+        "1",
+        "--color",
+        "slope",
+        "--edges",
+        "layer",
+        "--size",
+        "400,300",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(roxmltree::Document::parse(&text).is_ok());
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (400, 300));
+    for name in ["areas.png", "vertices.png", "layers.png"] {
+        assert!(image::open(plots.join(name)).is_ok(), "{name}");
+    }
+    let doc: Value = serde_json::from_slice(&std::fs::read(&js).unwrap()).unwrap();
+    let r = &doc["regions"][5];
+    assert_eq!(r["layer_map"]["layer"], 1);
+    // Layer 1 is the first ReLU: on each region its map is the first layer's map or zero, unit by unit.
+    let net = tessera::network::json::load_path(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE).as_path()).unwrap();
+    let verts: Vec<[f64; 2]> = serde_json::from_value(r["vertices"].clone()).unwrap();
+    let c = verts.iter().fold([0.0, 0.0], |a, p| [a[0] + p[0] / verts.len() as f64, a[1] + p[1] / verts.len() as f64]);
+    let mut h = vec![0.0; 64];
+    net.layers[0].apply(&c, &mut h);
+    let jac: Vec<[f64; 2]> = serde_json::from_value(r["layer_map"]["jacobian"].clone()).unwrap();
+    let off: Vec<f64> = serde_json::from_value(r["layer_map"]["offset"].clone()).unwrap();
+    for k in 0..64 {
+        let got = jac[k][0] * c[0] + jac[k][1] * c[1] + off[k];
+        assert!((got - h[k].max(0.0)).abs() < 1e-12, "unit {k}");
+    }
+    // Output flags without their source, and an empty boundary, are reported.
+    let o = tessera(&["sample", EXAMPLE, "--regions", "3", "--out", dir.join("x.npy").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--out needs --boundary"), "{}", stderr(&o));
+    let o = tessera(&[
+        "sample",
+        EXAMPLE,
+        "--box=1.5,1.9,-1.9,-1.5",
+        "--boundary",
+        "5",
+        "--json",
+        dir.join("e.json").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = tessera(&["map", EXAMPLE, "--time-limit", "1e30"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -76,6 +76,11 @@ fn read_vector(path: &Path, n: usize, what: &str) -> Result<Vec<f64>, CliError> 
 }
 
 pub fn build_slice(net: &Network, args: &SliceArgs) -> Result<Slice, CliError> {
+    if let Some(t) = args.time_limit {
+        if std::time::Duration::try_from_secs_f64(t).is_err() {
+            return Err(CliError::Usage(format!("--time-limit expects seconds (a non-negative number), got {t}")));
+        }
+    }
     let n = net.input_shape.numel();
     let user_box = args.box_.as_deref().map(parse_box).transpose()?;
     let (plane, anchors) = if let Some(list) = &args.anchors {

@@ -21,6 +21,8 @@ pub enum CliError {
     Usage(String),
     #[error(transparent)]
     Decision(#[from] tessera::boundary::DecisionError),
+    #[error("cannot draw: {0}")]
+    Render(String),
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
 }
@@ -31,6 +33,7 @@ impl CliError {
             CliError::Lib(tessera::Error::Engine(
                 EngineError::TooManyRegions { .. } | EngineError::TimeLimit { .. } | EngineError::MemoryLimit { .. },
             )) => 3,
+            CliError::Render(_) => 1,
             _ => 2,
         }
     }
@@ -97,7 +100,7 @@ impl Progress {
 
 fn options(s: &SliceArgs, counter: &Arc<AtomicU64>, count_vertices: bool) -> Options {
     Options {
-        time_limit: s.time_limit.filter(|t| t.is_finite() && *t >= 0.0).map(std::time::Duration::from_secs_f64),
+        time_limit: s.time_limit.and_then(|t| std::time::Duration::try_from_secs_f64(t).ok()),
         memory_limit: Some(s.memory_limit.saturating_mul(1 << 20)),
         threads: s.threads,
         max_regions: s.max_regions,
@@ -163,7 +166,7 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
         if let Some(dir) = &a.picture.plots {
             std::fs::create_dir_all(dir)
                 .map_err(|source| CliError::Write { path: dir.display().to_string(), source })?;
-            let plots = tessera::render::plots::stats_plots(p, (800, 500)).map_err(CliError::Usage)?;
+            let plots = tessera::render::plots::stats_plots(p, (800, 500)).map_err(CliError::Render)?;
             for (stem, png) in plots {
                 let path = dir.join(format!("{stem}.png"));
                 output::write_atomically(&path, |w| w.write_all(&png))?;
@@ -195,7 +198,7 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
         eprintln!("wrote {}", path.display());
     }
     if a.stats {
-        println!("{stats}");
+        print_stdout(&format!("{stats}\n"));
     }
     Ok(0)
 }
@@ -209,6 +212,21 @@ const BOUNDARY_TOL: f64 = 1e-9;
 fn sample(a: SampleArgs) -> Result<i32, CliError> {
     if a.boundary_points.is_none() && a.region_points.is_none() {
         return Err(CliError::Usage("nothing to sample: give --boundary N and/or --regions N".into()));
+    }
+    if a.boundary_points.unwrap_or(0) > MAX_POINTS || a.region_points.unwrap_or(0) > MAX_POINTS {
+        return Err(CliError::Usage(format!("at most {MAX_POINTS} points can be sampled")));
+    }
+    if a.near_boundary.is_some_and(|e| !(e.is_finite() && e > 0.0)) {
+        return Err(CliError::Usage("--near-boundary must be a positive distance".into()));
+    }
+    for (given, source, flag, needs) in [
+        (a.out.is_some(), a.boundary_points.is_some(), "--out", "--boundary N"),
+        (a.pairs_out.is_some(), a.near_boundary.is_some(), "--pairs-out", "--near-boundary EPS"),
+        (a.regions_out.is_some(), a.region_points.is_some(), "--regions-out", "--regions N"),
+    ] {
+        if given && !source {
+            return Err(CliError::Usage(format!("{flag} needs {needs}")));
+        }
     }
     let outputs_given = a.out.is_some() || a.regions_out.is_some() || a.pairs_out.is_some() || a.json.is_some();
     if !outputs_given {
@@ -236,6 +254,10 @@ fn sample(a: SampleArgs) -> Result<i32, CliError> {
     if let Some(n) = a.boundary_points {
         let boundary = decision_boundary(&part, &decision);
         let pts = tessera::sample::boundary_points(&part, &boundary, &decision, n, a.seed);
+        if pts.len() < n {
+            eprintln!("mismatch: the decision boundary is empty on this domain: no boundary points");
+            failures += 1;
+        }
         let (mut flat, mut items, mut worst) = (Vec::new(), Vec::new(), 0.0f64);
         let (mut pairs, mut pair_items, mut flips) = (Vec::new(), Vec::new(), 0usize);
         for p in &pts {
@@ -351,16 +373,26 @@ fn verify(a: VerifyArgs) -> Result<i32, CliError> {
     }
 }
 
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn print_stdout(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn info(model: &std::path::Path) -> Result<i32, CliError> {
+    use std::fmt::Write;
     let net = config::load_model(model)?;
-    println!("model {}", model.display());
-    println!("input shape {}", net.input_shape);
+    let mut text = String::new();
+    let _ = writeln!(text, "model {}", model.display());
+    let _ = writeln!(text, "input shape {}", net.input_shape);
     for (i, l) in net.layers.iter().enumerate() {
         let units =
             if l.is_affine() { String::new() } else { format!("  ({} piecewise-linear units)", l.output.numel()) };
-        println!("  {i:>3}  {:<12} {} -> {}  params {}{units}", l.op, l.input, l.output, l.parameter_count());
+        let _ =
+            writeln!(text, "  {i:>3}  {:<12} {} -> {}  params {}{units}", l.op, l.input, l.output, l.parameter_count());
     }
-    println!("parameters {}", net.parameter_count());
-    println!("piecewise-linear units {}", net.pwl_unit_count());
+    let _ = writeln!(text, "parameters {}", net.parameter_count());
+    let _ = writeln!(text, "piecewise-linear units {}", net.pwl_unit_count());
+    print_stdout(&text);
     Ok(0)
 }

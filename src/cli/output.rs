@@ -144,11 +144,14 @@ pub fn write_atomically(path: &Path, body: impl FnOnce(&mut dyn Write) -> std::i
     let err = |source| CliError::Write { path: path.display().to_string(), source };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    if let Ok(mut list) = IN_PROGRESS.lock() {
-        list.push(tmp.clone());
-    }
     let result = (|| {
-        let file = std::fs::File::create(&tmp)?;
+        // Registered before it exists: an interrupt in between finds nothing to remove, and one
+        // after removes it (the handler holds the lock, so creation cannot race past it).
+        let file = {
+            let mut list = IN_PROGRESS.lock().map_err(|_| std::io::Error::other("poisoned lock"))?;
+            list.push(tmp.clone());
+            std::fs::File::create(&tmp)?
+        };
         let mut w = std::io::BufWriter::new(file);
         body(&mut w)?;
         w.flush()?;

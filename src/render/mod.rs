@@ -25,7 +25,8 @@ pub enum ColorScheme {
     Class,
     /// log(area): small regions show where the function is complex.
     Area,
-    /// Norm of the gradient of the predicted class's logit (or of the single output).
+    /// Norm of the gradient of the function scoring the predicted class (its logit for argmax,
+    /// the level function for a level set; output 0 without a boundary).
     Slope,
 }
 
@@ -146,10 +147,14 @@ pub fn render_png(scene: &Scene<'_>, opts: &RenderOptions) -> Vec<u8> {
     encode_png(&render_rgb(scene, opts), opts.size.0, opts.size.1)
 }
 
-/// The gradient norm of the output that decides the class at `class` (or output 0).
-fn slope(map: &crate::partition::AffineMap, class: usize) -> f64 {
-    let j = map.jacobian.get(class).or(map.jacobian.first()).copied().unwrap_or([0.0, 0.0]);
-    j[0].hypot(j[1])
+/// The gradient norm of the function that scores class `class` (the class's logit for argmax,
+/// the level function for a level set), or of output 0 without a boundary.
+fn slope(map: &crate::partition::AffineMap, boundary: Option<&Boundary>, class: usize) -> f64 {
+    let g = match boundary {
+        Some(b) => b.decision.functions(map).get(class).map(|f| [f[0], f[1]]),
+        None => map.jacobian.first().copied(),
+    };
+    g.map_or(0.0, |j| j[0].hypot(j[1]))
 }
 
 /// A short stable id of a pattern for tooltips.
@@ -203,7 +208,7 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
     // a few slivers do not flatten the picture.
     let value = |p: &Piece<'_>| match opts.color {
         ColorScheme::Area => part.regions[p.region].area.log10(),
-        _ => slope(&part.regions[p.region].map, p.class.unwrap_or(0)),
+        _ => slope(&part.regions[p.region].map, scene.boundary, p.class.unwrap_or(0)),
     };
     let colorbar = match opts.color {
         ColorScheme::Area | ColorScheme::Slope => {
