@@ -66,7 +66,17 @@ struct Progress {
 }
 
 impl Progress {
+    /// A spinner counting the regions produced so far.
     fn start(counter: Arc<AtomicU64>) -> Self {
+        Self::spinner(move || format!("{} regions", counter.load(Ordering::Relaxed)))
+    }
+
+    /// A spinner with a fixed message.
+    fn phase(label: String) -> Self {
+        Self::spinner(move || label.clone())
+    }
+
+    fn spinner(message: impl Fn() -> String + Send + 'static) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let handle = std::io::stderr().is_terminal().then(|| {
             let done = done.clone();
@@ -79,7 +89,7 @@ impl Progress {
                 let start = Instant::now();
                 while !done.load(Ordering::Relaxed) {
                     if start.elapsed() > Duration::from_millis(300) {
-                        bar.set_message(format!("{} regions", counter.load(Ordering::Relaxed)));
+                        bar.set_message(message());
                         bar.tick();
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -154,12 +164,16 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
         };
         let scene = tessera::render::Scene { partition: p, boundary: boundary.as_ref(), anchors: slice.anchors };
         if let Some(path) = &a.picture.svg {
+            let progress = Progress::phase(format!("drawing {}", path.display()));
             let svg = tessera::render::render_svg(&scene, &opts);
+            progress.stop();
             output::write_atomically(path, |w| w.write_all(svg.as_bytes()))?;
             eprintln!("wrote {}", path.display());
         }
         if let Some(path) = &a.picture.png {
+            let progress = Progress::phase(format!("drawing {}", path.display()));
             let png = tessera::render::render_png(&scene, &opts);
+            progress.stop();
             output::write_atomically(path, |w| w.write_all(&png))?;
             eprintln!("wrote {}", path.display());
         }

@@ -9,6 +9,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
 
+/// Largest model file read (2 GiB): far above any network whose slices are worth partitioning.
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
 /// The format tag this loader accepts.
 pub const FORMAT: &str = "tessera-model/1";
 
@@ -64,6 +67,14 @@ fn field_suffix(field: &Option<String>) -> String {
 
 /// Reads and validates a `tessera-model/1` file.
 pub fn load_path(path: &Path) -> Result<Network, ModelError> {
+    let io = |source| ModelError::Io { path: path.display().to_string(), source };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(ModelError::Field {
+            field: "(file)",
+            message: format!("{} is {size} bytes, above the limit of {MAX_FILE_BYTES}", path.display()),
+        });
+    }
     let text =
         std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
     parse_str(&text, &path.display().to_string())
