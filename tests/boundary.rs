@@ -9,27 +9,6 @@ use tessera::boundary::{decision_boundary, Boundary, Decision};
 use tessera::sample::{boundary_gap, boundary_points, region_points};
 use tessera::{Network, Partition, Slice};
 
-/// The first seeded network whose classes (under `d`) take at least `k` values on a coarse grid.
-fn first_with_classes(widths: &[usize], act: serde_json::Value, slice: &Slice, d: &Decision, k: usize) -> Network {
-    (100..200)
-        .map(|seed| mlp(seed, widths, act.clone()))
-        .find(|net| {
-            let dom = slice.domain;
-            let mut seen = std::collections::HashSet::new();
-            for i in 0..20 {
-                for j in 0..20 {
-                    let p = [
-                        dom.u0 + (i as f64 + 0.5) / 20.0 * (dom.u1 - dom.u0),
-                        dom.v0 + (j as f64 + 0.5) / 20.0 * (dom.v1 - dom.v0),
-                    ];
-                    seen.insert(d.class_of(&tessera::forward_at(net, slice, p)));
-                }
-            }
-            seen.len() >= k
-        })
-        .expect("some seed gives that many classes")
-}
-
 fn cases() -> Vec<(&'static str, Network, Slice, Decision)> {
     let box2 = plane_slice([-2.0, 2.0, -2.0, 2.0]);
     let three = first_with_classes(&[2, 12, 12, 3], json!({"op": "abs"}), &box2, &Decision::Argmax, 3);
@@ -84,13 +63,6 @@ fn sampled_boundary_points_tie_and_neighbours_flip() {
         // Same seed, same points.
         assert_eq!(boundary_points(&part, &b, &d, 400, 3), pts);
     }
-}
-
-fn dist_to_segment(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
-    let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
-    let len2 = dx * dx + dy * dy;
-    let t = if len2 > 0.0 { (((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
-    (p[0] - a[0] - t * dx).hypot(p[1] - a[1] - t * dy)
 }
 
 #[test]

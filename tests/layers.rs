@@ -284,12 +284,7 @@ fn grouped_strided_conv_and_padding() {
         ],
     );
     let n = 100;
-    let slice = Slice {
-        plane: Plane::from_vectors(uniform(&mut r, n, 0.5), uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), n)
-            .unwrap(),
-        domain: Domain::new(-0.7, 0.7, -0.5, 0.9).unwrap(),
-        anchors: None,
-    };
+    let slice = random_plane(&mut r, n, [-0.7, 0.7, -0.5, 0.9]);
     let part = checked(&net, &slice, 2);
     assert!(grid_patterns(&net, &slice, 300) <= part.regions.len());
 }
@@ -395,12 +390,7 @@ fn layer_maps_match_truncated_forward_passes() {
         ],
     );
     let n = 16;
-    let slice = Slice {
-        plane: Plane::from_vectors(uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), n)
-            .unwrap(),
-        domain: Domain::new(-1.0, 1.0, -1.0, 1.0).unwrap(),
-        anchors: None,
-    };
+    let slice = random_plane(&mut r, n, [-1.0, 1.0, -1.0, 1.0]);
     let part = checked(&net, &slice, 2);
     for (i, region) in part.regions.iter().enumerate().step_by(3) {
         let c = region.polygon.centroid();

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use tessera::slice::{Domain, Plane, Slice};
+use tessera::slice::Slice;
 
 fn activation(kind: u8, rng: &mut rand_chacha::ChaCha8Rng, width: usize) -> Value {
     use rand::Rng;
@@ -89,11 +89,7 @@ proptest! {
         layers.push(linear(&mut r, c_mid * ph * pw, 3));
         let net = model(&[c_in, h, w], layers);
         let n = c_in * h * w;
-        let slice = Slice {
-            plane: Plane::from_vectors(uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), n).unwrap(),
-            domain: Domain::new(-1.0, 1.0, -1.0, 1.0).unwrap(),
-            anchors: None,
-        };
+        let slice = random_plane(&mut r, n, [-1.0, 1.0, -1.0, 1.0]);
         check_probes(&net, &slice, seed)?;
     }
 }

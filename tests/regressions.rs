@@ -14,12 +14,7 @@ fn max_pool_windows_larger_than_256_keep_distinct_patterns() {
     let mut r = rng(91);
     let n = 17 * 17;
     let net = model(&[1, 17, 17], vec![json!({"op": "max_pool2d", "kernel_size": 17}), json!({"op": "flatten"})]);
-    let slice = Slice {
-        plane: Plane::from_vectors(uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0), n)
-            .unwrap(),
-        domain: Domain::new(-1.0, 1.0, -1.0, 1.0).unwrap(),
-        anchors: None,
-    };
+    let slice = random_plane(&mut r, n, [-1.0, 1.0, -1.0, 1.0]);
     let part = checked(&net, &slice, 2);
     assert_eq!(part.regions.len(), grid_patterns(&net, &slice, 600));
 }

@@ -9,28 +9,8 @@ use tessera::render::colors::class_color;
 use tessera::render::{render_png, render_rgb, render_svg, ColorScheme, EdgeMode, RenderOptions, Scene, Viewport};
 
 fn three_class_net() -> tessera::Network {
-    // The first seed whose three classes all show up on a coarse grid of the box.
-    let slice = plane_slice([-2.0, 2.0, -2.0, 2.0]);
-    (300..400)
-        .map(|seed| mlp(seed, &[2, 10, 10, 3], json!({"op": "leaky_relu", "negative_slope": 0.1})))
-        .find(|net| {
-            let mut seen = std::collections::HashSet::new();
-            for i in 0..15 {
-                for j in 0..15 {
-                    let p = [-2.0 + (i as f64 + 0.5) * 4.0 / 15.0, -2.0 + (j as f64 + 0.5) * 4.0 / 15.0];
-                    seen.insert(Decision::Argmax.class_of(&tessera::forward_at(net, &slice, p)));
-                }
-            }
-            seen.len() == 3
-        })
-        .expect("a seed with three visible classes")
-}
-
-fn seg_dist(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
-    let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
-    let l2 = dx * dx + dy * dy;
-    let t = if l2 > 0.0 { (((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / l2).clamp(0.0, 1.0) } else { 0.0 };
-    (p[0] - a[0] - t * dx).hypot(p[1] - a[1] - t * dy)
+    let act = json!({"op": "leaky_relu", "negative_slope": 0.1});
+    first_with_classes(&[2, 10, 10, 3], act, &plane_slice([-2.0, 2.0, -2.0, 2.0]), &Decision::Argmax, 3)
 }
 
 #[test]
@@ -52,7 +32,7 @@ fn class_pixels_match_the_forward_pass() {
         for x in (0..240).step_by(3) {
             let uv = vp.to_uv(x as f64 + 0.5, y as f64 + 0.5);
             // Away from the boundary (drawn 5 px wide) by four pixels.
-            let near = b.segments.iter().any(|s| seg_dist(uv, s.a, s.b) < 4.0 / vp.scale);
+            let near = b.segments.iter().any(|s| dist_to_segment(uv, s.a, s.b) < 4.0 / vp.scale);
             if near {
                 continue;
             }

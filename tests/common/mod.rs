@@ -117,3 +117,47 @@ pub fn grid_patterns(net: &Network, slice: &Slice, n: usize) -> usize {
     }
     seen.len()
 }
+
+/// The first seeded network whose classes (under `d`) take at least `k` values on a coarse grid.
+pub fn first_with_classes(
+    widths: &[usize],
+    act: Value,
+    slice: &Slice,
+    d: &tessera::boundary::Decision,
+    k: usize,
+) -> Network {
+    (100..200)
+        .map(|seed| mlp(seed, widths, act.clone()))
+        .find(|net| {
+            let dom = slice.domain;
+            let mut seen = std::collections::HashSet::new();
+            for i in 0..20 {
+                for j in 0..20 {
+                    let p = [
+                        dom.u0 + (i as f64 + 0.5) / 20.0 * (dom.u1 - dom.u0),
+                        dom.v0 + (j as f64 + 0.5) / 20.0 * (dom.v1 - dom.v0),
+                    ];
+                    seen.insert(d.class_of(&tessera::forward_at(net, slice, p)));
+                }
+            }
+            seen.len() >= k
+        })
+        .expect("some seed gives that many classes")
+}
+
+/// Distance from `p` to the segment `ab`.
+pub fn dist_to_segment(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
+    let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
+    let len2 = dx * dx + dy * dy;
+    let t = if len2 > 0.0 { (((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+    (p[0] - a[0] - t * dx).hypot(p[1] - a[1] - t * dy)
+}
+
+/// A seeded random plane through an `n`-input model, over `domain`.
+pub fn random_plane(r: &mut ChaCha8Rng, n: usize, domain: [f64; 4]) -> Slice {
+    Slice {
+        plane: Plane::from_vectors(uniform(r, n, 1.0), uniform(r, n, 1.0), uniform(r, n, 1.0), n).unwrap(),
+        domain: Domain::new(domain[0], domain[1], domain[2], domain[3]).unwrap(),
+        anchors: None,
+    }
+}
