@@ -50,6 +50,9 @@ pub enum Error {
     /// The model could not be loaded.
     #[error(transparent)]
     Model(#[from] network::json::ModelError),
+    /// An ONNX model could not be loaded.
+    #[error(transparent)]
+    Onnx(#[from] network::onnx::OnnxError),
     /// The slice is invalid.
     #[error(transparent)]
     Slice(#[from] slice::SliceError),

@@ -79,3 +79,16 @@ fn mutated_npy_files_never_panic_the_reader() {
         assert!(result.is_ok(), "the .npy reader panicked on {bytes:?}");
     }
 }
+
+#[test]
+fn mutated_onnx_files_never_panic_the_loader() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/onnx");
+    let bases: Vec<Vec<u8>> =
+        ["mlp_ts.onnx", "cnn_ts.onnx", "maxout_dy.onnx"].iter().map(|f| std::fs::read(dir.join(f)).unwrap()).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for k in 0..3000 {
+        let bytes = mutate(&mut rng, &bases[k % bases.len()]);
+        let result = catch_unwind(|| tessera::network::onnx::parse_bytes(&bytes, "fuzz.onnx", Some(&dir)).is_ok());
+        assert!(result.is_ok(), "the ONNX loader panicked on mutation {k}");
+    }
+}

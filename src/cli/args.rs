@@ -21,8 +21,16 @@ pub enum Command {
     Sample(SampleArgs),
     /// Show the model's layers, shapes, parameters and piecewise-linear units.
     Info {
-        /// Model file (tessera-model/1 JSON).
+        /// Model file (tessera-model/1 JSON or ONNX).
         model: PathBuf,
+    },
+    /// Write a model (ONNX or JSON) as tessera-model/1 JSON.
+    ExportJson {
+        /// Model file.
+        model: PathBuf,
+        /// Output file (stdout when absent).
+        #[arg(long, value_name = "OUT.json")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -60,7 +68,7 @@ pub struct SliceArgs {
 
 #[derive(Args, Debug)]
 pub struct MapArgs {
-    /// Model file (tessera-model/1 JSON).
+    /// Model file (tessera-model/1 JSON, or .onnx).
     pub model: PathBuf,
     #[command(flatten)]
     pub slice: SliceArgs,
@@ -139,7 +147,7 @@ pub struct DecisionArgs {
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
-    /// Model file (tessera-model/1 JSON).
+    /// Model file (tessera-model/1 JSON, or .onnx).
     pub model: PathBuf,
     #[command(flatten)]
     pub slice: SliceArgs,
@@ -182,7 +190,7 @@ pub enum Dtype {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Model file (tessera-model/1 JSON).
+    /// Model file (tessera-model/1 JSON, or .onnx).
     pub model: PathBuf,
     #[command(flatten)]
     pub slice: SliceArgs,

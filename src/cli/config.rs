@@ -44,7 +44,16 @@ pub fn render_options(p: &super::args::PictureArgs) -> Result<tessera::render::R
     })
 }
 
+/// Loads a `tessera-model/1` JSON file, or an ONNX file (by its `.onnx` extension); notes from
+/// the ONNX lowering go to stderr.
 pub fn load_model(path: &Path) -> Result<Network, CliError> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+        let lowered = tessera::network::onnx::load_path(path).map_err(tessera::Error::from)?;
+        for note in &lowered.notes {
+            eprintln!("note: {note}");
+        }
+        return Ok(lowered.network);
+    }
     Ok(json::load_path(path).map_err(tessera::Error::from)?)
 }
 

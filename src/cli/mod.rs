@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Map(a) => a.slice.threads,
         Command::Verify(a) => a.slice.threads,
         Command::Sample(a) => a.slice.threads,
-        Command::Info { .. } => 0,
+        Command::Info { .. } | Command::ExportJson { .. } => 0,
     };
     output::clean_up_on_interrupt();
     if threads > 0 {
@@ -56,6 +56,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Verify(a) => verify(a),
         Command::Sample(a) => sample(a),
         Command::Info { model } => info(&model),
+        Command::ExportJson { model, out } => export_json(&model, out.as_deref()),
     }
 }
 
@@ -385,6 +386,16 @@ fn verify(a: VerifyArgs) -> Result<i32, CliError> {
         }
         Ok(1)
     }
+}
+
+fn export_json(model: &std::path::Path, out: Option<&std::path::Path>) -> Result<i32, CliError> {
+    let net = config::load_model(model)?;
+    let text = format!("{}\n", tessera::network::json::to_value(&net));
+    match out {
+        Some(path) => output::write_atomically(path, |w| w.write_all(text.as_bytes()))?,
+        None => print_stdout(&text),
+    }
+    Ok(0)
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.

@@ -318,7 +318,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "maxout",
 ];
 
-fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, ModelError> {
+/// Validates one layer given as a JSON object (with its `op`) for an input of `input` shape.
+pub(crate) fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, ModelError> {
     let unknown = Ctx { index, op: "?" };
     let mut obj = value.as_object().ok_or_else(|| unknown.err(None, "a layer must be a JSON object"))?.clone();
     let op = match obj.remove("op") {

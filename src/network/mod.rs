@@ -5,6 +5,8 @@
 //! Everything here is f64; f32 weights from PyTorch are represented exactly.
 
 pub mod json;
+pub mod onnx;
+mod onnx_proto;
 pub mod random;
 
 use std::fmt;

@@ -1,0 +1,653 @@
+//! Loader for ONNX models exported by PyTorch (`torch.onnx.export`, both the TorchScript-based
+//! and the dynamo-based exporter), for graphs whose data path is a chain of supported layers.
+//!
+//! The protobuf is decoded with prost from message declarations in `onnx_proto` (no `protoc`,
+//! no build script: two small crates). Nodes whose inputs are all constants (initializers,
+//! `Constant` nodes, and the shape arithmetic exporters emit, like `Shape → Gather → Concat →
+//! Reshape`) are folded first; the remaining data path is lowered, node by node, to the layers
+//! of `tessera-model/1`, which then go through the JSON loader's validation. Anything else —
+//! an unsupported op, a branching (residual) data path — is an error naming the node before
+//! any computation.
+
+use super::onnx_proto as pb;
+use super::{json, Network, Shape};
+use serde_json::{json as j, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Why an ONNX model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OnnxError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The bytes are not an ONNX model.
+    #[error("{path}: not a valid ONNX model: {message}")]
+    Decode {
+        /// The file.
+        path: String,
+        /// The decoder's message.
+        message: String,
+    },
+    /// The graph as a whole is unsupported or malformed.
+    #[error("ONNX graph: {0}")]
+    Graph(String),
+    /// One node is unsupported or malformed.
+    #[error("ONNX node `{node}` ({op}): {message}")]
+    Node {
+        /// The node's name (or its first output when unnamed).
+        node: String,
+        /// Its op_type.
+        op: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The lowered model failed validation.
+    #[error("ONNX model lowered to invalid layers: {0}")]
+    Model(#[from] json::ModelError),
+}
+
+/// Ops the loader lowers (besides constant-folded shape arithmetic).
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Conv",
+    "BatchNormalization",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Abs",
+    "Clip",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "Flatten",
+    "Reshape",
+    "ReduceMax",
+    "Identity",
+    "Dropout",
+    "Softmax",
+    "LogSoftmax",
+];
+
+/// A loaded model with notes about what the lowering did.
+#[derive(Debug, Clone)]
+pub struct Lowered {
+    /// The network.
+    pub network: Network,
+    /// Remarks (for example a trailing softmax that was dropped).
+    pub notes: Vec<String>,
+}
+
+/// Reads an ONNX file (external data is looked up next to it).
+pub fn load_path(path: &Path) -> Result<Lowered, OnnxError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: name.clone(), source })?;
+    parse_bytes(&bytes, &name, path.parent())
+}
+
+/// A constant tensor (integers are exact in f64 up to 2^53).
+#[derive(Clone, Debug)]
+struct Tensor {
+    dims: Vec<usize>,
+    data: Vec<f64>,
+}
+
+fn tensor(t: &pb::TensorProto, dir: Option<&Path>) -> Result<Tensor, String> {
+    let dims: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
+        .collect::<Result<_, _>>()?;
+    let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("dimensions overflow")?;
+    if count > super::MAX_ELEMENTS {
+        return Err(format!("{count} values, above the limit of {}", super::MAX_ELEMENTS));
+    }
+    let raw: std::borrow::Cow<'_, [u8]> = if t.data_location == 1 {
+        let entry = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.clone());
+        let file = entry("location").ok_or("external data without a location")?;
+        if file.contains("..") || Path::new(&file).is_absolute() {
+            return Err(format!("external data location `{file}` must be a file next to the model"));
+        }
+        let bytes = std::fs::read(dir.unwrap_or(Path::new(".")).join(&file))
+            .map_err(|e| format!("external data `{file}`: {e}"))?;
+        let offset: usize = entry("offset").map_or(Ok(0), |v| v.parse()).map_err(|_| "bad external data offset")?;
+        let length: usize = entry("length")
+            .map_or(Ok(bytes.len().saturating_sub(offset)), |v| v.parse())
+            .map_err(|_| "bad external data length")?;
+        let end = offset.checked_add(length).filter(|&e| e <= bytes.len()).ok_or("external data out of range")?;
+        std::borrow::Cow::Owned(bytes[offset..end].to_vec())
+    } else {
+        std::borrow::Cow::Borrowed(&t.raw_data[..])
+    };
+    let data: Vec<f64> = match t.data_type {
+        pb::dtype::FLOAT if !raw.is_empty() => {
+            raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect()
+        }
+        pb::dtype::FLOAT => t.float_data.iter().map(|&x| x as f64).collect(),
+        pb::dtype::DOUBLE if !raw.is_empty() => {
+            raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+        }
+        pb::dtype::DOUBLE => t.double_data.clone(),
+        pb::dtype::INT64 if !raw.is_empty() => {
+            raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64).collect()
+        }
+        pb::dtype::INT64 => t.int64_data.iter().map(|&x| x as f64).collect(),
+        pb::dtype::INT32 if !raw.is_empty() => {
+            raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f64).collect()
+        }
+        pb::dtype::INT32 => t.int32_data.iter().map(|&x| x as f64).collect(),
+        other => return Err(format!("element type {other} is not supported (float, double, int32, int64 are)")),
+    };
+    if data.len() != count {
+        return Err(format!("{} values for shape {dims:?}", data.len()));
+    }
+    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+        return Err(format!("value {i} is not finite"));
+    }
+    Ok(Tensor { dims, data })
+}
+
+fn attr<'a>(n: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+    n.attribute.iter().find(|a| a.name == name)
+}
+
+fn attr_i(n: &pb::NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).map_or(default, |a| a.i)
+}
+
+fn attr_f(n: &pb::NodeProto, name: &str, default: f64) -> f64 {
+    attr(n, name).map_or(default, |a| a.f as f64)
+}
+
+fn attr_ints(n: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(n, name).map(|a| a.ints.clone())
+}
+
+/// Lowering state: constants by name, and the single data tensor flowing through the chain.
+struct Lowering<'a> {
+    consts: HashMap<String, Tensor>,
+    data: String,
+    shape: Shape,
+    layers: Vec<Value>,
+    /// A `Reshape` to `[N, groups, k]` waiting for the `ReduceMax` that makes it a maxout.
+    pending_maxout: Option<usize>,
+    dir: Option<&'a Path>,
+    notes: Vec<String>,
+}
+
+impl Lowering<'_> {
+    fn push(&mut self, layer: Value) -> Result<(), json::ModelError> {
+        let index = self.layers.len();
+        let parsed = json::parse_layer(index, &layer, self.shape)?;
+        self.shape = parsed.output;
+        self.layers.push(layer);
+        Ok(())
+    }
+}
+
+/// Parses ONNX bytes; `origin` names them in errors, `dir` holds external data files.
+pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Lowered, OnnxError> {
+    let model: pb::ModelProto = prost::Message::decode(bytes)
+        .map_err(|e| OnnxError::Decode { path: origin.to_string(), message: e.to_string() })?;
+    let graph =
+        model.graph.ok_or_else(|| OnnxError::Decode { path: origin.to_string(), message: "no graph".into() })?;
+    let mut consts = HashMap::new();
+    for t in &graph.initializer {
+        let value = tensor(t, dir).map_err(|m| OnnxError::Graph(format!("initializer `{}`: {m}", t.name)))?;
+        consts.insert(t.name.clone(), value);
+    }
+    let inputs: Vec<&pb::ValueInfoProto> = graph.input.iter().filter(|i| !consts.contains_key(&i.name)).collect();
+    let [input] = inputs.as_slice() else {
+        return Err(OnnxError::Graph(format!("expected one data input, found {}", inputs.len())));
+    };
+    let dims: Vec<Option<i64>> = input
+        .r#type
+        .as_ref()
+        .and_then(|t| t.tensor_type.as_ref())
+        .and_then(|t| t.shape.as_ref())
+        .map(|s| s.dim.iter().map(|d| d.dim_value).collect())
+        .ok_or_else(|| OnnxError::Graph(format!("input `{}` has no tensor shape", input.name)))?;
+    // The first dimension is the batch (dynamic or fixed); the rest must be known.
+    let known: Option<Vec<usize>> = dims.iter().skip(1).map(|d| d.and_then(|v| usize::try_from(v).ok())).collect();
+    let shape = match known.as_deref() {
+        Some([n]) if *n > 0 => Shape::Flat(*n),
+        Some([c, h, w]) if *c > 0 && *h > 0 && *w > 0 => Shape::Image { c: *c, h: *h, w: *w },
+        _ => return Err(OnnxError::Graph(format!(
+            "input `{}` must be [batch, features] or [batch, channels, height, width] with known sizes, got {dims:?}",
+            input.name
+        ))),
+    };
+    let input_shape = shape;
+    let mut st = Lowering {
+        consts,
+        data: input.name.clone(),
+        shape,
+        layers: Vec::new(),
+        pending_maxout: None,
+        dir,
+        notes: Vec::new(),
+    };
+    let mut dead: Vec<String> = Vec::new();
+    for (k, node) in graph.node.iter().enumerate() {
+        let name =
+            if node.name.is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name.clone() };
+        let err = |message: String| OnnxError::Node { node: name.clone(), op: node.op_type.clone(), message };
+        if !node.domain.is_empty() && node.domain != "ai.onnx" {
+            return Err(err(format!("custom domain `{}` is not supported", node.domain)));
+        }
+        let uses_data = node.input.contains(&st.data);
+        if node.op_type == "Shape" && uses_data {
+            // The data path's shape is known: [batch = 1, dims...].
+            let mut dims = vec![1.0];
+            dims.extend(st.shape.dims().iter().map(|&d| d as f64));
+            let value = Tensor { dims: vec![dims.len()], data: dims };
+            for o in &node.output {
+                st.consts.insert(o.clone(), value.clone());
+            }
+            continue;
+        }
+        if let Some(old) = node.input.iter().find(|i| dead.contains(i)) {
+            return Err(err(format!(
+                "reads `{old}`, an earlier tensor of the data path: branching (residual) graphs are not supported yet"
+            )));
+        }
+        if !uses_data {
+            fold(&mut st, node).map_err(err)?;
+            continue;
+        }
+        let last = k + 1 == graph.node.len();
+        lower(&mut st, node, last).map_err(|e| match e {
+            Lower::Msg(m) => err(m),
+            Lower::Model(m) => OnnxError::Model(m),
+        })?;
+        let out = node.output.first().cloned().ok_or_else(|| err("has no output".into()))?;
+        dead.push(std::mem::replace(&mut st.data, out));
+    }
+    if st.pending_maxout.is_some() {
+        return Err(OnnxError::Graph("a Reshape to [N, groups, k] is not followed by ReduceMax (maxout)".into()));
+    }
+    if !graph.output.iter().any(|o| o.name == st.data) {
+        return Err(OnnxError::Graph("the graph output is not the end of the data path".into()));
+    }
+    let doc = j!({"format": json::FORMAT, "input_shape": input_shape.dims(), "layers": st.layers});
+    let network = json::parse_value(&doc)?;
+    Ok(Lowered { network, notes: st.notes })
+}
+
+enum Lower {
+    Msg(String),
+    Model(json::ModelError),
+}
+
+impl From<String> for Lower {
+    fn from(m: String) -> Self {
+        Lower::Msg(m)
+    }
+}
+
+impl From<&str> for Lower {
+    fn from(m: &str) -> Self {
+        Lower::Msg(m.to_string())
+    }
+}
+
+impl From<json::ModelError> for Lower {
+    fn from(m: json::ModelError) -> Self {
+        Lower::Model(m)
+    }
+}
+
+/// Evaluates a node whose inputs are all constants (shape arithmetic, `Constant`).
+fn fold(st: &mut Lowering<'_>, node: &pb::NodeProto) -> Result<(), String> {
+    let get = |i: usize| -> Result<Tensor, String> {
+        let name = node.input.get(i).ok_or("missing input")?;
+        st.consts.get(name).cloned().ok_or_else(|| format!("input `{name}` is neither a constant nor the data path"))
+    };
+    let scalar_dims = |v: &Tensor| v.dims.clone();
+    let out = match node.op_type.as_str() {
+        "Constant" => {
+            let a = attr(node, "value")
+                .and_then(|a| a.t.as_ref())
+                .map(|t| tensor(t, st.dir))
+                .transpose()?
+                .or_else(|| attr(node, "value_float").map(|a| Tensor { dims: vec![], data: vec![a.f as f64] }))
+                .or_else(|| attr(node, "value_int").map(|a| Tensor { dims: vec![], data: vec![a.i as f64] }))
+                .or_else(|| {
+                    attr(node, "value_ints")
+                        .map(|a| Tensor { dims: vec![a.ints.len()], data: a.ints.iter().map(|&x| x as f64).collect() })
+                })
+                .or_else(|| {
+                    attr(node, "value_floats").map(|a| Tensor {
+                        dims: vec![a.floats.len()],
+                        data: a.floats.iter().map(|&x| x as f64).collect(),
+                    })
+                });
+            a.ok_or("Constant without a supported value attribute")?
+        }
+        "Shape" => {
+            // Only reached for constant inputs; the data path's shape is handled in `lower`.
+            let a = get(0)?;
+            Tensor { dims: vec![a.dims.len()], data: a.dims.iter().map(|&d| d as f64).collect() }
+        }
+        "Identity" | "Cast" => get(0)?,
+        "Unsqueeze" | "Squeeze" | "Reshape" => {
+            let a = get(0)?;
+            // Shapes of small shape vectors: keep the data, recompute the layout.
+            let dims = if node.op_type == "Reshape" {
+                let s = get(1)?;
+                let mut d: Vec<i64> = s.data.iter().map(|&x| x as i64).collect();
+                let known: i64 = d.iter().filter(|&&x| x > 0).product();
+                for x in d.iter_mut() {
+                    if *x == -1 {
+                        *x = a.data.len() as i64 / known.max(1);
+                    }
+                }
+                d.into_iter().map(|x| x.max(0) as usize).collect()
+            } else if a.data.len() == 1 && node.op_type == "Unsqueeze" {
+                vec![1]
+            } else {
+                vec![a.data.len()]
+            };
+            Tensor { dims, data: a.data }
+        }
+        "Concat" => {
+            let mut data = Vec::new();
+            for i in 0..node.input.len() {
+                data.extend(get(i)?.data);
+            }
+            Tensor { dims: vec![data.len()], data }
+        }
+        "Gather" => {
+            let (a, idx) = (get(0)?, get(1)?);
+            let n = a.data.len() as i64;
+            let data = idx
+                .data
+                .iter()
+                .map(|&i| {
+                    let i = i as i64;
+                    let k = if i < 0 { i + n } else { i };
+                    a.data.get(k as usize).copied().ok_or_else(|| format!("index {i} out of range"))
+                })
+                .collect::<Result<Vec<f64>, String>>()?;
+            Tensor { dims: scalar_dims(&idx), data }
+        }
+        "Add" | "Sub" | "Mul" | "Div" => {
+            let (a, b) = (get(0)?, get(1)?);
+            let n = a.data.len().max(b.data.len());
+            let at = |t: &Tensor, i: usize| if t.data.len() == 1 { t.data[0] } else { t.data[i % t.data.len()] };
+            let data = (0..n)
+                .map(|i| match node.op_type.as_str() {
+                    "Add" => at(&a, i) + at(&b, i),
+                    "Sub" => at(&a, i) - at(&b, i),
+                    "Mul" => at(&a, i) * at(&b, i),
+                    _ => (at(&a, i) / at(&b, i)).trunc(),
+                })
+                .collect();
+            Tensor { dims: if a.data.len() >= b.data.len() { a.dims } else { b.dims }, data }
+        }
+        other => return Err(format!("constant folding of {other} is not supported")),
+    };
+    for o in &node.output {
+        st.consts.insert(o.clone(), out.clone());
+    }
+    Ok(())
+}
+
+fn pair(v: Option<Vec<i64>>, default: [i64; 2]) -> Result<[usize; 2], String> {
+    let v = v.unwrap_or_else(|| default.to_vec());
+    match v.as_slice() {
+        [a, b] if *a >= 0 && *b >= 0 => Ok([*a as usize, *b as usize]),
+        _ => Err(format!("expected two non-negative values, got {v:?}")),
+    }
+}
+
+fn pads(node: &pb::NodeProto) -> Result<[usize; 2], String> {
+    if attr(node, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET") {
+        return Err("auto_pad is not supported; export with explicit padding".into());
+    }
+    match attr_ints(node, "pads").as_deref() {
+        None => Ok([0, 0]),
+        Some([t, l, b, r]) if t == b && l == r && *t >= 0 && *l >= 0 => Ok([*t as usize, *l as usize]),
+        Some(p) => Err(format!("asymmetric or negative pads {p:?} are not supported")),
+    }
+}
+
+/// Lowers one node of the data path.
+fn lower(st: &mut Lowering<'_>, node: &pb::NodeProto, last: bool) -> Result<(), Lower> {
+    let konst = |i: usize| -> Result<Tensor, Lower> {
+        let name = node.input.get(i).ok_or("missing input")?;
+        Ok(st.consts.get(name).cloned().ok_or_else(|| {
+            format!("input `{name}` must be a constant, but no initializer, Constant or shape computation produces it")
+        })?)
+    };
+    let data_first = node.input.first() == Some(&st.data);
+    if st.pending_maxout.is_some() && node.op_type != "ReduceMax" {
+        return Err("a Reshape to [N, groups, k] must be followed by ReduceMax (maxout)".into());
+    }
+    match node.op_type.as_str() {
+        "Identity" | "Dropout" => {}
+        "Softmax" | "LogSoftmax" if last => st.notes.push(format!(
+            "the trailing {} was dropped: it does not change the argmax, so boundaries are computed on the logits",
+            node.op_type
+        )),
+        "Relu" => st.push(j!({"op": "relu"}))?,
+        "Abs" => st.push(j!({"op": "abs"}))?,
+        "LeakyRelu" => st.push(j!({"op": "leaky_relu", "negative_slope": attr_f(node, "alpha", 0.01)}))?,
+        "PRelu" => {
+            let w = konst(1)?;
+            if w.data.len() != 1 && w.data.len() != st.shape.channels() {
+                return Err(format!("slope has {} values; expected 1 or one per channel", w.data.len()).into());
+            }
+            st.push(j!({"op": "prelu", "weight": w.data}))?
+        }
+        "Clip" => {
+            let bound = |i: usize, name: &str| -> Result<Option<f64>, Lower> {
+                match node.input.get(i).filter(|s| !s.is_empty()) {
+                    Some(_) => Ok(Some(konst(i)?.data.first().copied().ok_or("empty bound")?)),
+                    None => Ok(attr(node, name).map(|a| a.f as f64)),
+                }
+            };
+            match (bound(1, "min")?, bound(2, "max")?) {
+                (Some(min), Some(max)) => st.push(j!({"op": "hardtanh", "min_val": min, "max_val": max}))?,
+                (Some(0.0), None) => st.push(j!({"op": "relu"}))?,
+                _ => return Err("Clip needs both bounds (or min 0 alone)".into()),
+            }
+        }
+        "Gemm" => {
+            if attr_i(node, "transA", 0) != 0 {
+                return Err("transA is not supported".into());
+            }
+            let (b, alpha, beta) = (konst(1)?, attr_f(node, "alpha", 1.0), attr_f(node, "beta", 1.0));
+            let [r, c] = b.dims[..] else { return Err("B must be a matrix".into()) };
+            let trans_b = attr_i(node, "transB", 0) != 0;
+            let (out, inp) = if trans_b { (r, c) } else { (c, r) };
+            let weight: Vec<Vec<f64>> = (0..out)
+                .map(|o| {
+                    (0..inp).map(|i| alpha * if trans_b { b.data[o * c + i] } else { b.data[i * c + o] }).collect()
+                })
+                .collect();
+            let bias: Vec<f64> = match node.input.get(2).filter(|s| !s.is_empty()) {
+                Some(_) => {
+                    let t = konst(2)?;
+                    (0..out)
+                        .map(|o| beta * if t.data.len() == 1 { t.data[0] } else { t.data[o % t.data.len()] })
+                        .collect()
+                }
+                None => vec![0.0; out],
+            };
+            st.push(j!({"op": "linear", "weight": weight, "bias": bias}))?
+        }
+        "MatMul" if data_first => {
+            let b = konst(1)?;
+            let [r, c] = b.dims[..] else { return Err("the weight must be a matrix".into()) };
+            let weight: Vec<Vec<f64>> = (0..c).map(|o| (0..r).map(|i| b.data[i * c + o]).collect()).collect();
+            st.push(j!({"op": "linear", "weight": weight, "bias": vec![0.0; c]}))?
+        }
+        "Add" | "Sub" | "Mul" | "Div" => elementwise(st, node)?,
+        "Conv" => {
+            let w = konst(1)?;
+            let [oc, icg, kh, kw] = w.dims[..] else { return Err("the kernel must be 4-D".into()) };
+            let weight: Vec<Vec<Vec<Vec<f64>>>> = (0..oc)
+                .map(|o| {
+                    (0..icg)
+                        .map(|c| (0..kh).map(|y| w.data[((o * icg + c) * kh + y) * kw..][..kw].to_vec()).collect())
+                        .collect()
+                })
+                .collect();
+            let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+                Some(_) => konst(2)?.data,
+                None => vec![0.0; oc],
+            };
+            st.push(j!({"op": "conv2d", "weight": weight, "bias": bias,
+                "stride": pair(attr_ints(node, "strides"), [1, 1])?, "padding": pads(node)?,
+                "dilation": pair(attr_ints(node, "dilations"), [1, 1])?, "groups": attr_i(node, "group", 1)}))?
+        }
+        "BatchNormalization" => {
+            let (scale, bias, mean, var) = (konst(1)?, konst(2)?, konst(3)?, konst(4)?);
+            st.push(j!({"op": "batch_norm", "weight": scale.data, "bias": bias.data, "running_mean": mean.data,
+                "running_var": var.data, "eps": attr_f(node, "epsilon", 1e-5)}))?
+        }
+        "MaxPool" | "AveragePool" => {
+            if attr_i(node, "ceil_mode", 0) != 0 {
+                return Err("ceil_mode is not supported".into());
+            }
+            let kernel = pair(attr_ints(node, "kernel_shape"), [0, 0])?;
+            let padding = pads(node)?;
+            let mut layer =
+                j!({"kernel_size": kernel, "stride": pair(attr_ints(node, "strides"), [1, 1])?, "padding": padding});
+            if node.op_type == "MaxPool" {
+                if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) {
+                    return Err("MaxPool indices output is not supported".into());
+                }
+                layer["op"] = j!("max_pool2d");
+                layer["dilation"] = j!(pair(attr_ints(node, "dilations"), [1, 1])?);
+            } else {
+                if padding != [0, 0] && attr_i(node, "count_include_pad", 0) == 0 {
+                    return Err(
+                        "padding without count_include_pad is not supported (PyTorch's default includes it)".into()
+                    );
+                }
+                layer["op"] = j!("avg_pool2d");
+            }
+            st.push(layer)?
+        }
+        "GlobalAveragePool" => global_average(st)?,
+        "ReduceMean" => {
+            let axes =
+                attr_ints(node, "axes").or_else(|| konst(1).ok().map(|t| t.data.iter().map(|&x| x as i64).collect()));
+            match axes.as_deref() {
+                Some([2, 3]) | Some([-2, -1]) | Some([3, 2]) | Some([-1, -2])
+                    if matches!(st.shape, Shape::Image { .. }) =>
+                {
+                    global_average(st)?;
+                    if attr_i(node, "keepdims", 1) == 0 {
+                        st.push(j!({"op": "flatten"}))?;
+                    }
+                }
+                _ => return Err(format!("only the mean over both spatial axes is supported, got axes {axes:?}").into()),
+            }
+        }
+        "Flatten" => {
+            if attr_i(node, "axis", 1) != 1 {
+                return Err("only axis 1 (keep the batch) is supported".into());
+            }
+            st.push(j!({"op": "flatten"}))?
+        }
+        "Reshape" => {
+            let target: Vec<i64> = konst(1)?.data.iter().map(|&x| x as i64).collect();
+            let n = st.shape.numel() as i64;
+            match target.as_slice() {
+                [_, f] if *f == n || *f == -1 => st.push(j!({"op": "flatten"}))?,
+                [_, g, k] if *g > 0 && *k > 0 && g * k == n => st.pending_maxout = Some(*k as usize),
+                [_, -1, k] if *k > 0 && n % k == 0 => st.pending_maxout = Some(*k as usize),
+                [_, g, -1] if *g > 0 && n % g == 0 => st.pending_maxout = Some((n / g) as usize),
+                _ => {
+                    return Err(format!(
+                        "reshape to {target:?} is supported only as a flatten or as [N, groups, k] before ReduceMax"
+                    )
+                    .into())
+                }
+            }
+        }
+        "ReduceMax" => {
+            let k = st
+                .pending_maxout
+                .take()
+                .ok_or("ReduceMax is supported only over the last axis after a Reshape to [N, groups, k] (maxout)")?;
+            let axes =
+                attr_ints(node, "axes").or_else(|| konst(1).ok().map(|t| t.data.iter().map(|&x| x as i64).collect()));
+            if !matches!(axes.as_deref(), Some([-1]) | Some([2])) || attr_i(node, "keepdims", 1) != 0 {
+                return Err("ReduceMax must reduce the last axis with keepdims=0".into());
+            }
+            st.push(j!({"op": "flatten"}))?;
+            st.push(j!({"op": "maxout", "pool_size": k}))?
+        }
+        other => {
+            return Err(format!("op {other} is not supported; supported: {}", SUPPORTED_OPS.join(", ")).into());
+        }
+    }
+    Ok(())
+}
+
+fn global_average(st: &mut Lowering<'_>) -> Result<(), Lower> {
+    let Shape::Image { h, w, .. } = st.shape else { return Err("global pooling needs an image".into()) };
+    st.push(j!({"op": "avg_pool2d", "kernel_size": [h, w], "stride": [h, w]}))?;
+    Ok(())
+}
+
+/// `x ± c`, `x · c`, `x / c` with a constant `c`: folded into the previous linear layer's bias
+/// when possible, otherwise a per-channel (or scalar) batch-norm-shaped affine layer.
+fn elementwise(st: &mut Lowering<'_>, node: &pb::NodeProto) -> Result<(), Lower> {
+    let (data_at, other) = if node.input.first() == Some(&st.data) { (0, 1) } else { (1, 0) };
+    let name = node.input.get(other).ok_or("missing input")?;
+    let c = st
+        .consts
+        .get(name)
+        .cloned()
+        .ok_or("both operands are on the data path: residual connections are not supported yet")?;
+    let op = node.op_type.as_str();
+    if data_at == 1 && (op == "Sub" || op == "Div") {
+        return Err(format!("{op} with the data path as second operand is not supported").into());
+    }
+    let ch = st.shape.channels();
+    let per = st.shape.per_channel();
+    // Broadcast the constant to one value per channel (scalar, [C], [1, C], [C, 1, 1], ...).
+    let values: Vec<f64> = if c.data.len() == 1 {
+        vec![c.data[0]; ch]
+    } else if c.data.len() == ch && (per == 1 || c.dims.iter().rev().take(2).all(|&d| d == 1)) {
+        c.data.clone()
+    } else {
+        return Err(format!("constant of shape {:?} does not broadcast per channel", c.dims).into());
+    };
+    if op == "Add" || op == "Sub" {
+        let sign = if op == "Add" { 1.0 } else { -1.0 };
+        if let Some(prev) = st.layers.last_mut().filter(|l| l["op"] == "linear" && per == 1) {
+            if let Some(bias) = prev["bias"].as_array_mut() {
+                for (b, v) in bias.iter_mut().zip(&values) {
+                    *b = j!(b.as_f64().unwrap_or(0.0) + sign * v);
+                }
+                return Ok(());
+            }
+        }
+        let shift: Vec<f64> = values.iter().map(|v| sign * v).collect();
+        st.push(j!({"op": "batch_norm", "weight": vec![1.0; ch], "bias": shift, "running_mean": vec![0.0; ch],
+            "running_var": vec![1.0; ch], "eps": 0.0}))?;
+    } else {
+        let scale: Vec<f64> = if op == "Mul" { values } else { values.iter().map(|v| 1.0 / v).collect() };
+        st.push(j!({"op": "batch_norm", "weight": scale, "bias": vec![0.0; ch], "running_mean": vec![0.0; ch],
+            "running_var": vec![1.0; ch], "eps": 0.0}))?;
+    }
+    Ok(())
+}

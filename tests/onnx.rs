@@ -1,0 +1,101 @@
+//! ONNX models exported by PyTorch with both exporters (assets/onnx/, made by
+//! scripts/make_assets.py): maps against onnxruntime outputs, agreement with the same networks
+//! written as tessera-model/1 JSON, and clear errors for unsupported or malformed files.
+
+mod common;
+
+use common::checked;
+use std::path::PathBuf;
+use tessera::network::onnx;
+use tessera::slice::{Domain, Plane, Slice};
+
+fn asset(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/onnx").join(name)
+}
+
+struct Reference {
+    slice: Slice,
+    probe_uv: Vec<[f64; 2]>,
+    probe_out: Vec<Vec<f64>>,
+}
+
+fn reference(name: &str) -> Reference {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(asset(&format!("{name}.ref.json"))).unwrap()).unwrap();
+    let vec = |k: &str| -> Vec<f64> { serde_json::from_value(v["plane"][k].clone()).unwrap() };
+    let b: Vec<f64> = serde_json::from_value(v["box"].clone()).unwrap();
+    let n = vec("origin").len();
+    Reference {
+        slice: Slice {
+            plane: Plane::from_vectors(vec("origin"), vec("du"), vec("dv"), n).unwrap(),
+            domain: Domain::new(b[0], b[1], b[2], b[3]).unwrap(),
+            anchors: None,
+        },
+        probe_uv: serde_json::from_value(v["probe_uv"].clone()).unwrap(),
+        probe_out: serde_json::from_value(v["probe_out"].clone()).unwrap(),
+    }
+}
+
+#[test]
+fn exported_models_match_onnxruntime_and_their_json_twins() {
+    for name in ["mlp", "cnn", "maxout", "abs", "gap"] {
+        let r = reference(name);
+        let json_net = tessera::network::json::load_path(&asset(&format!("{name}.json"))).unwrap();
+        let twin = checked(&json_net, &r.slice, 2);
+        for tag in ["ts", "dy"] {
+            let file = format!("{name}_{tag}.onnx");
+            let net = onnx::load_path(&asset(&file)).unwrap_or_else(|e| panic!("{file}: {e}")).network;
+            let part = checked(&net, &r.slice, 2);
+            for (p, want) in r.probe_uv.iter().zip(&r.probe_out) {
+                let i = part.locate(*p).expect("probe inside a region");
+                let got = part.regions[i].map.eval(*p);
+                let scale = want.iter().fold(1e-3f64, |m, x| m.max(x.abs()));
+                for (g, w) in got.iter().zip(want) {
+                    assert!((g - w).abs() <= 1e-5 * scale, "{file} at {p:?}: {got:?} vs onnxruntime {want:?}");
+                }
+            }
+            // The same network from the ONNX file and from the JSON: the same partition. (The
+            // TorchScript exporter fuses batch-norm into the convolution in f32, which moves
+            // lines by f32 rounding: areas agree to 1e-6 of the domain, counts exactly.)
+            assert_eq!(part.regions.len(), twin.regions.len(), "{file}");
+            let mut a: Vec<f64> = part.regions.iter().map(|r| r.area).collect();
+            let mut b: Vec<f64> = twin.regions.iter().map(|r| r.area).collect();
+            a.sort_by(f64::total_cmp);
+            b.sort_by(f64::total_cmp);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-6 * r.slice.domain.area(), "{file}: areas {x} vs {y}");
+            }
+        }
+    }
+}
+
+#[test]
+fn unsupported_and_malformed_files_are_clear_errors() {
+    let err = |path: PathBuf| onnx::load_path(&path).unwrap_err().to_string();
+    let e = err(asset("sigmoid_ts.onnx"));
+    assert!(e.contains("Sigmoid") && e.contains("not supported") && e.contains("Gemm"), "{e}");
+    let e = err(asset("rank3_ts.onnx"));
+    assert!(e.contains("input `x`"), "{e}");
+    let e = err(asset("missing_initializer.onnx"));
+    assert!(e.contains("0.weight") && e.contains("Gemm"), "{e}");
+    let bytes = std::fs::read(asset("mlp_ts.onnx")).unwrap();
+    let e = onnx::parse_bytes(&bytes[..bytes.len() / 2], "half.onnx", None).unwrap_err().to_string();
+    assert!(e.contains("half.onnx"), "{e}");
+    let e =
+        onnx::parse_bytes(b"\x08\x07garbage that is not protobuf \xff\xff", "junk.onnx", None).unwrap_err().to_string();
+    assert!(e.contains("junk.onnx"), "{e}");
+    // Through the binary: exit 2, no panic.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["map", asset("sigmoid_ts.onnx").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn export_json_round_trips_an_onnx_model() {
+    let net = onnx::load_path(&asset("cnn_ts.onnx")).unwrap().network;
+    let again = tessera::network::json::parse_value(&tessera::network::json::to_value(&net)).unwrap();
+    let x: Vec<f64> = (0..64).map(|i| (i as f64 * 0.3).sin()).collect();
+    assert_eq!(net.forward(&x), again.forward(&x));
+}
