@@ -1,5 +1,5 @@
-//! Whole-partition benchmarks: the reference 2-64-64-64-2 network and a 2-256-256-256-2 ReLU
-//! MLP with PyTorch's default initialisation (seeded here; ~187k regions over [-2, 2]²).
+//! Whole-partition benchmarks: the reference 2-64-64-64-2 network (12,042 regions over [-2, 2]²)
+//! and PyTorch's 2-256-256-256-2 ReLU MLP with `torch.manual_seed(0)` (162,097 regions).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tessera::network::json as model_json;
@@ -24,7 +24,9 @@ fn benches(c: &mut Criterion) {
     g.bench_function("partition", |b| b.iter(|| tessera::partition(&small, &box2, &count).unwrap().regions.len()));
     g.finish();
 
-    let big = tessera::network::random::relu_mlp(&[2, 256, 256, 256, 2], 0);
+    // PyTorch's 2-256-256-256-2 ReLU MLP, torch.manual_seed(0): 162,097 regions over [-2, 2]².
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/onnx/mlp_2_256x3_2_ts.onnx");
+    let big = tessera::network::onnx::load_path(&path).expect("bundled benchmark network").network;
     let mut g = c.benchmark_group("mlp_2_256x3_2");
     g.sample_size(10);
     g.bench_function("count", |b| b.iter(|| tessera::count(&big, &box2, &count).unwrap().regions));

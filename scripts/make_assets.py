@@ -138,6 +138,12 @@ def main():
                "probe_uv": uv.tolist(), "probe_out": out.astype(np.float64).tolist()}
         with open(os.path.join(OUT, name + ".ref.json"), "w") as f:
             json.dump(ref, f)
+    # The benchmark network of the performance goal: 2-256-256-256-2 ReLU, torch.manual_seed(0),
+    # default initialisation; 162,097 regions over [-2, 2]^2 per three independent exact tools.
+    torch.manual_seed(0)
+    big = nn.Sequential(nn.Linear(2, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                        nn.Linear(256, 2)).eval()
+    export(big, [2], os.path.join(OUT, "mlp_2_256x3_2_ts.onnx"), False)
     # Malformed models for the error tests.
     torch.manual_seed(5)
     export(nn.Sequential(nn.Linear(2, 3), nn.Sigmoid(), nn.Linear(3, 2)), [2], os.path.join(OUT, "sigmoid_ts.onnx"), False)

@@ -99,3 +99,18 @@ fn export_json_round_trips_an_onnx_model() {
     let x: Vec<f64> = (0..64).map(|i| (i as f64 * 0.3).sin()).collect();
     assert_eq!(net.forward(&x), again.forward(&x));
 }
+
+/// The performance goal's network: PyTorch's 2-256-256-256-2 ReLU MLP with
+/// `torch.manual_seed(0)` and default initialisation has exactly 162,097 regions over [-2, 2]²
+/// (three independent exact tools agree).
+#[test]
+fn pytorch_seed0_256_wide_mlp_has_162097_regions() {
+    let net = onnx::load_path(&asset("mlp_2_256x3_2_ts.onnx")).unwrap().network;
+    let slice = Slice { plane: Plane::identity2(), domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(), anchors: None };
+    for threads in [1, 2] {
+        let s = tessera::count(&net, &slice, &tessera::Options { threads, ..Default::default() }).unwrap();
+        assert_eq!(s.regions, 162_097);
+        assert!((s.area_sum - 16.0).abs() < 1e-9);
+        assert_eq!(s.dropped_slivers, 0);
+    }
+}

@@ -224,10 +224,12 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
     let shape = match known.as_deref() {
         Some([n]) if *n > 0 => Shape::Flat(*n),
         Some([c, h, w]) if *c > 0 && *h > 0 && *w > 0 => Shape::Image { c: *c, h: *h, w: *w },
-        _ => return Err(OnnxError::Graph(format!(
+        _ => {
+            return Err(OnnxError::Graph(format!(
             "input `{}` must be [batch, features] or [batch, channels, height, width] with known sizes, got {dims:?}",
             input.name
-        ))),
+        )))
+        }
     };
     let input_shape = shape;
     let mut st = Lowering {
