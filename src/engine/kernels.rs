@@ -37,6 +37,13 @@ macro_rules! dispatch {
     };
 }
 
+/// Scale of `a·u + b·v + c − bp` for the tolerance policy (domain coordinates bounded by 1),
+/// with the unit's rounding floor `noise` (`predicates::noise_scale`).
+#[inline(always)]
+pub(crate) fn hinge_scale(a: f64, b: f64, c: f64, bp: f64, noise: f64) -> f64 {
+    a.abs() + b.abs() + c.abs() + bp.abs() + noise
+}
+
 dispatch! {
     /// Bounds of every unit's `a·u + b·v + c` over the box `center ± half`: a cheap enclosure
     /// of the values over any polygon inside that box.
@@ -87,7 +94,7 @@ fn mark_undecided_generic(
     let (a, b, c, noise) = (&a[..n], &b[..n], &c[..n], &noise[..n]);
     let (lo, hi, bp, da) = (&lo[..n], &hi[..n], &bp[..n], &da[..n]);
     for i in 0..n {
-        let scale = a[i].abs() + b[i].abs() + c[i].abs() + bp[i].abs() + noise[i];
+        let scale = hinge_scale(a[i], b[i], c[i], bp[i], noise[i]);
         let decided = is_pos(lo[i] - bp[i], scale) | is_neg(hi[i] - bp[i], scale) | (da[i] == 0.0);
         mark[i] |= (!decided) as u8;
     }
@@ -122,7 +129,7 @@ fn classify_slot_generic(
     let (lo, hi, bp, da) = (&lo[..n], &hi[..n], &bp[..n], &da[..n]);
     let (slope, intercept) = (&mut slope[..n], &mut intercept[..n]);
     for i in 0..n {
-        let scale = a[i].abs() + b[i].abs() + c[i].abs() + bp[i].abs() + noise[i];
+        let scale = hinge_scale(a[i], b[i], c[i], bp[i], noise[i]);
         let up = is_pos(hi[i] - bp[i], scale) & (da[i] != 0.0);
         let down = is_neg(lo[i] - bp[i], scale);
         let k = if up & !down { da[i] } else { 0.0 };

@@ -177,12 +177,6 @@ impl Scratch {
     }
 }
 
-/// Scale of `z − b` for the tolerance policy (domain coordinates bounded by 1).
-#[inline(always)]
-fn hinge_scale(a: f64, b: f64, c: f64, bp: f64) -> f64 {
-    a.abs() + b.abs() + c.abs() + bp.abs()
-}
-
 /// Splits `poly` by the line of hinge `(unit, bp)` of map `z` (`3 × n`); `noise` is the unit's
 /// rounding floor (`predicates::noise_scale`).
 ///
@@ -198,7 +192,7 @@ pub(crate) fn split(
 ) -> (Split, [f64; 3]) {
     let (a, b, c) = (z[unit], z[n + unit], z[2 * n + unit]);
     let eval = |p: &[f64; 2]| (a * p[0] + b * p[1] + c) - bp;
-    let scale = hinge_scale(a, b, c, bp) + noise;
+    let scale = kernels::hinge_scale(a, b, c, bp, noise);
     let mut buf = [0.0; 16];
     let split = if poly.pts.len() <= buf.len() {
         for (v, p) in buf.iter_mut().zip(&poly.pts) {
