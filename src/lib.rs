@@ -91,7 +91,7 @@ fn run(net: &Network, slice: &Slice, opts: &Options) -> Result<Run, Error> {
         .stages
         .iter()
         .zip(&raw.per_stage)
-        .map(|(s, &regions)| LayerCount { layer: s.layer, op: net.layers[s.layer].op.clone(), regions })
+        .map(|(s, &regions)| LayerCount { layer: s.layer, op: s.op.clone(), regions })
         .collect();
     let summary = Summary {
         regions: raw.count,
@@ -104,7 +104,7 @@ fn run(net: &Network, slice: &Slice, opts: &Options) -> Result<Run, Error> {
     let layout = plan
         .layout()
         .into_iter()
-        .map(|(layer, offset, bits)| partition::LayerBits { layer, op: net.layers[layer].op.clone(), offset, bits })
+        .map(|(layer, op, offset, bits)| partition::LayerBits { layer, op, offset, bits })
         .collect();
     let output_scale = plan.output_magnitude.clone();
     Ok(Run { summary, raw: raw.regions.into_iter().flatten().collect(), norm, layout, output_scale })

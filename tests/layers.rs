@@ -407,3 +407,98 @@ fn layer_maps_match_truncated_forward_passes() {
     }
     assert!(tessera::layer_map(&net, &slice, &part, 0, 99).is_none());
 }
+
+/// `x + L2·relu(L1·x + b1) + b2` as a residual block, against the same function written
+/// sequentially with pass-through units `relu(x)` (always active on a box where x > 0): same
+/// regions, same maps.
+#[test]
+fn residual_block_equals_its_sequential_emulation() {
+    let mut r = rng(123);
+    let l1 = linear(&mut r, 2, 6);
+    let l2 = linear(&mut r, 6, 2);
+    let head = linear(&mut r, 2, 3);
+    let res =
+        model(&[2], vec![json!({"op": "residual", "layers": [l1.clone(), {"op": "relu"}, l2.clone()]}), head.clone()]);
+    let mut w1: Vec<serde_json::Value> = l1["weight"].as_array().unwrap().clone();
+    w1.extend([json!([1.0, 0.0]), json!([0.0, 1.0])]);
+    let mut b1: Vec<serde_json::Value> = l1["bias"].as_array().unwrap().clone();
+    b1.extend([json!(0.0), json!(0.0)]);
+    let w2: Vec<serde_json::Value> = l2["weight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(k, row)| {
+            let mut row = row.as_array().unwrap().clone();
+            row.extend([json!(if k == 0 { 1.0 } else { 0.0 }), json!(if k == 1 { 1.0 } else { 0.0 })]);
+            json!(row)
+        })
+        .collect();
+    let seq = model(
+        &[2],
+        vec![
+            json!({"op": "linear", "weight": w1, "bias": b1}),
+            json!({"op": "relu"}),
+            json!({"op": "linear", "weight": w2, "bias": l2["bias"]}),
+            head,
+        ],
+    );
+    let slice = plane_slice([0.5, 2.0, 0.3, 1.7]);
+    let a = checked(&res, &slice, 2);
+    let b = checked(&seq, &slice, 2);
+    assert_eq!(a.regions.len(), b.regions.len());
+    for reg in a.regions.iter().step_by(3) {
+        let c = reg.polygon.centroid();
+        let j = b.locate(c).expect("inside");
+        let (ya, yb) = (reg.map.eval(c), b.regions[j].map.eval(c));
+        assert!(tessera::partition::relative_error(&ya, &yb) < 1e-12);
+    }
+    assert_eq!(checked(&res, &slice, 1).regions, a.regions);
+}
+
+#[test]
+fn residual_blocks_with_projections_nesting_and_convolutions() {
+    let mut r = rng(321);
+    // Projection shortcut (8 → 6) around a ReLU branch, nested inside another block, then maxout.
+    let inner = json!({"op": "residual", "layers": [linear(&mut r, 8, 8), {"op": "abs"}, linear(&mut r, 8, 8)]});
+    let mlp_net = model(
+        &[2],
+        vec![
+            linear(&mut r, 2, 8),
+            json!({"op": "relu"}),
+            json!({"op": "residual", "layers": [inner, {"op": "relu"}, linear(&mut r, 8, 6)], "shortcut": [linear(&mut r, 8, 6)]}),
+            json!({"op": "maxout", "pool_size": 2}),
+            linear(&mut r, 3, 2),
+        ],
+    );
+    let slice = plane_slice([-2.0, 2.0, -2.0, 2.0]);
+    let part = checked(&mlp_net, &slice, 2);
+    assert!(grid_patterns(&mlp_net, &slice, 300) <= part.regions.len());
+    assert_eq!(checked(&mlp_net, &slice, 1).regions, part.regions);
+    // A ResNet-style block on an image: conv-bn-relu-conv + identity, then pooling and a head.
+    let cnn = model(
+        &[2, 5, 5],
+        vec![
+            json!({"op": "residual", "layers": [
+                conv(&mut r, 2, 2, 3, json!({"padding": 1})), batch_norm(&mut r, 2), {"op": "relu"},
+                conv(&mut r, 2, 2, 3, json!({"padding": 1}))]}),
+            json!({"op": "relu"}),
+            json!({"op": "max_pool2d", "kernel_size": 2}),
+            json!({"op": "flatten"}),
+            linear(&mut r, 8, 3),
+        ],
+    );
+    let slice = random_plane(&mut r, 50, [-1.0, 1.0, -1.0, 1.0]);
+    let part = checked(&cnn, &slice, 2);
+    assert!(part.regions.len() > 10);
+    // Round trip through the JSON format.
+    let again = tessera::network::json::parse_value(&tessera::network::json::to_value(&cnn)).unwrap();
+    assert_eq!(tessera::partition(&again, &slice, &Default::default()).unwrap().regions, part.regions);
+    // Invalid blocks are named errors.
+    let bad = tessera::network::json::parse_value(&json!({"format": "tessera-model/1", "input_shape": [2], "layers": [
+        {"op": "residual", "layers": [{"op": "linear", "weight": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}]}]}));
+    assert!(bad.unwrap_err().to_string().contains("layer 0 (op `residual`)"));
+    let bad = tessera::network::json::parse_value(&json!({"format": "tessera-model/1", "input_shape": [2], "layers": [
+        {"op": "residual", "layers": [{"op": "relu"}], "shortcut": [{"op": "relu"}]}]}));
+    assert!(bad.unwrap_err().to_string().contains("must be affine"));
+}

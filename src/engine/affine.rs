@@ -38,10 +38,9 @@ impl AffineStep {
                 return Self::dense(weight.clone(), bias, n_in, n_out);
             }
         }
-        let has_matrix = chain.iter().any(|l| {
-            matches!(l.kind, crate::network::LayerKind::Linear { .. } | crate::network::LayerKind::Conv2d { .. })
-        });
-        if has_matrix && n_in.saturating_mul(n_out) <= MAX_DENSE_ENTRIES {
+        // Anything but the identity becomes one matrix when it is small: a single product per
+        // batch, and columns for rank-1 updates.
+        if !chain.is_empty() && n_in.saturating_mul(n_out) <= MAX_DENSE_ENTRIES {
             // Compose the chain's linear part column by column.
             let mut w = vec![0.0; n_out * n_in];
             let mut e = vec![0.0; n_in];
@@ -211,6 +210,7 @@ pub(crate) fn abs_layer(layer: &Layer) -> Layer {
             abs(scale);
             abs(shift);
         }
+        LayerKind::Lift { inner, .. } => **inner = abs_layer(inner),
         _ => {}
     }
     l

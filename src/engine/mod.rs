@@ -33,7 +33,7 @@ mod pwl;
 
 use crate::geometry::polygon::{ConvexPolygon, Split};
 use crate::geometry::predicates::positive_area;
-use crate::network::{HingeForm, LayerKind, Network};
+use crate::network::Network;
 use crate::slice::Plane;
 use affine::AffineStep;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -163,8 +163,10 @@ pub(crate) enum Nonlinearity {
 
 /// A nonlinearity and the affine step after it.
 pub(crate) struct Stage {
-    /// Index of the nonlinear layer in the network.
+    /// Index in the network of the layer (or residual block) this nonlinearity belongs to.
     pub layer: usize,
+    /// The nonlinearity's op name.
+    pub op: String,
     nonlin: Nonlinearity,
     /// Units entering the nonlinearity.
     n_in: usize,
@@ -188,11 +190,15 @@ pub(crate) struct Plan {
 impl Plan {
     /// Lowers `net` for partitions of `plane` (a normalised plane: the domain is `[-1, 1]²`).
     pub(crate) fn new(net: &Network, plane: &Plane) -> Self {
-        let (noises, output_magnitude) = term_magnitudes(net, plane);
+        // Residual blocks become chains over an augmented state (`Layer::expand`); each engine
+        // layer remembers the model layer it came from.
+        let (origins, layers): (Vec<usize>, Vec<crate::network::Layer>) =
+            net.layers.iter().enumerate().flat_map(|(i, l)| l.expand().into_iter().map(move |e| (i, e))).unzip();
+        let (noises, output_magnitude) = term_magnitudes(&layers, plane);
         // The affine chains between nonlinear layers: one more chain than nonlinear layers.
         let mut chains: Vec<Vec<crate::network::Layer>> = vec![Vec::new()];
         let mut nonlinear = Vec::new();
-        for (index, layer) in net.layers.iter().enumerate() {
+        for (index, layer) in layers.iter().enumerate() {
             if layer.is_affine() {
                 chains.last_mut().expect("never empty").push(layer.clone());
             } else {
@@ -205,15 +211,11 @@ impl Plan {
         let mut stages = Vec::with_capacity(nonlinear.len());
         let mut bit_offset = 0;
         for ((index, chain), noise) in nonlinear.into_iter().zip(chains).zip(noises) {
-            let layer = &net.layers[index];
+            let layer = &layers[index];
             let n_in = layer.input.numel();
-            let nonlin = match &layer.kind {
-                LayerKind::Activation(act) => {
-                    let per = layer.input.per_channel();
-                    let forms: Vec<HingeForm> = (0..n_in).map(|i| act.hinge_form(i / per)).collect();
-                    Nonlinearity::Pwl(pwl::PwlLayer::new(&forms, act.hinge_slots()))
-                }
-                _ => {
+            let nonlin = match layer.hinge_forms() {
+                Some((forms, slots)) => Nonlinearity::Pwl(pwl::PwlLayer::new(&forms, slots)),
+                None => {
                     let groups = layer.max_groups();
                     let largest = groups.iter().map(Vec::len).max().unwrap_or(1);
                     let bits = (usize::BITS - (largest.max(2) - 1).leading_zeros()) as usize;
@@ -222,7 +224,8 @@ impl Plan {
             };
             let bits = stage_bits(&nonlin, n_in);
             let next = AffineStep::new(chain, layer.output.numel());
-            stages.push(Stage { layer: index, nonlin, n_in, bit_offset, noise, next });
+            let op = layer.op.clone();
+            stages.push(Stage { layer: origins[index], op, nonlin, n_in, bit_offset, noise, next });
             bit_offset += bits;
         }
         Plan { first, stages, pattern_bits: bit_offset, output_magnitude }
@@ -232,36 +235,32 @@ impl Plan {
 /// For every nonlinear layer, the noise scale of each entering unit: `noise_scale` of an upper
 /// bound, over the domain, of the sum of the absolute values of every term that produces the
 /// pre-activation (`|W|·bound + |b|` through the layers before).
-fn term_magnitudes(net: &Network, plane: &Plane) -> (Vec<Vec<f64>>, Vec<f64>) {
+fn term_magnitudes(layers: &[crate::network::Layer], plane: &Plane) -> (Vec<Vec<f64>>, Vec<f64>) {
     use crate::geometry::predicates::noise_scale;
     let mut mag: Vec<f64> =
         (0..plane.origin.len()).map(|i| plane.origin[i].abs() + plane.du[i].abs() + plane.dv[i].abs()).collect();
     let mut out = Vec::new();
-    for layer in &net.layers {
+    for layer in layers {
         let mut next = vec![0.0; layer.output.numel()];
-        match &layer.kind {
-            LayerKind::Activation(act) => {
-                out.push(mag.iter().map(|&m| noise_scale(m)).collect());
-                let per = layer.input.per_channel();
-                for (i, (y, &m)) in next.iter_mut().zip(&mag).enumerate() {
-                    let f = act.hinge_form(i / per);
-                    let (mut slope, mut max_slope) = (f.slope0, f.slope0.abs());
-                    let mut offset = f.intercept0.abs();
-                    for &(bp, da) in f.hinges() {
-                        slope += da;
-                        max_slope = max_slope.max(slope.abs());
-                        offset += (da * bp).abs();
-                    }
-                    *y = max_slope * m + offset;
+        if let Some((forms, _)) = layer.hinge_forms() {
+            out.push(mag.iter().map(|&m| noise_scale(m)).collect());
+            for ((y, &m), f) in next.iter_mut().zip(&mag).zip(&forms) {
+                let (mut slope, mut max_slope) = (f.slope0, f.slope0.abs());
+                let mut offset = f.intercept0.abs();
+                for &(bp, da) in f.hinges() {
+                    slope += da;
+                    max_slope = max_slope.max(slope.abs());
+                    offset += (da * bp).abs();
                 }
+                *y = max_slope * m + offset;
             }
-            LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
-                out.push(mag.iter().map(|&m| noise_scale(m)).collect());
-                for (y, g) in next.iter_mut().zip(layer.max_groups()) {
-                    *y = g.iter().map(|&i| mag[i as usize]).fold(0.0, f64::max);
-                }
+        } else if !layer.is_affine() {
+            out.push(mag.iter().map(|&m| noise_scale(m)).collect());
+            for (y, g) in next.iter_mut().zip(layer.max_groups()) {
+                *y = g.iter().map(|&i| mag[i as usize]).fold(0.0, f64::max);
             }
-            _ => affine::abs_layer(layer).apply(&mag, &mut next),
+        } else {
+            affine::abs_layer(layer).apply(&mag, &mut next);
         }
         mag = next;
     }
@@ -270,8 +269,8 @@ fn term_magnitudes(net: &Network, plane: &Plane) -> (Vec<Vec<f64>>, Vec<f64>) {
 
 impl Plan {
     /// Where each stage's units sit in the patterns: `(layer, first bit, bits)`.
-    pub(crate) fn layout(&self) -> Vec<(usize, usize, usize)> {
-        self.stages.iter().map(|s| (s.layer, s.bit_offset, stage_bits(&s.nonlin, s.n_in))).collect()
+    pub(crate) fn layout(&self) -> Vec<(usize, String, usize, usize)> {
+        self.stages.iter().map(|s| (s.layer, s.op.clone(), s.bit_offset, stage_bits(&s.nonlin, s.n_in))).collect()
     }
 }
 

@@ -301,6 +301,13 @@ struct MaxoutSpec {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResidualSpec {
+    layers: Vec<Value>,
+    shortcut: Option<Vec<Value>>,
+}
+
 /// Ops this loader understands, for error messages.
 pub const SUPPORTED_OPS: &[&str] = &[
     "linear",
@@ -316,6 +323,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "hardtanh",
     "relu6",
     "maxout",
+    "residual",
 ];
 
 /// Validates one layer given as a JSON object (with its `op`) for an input of `input` shape.
@@ -527,6 +535,34 @@ pub(crate) fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<L
             }
             (LayerKind::Activation(Activation::HardTanh { min, max }), input)
         }
+        "residual" => {
+            let s: ResidualSpec = spec(&cx, &rest)?;
+            let chain = |values: &[Value], what: &str| -> Result<(Vec<Layer>, Shape), ModelError> {
+                let mut shape = input;
+                let mut layers = Vec::with_capacity(values.len());
+                for (k, v) in values.iter().enumerate() {
+                    let inner = parse_layer(k, v, shape).map_err(|e| cx.err(Some(what), format!("{what} {e}")))?;
+                    shape = inner.output;
+                    layers.push(inner);
+                }
+                Ok((layers, shape))
+            };
+            let (body, out) = chain(&s.layers, "layers")?;
+            let (shortcut, skip_out) = chain(&s.shortcut.unwrap_or_default(), "shortcut")?;
+            if body.is_empty() {
+                return Err(cx.err(Some("layers"), "the main branch is empty"));
+            }
+            if let Some(l) = shortcut.iter().find(|l| !l.is_affine()) {
+                return Err(cx.err(Some("shortcut"), format!("must be affine; `{}` is not", l.op)));
+            }
+            if out.numel() != skip_out.numel() {
+                return Err(cx.err(
+                    None,
+                    format!("the main branch gives {out} but the shortcut gives {skip_out}: they must match"),
+                ));
+            }
+            (LayerKind::Residual { body, shortcut }, out)
+        }
         "maxout" => {
             let s: MaxoutSpec = spec(&cx, &rest)?;
             let n = input.numel();
@@ -547,54 +583,61 @@ pub(crate) fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<L
 /// `running_mean = 0`, `running_var = 1`, `eps = 0`).
 pub fn to_value(net: &Network) -> Value {
     use serde_json::json;
+    let layers: Vec<Value> = net.layers.iter().map(layer_value).collect();
+    json!({"format": FORMAT, "input_shape": net.input_shape.dims(), "layers": layers})
+}
+
+/// One layer as `tessera-model/1` JSON (residual blocks recursively).
+fn layer_value(l: &Layer) -> Value {
+    use serde_json::json;
     let pair = |p: [usize; 2]| json!([p[0], p[1]]);
-    let layers: Vec<Value> = net
-        .layers
-        .iter()
-        .map(|l| match &l.kind {
-            LayerKind::Linear { weight, bias } => {
-                let n_in = l.input.numel();
-                let rows: Vec<&[f64]> = weight.chunks(n_in).collect();
-                json!({"op": "linear", "weight": rows, "bias": bias})
-            }
-            LayerKind::Conv2d { weight, bias, window, groups } => {
-                let [kh, kw] = window.kernel;
-                let icg = l.input.channels() / groups;
-                let w4: Vec<Vec<Vec<&[f64]>>> = weight
-                    .chunks(icg * kh * kw)
-                    .map(|o| o.chunks(kh * kw).map(|k| k.chunks(kw).collect()).collect())
-                    .collect();
-                json!({"op": "conv2d", "weight": w4, "bias": bias, "stride": pair(window.stride),
+    match &l.kind {
+        LayerKind::Linear { weight, bias } => {
+            let n_in = l.input.numel();
+            let rows: Vec<&[f64]> = weight.chunks(n_in).collect();
+            json!({"op": "linear", "weight": rows, "bias": bias})
+        }
+        LayerKind::Conv2d { weight, bias, window, groups } => {
+            let [kh, kw] = window.kernel;
+            let icg = l.input.channels() / groups;
+            let w4: Vec<Vec<Vec<&[f64]>>> = weight
+                .chunks(icg * kh * kw)
+                .map(|o| o.chunks(kh * kw).map(|k| k.chunks(kw).collect()).collect())
+                .collect();
+            json!({"op": "conv2d", "weight": w4, "bias": bias, "stride": pair(window.stride),
                        "padding": pair(window.padding), "dilation": pair(window.dilation),
                        "groups": groups})
-            }
-            LayerKind::BatchNorm { scale, shift } => {
-                let n = scale.len();
-                json!({"op": "batch_norm", "weight": scale, "bias": shift,
+        }
+        LayerKind::BatchNorm { scale, shift } => {
+            let n = scale.len();
+            json!({"op": "batch_norm", "weight": scale, "bias": shift,
                        "running_mean": vec![0.0; n], "running_var": vec![1.0; n], "eps": 0.0})
-            }
-            LayerKind::AvgPool2d { window } => json!({"op": "avg_pool2d",
+        }
+        LayerKind::AvgPool2d { window } => json!({"op": "avg_pool2d",
                 "kernel_size": pair(window.kernel), "stride": pair(window.stride),
                 "padding": pair(window.padding)}),
-            LayerKind::MaxPool2d { window } => json!({"op": "max_pool2d",
+        LayerKind::MaxPool2d { window } => json!({"op": "max_pool2d",
                 "kernel_size": pair(window.kernel), "stride": pair(window.stride),
                 "padding": pair(window.padding), "dilation": pair(window.dilation)}),
-            LayerKind::Flatten => json!({"op": "flatten"}),
-            LayerKind::Maxout { pool } => json!({"op": "maxout", "pool_size": pool}),
-            LayerKind::Activation(a) => match a {
-                Activation::Relu => json!({"op": "relu"}),
-                Activation::Abs => json!({"op": "abs"}),
-                Activation::LeakyRelu { slope } => {
-                    json!({"op": "leaky_relu", "negative_slope": slope})
-                }
-                Activation::PRelu { slopes } => json!({"op": "prelu", "weight": slopes}),
-                Activation::HardTanh { min, max } => {
-                    json!({"op": "hardtanh", "min_val": min, "max_val": max})
-                }
-            },
-        })
-        .collect();
-    json!({"format": FORMAT, "input_shape": net.input_shape.dims(), "layers": layers})
+        LayerKind::Flatten => json!({"op": "flatten"}),
+        LayerKind::Maxout { pool } => json!({"op": "maxout", "pool_size": pool}),
+        LayerKind::Residual { body, shortcut } => json!({"op": "residual",
+            "layers": body.iter().map(layer_value).collect::<Vec<_>>(),
+            "shortcut": shortcut.iter().map(layer_value).collect::<Vec<_>>()}),
+        // Engine-internal layers never appear in a loaded network.
+        LayerKind::Fork | LayerKind::Lift { .. } | LayerKind::Join => json!({"op": l.op}),
+        LayerKind::Activation(a) => match a {
+            Activation::Relu => json!({"op": "relu"}),
+            Activation::Abs => json!({"op": "abs"}),
+            Activation::LeakyRelu { slope } => {
+                json!({"op": "leaky_relu", "negative_slope": slope})
+            }
+            Activation::PRelu { slopes } => json!({"op": "prelu", "weight": slopes}),
+            Activation::HardTanh { min, max } => {
+                json!({"op": "hardtanh", "min_val": min, "max_val": max})
+            }
+        },
+    }
 }
 
 #[cfg(test)]

@@ -175,7 +175,7 @@ pub struct HingeForm {
 }
 
 impl HingeForm {
-    fn new(slope0: f64, intercept0: f64, hinges: &[(f64, f64)]) -> Self {
+    pub(crate) fn new(slope0: f64, intercept0: f64, hinges: &[(f64, f64)]) -> Self {
         let mut out = HingeForm { slope0, intercept0, hinges: [(0.0, 0.0); 2], n_hinges: 0 };
         for &(b, da) in hinges {
             if da != 0.0 {
@@ -287,6 +287,28 @@ pub enum LayerKind {
         /// Group size.
         pool: usize,
     },
+    /// A residual block: `y = shortcut(x) + body(x)`, where `shortcut` is a chain of affine
+    /// layers (empty: the identity) and `body` any chain of layers with the same output shape.
+    Residual {
+        /// The main branch.
+        body: Vec<Layer>,
+        /// The skip branch (affine layers only).
+        shortcut: Vec<Layer>,
+    },
+    /// Engine-internal (never produced by a loader): `x ↦ (x, x)`.
+    Fork,
+    /// Engine-internal: `inner` applied to the entries `before..before + inner.input`, every
+    /// other entry passed through unchanged.
+    Lift {
+        /// The layer applied to the middle.
+        inner: Box<Layer>,
+        /// Entries passed through before it.
+        before: usize,
+        /// Entries passed through after it.
+        after: usize,
+    },
+    /// Engine-internal: `(a, b) ↦ a + b` for two halves of equal length.
+    Join,
 }
 
 /// A layer with its input and output shapes and where it came from.
@@ -305,14 +327,38 @@ pub struct Layer {
 impl Layer {
     /// True for layers that never split regions (affine maps).
     pub fn is_affine(&self) -> bool {
-        matches!(
-            self.kind,
+        match &self.kind {
             LayerKind::Linear { .. }
-                | LayerKind::Conv2d { .. }
-                | LayerKind::BatchNorm { .. }
-                | LayerKind::AvgPool2d { .. }
-                | LayerKind::Flatten
-        )
+            | LayerKind::Conv2d { .. }
+            | LayerKind::BatchNorm { .. }
+            | LayerKind::AvgPool2d { .. }
+            | LayerKind::Flatten
+            | LayerKind::Fork
+            | LayerKind::Join => true,
+            LayerKind::Lift { inner, .. } => inner.is_affine(),
+            LayerKind::Residual { body, .. } => body.iter().all(Layer::is_affine),
+            _ => false,
+        }
+    }
+
+    /// For elementwise layers (possibly lifted): each unit's hinge form (pass-through units are
+    /// the identity, with no hinge) and the hinge slots per unit. `None` for other layers.
+    pub fn hinge_forms(&self) -> Option<(Vec<HingeForm>, usize)> {
+        match &self.kind {
+            LayerKind::Activation(act) => {
+                let per = self.input.per_channel();
+                Some(((0..self.input.numel()).map(|i| act.hinge_form(i / per)).collect(), act.hinge_slots()))
+            }
+            LayerKind::Lift { inner, before, after } => {
+                let (forms, slots) = inner.hinge_forms()?;
+                let id = HingeForm::new(1.0, 0.0, &[]);
+                let mut all = vec![id; *before];
+                all.extend(forms);
+                all.extend(std::iter::repeat_n(id, *after));
+                Some((all, slots))
+            }
+            _ => None,
+        }
     }
 
     /// Number of trainable-style parameters (weights and biases; batch-norm counts 4 per channel).
@@ -321,7 +367,19 @@ impl Layer {
             LayerKind::Linear { weight, bias } | LayerKind::Conv2d { weight, bias, .. } => weight.len() + bias.len(),
             LayerKind::BatchNorm { scale, .. } => 4 * scale.len(),
             LayerKind::Activation(Activation::PRelu { slopes }) => slopes.len(),
+            LayerKind::Residual { body, shortcut } => body.iter().chain(shortcut).map(Layer::parameter_count).sum(),
+            LayerKind::Lift { inner, .. } => inner.parameter_count(),
             _ => 0,
+        }
+    }
+
+    /// Piecewise-linear units of the layer (its outputs for a nonlinear layer, recursively for
+    /// residual blocks).
+    pub fn pwl_unit_count(&self) -> usize {
+        match &self.kind {
+            LayerKind::Residual { body, .. } => body.iter().map(Layer::pwl_unit_count).sum(),
+            _ if self.is_affine() => 0,
+            _ => self.output.numel(),
         }
     }
 
@@ -333,7 +391,12 @@ impl Layer {
 
     /// Applies an affine layer to `x`, writing `y` (biases included).
     pub fn apply(&self, x: &[f64], y: &mut [f64]) {
-        if self.is_affine() {
+        if let LayerKind::Residual { body, shortcut } = &self.kind {
+            let (b, s) = (run_chain(body, x), run_chain(shortcut, x));
+            for ((yi, bi), si) in y.iter_mut().zip(&b).zip(&s) {
+                *yi = bi + si;
+            }
+        } else if self.is_affine() {
             self.apply_affine(x, y, true);
         } else {
             self.apply_nonlinear(x, y);
@@ -404,6 +467,24 @@ impl Layer {
                 }
             }
             LayerKind::Flatten => y.copy_from_slice(x),
+            LayerKind::Fork => {
+                let n = x.len();
+                y[..n].copy_from_slice(x);
+                y[n..].copy_from_slice(x);
+            }
+            LayerKind::Join => {
+                let n = y.len();
+                for (i, yi) in y.iter_mut().enumerate() {
+                    *yi = x[i] + x[n + i];
+                }
+            }
+            LayerKind::Lift { inner, before, after } => {
+                let (n_in, n_out) = (inner.input.numel(), inner.output.numel());
+                y[..*before].copy_from_slice(&x[..*before]);
+                y[before + n_out..].copy_from_slice(&x[before + n_in..]);
+                debug_assert_eq!(x.len() - before - n_in, *after);
+                inner.apply_affine(&x[*before..before + n_in], &mut y[*before..before + n_out], with_bias);
+            }
             _ => unreachable!("apply_affine on a nonlinear layer"),
         }
     }
@@ -420,6 +501,12 @@ impl Layer {
                 for (g, yg) in self.max_groups().iter().zip(y.iter_mut()) {
                     *yg = g.iter().map(|&i| x[i as usize]).fold(f64::NEG_INFINITY, f64::max);
                 }
+            }
+            LayerKind::Lift { inner, before, .. } => {
+                let (n_in, n_out) = (inner.input.numel(), inner.output.numel());
+                y[..*before].copy_from_slice(&x[..*before]);
+                y[before + n_out..].copy_from_slice(&x[before + n_in..]);
+                inner.apply_nonlinear(&x[*before..before + n_in], &mut y[*before..before + n_out]);
             }
             _ => unreachable!("apply_nonlinear on an affine layer"),
         }
@@ -452,9 +539,57 @@ impl Layer {
                 }
                 groups
             }
+            LayerKind::Lift { inner, before, after } => {
+                let inner_groups = inner.max_groups();
+                if inner_groups.is_empty() {
+                    return Vec::new();
+                }
+                let n_in = inner.input.numel();
+                let mut groups: Vec<Vec<u32>> = (0..*before as u32).map(|i| vec![i]).collect();
+                groups.extend(inner_groups.into_iter().map(|g| g.into_iter().map(|i| i + *before as u32).collect()));
+                groups.extend((0..*after).map(|k| vec![(before + n_in + k) as u32]));
+                groups
+            }
             _ => Vec::new(),
         }
     }
+
+    /// The layer for the engine: residual blocks become a sequence over an augmented state
+    /// `(skip, main)` — `Fork`, the shortcut and body layers `Lift`ed onto their half, `Join` —
+    /// so the engine only ever sees chains. Other layers are returned as they are.
+    pub fn expand(&self) -> Vec<Layer> {
+        let LayerKind::Residual { body, shortcut } = &self.kind else { return vec![self.clone()] };
+        let n = self.input.numel();
+        let flat = |k: usize| Shape::Flat(k);
+        let lift = |l: &Layer, before: usize, after: usize| Layer {
+            input: flat(before + l.input.numel() + after),
+            output: flat(before + l.output.numel() + after),
+            op: l.op.clone(),
+            kind: LayerKind::Lift { inner: Box::new(l.clone()), before, after },
+        };
+        let mut out = vec![Layer { kind: LayerKind::Fork, input: self.input, output: flat(2 * n), op: "fork".into() }];
+        let mut skip = n;
+        for l in shortcut.iter().flat_map(Layer::expand) {
+            out.push(lift(&l, 0, n));
+            skip = l.output.numel();
+        }
+        for l in body.iter().flat_map(Layer::expand) {
+            out.push(lift(&l, skip, 0));
+        }
+        out.push(Layer { kind: LayerKind::Join, input: flat(2 * skip), output: self.output, op: "join".into() });
+        out
+    }
+}
+
+/// Runs a chain of layers on one input.
+fn run_chain(layers: &[Layer], x: &[f64]) -> Vec<f64> {
+    let mut cur = x.to_vec();
+    for l in layers {
+        let mut next = vec![0.0; l.output.numel()];
+        l.apply(&cur, &mut next);
+        cur = next;
+    }
+    cur
 }
 
 /// A validated sequential network.
@@ -477,13 +612,7 @@ impl Network {
     /// This is the reference every partition is checked against; it shares no code with the
     /// partition engine beyond the layer definitions.
     pub fn forward(&self, x: &[f64]) -> Vec<f64> {
-        let mut cur = x.to_vec();
-        for layer in &self.layers {
-            let mut next = vec![0.0; layer.output.numel()];
-            layer.apply(&cur, &mut next);
-            cur = next;
-        }
-        cur
+        run_chain(&self.layers, x)
     }
 
     /// Total parameter count.
@@ -493,6 +622,11 @@ impl Network {
 
     /// Number of piecewise-linear units (activation units plus max groups).
     pub fn pwl_unit_count(&self) -> usize {
-        self.layers.iter().filter(|l| !l.is_affine()).map(|l| l.output.numel()).sum()
+        self.layers.iter().map(Layer::pwl_unit_count).sum()
+    }
+
+    /// Whether any layer is a residual block.
+    pub fn has_residual(&self) -> bool {
+        self.layers.iter().any(|l| matches!(l.kind, LayerKind::Residual { .. }))
     }
 }
