@@ -29,13 +29,32 @@ class Maxout(nn.Module):
         return x.view(x.shape[0], self.groups, self.k).max(-1).values
 
 
+class Res(nn.Module):
+    """y = body(x) + shortcut(x) (identity shortcut when None)."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body, self.shortcut = body, shortcut
+
+    def forward(self, x):
+        return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+
 def lin(l):
     return {"op": "linear", "weight": l.weight.tolist(), "bias": l.bias.tolist()}
 
 
 def to_json(model, input_shape):
+    return {"format": "tessera-model/1", "input_shape": input_shape, "layers": to_layers(model)}
+
+
+def to_layers(model):
     layers = []
     for m in model:
+        if isinstance(m, Res):
+            layers.append({"op": "residual", "layers": to_layers(m.body),
+                           "shortcut": [] if m.shortcut is None else to_layers(m.shortcut)})
+            continue
         if isinstance(m, nn.Linear):
             layers.append(lin(m))
         elif isinstance(m, nn.Conv2d):
@@ -71,7 +90,7 @@ def to_json(model, input_shape):
             layers.append({"op": "maxout", "pool_size": m.k})
         else:
             raise ValueError(m)
-    return {"format": "tessera-model/1", "input_shape": input_shape, "layers": layers}
+    return layers
 
 
 class Abs(nn.Module):
@@ -99,6 +118,29 @@ def models():
     torch.manual_seed(3)
     yield "abs", nn.Sequential(nn.Linear(2, 10), Abs(), nn.Linear(10, 10), nn.Hardtanh(-0.5, 0.5),
                                nn.Linear(10, 8), nn.ReLU6(), nn.Linear(8, 6), nn.PReLU(), nn.Linear(6, 2)), [2]
+    torch.manual_seed(5)
+    yield "resmlp", nn.Sequential(nn.Linear(2, 8), nn.ReLU(),
+                                  Res(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))), nn.ReLU(),
+                                  Res(nn.Sequential(nn.Linear(8, 6), nn.Abs() if hasattr(nn, "Abs") else Abs(), nn.Linear(6, 6)),
+                                      nn.Sequential(nn.Linear(8, 6))),
+                                  nn.Linear(6, 3)), [2]
+    torch.manual_seed(6)
+
+    def bn(c):
+        b = nn.BatchNorm2d(c)
+        b.running_mean.uniform_(-0.2, 0.2)
+        b.running_var.uniform_(0.5, 1.5)
+        b.weight.data.uniform_(0.5, 1.5)
+        b.bias.data.uniform_(-0.2, 0.2)
+        return b
+    current_hw[0] = (4, 4)
+    yield "resnet", nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), bn(3), nn.ReLU(),
+        Res(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), bn(3), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), bn(3))),
+        nn.ReLU(),
+        Res(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, stride=2), bn(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), bn(4)),
+            nn.Sequential(nn.Conv2d(3, 4, 1, stride=2), bn(4))),
+        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), [1, 8, 8]
     torch.manual_seed(4)
     current_hw[0] = (4, 4)
     yield "gap", nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),

@@ -552,9 +552,6 @@ pub(crate) fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<L
             if body.is_empty() {
                 return Err(cx.err(Some("layers"), "the main branch is empty"));
             }
-            if let Some(l) = shortcut.iter().find(|l| !l.is_affine()) {
-                return Err(cx.err(Some("shortcut"), format!("must be affine; `{}` is not", l.op)));
-            }
             if out.numel() != skip_out.numel() {
                 return Err(cx.err(
                     None,

@@ -287,12 +287,12 @@ pub enum LayerKind {
         /// Group size.
         pool: usize,
     },
-    /// A residual block: `y = shortcut(x) + body(x)`, where `shortcut` is a chain of affine
-    /// layers (empty: the identity) and `body` any chain of layers with the same output shape.
+    /// A residual block: `y = shortcut(x) + body(x)`, two chains of layers (an empty shortcut is
+    /// the identity) with outputs of the same size.
     Residual {
         /// The main branch.
         body: Vec<Layer>,
-        /// The skip branch (affine layers only).
+        /// The skip branch.
         shortcut: Vec<Layer>,
     },
     /// Engine-internal (never produced by a loader): `x ↦ (x, x)`.

@@ -187,7 +187,46 @@ struct Lowering<'a> {
     notes: Vec<String>,
 }
 
+/// The state of one branch of the data path.
+struct Branch {
+    data: String,
+    shape: Shape,
+    layers: Vec<Value>,
+    pending_maxout: Option<usize>,
+}
+
+impl Branch {
+    /// Moves the branch state out of `st`, leaving it empty.
+    fn take(st: &mut Lowering<'_>) -> Self {
+        Branch {
+            data: std::mem::take(&mut st.data),
+            shape: st.shape,
+            layers: std::mem::take(&mut st.layers),
+            pending_maxout: st.pending_maxout.take(),
+        }
+    }
+}
+
+/// Ops of `tessera-model/1` that are affine.
+const AFFINE_OPS: &[&str] = &["linear", "conv2d", "batch_norm", "avg_pool2d", "flatten"];
+
 impl Lowering<'_> {
+    /// Exchanges the branch state held in `self` with `b`.
+    fn swap(&mut self, b: &mut Branch) {
+        std::mem::swap(&mut self.data, &mut b.data);
+        std::mem::swap(&mut self.shape, &mut b.shape);
+        std::mem::swap(&mut self.layers, &mut b.layers);
+        std::mem::swap(&mut self.pending_maxout, &mut b.pending_maxout);
+    }
+
+    /// Puts a saved branch state back into `self`.
+    fn restore(&mut self, b: Branch) {
+        self.data = b.data;
+        self.shape = b.shape;
+        self.layers = b.layers;
+        self.pending_maxout = b.pending_maxout;
+    }
+
     fn push(&mut self, layer: Value) -> Result<(), json::ModelError> {
         let index = self.layers.len();
         let parsed = json::parse_layer(index, &layer, self.shape)?;
@@ -241,7 +280,17 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
         dir,
         notes: Vec::new(),
     };
+    // Data-path consumers of every tensor (Shape nodes only read the known shape).
+    let mut consumers: HashMap<&str, usize> = HashMap::new();
+    for n in graph.node.iter().filter(|n| n.op_type != "Shape") {
+        for i in &n.input {
+            *consumers.entry(i.as_str()).or_default() += 1;
+        }
+    }
     let mut dead: Vec<String> = Vec::new();
+    // Inside a residual block: the model's layers so far, the fork tensor, the other branch
+    // (`st` holds the first), and whether the first branch has taken a node yet.
+    let mut block: Option<(Branch, String, Branch, bool)> = None;
     for (k, node) in graph.node.iter().enumerate() {
         let name =
             if node.name.is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name.clone() };
@@ -249,11 +298,14 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
         if !node.domain.is_empty() && node.domain != "ai.onnx" {
             return Err(err(format!("custom domain `{}` is not supported", node.domain)));
         }
-        let uses_data = node.input.contains(&st.data);
-        if node.op_type == "Shape" && uses_data {
+        let other_data = block.as_ref().map(|b| b.2.data.clone());
+        let reads_st = node.input.contains(&st.data);
+        let reads_other = other_data.as_ref().is_some_and(|d| node.input.contains(d));
+        if node.op_type == "Shape" && (reads_st || reads_other) {
             // The data path's shape is known: [batch = 1, dims...].
+            let shape = if reads_st { st.shape } else { block.as_ref().map_or(st.shape, |b| b.2.shape) };
             let mut dims = vec![1.0];
-            dims.extend(st.shape.dims().iter().map(|&d| d as f64));
+            dims.extend(shape.dims().iter().map(|&d| d as f64));
             let value = Tensor { dims: vec![dims.len()], data: dims };
             for o in &node.output {
                 st.consts.insert(o.clone(), value.clone());
@@ -262,20 +314,93 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
         }
         if let Some(old) = node.input.iter().find(|i| dead.contains(i)) {
             return Err(err(format!(
-                "reads `{old}`, an earlier tensor of the data path: branching (residual) graphs are not supported yet"
+                "reads `{old}`, an earlier tensor of the data path: only residual blocks (one fork joined by Add) are supported"
             )));
         }
-        if !uses_data {
+        if !reads_st && !reads_other {
             fold(&mut st, node).map_err(err)?;
             continue;
         }
-        let last = k + 1 == graph.node.len();
-        lower(&mut st, node, last).map_err(|e| match e {
-            Lower::Msg(m) => err(m),
-            Lower::Model(m) => OnnxError::Model(m),
-        })?;
         let out = node.output.first().cloned().ok_or_else(|| err("has no output".into()))?;
-        dead.push(std::mem::replace(&mut st.data, out));
+        // The join of a residual block: Add of the two branches' ends.
+        if node.op_type == "Add" && reads_st && reads_other {
+            let (outer, fork, mut other, _) = block.take().expect("reads_other implies a block");
+            let mut first = Branch::take(&mut st);
+            if first.pending_maxout.is_some() || other.pending_maxout.is_some() {
+                return Err(err("a Reshape inside a residual branch is not followed by ReduceMax".into()));
+            }
+            let nonlinear = |b: &Branch| b.layers.iter().any(|l| !AFFINE_OPS.contains(&l["op"].as_str().unwrap_or("")));
+            // The branch with nonlinearities is the body (either order gives the same sum).
+            let (body, shortcut) = if !nonlinear(&first) && nonlinear(&other) {
+                (std::mem::take(&mut other.layers), std::mem::take(&mut first.layers))
+            } else {
+                (std::mem::take(&mut first.layers), std::mem::take(&mut other.layers))
+            };
+            st.restore(outer);
+            st.push(j!({"op": "residual", "layers": body, "shortcut": shortcut})).map_err(OnnxError::Model)?;
+            dead.push(fork);
+            st.data = out;
+            continue;
+        }
+        let read = if reads_st { st.data.as_str() } else { other_data.as_deref().unwrap_or("") };
+        if consumers.get(read).copied().unwrap_or(0) > 1 {
+            match &block {
+                // The fork itself, read by the second branch or again by the first.
+                Some((_, fork, _, _)) if read == fork => {}
+                Some(_) => return Err(err("nested residual blocks are not supported yet".into())),
+                None => {
+                    // A fork: the data tensor feeds two branches that an Add joins later.
+                    let fork = st.data.clone();
+                    let outer = Branch {
+                        data: fork.clone(),
+                        shape: st.shape,
+                        layers: std::mem::take(&mut st.layers),
+                        pending_maxout: st.pending_maxout.take(),
+                    };
+                    let other =
+                        Branch { data: fork.clone(), shape: st.shape, layers: Vec::new(), pending_maxout: None };
+                    block = Some((outer, fork, other, false));
+                }
+            }
+        }
+        let last = k + 1 == graph.node.len();
+        let to_lower = |st: &mut Lowering<'_>| {
+            lower(st, node, last).map_err(|e| match e {
+                Lower::Msg(m) => err(m),
+                Lower::Model(m) => OnnxError::Model(m),
+            })
+        };
+        // Inside a block the first branch takes the fork's first consumer, the other the rest.
+        let use_other = match block.as_mut() {
+            Some((_, fork, other, started)) => {
+                let to_first = reads_st && (st.data != *fork || !*started);
+                if reads_st && st.data == *fork && !*started {
+                    *started = true;
+                }
+                !to_first && node.input.contains(&other.data)
+            }
+            None => false,
+        };
+        if use_other {
+            let (_, fork, other, _) = block.as_mut().expect("inside a block");
+            st.swap(other);
+            let result = to_lower(&mut st);
+            let old = std::mem::replace(&mut st.data, out);
+            st.swap(other);
+            result?;
+            if old != *fork {
+                dead.push(old);
+            }
+        } else {
+            to_lower(&mut st)?;
+            let old = std::mem::replace(&mut st.data, out);
+            if block.as_ref().is_none_or(|b| b.1 != old) {
+                dead.push(old);
+            }
+        }
+    }
+    if block.is_some() {
+        return Err(OnnxError::Graph("a residual block is never joined by an Add".into()));
     }
     if st.pending_maxout.is_some() {
         return Err(OnnxError::Graph("a Reshape to [N, groups, k] is not followed by ReduceMax (maxout)".into()));
