@@ -40,6 +40,28 @@ class Res(nn.Module):
         return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
 
 
+class Cat(nn.Module):
+    """torch.cat([a(x), b(x)], dim=1)."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], dim=1)
+
+
+class Mx(nn.Module):
+    """torch.maximum(a(x), b(x))."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x):
+        return torch.maximum(self.a(x), self.b(x))
+
+
 def lin(l):
     return {"op": "linear", "weight": l.weight.tolist(), "bias": l.bias.tolist()}
 
@@ -51,6 +73,10 @@ def to_json(model, input_shape):
 def to_layers(model):
     layers = []
     for m in model:
+        if isinstance(m, Cat) or isinstance(m, Mx):
+            layers.append({"op": "concat" if isinstance(m, Cat) else "max",
+                           "branches": [to_layers(m.a), to_layers(m.b)]})
+            continue
         if isinstance(m, Res):
             layers.append({"op": "residual", "layers": to_layers(m.body),
                            "shortcut": [] if m.shortcut is None else to_layers(m.shortcut)})
@@ -141,6 +167,15 @@ def models():
         Res(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, stride=2), bn(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), bn(4)),
             nn.Sequential(nn.Conv2d(3, 4, 1, stride=2), bn(4))),
         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), [1, 8, 8]
+    torch.manual_seed(7)
+    yield "branches", nn.Sequential(
+        Cat(nn.Sequential(nn.Linear(2, 4), nn.ReLU()), nn.Sequential(nn.Linear(2, 3), Abs())),
+        Mx(nn.Sequential(nn.Linear(7, 5), nn.ReLU(), nn.Linear(5, 4)), nn.Sequential(nn.Linear(7, 4))),
+        nn.Linear(4, 2)), [2]
+    torch.manual_seed(8)
+    yield "catcnn", nn.Sequential(
+        Cat(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU()), nn.Sequential(nn.Conv2d(1, 3, 1))),
+        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(45, 3)), [1, 6, 6]
     torch.manual_seed(4)
     current_hw[0] = (4, 4)
     yield "gap", nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),

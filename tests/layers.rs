@@ -512,3 +512,29 @@ fn residual_blocks_with_projections_nesting_and_convolutions() {
     let part = checked(&both, &slice, 2);
     assert!(grid_patterns(&both, &slice, 200) <= part.regions.len());
 }
+
+#[test]
+fn concat_and_max_of_branches() {
+    let mut r = rng(555);
+    let net = model(
+        &[2],
+        vec![
+            json!({"op": "concat", "branches": [[linear(&mut r, 2, 4), {"op": "relu"}], [linear(&mut r, 2, 3), {"op": "abs"}]]}),
+            json!({"op": "max", "branches": [[linear(&mut r, 7, 5), {"op": "relu"}, linear(&mut r, 5, 4)], [linear(&mut r, 7, 4)]]}),
+            linear(&mut r, 4, 2),
+        ],
+    );
+    let slice = plane_slice([-2.0, 2.0, -2.0, 2.0]);
+    let part = checked(&net, &slice, 2);
+    assert!(grid_patterns(&net, &slice, 200) <= part.regions.len());
+    assert_eq!(checked(&net, &slice, 1).regions, part.regions);
+    // max(a, a) is a, and a max of a branch with itself adds no region.
+    let a = vec![linear(&mut r, 2, 3), json!({"op": "relu"})];
+    let same = model(&[2], vec![json!({"op": "max", "branches": [a.clone(), a.clone()]}), linear(&mut r, 3, 1)]);
+    let plain = model(&[2], a);
+    let (p1, p2) = (checked(&same, &slice, 2), checked(&plain, &slice, 2));
+    assert_eq!(p1.regions.len(), p2.regions.len());
+    let bad = tessera::network::json::parse_value(&json!({"format": "tessera-model/1", "input_shape": [2], "layers": [
+        {"op": "max", "branches": [[linear(&mut r, 2, 3)], [linear(&mut r, 2, 4)]]}]}));
+    assert!(bad.unwrap_err().to_string().contains("must match"));
+}

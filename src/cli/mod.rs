@@ -412,7 +412,7 @@ fn info(model: &std::path::Path) -> Result<i32, CliError> {
     let _ = writeln!(text, "input shape {}", net.input_shape);
     for (i, l) in net.layers.iter().enumerate() {
         let units =
-            if l.is_affine() { String::new() } else { format!("  ({} piecewise-linear units)", l.output.numel()) };
+            if l.is_affine() { String::new() } else { format!("  ({} piecewise-linear units)", l.pwl_unit_count()) };
         let _ =
             writeln!(text, "  {i:>3}  {:<12} {} -> {}  params {}{units}", l.op, l.input, l.output, l.parameter_count());
     }

@@ -303,6 +303,12 @@ struct Empty {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct BranchesSpec {
+    branches: Vec<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ResidualSpec {
     layers: Vec<Value>,
     shortcut: Option<Vec<Value>>,
@@ -324,6 +330,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "relu6",
     "maxout",
     "residual",
+    "concat",
+    "max",
 ];
 
 /// Validates one layer given as a JSON object (with its `op`) for an input of `input` shape.
@@ -558,7 +566,43 @@ pub(crate) fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<L
                     format!("the main branch gives {out} but the shortcut gives {skip_out}: they must match"),
                 ));
             }
-            (LayerKind::Residual { body, shortcut }, out)
+            (LayerKind::Residual { body, shortcut, merge: super::Merge::Add }, out)
+        }
+        "concat" | "max" => {
+            let s: BranchesSpec = spec(&cx, &rest)?;
+            let chain = |values: &[Value], k: usize| -> Result<(Vec<Layer>, Shape), ModelError> {
+                let mut shape = input;
+                let mut layers = Vec::with_capacity(values.len());
+                for (i, v) in values.iter().enumerate() {
+                    let inner =
+                        parse_layer(i, v, shape).map_err(|e| cx.err(Some("branches"), format!("branch {k}: {e}")))?;
+                    shape = inner.output;
+                    layers.push(inner);
+                }
+                Ok((layers, shape))
+            };
+            let [a, b] = s.branches.as_slice() else {
+                return Err(cx.err(Some("branches"), format!("expected two branches, found {}", s.branches.len())));
+            };
+            let ((first, sa), (second, sb)) = (chain(a, 0)?, chain(b, 1)?);
+            let (merge, out) = if op == "max" {
+                if sa != sb {
+                    return Err(cx.err(Some("branches"), format!("branches give {sa} and {sb}: they must match")));
+                }
+                (super::Merge::Max, sa)
+            } else {
+                let out = match (sa, sb) {
+                    (Shape::Flat(p), Shape::Flat(q)) => Shape::Flat(p + q),
+                    (Shape::Image { c: p, h, w }, Shape::Image { c: q, h: h2, w: w2 }) if h == h2 && w == w2 => {
+                        Shape::Image { c: p + q, h, w }
+                    }
+                    _ => {
+                        return Err(cx.err(Some("branches"), format!("cannot concatenate {sa} and {sb} along channels")))
+                    }
+                };
+                (super::Merge::Concat, out)
+            };
+            (LayerKind::Residual { body: first, shortcut: second, merge }, out)
         }
         "maxout" => {
             let s: MaxoutSpec = spec(&cx, &rest)?;
@@ -618,11 +662,17 @@ fn layer_value(l: &Layer) -> Value {
                 "padding": pair(window.padding), "dilation": pair(window.dilation)}),
         LayerKind::Flatten => json!({"op": "flatten"}),
         LayerKind::Maxout { pool } => json!({"op": "maxout", "pool_size": pool}),
-        LayerKind::Residual { body, shortcut } => json!({"op": "residual",
-            "layers": body.iter().map(layer_value).collect::<Vec<_>>(),
-            "shortcut": shortcut.iter().map(layer_value).collect::<Vec<_>>()}),
+        LayerKind::Residual { body, shortcut, merge } => {
+            let (a, b): (Vec<Value>, Vec<Value>) =
+                (body.iter().map(layer_value).collect(), shortcut.iter().map(layer_value).collect());
+            match merge {
+                super::Merge::Add => json!({"op": "residual", "layers": a, "shortcut": b}),
+                super::Merge::Concat => json!({"op": "concat", "branches": [a, b]}),
+                super::Merge::Max => json!({"op": "max", "branches": [a, b]}),
+            }
+        }
         // Engine-internal layers never appear in a loaded network.
-        LayerKind::Fork | LayerKind::Lift { .. } | LayerKind::Join => json!({"op": l.op}),
+        LayerKind::Fork | LayerKind::Lift { .. } | LayerKind::Join { .. } => json!({"op": l.op}),
         LayerKind::Activation(a) => match a {
             Activation::Relu => json!({"op": "relu"}),
             Activation::Abs => json!({"op": "abs"}),

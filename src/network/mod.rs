@@ -287,13 +287,16 @@ pub enum LayerKind {
         /// Group size.
         pool: usize,
     },
-    /// A residual block: `y = shortcut(x) + body(x)`, two chains of layers (an empty shortcut is
-    /// the identity) with outputs of the same size.
+    /// Two branches from one input, merged: `body(x) + shortcut(x)` (a residual block),
+    /// `concat(body(x), shortcut(x))` along channels, or their elementwise maximum. An empty
+    /// chain is the identity.
     Residual {
-        /// The main branch.
+        /// The first (main) branch.
         body: Vec<Layer>,
-        /// The skip branch.
+        /// The second (skip) branch.
         shortcut: Vec<Layer>,
+        /// How the branches are merged.
+        merge: Merge,
     },
     /// Engine-internal (never produced by a loader): `x ↦ (x, x)`.
     Fork,
@@ -307,8 +310,22 @@ pub enum LayerKind {
         /// Entries passed through after it.
         after: usize,
     },
-    /// Engine-internal: `(a, b) ↦ a + b` for two halves of equal length.
-    Join,
+    /// Engine-internal: merges the two halves `(a, b)` of the state.
+    Join {
+        /// Sum, concatenation or maximum.
+        merge: Merge,
+    },
+}
+
+/// How the two branches of a block are merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// `a + b`.
+    Add,
+    /// `a` then `b` (channels of `a`, then channels of `b`).
+    Concat,
+    /// Elementwise `max(a, b)`; ties go to `a`.
+    Max,
 }
 
 /// A layer with its input and output shapes and where it came from.
@@ -334,9 +351,11 @@ impl Layer {
             | LayerKind::AvgPool2d { .. }
             | LayerKind::Flatten
             | LayerKind::Fork
-            | LayerKind::Join => true,
+            | LayerKind::Join { merge: Merge::Add | Merge::Concat } => true,
             LayerKind::Lift { inner, .. } => inner.is_affine(),
-            LayerKind::Residual { body, .. } => body.iter().all(Layer::is_affine),
+            LayerKind::Residual { body, shortcut, merge } => {
+                *merge != Merge::Max && body.iter().chain(shortcut).all(Layer::is_affine)
+            }
             _ => false,
         }
     }
@@ -367,7 +386,7 @@ impl Layer {
             LayerKind::Linear { weight, bias } | LayerKind::Conv2d { weight, bias, .. } => weight.len() + bias.len(),
             LayerKind::BatchNorm { scale, .. } => 4 * scale.len(),
             LayerKind::Activation(Activation::PRelu { slopes }) => slopes.len(),
-            LayerKind::Residual { body, shortcut } => body.iter().chain(shortcut).map(Layer::parameter_count).sum(),
+            LayerKind::Residual { body, shortcut, .. } => body.iter().chain(shortcut).map(Layer::parameter_count).sum(),
             LayerKind::Lift { inner, .. } => inner.parameter_count(),
             _ => 0,
         }
@@ -377,7 +396,10 @@ impl Layer {
     /// residual blocks).
     pub fn pwl_unit_count(&self) -> usize {
         match &self.kind {
-            LayerKind::Residual { body, .. } => body.iter().map(Layer::pwl_unit_count).sum(),
+            LayerKind::Residual { body, shortcut, merge } => {
+                let units: usize = body.iter().chain(shortcut).map(Layer::pwl_unit_count).sum();
+                units + if *merge == Merge::Max { self.output.numel() } else { 0 }
+            }
             _ if self.is_affine() => 0,
             _ => self.output.numel(),
         }
@@ -391,10 +413,15 @@ impl Layer {
 
     /// Applies an affine layer to `x`, writing `y` (biases included).
     pub fn apply(&self, x: &[f64], y: &mut [f64]) {
-        if let LayerKind::Residual { body, shortcut } = &self.kind {
+        if let LayerKind::Residual { body, shortcut, merge } = &self.kind {
             let (b, s) = (run_chain(body, x), run_chain(shortcut, x));
-            for ((yi, bi), si) in y.iter_mut().zip(&b).zip(&s) {
-                *yi = bi + si;
+            match merge {
+                Merge::Add => y.iter_mut().zip(b.iter().zip(&s)).for_each(|(yi, (bi, si))| *yi = bi + si),
+                Merge::Max => y.iter_mut().zip(b.iter().zip(&s)).for_each(|(yi, (bi, si))| *yi = bi.max(*si)),
+                Merge::Concat => {
+                    y[..b.len()].copy_from_slice(&b);
+                    y[b.len()..].copy_from_slice(&s);
+                }
             }
         } else if self.is_affine() {
             self.apply_affine(x, y, true);
@@ -472,12 +499,13 @@ impl Layer {
                 y[..n].copy_from_slice(x);
                 y[n..].copy_from_slice(x);
             }
-            LayerKind::Join => {
+            LayerKind::Join { merge: Merge::Add } => {
                 let n = y.len();
                 for (i, yi) in y.iter_mut().enumerate() {
                     *yi = x[i] + x[n + i];
                 }
             }
+            LayerKind::Join { merge: Merge::Concat } => y.copy_from_slice(x),
             LayerKind::Lift { inner, before, after } => {
                 let (n_in, n_out) = (inner.input.numel(), inner.output.numel());
                 y[..*before].copy_from_slice(&x[..*before]);
@@ -497,7 +525,7 @@ impl Layer {
                     *yi = act.eval(xi, i / per);
                 }
             }
-            LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
+            LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } | LayerKind::Join { merge: Merge::Max } => {
                 for (g, yg) in self.max_groups().iter().zip(y.iter_mut()) {
                     *yg = g.iter().map(|&i| x[i as usize]).fold(f64::NEG_INFINITY, f64::max);
                 }
@@ -539,6 +567,10 @@ impl Layer {
                 }
                 groups
             }
+            LayerKind::Join { merge: Merge::Max } => {
+                let n = self.output.numel() as u32;
+                (0..n).map(|i| vec![i, n + i]).collect()
+            }
             LayerKind::Lift { inner, before, after } => {
                 let inner_groups = inner.max_groups();
                 if inner_groups.is_empty() {
@@ -554,11 +586,11 @@ impl Layer {
         }
     }
 
-    /// The layer for the engine: residual blocks become a sequence over an augmented state
-    /// `(skip, main)` — `Fork`, the shortcut and body layers `Lift`ed onto their half, `Join` —
-    /// so the engine only ever sees chains. Other layers are returned as they are.
+    /// The layer for the engine: two-branch blocks become a sequence over an augmented state
+    /// `(body, shortcut)` — `Fork`, each branch's layers `Lift`ed onto its half, `Join` — so the
+    /// engine only ever sees chains. Other layers are returned as they are.
     pub fn expand(&self) -> Vec<Layer> {
-        let LayerKind::Residual { body, shortcut } = &self.kind else { return vec![self.clone()] };
+        let LayerKind::Residual { body, shortcut, merge } = &self.kind else { return vec![self.clone()] };
         let n = self.input.numel();
         let flat = |k: usize| Shape::Flat(k);
         let lift = |l: &Layer, before: usize, after: usize| Layer {
@@ -568,15 +600,27 @@ impl Layer {
             kind: LayerKind::Lift { inner: Box::new(l.clone()), before, after },
         };
         let mut out = vec![Layer { kind: LayerKind::Fork, input: self.input, output: flat(2 * n), op: "fork".into() }];
+        let mut main = n;
+        for l in body.iter().flat_map(Layer::expand) {
+            out.push(lift(&l, 0, n));
+            main = l.output.numel();
+        }
         let mut skip = n;
         for l in shortcut.iter().flat_map(Layer::expand) {
-            out.push(lift(&l, 0, n));
+            out.push(lift(&l, main, 0));
             skip = l.output.numel();
         }
-        for l in body.iter().flat_map(Layer::expand) {
-            out.push(lift(&l, skip, 0));
-        }
-        out.push(Layer { kind: LayerKind::Join, input: flat(2 * skip), output: self.output, op: "join".into() });
+        let op = match merge {
+            Merge::Add => "add",
+            Merge::Concat => "concat",
+            Merge::Max => "max",
+        };
+        out.push(Layer {
+            kind: LayerKind::Join { merge: *merge },
+            input: flat(main + skip),
+            output: self.output,
+            op: op.into(),
+        });
         out
     }
 }

@@ -79,6 +79,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Dropout",
     "Softmax",
     "LogSoftmax",
+    "Add/Max/Concat of two branches (a fork's residual, maximum or channel concatenation)",
 ];
 
 /// A loaded model with notes about what the lowering did.
@@ -207,9 +208,6 @@ impl Branch {
     }
 }
 
-/// Ops of `tessera-model/1` that are affine.
-const AFFINE_OPS: &[&str] = &["linear", "conv2d", "batch_norm", "avg_pool2d", "flatten"];
-
 impl Lowering<'_> {
     /// Exchanges the branch state held in `self` with `b`.
     fn swap(&mut self, b: &mut Branch) {
@@ -322,22 +320,34 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
             continue;
         }
         let out = node.output.first().cloned().ok_or_else(|| err("has no output".into()))?;
-        // The join of a residual block: Add of the two branches' ends.
-        if node.op_type == "Add" && reads_st && reads_other {
+        // The join of a block: Add, Max or Concat (along channels) of the two branches' ends.
+        let joins = matches!(node.op_type.as_str(), "Add" | "Max" | "Concat") && reads_st && reads_other;
+        if joins {
             let (outer, fork, mut other, _) = block.take().expect("reads_other implies a block");
             let mut first = Branch::take(&mut st);
             if first.pending_maxout.is_some() || other.pending_maxout.is_some() {
-                return Err(err("a Reshape inside a residual branch is not followed by ReduceMax".into()));
+                return Err(err("a Reshape inside a branch is not followed by ReduceMax".into()));
             }
-            let nonlinear = |b: &Branch| b.layers.iter().any(|l| !AFFINE_OPS.contains(&l["op"].as_str().unwrap_or("")));
-            // The branch with nonlinearities is the body (either order gives the same sum).
-            let (body, shortcut) = if !nonlinear(&first) && nonlinear(&other) {
-                (std::mem::take(&mut other.layers), std::mem::take(&mut first.layers))
-            } else {
-                (std::mem::take(&mut first.layers), std::mem::take(&mut other.layers))
+            // `first` holds the branch that read the fork first; order the branches as the
+            // join reads them (it matters for Concat).
+            if node.input.first() == Some(&other.data) {
+                std::mem::swap(&mut first, &mut other);
+            }
+            let (a, b) = (std::mem::take(&mut first.layers), std::mem::take(&mut other.layers));
+            let layer = match node.op_type.as_str() {
+                "Add" => j!({"op": "residual", "layers": a, "shortcut": b}),
+                "Max" => j!({"op": "max", "branches": [a, b]}),
+                _ => {
+                    if attr_i(node, "axis", 0) != 1 || node.input.len() != 2 {
+                        return Err(err(
+                            "only the concatenation of two branches along channels (axis 1) is supported".into()
+                        ));
+                    }
+                    j!({"op": "concat", "branches": [a, b]})
+                }
             };
             st.restore(outer);
-            st.push(j!({"op": "residual", "layers": body, "shortcut": shortcut})).map_err(OnnxError::Model)?;
+            st.push(layer).map_err(OnnxError::Model)?;
             dead.push(fork);
             st.data = out;
             continue;
