@@ -84,12 +84,34 @@ fn unsupported_and_malformed_files_are_clear_errors() {
     let e =
         onnx::parse_bytes(b"\x08\x07garbage that is not protobuf \xff\xff", "junk.onnx", None).unwrap_err().to_string();
     assert!(e.contains("junk.onnx"), "{e}");
+    // Through the binary: `verify` passes on an exported ResNet-style model; errors exit 2.
+    let v = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["verify", asset("resnet_dy.onnx").to_str().unwrap(), "--points", "200"])
+        .args(["--origin", &npy("o", 64, 0.3), "--du", &npy("u", 64, 0.7), "--dv", &npy("v", 64, 1.1)])
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    for bad in ["sigmoid_ts.onnx", "rank3_ts.onnx", "missing_initializer.onnx"] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["info", asset(bad).to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+    }
     // Through the binary: exit 2, no panic.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["map", asset("sigmoid_ts.onnx").to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// A seeded direction vector as a .npy file in the temp folder.
+fn npy(name: &str, n: usize, phase: f64) -> String {
+    let data: Vec<f64> = (0..n).map(|i| ((i as f64 + 1.0) * phase).sin()).collect();
+    let path = std::env::temp_dir().join(format!("tessera-onnx-{name}-{}.npy", std::process::id()));
+    std::fs::write(&path, tessera::npy::to_bytes_f64(&[n as u64], &data)).unwrap();
+    path.display().to_string()
 }
 
 #[test]
