@@ -40,6 +40,13 @@ class Res(nn.Module):
         return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
 
 
+class ResFirst(Res):
+    """x + body(x): the skip is the Add's first input."""
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
 class Cat(nn.Module):
     """torch.cat([a(x), b(x)], dim=1)."""
 
@@ -77,7 +84,7 @@ def to_layers(model):
             layers.append({"op": "concat" if isinstance(m, Cat) else "max",
                            "branches": [to_layers(m.a), to_layers(m.b)]})
             continue
-        if isinstance(m, Res):
+        if isinstance(m, Res):  # ResFirst included: the sum does not depend on the order
             layers.append({"op": "residual", "layers": to_layers(m.body),
                            "shortcut": [] if m.shortcut is None else to_layers(m.shortcut)})
             continue
@@ -167,6 +174,10 @@ def models():
         Res(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, stride=2), bn(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), bn(4)),
             nn.Sequential(nn.Conv2d(3, 4, 1, stride=2), bn(4))),
         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), [1, 8, 8]
+    torch.manual_seed(9)
+    yield "skipfirst", nn.Sequential(nn.Linear(2, 6), nn.ReLU(),
+                                     ResFirst(nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6))),
+                                     nn.Linear(6, 2)), [2]
     torch.manual_seed(7)
     yield "branches", nn.Sequential(
         Cat(nn.Sequential(nn.Linear(2, 4), nn.ReLU()), nn.Sequential(nn.Linear(2, 3), Abs())),

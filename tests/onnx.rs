@@ -38,7 +38,7 @@ fn reference(name: &str) -> Reference {
 
 #[test]
 fn exported_models_match_onnxruntime_and_their_json_twins() {
-    for name in ["mlp", "cnn", "maxout", "abs", "gap", "resmlp", "resnet", "branches", "catcnn"] {
+    for name in ["mlp", "cnn", "maxout", "abs", "gap", "resmlp", "resnet", "skipfirst", "branches", "catcnn"] {
         let r = reference(name);
         let json_net = tessera::network::json::load_path(&asset(&format!("{name}.json"))).unwrap();
         let twin = checked(&json_net, &r.slice, 2);

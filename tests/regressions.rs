@@ -104,3 +104,26 @@ fn chebyshev_centre_of_a_tiny_far_polygon() {
     assert!((r / s - 1.0).abs() < 1e-3, "radius {r}");
     assert!(((c[0] - o[0]) / s - 1.0).abs() < 1e-3 && ((c[1] - o[1]) / s - 1.0).abs() < 1e-3);
 }
+
+/// Layers inside blocks skipped the loader's size checks, and nested blocks could double the
+/// engine's state without bound.
+#[test]
+fn layers_inside_blocks_are_size_checked() {
+    let e = load_err(
+        json!([{"op": "residual", "layers": [{"op": "conv2d", "weight": [[[[1.0]]]], "padding": 100000}], "shortcut": []}]),
+        json!([1, 2, 2]),
+    );
+    assert!(e.contains("size limit"), "{e}");
+    let e = load_err(
+        json!([{"op": "residual", "layers": [{"op": "max_pool2d", "kernel_size": 2, "padding": 1, "dilation": 2}]}]),
+        json!([1, 1, 1]),
+    );
+    assert!(e.contains("padding"), "{e}");
+    // Each nesting level keeps one more copy of the state: 20 levels of 2^20 entries.
+    let mut block = json!({"op": "relu"});
+    for _ in 0..20 {
+        block = json!({"op": "residual", "layers": [block]});
+    }
+    let e = load_err(json!([block]), json!([1 << 20]));
+    assert!(e.contains("state of"), "{e}");
+}

@@ -1,6 +1,7 @@
-//! The affine map of any layer's output on a region, rebuilt from the region's activation
+//! The affine map of a layer's output on a region, rebuilt from the region's activation
 //! pattern: the plane's three vectors are pushed through the layers with every nonlinearity
-//! fixed to the piece (or winner) the pattern records.
+//! fixed to the piece (or winner) the pattern records. Networks with two-branch blocks are not
+//! supported yet (their nonlinearities share one model-layer index in the pattern layout).
 
 use super::Pattern;
 use crate::network::{LayerKind, Network};
@@ -11,7 +12,7 @@ use crate::slice::Plane;
 /// `pattern`, for a partition of `plane` whose pattern layout is `layout`.
 ///
 /// Costs one forward pass of three vectors through the layers up to `layer`. Returns `None`
-/// when `layer` is not a layer index.
+/// when `layer` is not a layer index, or when the network has two-branch blocks.
 pub fn layer_map(
     net: &Network,
     plane: &Plane,
@@ -19,7 +20,7 @@ pub fn layer_map(
     pattern: &Pattern,
     layer: usize,
 ) -> Option<AffineMap> {
-    if layer >= net.layers.len() {
+    if layer >= net.layers.len() || net.has_residual() {
         return None;
     }
     // Three vectors: ∂/∂u, ∂/∂v and the value at (0, 0).

@@ -148,29 +148,6 @@ pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
     let mut out = Vec::with_capacity(layers.len());
     for (index, value) in layers.iter().enumerate() {
         let layer = parse_layer(index, value, shape)?;
-        match layer.output.checked_numel() {
-            Some(n) if n > 0 && n <= super::MAX_ELEMENTS => {}
-            _ => {
-                return Err(ModelError::Layer {
-                    index,
-                    op: layer.op.clone(),
-                    field: None,
-                    message: format!(
-                        "output shape {} is empty or has more than {} entries (tessera's size limit)",
-                        layer.output,
-                        super::MAX_ELEMENTS
-                    ),
-                })
-            }
-        }
-        if matches!(layer.kind, LayerKind::MaxPool2d { .. }) && layer.max_groups().iter().any(Vec::is_empty) {
-            return Err(ModelError::Layer {
-                index,
-                op: layer.op.clone(),
-                field: Some("padding".into()),
-                message: "some pooling window lies entirely in the padding".into(),
-            });
-        }
         shape = layer.output;
         out.push(layer);
     }
@@ -334,8 +311,46 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "max",
 ];
 
-/// Validates one layer given as a JSON object (with its `op`) for an input of `input` shape.
+/// Validates one layer given as a JSON object (with its `op`) for an input of `input` shape,
+/// including tessera's size limit and, for max-pooling, windows that only see padding.
 pub(crate) fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, ModelError> {
+    let layer = parse_layer_fields(index, value, input)?;
+    let err = |field: Option<&str>, message: String| ModelError::Layer {
+        index,
+        op: layer.op.clone(),
+        field: field.map(str::to_string),
+        message,
+    };
+    match layer.output.checked_numel() {
+        Some(n) if n > 0 && n <= super::MAX_ELEMENTS => {}
+        _ => {
+            return Err(err(
+                None,
+                format!(
+                    "output shape {} is empty or has more than {} entries (tessera's size limit)",
+                    layer.output,
+                    super::MAX_ELEMENTS
+                ),
+            ))
+        }
+    }
+    if matches!(layer.kind, LayerKind::MaxPool2d { .. }) && layer.max_groups().iter().any(Vec::is_empty) {
+        return Err(err(Some("padding"), "some pooling window lies entirely in the padding".into()));
+    }
+    if matches!(layer.kind, LayerKind::Residual { .. }) {
+        // The engine runs a block on the state of both branches side by side: bound it too.
+        let widest = layer.expand().iter().map(|l| l.input.numel().max(l.output.numel())).max().unwrap_or(0);
+        if widest > super::MAX_ELEMENTS {
+            return Err(err(
+                None,
+                format!("the branches need a state of {widest} entries, above {}", super::MAX_ELEMENTS),
+            ));
+        }
+    }
+    Ok(layer)
+}
+
+fn parse_layer_fields(index: usize, value: &Value, input: Shape) -> Result<Layer, ModelError> {
     let unknown = Ctx { index, op: "?" };
     let mut obj = value.as_object().ok_or_else(|| unknown.err(None, "a layer must be a JSON object"))?.clone();
     let op = match obj.remove("op") {
@@ -591,10 +606,13 @@ pub(crate) fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<L
                 }
                 (super::Merge::Max, sa)
             } else {
+                let sum = |p: usize, q: usize| {
+                    p.checked_add(q).ok_or_else(|| cx.err(Some("branches"), "concatenation too large".to_string()))
+                };
                 let out = match (sa, sb) {
-                    (Shape::Flat(p), Shape::Flat(q)) => Shape::Flat(p + q),
+                    (Shape::Flat(p), Shape::Flat(q)) => Shape::Flat(sum(p, q)?),
                     (Shape::Image { c: p, h, w }, Shape::Image { c: q, h: h2, w: w2 }) if h == h2 && w == w2 => {
-                        Shape::Image { c: p + q, h, w }
+                        Shape::Image { c: sum(p, q)?, h, w }
                     }
                     _ => {
                         return Err(cx.err(Some("branches"), format!("cannot concatenate {sa} and {sb} along channels")))

@@ -79,7 +79,8 @@ impl fmt::Display for Shape {
 }
 
 /// Largest tensor (entries per input) the loaders accept between layers: 2^24. A region's map
-/// holds three such vectors per batch entry, so this bounds memory per region at 384 MiB.
+/// holds three such vectors (for two-branch blocks, of the state of both branches, also bounded by
+/// this limit), so this bounds the memory of one region's map at 384 MiB.
 pub const MAX_ELEMENTS: usize = 1 << 24;
 
 /// Geometry of a 2D window operation (convolution or pooling).
@@ -411,7 +412,7 @@ impl Layer {
         self.apply_affine(x, y, false);
     }
 
-    /// Applies an affine layer to `x`, writing `y` (biases included).
+    /// Applies the layer to `x`, writing `y` (biases included).
     pub fn apply(&self, x: &[f64], y: &mut [f64]) {
         if let LayerKind::Residual { body, shortcut, merge } = &self.kind {
             let (b, s) = (run_chain(body, x), run_chain(shortcut, x));
@@ -669,7 +670,7 @@ impl Network {
         self.layers.iter().map(Layer::pwl_unit_count).sum()
     }
 
-    /// Whether any layer is a residual block.
+    /// Whether any layer is a two-branch block (residual, max or concat).
     pub fn has_residual(&self) -> bool {
         self.layers.iter().any(|l| matches!(l.kind, LayerKind::Residual { .. }))
     }

@@ -281,8 +281,12 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
     // Data-path consumers of every tensor (Shape nodes only read the known shape).
     let mut consumers: HashMap<&str, usize> = HashMap::new();
     for n in graph.node.iter().filter(|n| n.op_type != "Shape") {
-        for i in &n.input {
-            *consumers.entry(i.as_str()).or_default() += 1;
+        let mut seen: Vec<&str> = Vec::new();
+        for i in n.input.iter().map(String::as_str).filter(|i| !i.is_empty()) {
+            if !seen.contains(&i) {
+                seen.push(i);
+                *consumers.entry(i).or_default() += 1;
+            }
         }
     }
     let mut dead: Vec<String> = Vec::new();
@@ -299,9 +303,16 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
         let other_data = block.as_ref().map(|b| b.2.data.clone());
         let reads_st = node.input.contains(&st.data);
         let reads_other = other_data.as_ref().is_some_and(|d| node.input.contains(d));
-        if node.op_type == "Shape" && (reads_st || reads_other) {
+        let reads_fork = block.as_ref().is_some_and(|b| node.input.contains(&b.1));
+        if node.op_type == "Shape" && (reads_st || reads_other || reads_fork) {
             // The data path's shape is known: [batch = 1, dims...].
-            let shape = if reads_st { st.shape } else { block.as_ref().map_or(st.shape, |b| b.2.shape) };
+            let shape = if reads_st {
+                st.shape
+            } else if reads_other {
+                block.as_ref().map_or(st.shape, |b| b.2.shape)
+            } else {
+                block.as_ref().map_or(st.shape, |b| b.0.shape)
+            };
             let mut dims = vec![1.0];
             dims.extend(shape.dims().iter().map(|&d| d as f64));
             let value = Tensor { dims: vec![dims.len()], data: dims };
@@ -312,7 +323,7 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
         }
         if let Some(old) = node.input.iter().find(|i| dead.contains(i)) {
             return Err(err(format!(
-                "reads `{old}`, an earlier tensor of the data path: only residual blocks (one fork joined by Add) are supported"
+                "reads `{old}`, an earlier tensor of the data path: only blocks of two branches from one fork, joined by Add, Max or Concat, are supported"
             )));
         }
         if !reads_st && !reads_other {
@@ -322,15 +333,23 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
         let out = node.output.first().cloned().ok_or_else(|| err("has no output".into()))?;
         // The join of a block: Add, Max or Concat (along channels) of the two branches' ends.
         let joins = matches!(node.op_type.as_str(), "Add" | "Max" | "Concat") && reads_st && reads_other;
+        if joins && node.input.len() != 2 {
+            return Err(err("a join of two branches must have exactly two inputs".into()));
+        }
         if joins {
             let (outer, fork, mut other, _) = block.take().expect("reads_other implies a block");
             let mut first = Branch::take(&mut st);
             if first.pending_maxout.is_some() || other.pending_maxout.is_some() {
                 return Err(err("a Reshape inside a branch is not followed by ReduceMax".into()));
             }
-            // `first` holds the branch that read the fork first; order the branches as the
-            // join reads them (it matters for Concat).
-            if node.input.first() == Some(&other.data) {
+            // `first` holds the branch that read the fork first. Concat (and, harmlessly, Max)
+            // take the branches in the join's input order; a residual puts the branch with
+            // layers first (the JSON's `layers`, which may not be empty).
+            let swap = match node.op_type.as_str() {
+                "Add" => first.layers.is_empty() && !other.layers.is_empty(),
+                _ => node.input.first() == Some(&other.data),
+            };
+            if swap {
                 std::mem::swap(&mut first, &mut other);
             }
             let (a, b) = (std::mem::take(&mut first.layers), std::mem::take(&mut other.layers));
@@ -359,7 +378,7 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
                 Some((_, fork, _, _)) if read == fork => {}
                 Some(_) => return Err(err("nested residual blocks are not supported yet".into())),
                 None => {
-                    // A fork: the data tensor feeds two branches that an Add joins later.
+                    // A fork: the data tensor feeds two branches that an Add, Max or Concat joins.
                     let fork = st.data.clone();
                     let outer = Branch {
                         data: fork.clone(),
@@ -410,7 +429,7 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
         }
     }
     if block.is_some() {
-        return Err(OnnxError::Graph("a residual block is never joined by an Add".into()));
+        return Err(OnnxError::Graph("a fork of the data path is never joined (by Add, Max or Concat)".into()));
     }
     if st.pending_maxout.is_some() {
         return Err(OnnxError::Graph("a Reshape to [N, groups, k] is not followed by ReduceMax (maxout)".into()));
@@ -753,7 +772,7 @@ fn elementwise(st: &mut Lowering<'_>, node: &pb::NodeProto) -> Result<(), Lower>
         .consts
         .get(name)
         .cloned()
-        .ok_or("both operands are on the data path: residual connections are not supported yet")?;
+        .ok_or("the other operand is neither a constant nor the end of the other branch of a fork")?;
     let op = node.op_type.as_str();
     if data_at == 1 && (op == "Sub" || op == "Div") {
         return Err(format!("{op} with the data path as second operand is not supported").into());
