@@ -195,6 +195,25 @@ impl Ctx<'_> {
     }
 }
 
+/// Parses the chain of layers of a block's branch, starting from `input`; errors name the
+/// block (through `cx`), the `field` and, in the message, the branch (`label`).
+fn parse_chain(
+    cx: &Ctx<'_>,
+    values: &[Value],
+    input: Shape,
+    field: &str,
+    label: &str,
+) -> Result<(Vec<Layer>, Shape), ModelError> {
+    let mut shape = input;
+    let mut layers = Vec::with_capacity(values.len());
+    for (k, v) in values.iter().enumerate() {
+        let inner = parse_layer(k, v, shape).map_err(|e| cx.err(Some(field), format!("{label} {e}")))?;
+        shape = inner.output;
+        layers.push(inner);
+    }
+    Ok((layers, shape))
+}
+
 /// A pair given either as one number or as `[h, w]`.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -560,18 +579,9 @@ fn parse_layer_fields(index: usize, value: &Value, input: Shape) -> Result<Layer
         }
         "residual" => {
             let s: ResidualSpec = spec(&cx, &rest)?;
-            let chain = |values: &[Value], what: &str| -> Result<(Vec<Layer>, Shape), ModelError> {
-                let mut shape = input;
-                let mut layers = Vec::with_capacity(values.len());
-                for (k, v) in values.iter().enumerate() {
-                    let inner = parse_layer(k, v, shape).map_err(|e| cx.err(Some(what), format!("{what} {e}")))?;
-                    shape = inner.output;
-                    layers.push(inner);
-                }
-                Ok((layers, shape))
-            };
-            let (body, out) = chain(&s.layers, "layers")?;
-            let (shortcut, skip_out) = chain(&s.shortcut.unwrap_or_default(), "shortcut")?;
+            let (body, out) = parse_chain(&cx, &s.layers, input, "layers", "layers")?;
+            let (shortcut, skip_out) =
+                parse_chain(&cx, &s.shortcut.unwrap_or_default(), input, "shortcut", "shortcut")?;
             if body.is_empty() {
                 return Err(cx.err(Some("layers"), "the main branch is empty"));
             }
@@ -585,17 +595,8 @@ fn parse_layer_fields(index: usize, value: &Value, input: Shape) -> Result<Layer
         }
         "concat" | "max" => {
             let s: BranchesSpec = spec(&cx, &rest)?;
-            let chain = |values: &[Value], k: usize| -> Result<(Vec<Layer>, Shape), ModelError> {
-                let mut shape = input;
-                let mut layers = Vec::with_capacity(values.len());
-                for (i, v) in values.iter().enumerate() {
-                    let inner =
-                        parse_layer(i, v, shape).map_err(|e| cx.err(Some("branches"), format!("branch {k}: {e}")))?;
-                    shape = inner.output;
-                    layers.push(inner);
-                }
-                Ok((layers, shape))
-            };
+            let chain =
+                |values: &[Value], k: usize| parse_chain(&cx, values, input, "branches", &format!("branch {k}:"));
             let [a, b] = s.branches.as_slice() else {
                 return Err(cx.err(Some("branches"), format!("expected two branches, found {}", s.branches.len())));
             };
