@@ -27,12 +27,7 @@ impl AffineStep {
     pub(crate) fn new(chain: Vec<Layer>, n_in: usize) -> Self {
         let n_out = chain.last().map_or(n_in, |l| l.output.numel());
         // Bias of the whole chain: the chain applied to zero.
-        let mut bias = vec![0.0; n_in];
-        for l in &chain {
-            let mut next = vec![0.0; l.output.numel()];
-            l.apply(&bias, &mut next);
-            bias = next;
-        }
+        let bias = crate::network::run_chain(&chain, &vec![0.0; n_in]);
         if let [single] = chain.as_slice() {
             if let crate::network::LayerKind::Linear { weight, .. } = &single.kind {
                 return Self::dense(weight.clone(), bias, n_in, n_out);
@@ -46,7 +41,7 @@ impl AffineStep {
             let mut e = vec![0.0; n_in];
             for j in 0..n_in {
                 e[j] = 1.0;
-                let col = apply_chain_linear(&chain, &e);
+                let col = crate::network::run_chain_linear(&chain, &e);
                 e[j] = 0.0;
                 for (i, v) in col.into_iter().enumerate() {
                     w[i * n_in + j] = v;
@@ -156,7 +151,7 @@ impl AffineStep {
             }
             AffineStep::Layers { layers, .. } => {
                 for (x, y) in input.chunks_exact(n_in.max(1)).zip(out.chunks_exact_mut(n_out.max(1))) {
-                    y.copy_from_slice(&apply_chain_linear(layers, x));
+                    y.copy_from_slice(&crate::network::run_chain_linear(layers, x));
                 }
             }
         }
@@ -214,14 +209,4 @@ pub(crate) fn abs_layer(layer: &Layer) -> Layer {
         _ => {}
     }
     l
-}
-
-fn apply_chain_linear(chain: &[Layer], x: &[f64]) -> Vec<f64> {
-    let mut cur = x.to_vec();
-    for l in chain {
-        let mut next = vec![0.0; l.output.numel()];
-        l.apply_linear(&cur, &mut next);
-        cur = next;
-    }
-    cur
 }

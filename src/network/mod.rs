@@ -627,11 +627,20 @@ impl Layer {
 }
 
 /// Runs a chain of layers on one input.
-fn run_chain(layers: &[Layer], x: &[f64]) -> Vec<f64> {
+pub(crate) fn run_chain(layers: &[Layer], x: &[f64]) -> Vec<f64> {
+    run(layers, x, Layer::apply)
+}
+
+/// Runs the linear parts (no biases) of a chain of affine layers on one input.
+pub(crate) fn run_chain_linear(layers: &[Layer], x: &[f64]) -> Vec<f64> {
+    run(layers, x, Layer::apply_linear)
+}
+
+fn run(layers: &[Layer], x: &[f64], step: fn(&Layer, &[f64], &mut [f64])) -> Vec<f64> {
     let mut cur = x.to_vec();
     for l in layers {
         let mut next = vec![0.0; l.output.numel()];
-        l.apply(&cur, &mut next);
+        step(l, &cur, &mut next);
         cur = next;
     }
     cur
