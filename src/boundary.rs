@@ -1,16 +1,19 @@
 //! Exact decision boundaries and level sets of a finished partition.
 //!
 //! Inside a region the outputs are affine, so the cells where each class wins are convex
-//! polygons, computed exactly (`geometry::envelope`); the boundary inside the region is made of
-//! the edges shared by two classes' cells. Segments from all regions are stitched into polylines
-//! on a graph (petgraph) whose vertices are segment endpoints welded by the tolerance policy.
-//! This module reads only the `Partition`: it knows nothing of the network.
+//! polygons, computed by the same tournament as max-pool splits (`geometry::envelope`); the
+//! boundary inside the region is made of the edges shared by two classes' cells. Segments from
+//! all regions are stitched into polylines on a graph (petgraph) whose vertices are segment
+//! endpoints welded by the tolerance rule. Everything is computed in the partition's frame
+//! coordinates; lengths are in `(u, v)`. This module reads only the `Partition`: it knows nothing
+//! of the network.
 
 use crate::geometry::envelope::max_cells;
 use crate::geometry::polygon::ConvexPolygon;
-use crate::geometry::predicates::{sign, Sign};
+use crate::geometry::predicates::{noise_floor, sign, tolerance, Sign};
 use crate::geometry::weld::Welder;
 use crate::partition::{AffineMap, Partition};
+use crate::slice::Normalization;
 use petgraph::graph::{NodeIndex, UnGraph};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -102,21 +105,15 @@ impl Decision {
         }
     }
 
-    /// For each class function, the magnitudes of the terms that make up each coefficient (for
-    /// the tolerance policy).
-    pub fn magnitudes(&self, map: &AffineMap) -> Vec<[f64; 3]> {
+    /// For each class function, its noise floor (`predicates::noise_floor`), given the magnitude
+    /// of the terms behind each output (`Partition::output_scale`).
+    pub fn noise(&self, output_scale: &[f64]) -> Vec<f64> {
+        let m = |k: usize| output_scale.get(k).copied().unwrap_or(0.0);
         match self {
-            Decision::Argmax => {
-                map.jacobian.iter().zip(&map.offset).map(|(j, o)| [j[0].abs(), j[1].abs(), o.abs()]).collect()
-            }
+            Decision::Argmax => (0..output_scale.len()).map(|k| noise_floor(m(k))).collect(),
             Decision::Level { weights, threshold } => {
-                let mut g = [0.0, 0.0, threshold.abs()];
-                for &(k, w) in weights {
-                    g[0] += (w * map.jacobian[k][0]).abs();
-                    g[1] += (w * map.jacobian[k][1]).abs();
-                    g[2] += (w * map.offset[k]).abs();
-                }
-                vec![[0.0; 3], g]
+                let total = weights.iter().fold(threshold.abs(), |acc, &(k, w)| acc + w.abs() * m(k));
+                vec![0.0, noise_floor(total)]
             }
         }
     }
@@ -154,7 +151,7 @@ pub enum RegionClass {
 /// A straight piece of boundary inside one region.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Segment {
-    /// Endpoints in `(u, v)`.
+    /// Endpoints in frame coordinates.
     pub a: [f64; 2],
     /// Second endpoint.
     pub b: [f64; 2],
@@ -162,19 +159,20 @@ pub struct Segment {
     pub classes: (usize, usize),
     /// The region it lies in.
     pub region: usize,
+    /// Euclidean length in `(u, v)`.
+    pub length: f64,
 }
 
-impl Segment {
-    /// Euclidean length in `(u, v)`.
-    pub fn length(&self) -> f64 {
-        (self.b[0] - self.a[0]).hypot(self.b[1] - self.a[1])
-    }
+/// Euclidean length in `(u, v)` of the segment between two frame points.
+fn uv_length(frame: &Normalization, a: [f64; 2], b: [f64; 2]) -> f64 {
+    let d = frame.vec_to_uv([b[0] - a[0], b[1] - a[1]]);
+    d[0].hypot(d[1])
 }
 
 /// A stitched piece of boundary between one pair of classes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Polyline {
-    /// Points in order; a closed polyline repeats its first point at the end.
+    /// Points in order, in frame coordinates; a closed polyline repeats its first point at the end.
     pub points: Vec<[f64; 2]>,
     /// The two classes it separates, lower first.
     pub classes: (usize, usize),
@@ -213,35 +211,30 @@ pub struct Boundary {
     pub split_cells: Vec<(usize, usize, ConvexPolygon)>,
 }
 
-/// Class cells of one region, and the segments between them.
+/// Class cells of one region (frame coordinates), and the segments between them.
 fn region_cells(
     poly: &ConvexPolygon,
-    (fns, mags): (&[[f64; 3]], &[[f64; 3]]),
+    (fns, noise): (&[[f64; 3]], &[f64]),
     region: usize,
+    frame: &Normalization,
 ) -> (Vec<(usize, ConvexPolygon)>, Vec<Segment>) {
-    let (mut bu, mut bv) = (0.0f64, 0.0f64);
-    for p in &poly.pts {
-        bu = bu.max(p[0].abs());
-        bv = bv.max(p[1].abs());
-    }
     let diff = |c: usize, d: usize, p: [f64; 2]| {
         (fns[c][0] - fns[d][0]) * p[0] + (fns[c][1] - fns[d][1]) * p[1] + (fns[c][2] - fns[d][2])
     };
-    // The magnitudes of every term of both functions, not of their difference: two outputs
-    // equal up to rounding must compare as equal, not be split on rounding noise.
-    let scale =
-        |c: usize, d: usize| (mags[c][0] + mags[d][0]) * bu + (mags[c][1] + mags[d][1]) * bv + mags[c][2] + mags[d][2];
-    let cells = max_cells(poly, fns.len(), diff, scale);
+    // The noise floors of both functions: two outputs equal up to rounding compare as equal
+    // instead of being split on rounding noise.
+    let tol = |c: usize, d: usize| tolerance(fns[c][0] - fns[d][0], fns[c][1] - fns[d][1], noise[c] + noise[d]);
+    let cells = max_cells(poly, fns.len(), diff, tol);
     let mut segments = Vec::new();
     if cells.len() > 1 {
         for (i, (c, cell)) in cells.iter().enumerate() {
             for (d, _) in &cells[i + 1..] {
                 let n = cell.pts.len();
+                let t = tol(*c, *d);
                 for k in 0..n {
                     let (a, b) = (cell.pts[k], cell.pts[(k + 1) % n]);
-                    let s = scale(*c, *d);
-                    if sign(diff(*c, *d, a), s) == Sign::Zero && sign(diff(*c, *d, b), s) == Sign::Zero {
-                        segments.push(Segment { a, b, classes: (*c, *d), region });
+                    if sign(diff(*c, *d, a), t) == Sign::Zero && sign(diff(*c, *d, b), t) == Sign::Zero {
+                        segments.push(Segment { a, b, classes: (*c, *d), region, length: uv_length(frame, a, b) });
                     }
                 }
             }
@@ -253,22 +246,16 @@ fn region_cells(
 /// Computes the decision boundary of `part` for `decision`.
 pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
     type PerRegion = (RegionClass, Vec<(usize, ConvexPolygon)>, Vec<Segment>);
+    let noise = decision.noise(&part.output_scale);
     let per_region: Vec<PerRegion> = part
         .regions
         .par_iter()
         .enumerate()
         .map(|(i, r)| {
             let fns = decision.functions(&r.map);
-            let mags = decision.magnitudes(&r.map);
-            let (cells, segments) = region_cells(&r.polygon, (&fns, &mags), i);
+            let (cells, segments) = region_cells(&r.polygon, (&fns, &noise), i, &part.frame);
             match cells.as_slice() {
                 [(c, _)] => (RegionClass::One(*c), Vec::new(), segments),
-                // No cell is only possible through inconsistent tolerance decisions among
-                // near-equal classes: take the class at the centroid for the whole region.
-                [] => {
-                    let k = decision.class_of(&r.map.eval(r.polygon.centroid()));
-                    (RegionClass::One(k), Vec::new(), segments)
-                }
                 _ => (RegionClass::Several(cells.iter().map(|(c, _)| *c).collect()), cells, segments),
             }
         })
@@ -284,8 +271,7 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
         split_cells.extend(cells.into_iter().map(|(c, poly)| (i, c, poly)));
         segments.extend(segs);
     }
-    let extent = (part.domain.u1 - part.domain.u0).max(part.domain.v1 - part.domain.v0);
-    let stitched = stitch(&segments, extent);
+    let stitched = stitch(&segments, &part.frame);
     // A boundary along a shared region edge is found from both regions: keep one copy, so that
     // lengths and uniform sampling count it once.
     let segments: Vec<Segment> = stitched.kept.iter().map(|&k| segments[k].clone()).collect();
@@ -314,8 +300,8 @@ struct Stitched {
     length_per_pair: BTreeMap<(usize, usize), f64>,
 }
 
-fn stitch(segments: &[Segment], extent: f64) -> Stitched {
-    let mut welder = Welder::new(extent);
+fn stitch(segments: &[Segment], frame: &Normalization) -> Stitched {
+    let mut welder = Welder::new();
     let mut graph: UnGraph<[f64; 2], (usize, usize)> = UnGraph::default();
     let mut nodes: Vec<Option<NodeIndex>> = Vec::new();
     let mut length_per_pair = BTreeMap::new();
@@ -332,7 +318,7 @@ fn stitch(segments: &[Segment], extent: f64) -> Stitched {
         // A boundary along a shared region edge is found from both sides: keep it once.
         if !graph.edges_connecting(a, b).any(|e| *e.weight() == s.classes) {
             graph.add_edge(a, b, s.classes);
-            *length_per_pair.entry(s.classes).or_insert(0.0) += s.length();
+            *length_per_pair.entry(s.classes).or_insert(0.0) += s.length;
             kept.push(k);
         }
     }
@@ -371,7 +357,7 @@ fn stitch(segments: &[Segment], extent: f64) -> Stitched {
             }
         }
         let closed = cur == start && points.len() > 2;
-        let length = points.windows(2).map(|w| (w[1][0] - w[0][0]).hypot(w[1][1] - w[0][1])).sum();
+        let length = points.windows(2).map(|w| uv_length(frame, w[0], w[1])).sum();
         Polyline { points, classes: pair, closed, length }
     };
     use petgraph::visit::EdgeRef;
@@ -418,13 +404,13 @@ mod tests {
         // y = (u, v, 0) on [-1, 1]²: three cells meeting at the origin.
         let map = AffineMap { jacobian: vec![[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], offset: vec![0.0; 3] };
         let fns = Decision::Argmax.functions(&map);
-        let mags = Decision::Argmax.magnitudes(&map);
-        let (cells, segs) = region_cells(&ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0), (&fns, &mags), 0);
+        let frame = Normalization { center: [0.0, 0.0], half: [1.0, 1.0] };
+        let (cells, segs) = region_cells(&ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0), (&fns, &[0.0; 3]), 0, &frame);
         assert_eq!(cells.len(), 3);
-        let total: f64 = segs.iter().map(Segment::length).sum();
+        let total: f64 = segs.iter().map(|s| s.length).sum();
         // u = v for u, v > 0 (length √2), u = 0 for v < 0 (1), v = 0 for u < 0 (1).
         assert!((total - (2.0 + 2f64.sqrt())).abs() < 1e-12, "{total}");
-        let stitched = stitch(&segs, 2.0);
+        let stitched = stitch(&segs, &frame);
         assert_eq!(stitched.components, 1);
         assert_eq!(stitched.closed, 0);
         assert_eq!(stitched.polylines.len(), 3);

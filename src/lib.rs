@@ -86,7 +86,7 @@ fn run(net: &Network, slice: &Slice, opts: &Options) -> Result<Run, Error> {
     let (plane, norm) = slice.normalized();
     let (plan, raw) = engine::run(net, &plane, opts)?;
     let scale = norm.half[0] * norm.half[1];
-    let vertices = opts.count_vertices.then(|| partition::distinct_vertices(raw.corners.concat(), 2.0));
+    let vertices = opts.count_vertices.then(|| partition::distinct_vertices(raw.corners.concat()));
     let regions_per_layer = plan
         .stages
         .iter()
@@ -119,19 +119,13 @@ pub fn partition(net: &Network, slice: &Slice, opts: &Options) -> Result<Partiti
     let regions = raw
         .into_iter()
         .map(|r| {
-            let mut jacobian = Vec::with_capacity(out_dim);
-            let mut offset = Vec::with_capacity(out_dim);
-            for k in 0..out_dim {
-                let (ju, jv, o) = norm.map_to_uv(r.map[k], r.map[out_dim + k], r.map[2 * out_dim + k]);
-                jacobian.push([ju, jv]);
-                offset.push(o);
-            }
+            let jacobian = (0..out_dim).map(|k| [r.map[k], r.map[out_dim + k]]).collect();
+            let offset = r.map[2 * out_dim..3 * out_dim].to_vec();
             let area = r.poly.area() * scale;
-            let polygon = geometry::polygon::ConvexPolygon { pts: r.poly.pts.iter().map(|&p| norm.to_uv(p)).collect() };
-            Region { polygon, area, pattern: r.pattern, map: AffineMap { jacobian, offset } }
+            Region { polygon: r.poly, area, pattern: r.pattern, map: AffineMap { jacobian, offset } }
         })
         .collect();
-    Ok(Partition { domain: slice.domain, regions, summary, layout, output_scale })
+    Ok(Partition { domain: slice.domain, frame: norm, regions, summary, layout, output_scale })
 }
 
 /// Counts the regions of `slice`'s domain without keeping them (memory independent of the

@@ -1,15 +1,20 @@
 //! The finished partition of a slice domain into linear regions, and its self-check.
 //!
-//! A `Partition` is plain data in slice coordinates `(u, v)`: it knows nothing about the
-//! network it came from. [`Partition::sanity_check`] verifies its own invariants, and, given an
-//! oracle (a forward pass), that every region's affine map is the network's function there.
+//! A `Partition` is plain data: it knows nothing about the network it came from. Its geometry is
+//! kept in the *frame* coordinates the engine computed it in (normalised slice coordinates, where
+//! the domain is `[-1, 1]²`: see `slice::Normalization`), so that edges, welding, boundaries and
+//! checks behave the same wherever the domain sits; [`Partition::frame`] converts to the user's
+//! `(u, v)`. [`Partition::sanity_check`] verifies its own invariants, and, given an oracle (a
+//! forward pass), that every region's affine map is the network's function there.
 
 use crate::engine::Pattern;
 use crate::geometry::polygon::ConvexPolygon;
-use crate::slice::Domain;
+use crate::geometry::predicates::{self, Sign};
+use crate::slice::{Domain, Normalization};
 use rand::{Rng, SeedableRng};
 
-/// An affine map from slice coordinates to outputs: `y = jacobian·(u, v) + offset`.
+/// An affine map from 2D coordinates to outputs: `y = jacobian·p + offset` (frame coordinates in a
+/// [`Region`]; `(u, v)` from [`Partition::map_uv`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AffineMap {
     /// `[∂y_k/∂u, ∂y_k/∂v]` for every output `k`.
@@ -19,7 +24,7 @@ pub struct AffineMap {
 }
 
 impl AffineMap {
-    /// Evaluates the map at `(u, v)`.
+    /// Evaluates the map at `p`.
     pub fn eval(&self, p: [f64; 2]) -> Vec<f64> {
         self.jacobian.iter().zip(&self.offset).map(|(j, o)| j[0] * p[0] + j[1] * p[1] + o).collect()
     }
@@ -28,13 +33,15 @@ impl AffineMap {
 /// One linear region.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Region {
-    /// The region, a convex polygon with counter-clockwise vertices in `(u, v)`.
+    /// The region, a convex polygon with counter-clockwise vertices in frame coordinates (see
+    /// [`Partition::polygon_uv`] for `(u, v)`).
     pub polygon: ConvexPolygon,
     /// Area in `(u, v)` units.
     pub area: f64,
     /// Activation pattern of every nonlinear unit (unique to the region).
     pub pattern: Pattern,
-    /// The network's output as an affine function of `(u, v)` on the region.
+    /// The network's output as an affine function of frame coordinates on the region (see
+    /// [`Partition::map_uv`] for `(u, v)`).
     pub map: AffineMap,
 }
 
@@ -83,8 +90,10 @@ pub struct Summary {
 /// The partition of a domain into linear regions.
 #[derive(Clone, Debug)]
 pub struct Partition {
-    /// The domain that was partitioned.
+    /// The domain that was partitioned, in `(u, v)`.
     pub domain: Domain,
+    /// The frame: frame coordinates `[-1, 1]²` ↔ the domain in `(u, v)`.
+    pub frame: Normalization,
     /// Regions in a deterministic order.
     pub regions: Vec<Region>,
     /// Counts.
@@ -124,37 +133,36 @@ pub fn relative_error(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
-/// Uniform grid over the domain listing the regions whose bounding box meets each cell.
+/// Uniform grid over the frame's `[-1, 1]²` listing the regions whose bounding box meets each
+/// cell.
 struct Locator {
-    domain: Domain,
     n: usize,
     cells: Vec<Vec<u32>>,
 }
 
 impl Locator {
-    fn new(domain: Domain, regions: &[Region]) -> Self {
+    fn new(regions: &[Region]) -> Self {
         let n = ((regions.len() as f64).sqrt().ceil() as usize).clamp(1, 2048);
         let mut cells = vec![Vec::new(); n * n];
-        let loc = |x: f64, lo: f64, hi: f64| (((x - lo) / (hi - lo) * n as f64).floor().max(0.0) as usize).min(n - 1);
         for (i, r) in regions.iter().enumerate() {
             let b = r.polygon.bbox();
-            let (i0, i1) = (loc(b[0], domain.u0, domain.u1), loc(b[1], domain.u0, domain.u1));
-            let (j0, j1) = (loc(b[2], domain.v0, domain.v1), loc(b[3], domain.v0, domain.v1));
+            let (i0, i1) = (Self::cell(b[0], n), Self::cell(b[1], n));
+            let (j0, j1) = (Self::cell(b[2], n), Self::cell(b[3], n));
             for j in j0..=j1 {
                 for ii in i0..=i1 {
                     cells[j * n + ii].push(i as u32);
                 }
             }
         }
-        Locator { domain, n, cells }
+        Locator { n, cells }
+    }
+
+    fn cell(x: f64, n: usize) -> usize {
+        (((x + 1.0) * 0.5 * n as f64).floor().max(0.0) as usize).min(n - 1)
     }
 
     fn candidates(&self, p: [f64; 2]) -> &[u32] {
-        let d = &self.domain;
-        let n = self.n;
-        let i = (((p[0] - d.u0) / (d.u1 - d.u0) * n as f64).floor().max(0.0) as usize).min(n - 1);
-        let j = (((p[1] - d.v0) / (d.v1 - d.v0) * n as f64).floor().max(0.0) as usize).min(n - 1);
-        &self.cells[j * n + i]
+        &self.cells[Self::cell(p[1], self.n) * self.n + Self::cell(p[0], self.n)]
     }
 }
 
@@ -162,7 +170,7 @@ impl Locator {
 /// boundary.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Edge {
-    /// Endpoints in `(u, v)`.
+    /// Endpoints in frame coordinates.
     pub a: [f64; 2],
     /// Second endpoint.
     pub b: [f64; 2],
@@ -192,8 +200,7 @@ impl Partition {
     /// endpoints) appear once with both regions. A side that a neighbour splits at a vertex of
     /// its own (a T-junction, only in degenerate configurations) appears from each side.
     pub fn edges(&self) -> Vec<Edge> {
-        let extent = self.extent();
-        let mut welder = crate::geometry::weld::Welder::new(extent);
+        let mut welder = crate::geometry::weld::Welder::new();
         let ids: Vec<Vec<usize>> =
             self.regions.iter().map(|r| r.polygon.pts.iter().map(|&p| welder.id(p).0).collect()).collect();
         let mut seen: rustc_hash::FxHashMap<(usize, usize), usize> = Default::default();
@@ -226,26 +233,40 @@ impl Partition {
         self.layout.iter().find(|l| bit >= l.offset && bit < l.offset + l.bits)
     }
 
-    /// Region containing `p` strictly inside (by more than a relative `1e-12` of the domain
-    /// size), if any.
+    /// The region containing the `(u, v)` point `p` strictly inside (farther than the tolerance
+    /// rule's distance from its edges), if any.
     pub fn locate(&self, p: [f64; 2]) -> Option<usize> {
-        let loc = Locator::new(self.domain, &self.regions);
-        let margin = 1e-12 * self.extent();
-        loc.candidates(p).iter().map(|&i| i as usize).find(|&i| self.regions[i].polygon.contains_strictly(p, margin))
+        let q = self.frame.from_uv(p);
+        let loc = Locator::new(&self.regions);
+        loc.candidates(q).iter().map(|&i| i as usize).find(|&i| self.regions[i].polygon.locate(q) == Sign::Pos)
     }
 
-    fn extent(&self) -> f64 {
-        (self.domain.u1 - self.domain.u0).max(self.domain.v1 - self.domain.v0)
+    /// Region `i`'s polygon in `(u, v)`.
+    pub fn polygon_uv(&self, i: usize) -> Vec<[f64; 2]> {
+        self.regions[i].polygon.pts.iter().map(|&p| self.frame.to_uv(p)).collect()
     }
 
-    /// Checks the partition's invariants:
+    /// Region `i`'s map as a function of `(u, v)`.
+    pub fn map_uv(&self, i: usize) -> AffineMap {
+        self.frame.map_to_uv(&self.regions[i].map)
+    }
+
+    /// The outputs at the `(u, v)` point `p` by region `i`'s map.
+    pub fn eval_uv(&self, i: usize, p: [f64; 2]) -> Vec<f64> {
+        self.regions[i].map.eval(self.frame.from_uv(p))
+    }
+
+    /// Checks the partition's invariants (in frame coordinates, with the tolerance rule of
+    /// `geometry::predicates`):
     /// * every region is a convex counter-clockwise polygon of positive area inside the domain;
     /// * the areas sum to the domain's area (relative error ≤ 1e-9);
     /// * regions do not overlap and cover the domain: `samples` seeded random points and every
-    ///   region's centroid lie strictly inside exactly one region (points within a relative
-    ///   1e-9 of an edge are skipped);
+    ///   region's centroid lie inside exactly one region (points on an edge are skipped), and
+    ///   each centroid in its own region;
     /// * activation patterns are pairwise distinct (so neighbours differ: a region with a given
     ///   pattern is convex, and two pieces of it would be an unnecessary split);
+    /// * the maps of two regions sharing an edge agree at its endpoints (the network is
+    ///   continuous), within [`MAP_TOL`];
     /// * with an `oracle` (a forward pass taking `(u, v)`), every region's map equals the oracle
     ///   at its centroid and at the sampled points, within [`MAP_TOL`] (see [`Partition::map_error`]).
     pub fn sanity_check(
@@ -255,25 +276,24 @@ impl Partition {
         oracle: Option<&(dyn Fn([f64; 2]) -> Vec<f64> + Sync)>,
     ) -> SanityReport {
         let mut report = SanityReport::default();
-        let extent = self.extent();
         let d = self.domain;
-        let slack = 1e-9 * extent;
-        let mut area_sum = 0.0;
+        let inside_domain = |x: f64| (-1.0 - predicates::DIST..=1.0 + predicates::DIST).contains(&x);
+        let mut frame_area = 0.0;
         for (i, r) in self.regions.iter().enumerate() {
-            if !r.polygon.is_convex_ccw(extent) {
+            if !r.polygon.is_convex_ccw() {
                 report.violations.push(format!("region {i}: not a convex counter-clockwise polygon"));
             }
-            let b = r.polygon.bbox();
-            if b[0] < d.u0 - slack || b[1] > d.u1 + slack || b[2] < d.v0 - slack || b[3] > d.v1 + slack {
+            if !r.polygon.pts.iter().all(|p| inside_domain(p[0]) && inside_domain(p[1])) {
                 report.violations.push(format!("region {i}: leaves the domain"));
             }
             if r.area.is_nan() || r.area <= 0.0 {
                 report.violations.push(format!("region {i}: area {} is not positive", r.area));
             }
-            area_sum += r.area;
+            frame_area += r.polygon.area();
         }
-        let rel = (area_sum - d.area()).abs() / d.area();
+        let rel = (frame_area - 4.0).abs() / 4.0;
         if rel > 1e-9 {
+            let area_sum: f64 = self.regions.iter().map(|r| r.area).sum();
             report
                 .violations
                 .push(format!("areas sum to {area_sum}, domain area is {} (relative error {rel:.3e})", d.area()));
@@ -284,27 +304,42 @@ impl Partition {
                 report.violations.push(format!("regions {j} and {i} have the same activation pattern"));
             }
         }
-        let loc = Locator::new(d, &self.regions);
+        for e in self.edges() {
+            let Some(j) = e.right else { continue };
+            let (ri, rj) = (&self.regions[e.left], &self.regions[j]);
+            let err = self
+                .map_error(&ri.map.eval(e.a), &rj.map.eval(e.a))
+                .max(self.map_error(&ri.map.eval(e.b), &rj.map.eval(e.b)));
+            if err > MAP_TOL {
+                report.violations.push(format!(
+                    "regions {} and {j}: maps differ by {err:.3e} on their shared edge {:?}–{:?}",
+                    e.left,
+                    self.frame.to_uv(e.a),
+                    self.frame.to_uv(e.b)
+                ));
+            }
+        }
+        let loc = Locator::new(&self.regions);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut points: Vec<[f64; 2]> =
-            (0..samples).map(|_| [rng.random_range(d.u0..d.u1), rng.random_range(d.v0..d.v1)]).collect();
+            (0..samples).map(|_| [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)]).collect();
         let centroids = points.len();
         points.extend(self.regions.iter().map(|r| r.polygon.centroid()));
         for (k, &p) in points.iter().enumerate() {
             let mut inside = Vec::new();
             let mut near = false;
             for &i in loc.candidates(p) {
-                let poly = &self.regions[i as usize].polygon;
-                if poly.contains_strictly(p, slack) {
-                    inside.push(i as usize);
-                } else if poly.contains_strictly(p, -slack) {
-                    near = true;
+                match self.regions[i as usize].polygon.locate(p) {
+                    Sign::Pos => inside.push(i as usize),
+                    Sign::Zero => near = true,
+                    Sign::Neg => {}
                 }
             }
+            let uv = self.frame.to_uv(p);
             if inside.len() > 1 {
-                report.violations.push(format!("point {p:?} lies inside regions {inside:?}"));
+                report.violations.push(format!("point {uv:?} lies inside regions {inside:?}"));
             } else if inside.is_empty() && !near {
-                report.violations.push(format!("point {p:?} lies in no region"));
+                report.violations.push(format!("point {uv:?} lies in no region"));
             }
             if let ([i], true) = (inside.as_slice(), k >= centroids) {
                 if k - centroids != *i {
@@ -312,13 +347,13 @@ impl Partition {
                 }
             }
             if let (Some(f), [i]) = (oracle, inside.as_slice()) {
-                let err = self.map_error(&self.regions[*i].map.eval(p), &f(p));
+                let err = self.map_error(&self.regions[*i].map.eval(p), &f(uv));
                 report.map_points += 1;
                 report.max_map_error = report.max_map_error.max(err);
                 if err > MAP_TOL {
                     report
                         .violations
-                        .push(format!("region {i}: map differs from the forward pass at {p:?} by {err:.3e}"));
+                        .push(format!("region {i}: map differs from the forward pass at {uv:?} by {err:.3e}"));
                 }
             }
             if report.violations.len() > 50 {
@@ -330,20 +365,20 @@ impl Partition {
     }
 }
 
-/// Number of distinct points in `pts`, welding points that agree within the tolerance policy
-/// (`predicates::same_point` relative to `extent`).
+/// Number of distinct points in `pts` (frame coordinates), welding points that the tolerance rule
+/// calls the same (`predicates::same_point`).
 ///
 /// Points are bucketed on a grid of cells much larger than the tolerance and sorted in
 /// parallel; a point counts when no earlier point (in sorted order) of its own cell, or of a
 /// preceding neighbour cell it lies within tolerance of, is the same point.
-pub fn distinct_vertices(pts: Vec<[f64; 2]>, extent: f64) -> u64 {
-    use crate::geometry::predicates::{same_point, REL_TOL};
+pub fn distinct_vertices(pts: Vec<[f64; 2]>) -> u64 {
+    use crate::geometry::predicates::{same_point, DIST, WELD_CELL};
     use rayon::prelude::*;
     if pts.is_empty() {
         return 0;
     }
-    let tol = REL_TOL * extent;
-    let cell = 1024.0 * tol;
+    let tol = DIST;
+    let cell = WELD_CELL;
     let (mut x0, mut y0) = (f64::INFINITY, f64::INFINITY);
     for p in &pts {
         x0 = x0.min(p[0]);
@@ -371,7 +406,7 @@ pub fn distinct_vertices(pts: Vec<[f64; 2]>, extent: f64) -> u64 {
             let mut j = i;
             while j > 0 && keys[j - 1] == k {
                 j -= 1;
-                if same_point(p, pts[j], extent) {
+                if same_point(p, pts[j]) {
                     return false;
                 }
             }
@@ -395,7 +430,7 @@ pub fn distinct_vertices(pts: Vec<[f64; 2]>, extent: f64) -> u64 {
             if near_y {
                 neighbours.push((ci, cj - 1));
             }
-            !neighbours.into_iter().any(|(a, b)| range_of((a << 32) | b).any(|q| same_point(p, pts[q], extent)))
+            !neighbours.into_iter().any(|(a, b)| range_of((a << 32) | b).any(|q| same_point(p, pts[q])))
         })
         .count() as u64
 }
@@ -407,12 +442,12 @@ mod tests {
     #[test]
     fn welds_copies_and_keeps_distinct_points() {
         let pts = [[0.0, 0.0], [1e-13, -1e-13], [0.5, 0.5], [0.5, 0.5 + 1e-14], [0.5, 0.5 + 1e-6], [-1.0, 1.0]];
-        assert_eq!(distinct_vertices(pts.to_vec(), 2.0), 4);
+        assert_eq!(distinct_vertices(pts.to_vec()), 4);
         // Copies straddling a grid cell border still weld, wherever the border falls.
         for shift in 0..200 {
-            let x = 0.123 + shift as f64 * 1e-9;
-            let pts = vec![[x, 0.5], [x + 1.5e-9, 0.5 - 1e-9], [x + 0.7e-9, 0.5 + 1e-9], [0.9, 0.9]];
-            assert_eq!(distinct_vertices(pts, 2.0), 2, "shift {shift}");
+            let x = 0.123 + shift as f64 * 1e-11;
+            let pts = vec![[x, 0.5], [x + 1.5e-11, 0.5 - 1e-11], [x + 0.7e-11, 0.5 + 1e-11], [0.9, 0.9]];
+            assert_eq!(distinct_vertices(pts), 2, "shift {shift}");
         }
     }
 }

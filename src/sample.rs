@@ -33,9 +33,9 @@ pub fn boundary_points(
         return Vec::new();
     }
     let mut cumulative = Vec::with_capacity(segs.len());
-    let mut acc = 0.0;
+    let mut acc = 0.0f64;
     for s in segs {
-        acc += s.length();
+        acc += s.length;
         cumulative.push(acc);
     }
     if !(acc > 0.0 && acc.is_finite()) {
@@ -50,11 +50,12 @@ pub fn boundary_points(
             let i = cumulative.partition_point(|&c| c < t).min(segs.len() - 1);
             let s = &segs[i];
             let start = if i == 0 { 0.0 } else { cumulative[i - 1] };
-            let f = ((t - start) / s.length().max(f64::MIN_POSITIVE)).clamp(0.0, 1.0);
-            let uv = [s.a[0] + f * (s.b[0] - s.a[0]), s.a[1] + f * (s.b[1] - s.a[1])];
+            let f = ((t - start) / s.length.max(f64::MIN_POSITIVE)).clamp(0.0, 1.0);
+            let p = [s.a[0] + f * (s.b[0] - s.a[0]), s.a[1] + f * (s.b[1] - s.a[1])];
+            let uv = part.frame.to_uv(p);
             let fns = decision.functions(&part.regions[s.region].map);
             let (c0, c1) = s.classes;
-            let g = [fns[c1][0] - fns[c0][0], fns[c1][1] - fns[c0][1]];
+            let g = part.frame.grad_to_uv([fns[c1][0] - fns[c0][0], fns[c1][1] - fns[c0][1]]);
             let norm = g[0].hypot(g[1]).max(f64::MIN_POSITIVE);
             BoundaryPoint { uv, classes: s.classes, normal: [g[0] / norm, g[1] / norm], region: s.region }
         })
@@ -128,7 +129,7 @@ fn chebyshev_local(poly: &ConvexPolygon) -> ([f64; 2], f64) {
 }
 
 /// One well-inside point per region for up to `n` regions (all when `n` is at least the count;
-/// otherwise a seeded random subset, in region order): `(region, centre, radius)`.
+/// otherwise a seeded random subset, in region order): `(region, centre, radius)` in `(u, v)`.
 pub fn region_points(part: &Partition, n: usize, seed: u64) -> Vec<(usize, [f64; 2], f64)> {
     let count = part.regions.len();
     let chosen: Vec<usize> = if n >= count {
@@ -142,8 +143,12 @@ pub fn region_points(part: &Partition, n: usize, seed: u64) -> Vec<(usize, [f64;
     chosen
         .into_iter()
         .map(|i| {
-            let (c, r) = chebyshev_center(&part.regions[i].polygon);
-            (i, c, r)
+            // In `(u, v)` lengths, relative to the domain's centre: Euclidean radii, and no
+            // precision lost to a domain far from the origin.
+            let f = &part.frame;
+            let pts = part.regions[i].polygon.pts.iter().map(|&p| f.vec_to_uv(p)).collect();
+            let (c, r) = chebyshev_center(&ConvexPolygon { pts });
+            (i, [c[0] + f.center[0], c[1] + f.center[1]], r)
         })
         .collect()
 }

@@ -222,13 +222,39 @@ impl Normalization {
         [(p[0] - self.center[0]) / self.half[0], (p[1] - self.center[1]) / self.half[1]]
     }
 
-    /// Converts an affine map `y = A·s + B·t + c` in normalised coordinates to
+    /// A displacement in normalised coordinates as a displacement in `(u, v)`.
+    #[inline]
+    pub fn vec_to_uv(&self, d: [f64; 2]) -> [f64; 2] {
+        [self.half[0] * d[0], self.half[1] * d[1]]
+    }
+
+    /// A gradient with respect to normalised coordinates as a gradient with respect to `(u, v)`.
+    #[inline]
+    pub fn grad_to_uv(&self, g: [f64; 2]) -> [f64; 2] {
+        [g[0] / self.half[0], g[1] / self.half[1]]
+    }
+
+    /// Converts one output's affine map `y = A·s + B·t + c` in normalised coordinates to
     /// `y = J·(u, v) + offset`, returning `(dy/du, dy/dv, offset)`.
     #[inline]
-    pub fn map_to_uv(&self, a: f64, b: f64, c: f64) -> (f64, f64, f64) {
+    pub fn affine_to_uv(&self, a: f64, b: f64, c: f64) -> (f64, f64, f64) {
         let ju = a / self.half[0];
         let jv = b / self.half[1];
         (ju, jv, c - ju * self.center[0] - jv * self.center[1])
+    }
+
+    /// Converts a map of normalised coordinates to a map of `(u, v)`.
+    pub fn map_to_uv(&self, m: &crate::partition::AffineMap) -> crate::partition::AffineMap {
+        let (jacobian, offset) = m
+            .jacobian
+            .iter()
+            .zip(&m.offset)
+            .map(|(j, &o)| {
+                let (ju, jv, c) = self.affine_to_uv(j[0], j[1], o);
+                ([ju, jv], c)
+            })
+            .unzip();
+        crate::partition::AffineMap { jacobian, offset }
     }
 }
 
@@ -282,7 +308,7 @@ mod tests {
         let c = f(&plane.origin);
         let a = f(&plane.point(1.0, 0.0)) - c;
         let b = f(&plane.point(0.0, 1.0)) - c;
-        let (ju, jv, off) = norm.map_to_uv(a, b, c);
+        let (ju, jv, off) = norm.affine_to_uv(a, b, c);
         assert!((ju - 2.0).abs() < 1e-14 && (jv + 1.0).abs() < 1e-14 && (off - 1.0).abs() < 1e-14);
         let p = norm.to_uv([1.0, -1.0]);
         assert_eq!(p, [5.0, -3.0]);

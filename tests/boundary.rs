@@ -68,7 +68,7 @@ fn sampled_boundary_points_tie_and_neighbours_flip() {
 #[test]
 fn grid_class_changes_lie_within_a_cell_of_the_boundary() {
     for (name, net, slice, d) in cases() {
-        let (_, b) = build(&net, &slice, &d);
+        let (part, b) = build(&net, &slice, &d);
         let n = 150;
         let dom = slice.domain;
         let (hu, hv) = ((dom.u1 - dom.u0) / n as f64, (dom.v1 - dom.v0) / n as f64);
@@ -86,10 +86,11 @@ fn grid_class_changes_lie_within_a_cell_of_the_boundary() {
                     }
                     changes += 1;
                     let p = at(i, j);
-                    let near = b
-                        .polylines
-                        .iter()
-                        .any(|pl| pl.points.windows(2).any(|w| dist_to_segment(p, w[0], w[1]) <= reach));
+                    let near = b.polylines.iter().any(|pl| {
+                        pl.points
+                            .windows(2)
+                            .any(|w| dist_to_segment(p, part.frame.to_uv(w[0]), part.frame.to_uv(w[1])) <= reach)
+                    });
                     assert!(near, "{name}: class change at {p:?} far from every polyline");
                 }
             }
@@ -97,7 +98,7 @@ fn grid_class_changes_lie_within_a_cell_of_the_boundary() {
         assert!(changes > 0, "{name}: the grid sees no class change");
         // Conversely, every segment separates the classes it claims: its midpoint ties.
         for s in &b.segments {
-            let mid = [0.5 * (s.a[0] + s.b[0]), 0.5 * (s.a[1] + s.b[1])];
+            let mid = part.frame.to_uv([0.5 * (s.a[0] + s.b[0]), 0.5 * (s.a[1] + s.b[1])]);
             let y = tessera::forward_at(&net, &slice, mid);
             assert!(boundary_gap(&d, &y, s.classes, 1e-9).is_some_and(|g| g <= 1e-9), "{name}: {s:?}");
         }
@@ -136,7 +137,8 @@ fn region_points_are_well_inside_their_regions() {
     assert_eq!(pts.len(), part.regions.len());
     for (i, c, r) in pts {
         assert!(r > 0.0);
-        assert!(part.regions[i].polygon.contains_strictly(c, 0.99 * r), "region {i}");
+        let uv = tessera::geometry::polygon::ConvexPolygon { pts: part.polygon_uv(i) };
+        assert!(uv.inner_distance(c) >= 0.99 * r, "region {i}");
         assert_eq!(part.locate(c), Some(i));
     }
     let some = region_points(&part, 5, 9);
@@ -153,7 +155,7 @@ fn boundary_points_are_uniform_in_arc_length() {
         let mut starts = Vec::new();
         for s in &b.segments {
             starts.push(start);
-            start += s.length();
+            start += s.length;
         }
         let mut quarters = [0usize; 4];
         for p in &pts {
@@ -162,9 +164,15 @@ fn boundary_points_are_uniform_in_arc_length() {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.region == p.region && s.classes == p.classes)
-                .min_by(|x, y| dist_to_segment(p.uv, x.1.a, x.1.b).total_cmp(&dist_to_segment(p.uv, y.1.a, y.1.b)))
+                .min_by(|x, y| {
+                    let d = |s: &tessera::boundary::Segment| {
+                        dist_to_segment(p.uv, part.frame.to_uv(s.a), part.frame.to_uv(s.b))
+                    };
+                    d(x.1).total_cmp(&d(y.1))
+                })
                 .expect("a point lies on a segment of its region");
-            let t = (starts[i] + (p.uv[0] - s.a[0]).hypot(p.uv[1] - s.a[1])) / b.length;
+            let a = part.frame.to_uv(s.a);
+            let t = (starts[i] + (p.uv[0] - a[0]).hypot(p.uv[1] - a[1])) / b.length;
             quarters[((t * 4.0) as usize).min(3)] += 1;
         }
         // Each quarter of the length gets a quarter of the points (binomial sd ≈ 27 of 1000).

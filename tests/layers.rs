@@ -261,7 +261,7 @@ fn cnn_with_batch_norm_pooling_on_an_anchor_plane() {
     // The anchors themselves map back to the input images.
     for (anchor, p) in [&a, &b, &c].iter().zip(coords) {
         let i = part.locate(p).expect("anchor inside a region");
-        let y = part.regions[i].map.eval(p);
+        let y = part.eval_uv(i, p);
         let want = net.forward(anchor);
         assert!(tessera::partition::relative_error(&y, &want) < 1e-9);
     }
@@ -393,7 +393,7 @@ fn layer_maps_match_truncated_forward_passes() {
     let slice = random_plane(&mut r, n, [-1.0, 1.0, -1.0, 1.0]);
     let part = checked(&net, &slice, 2);
     for (i, region) in part.regions.iter().enumerate().step_by(3) {
-        let c = region.polygon.centroid();
+        let c = part.frame.to_uv(region.polygon.centroid());
         let mut x = slice.plane.point(c[0], c[1]);
         for (layer, l) in net.layers.iter().enumerate() {
             let mut y = vec![0.0; l.output.numel()];
@@ -449,7 +449,7 @@ fn residual_block_equals_its_sequential_emulation() {
     assert_eq!(a.regions.len(), b.regions.len());
     for reg in a.regions.iter().step_by(3) {
         let c = reg.polygon.centroid();
-        let j = b.locate(c).expect("inside");
+        let j = b.locate(a.frame.to_uv(c)).expect("inside");
         let (ya, yb) = (reg.map.eval(c), b.regions[j].map.eval(c));
         assert!(tessera::partition::relative_error(&ya, &yb) < 1e-12);
     }

@@ -48,7 +48,7 @@ fn exported_models_match_onnxruntime_and_their_json_twins() {
             let part = checked(&net, &r.slice, 2);
             for (p, want) in r.probe_uv.iter().zip(&r.probe_out) {
                 let i = part.locate(*p).expect("probe inside a region");
-                let got = part.regions[i].map.eval(*p);
+                let got = part.eval_uv(i, *p);
                 let scale = want.iter().fold(1e-3f64, |m, x| m.max(x.abs()));
                 for (g, w) in got.iter().zip(want) {
                     assert!((g - w).abs() <= 1e-5 * scale, "{file} at {p:?}: {got:?} vs onnxruntime {want:?}");

@@ -28,7 +28,7 @@ fn check_probes(net: &tessera::Network, slice: &Slice, seed: u64) -> Result<(), 
     for _ in 0..200 {
         let p = [r.random_range(d.u0..d.u1), r.random_range(d.v0..d.v1)];
         if let Some(i) = part.locate(p) {
-            let err = part.map_error(&part.regions[i].map.eval(p), &tessera::forward_at(net, slice, p));
+            let err = part.map_error(&part.eval_uv(i, p), &tessera::forward_at(net, slice, p));
             prop_assert!(err < 1e-9, "probe {:?} in region {}: error {}", p, i, err);
         }
     }

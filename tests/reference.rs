@@ -56,7 +56,7 @@ fn check_reference(model: &str, case: &str, expected: u64, per_layer: [u64; 3]) 
         // Probe points: the region's map must reproduce PyTorch's float64 outputs.
         for (p, want) in case.probe_uv.iter().zip(&case.probe_out) {
             let i = part.locate(*p).expect("probe inside some region");
-            let got = part.regions[i].map.eval(*p);
+            let got = part.eval_uv(i, *p);
             assert!(tessera::partition::relative_error(&got, want) < 1e-9, "{p:?}: {got:?} vs {want:?}");
         }
     }

@@ -90,7 +90,7 @@ fn equal_outputs_make_no_boundary() {
 #[test]
 fn repeated_vertices_do_not_empty_a_polygon() {
     let p = tessera::geometry::polygon::ConvexPolygon { pts: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]] };
-    assert!(p.contains_strictly([0.2, 0.2], 0.0));
+    assert_eq!(p.locate([0.2, 0.2]), tessera::geometry::predicates::Sign::Pos);
 }
 
 /// The Chebyshev centre of a tiny polygon far from the origin stays inside it.

@@ -32,7 +32,10 @@ fn class_pixels_match_the_forward_pass() {
         for x in (0..240).step_by(3) {
             let uv = vp.to_uv(x as f64 + 0.5, y as f64 + 0.5);
             // Away from the boundary (drawn 5 px wide) by four pixels.
-            let near = b.segments.iter().any(|s| dist_to_segment(uv, s.a, s.b) < 4.0 / vp.scale);
+            let near = b
+                .segments
+                .iter()
+                .any(|s| dist_to_segment(uv, part.frame.to_uv(s.a), part.frame.to_uv(s.b)) < 4.0 / vp.scale);
             if near {
                 continue;
             }

@@ -29,7 +29,7 @@ pub fn stats_json(s: &Summary, boundary: Option<&Boundary>, elapsed: f64) -> Val
     v
 }
 
-fn boundary_json(b: &Boundary, decision: &Decision) -> Value {
+fn boundary_json(b: &Boundary, decision: &Decision, frame: &tessera::slice::Normalization) -> Value {
     let decision = match decision {
         Decision::Argmax => json!("argmax"),
         Decision::Level { weights, threshold } => {
@@ -46,22 +46,23 @@ fn boundary_json(b: &Boundary, decision: &Decision) -> Value {
         "pieces": b.pieces,
         "length_per_pair": b.length_per_pair.iter().map(|(k, l)| json!({"classes": [k.0, k.1], "length": l})).collect::<Vec<_>>(),
         "polylines": b.polylines.iter().map(|p| json!({"classes": [p.classes.0, p.classes.1],
-            "closed": p.closed, "length": p.length, "points": p.points})).collect::<Vec<_>>(),
+            "closed": p.closed, "length": p.length,
+            "points": p.points.iter().map(|&q| frame.to_uv(q)).collect::<Vec<_>>()})).collect::<Vec<_>>(),
     })
 }
 
 #[derive(Serialize)]
-struct MapOut<'a> {
-    jacobian: &'a [[f64; 2]],
-    offset: &'a [f64],
+struct MapOut {
+    jacobian: Vec<[f64; 2]>,
+    offset: Vec<f64>,
 }
 
 #[derive(Serialize)]
-struct RegionOut<'a> {
-    vertices: &'a [[f64; 2]],
+struct RegionOut {
+    vertices: Vec<[f64; 2]>,
     area: f64,
     pattern: String,
-    map: MapOut<'a>,
+    map: MapOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     class: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,7 +74,7 @@ struct Doc<'a> {
     format: &'static str,
     domain: [[f64; 2]; 4],
     anchors: Option<[[f64; 2]; 3]>,
-    regions: Vec<RegionOut<'a>>,
+    regions: Vec<RegionOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     boundary: Option<Value>,
     stats: &'a Value,
@@ -107,17 +108,20 @@ pub fn write_partition(
             .iter()
             .enumerate()
             .map(|(i, r)| RegionOut {
-                vertices: &r.polygon.pts,
+                vertices: p.polygon_uv(i),
                 area: r.area,
                 pattern: r.pattern.to_hex(),
-                map: MapOut { jacobian: &r.map.jacobian, offset: &r.map.offset },
+                map: {
+                    let m = p.map_uv(i);
+                    MapOut { jacobian: m.jacobian, offset: m.offset }
+                },
                 class: class_of(i),
                 layer_map: layer_map.and_then(|(layer, f)| {
                     f(i).map(|m| json!({"layer": layer, "jacobian": m.jacobian, "offset": m.offset}))
                 }),
             })
             .collect(),
-        boundary: boundary.map(|(b, d)| boundary_json(b, d)),
+        boundary: boundary.map(|(b, d)| boundary_json(b, d, &p.frame)),
         stats,
     };
     write_atomically(path, |w| serde_json::to_writer(w, &doc).map_err(std::io::Error::other))

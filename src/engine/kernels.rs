@@ -2,7 +2,7 @@
 //! at run time. The binary stays portable while the loops run four f64 lanes wide where the
 //! processor allows. No fused multiply-add is introduced, so both versions round identically.
 
-use crate::geometry::predicates::{is_neg, is_pos};
+use crate::geometry::predicates::{is_neg, is_pos, tolerance, NOISE};
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
@@ -37,11 +37,11 @@ macro_rules! dispatch {
     };
 }
 
-/// Scale of `a·u + b·v + c − bp` for the tolerance policy (domain coordinates bounded by 1),
-/// with the unit's rounding floor `noise` (`predicates::noise_scale`).
+/// Tolerance of the tolerance rule (`predicates`) for `a·s + b·t + c − bp`, where `noise` is the
+/// noise floor of the pre-activation; subtracting the breakpoint adds its own rounding.
 #[inline(always)]
-pub(crate) fn hinge_scale(a: f64, b: f64, c: f64, bp: f64, noise: f64) -> f64 {
-    a.abs() + b.abs() + c.abs() + bp.abs() + noise
+pub(crate) fn hinge_tol(a: f64, b: f64, bp: f64, noise: f64) -> f64 {
+    tolerance(a, b, noise + NOISE * bp.abs())
 }
 
 dispatch! {
@@ -74,7 +74,7 @@ dispatch! {
     /// Marks (`mark[i] = 1`) the units whose enclosure `[lo, hi]` is not decisively on one
     /// side of their hinge `(bp, da)`: only those need their exact range over the vertices.
     fn mark_undecided / mark_undecided_avx2 / mark_undecided_generic(
-        a: &[f64], b: &[f64], c: &[f64], noise: &[f64], lo: &[f64], hi: &[f64], bp: &[f64], da: &[f64], mark: &mut [u8])
+        a: &[f64], b: &[f64], noise: &[f64], lo: &[f64], hi: &[f64], bp: &[f64], da: &[f64], mark: &mut [u8])
 }
 
 #[inline(always)]
@@ -82,7 +82,6 @@ dispatch! {
 fn mark_undecided_generic(
     a: &[f64],
     b: &[f64],
-    c: &[f64],
     noise: &[f64],
     lo: &[f64],
     hi: &[f64],
@@ -91,11 +90,11 @@ fn mark_undecided_generic(
     mark: &mut [u8],
 ) {
     let n = mark.len();
-    let (a, b, c, noise) = (&a[..n], &b[..n], &c[..n], &noise[..n]);
+    let (a, b, noise) = (&a[..n], &b[..n], &noise[..n]);
     let (lo, hi, bp, da) = (&lo[..n], &hi[..n], &bp[..n], &da[..n]);
     for i in 0..n {
-        let scale = hinge_scale(a[i], b[i], c[i], bp[i], noise[i]);
-        let decided = is_pos(lo[i] - bp[i], scale) | is_neg(hi[i] - bp[i], scale) | (da[i] == 0.0);
+        let tol = hinge_tol(a[i], b[i], bp[i], noise[i]);
+        let decided = is_pos(lo[i] - bp[i], tol) | is_neg(hi[i] - bp[i], tol) | (da[i] == 0.0);
         mark[i] |= (!decided) as u8;
     }
 }
@@ -105,7 +104,7 @@ dispatch! {
     /// `predicates`): `state` gets 0 (below or on the line), 1 (above) or 2 (crossing), and the
     /// hinge's piece is added to `slope`/`intercept` for units entirely above it.
     fn classify_slot / classify_slot_avx2 / classify_slot_generic(
-        a: &[f64], b: &[f64], c: &[f64], noise: &[f64], lo: &[f64], hi: &[f64], bp: &[f64], da: &[f64],
+        a: &[f64], b: &[f64], noise: &[f64], lo: &[f64], hi: &[f64], bp: &[f64], da: &[f64],
         slope: &mut [f64], intercept: &mut [f64], state: &mut [u8])
 }
 
@@ -114,7 +113,6 @@ dispatch! {
 fn classify_slot_generic(
     a: &[f64],
     b: &[f64],
-    c: &[f64],
     noise: &[f64],
     lo: &[f64],
     hi: &[f64],
@@ -125,13 +123,13 @@ fn classify_slot_generic(
     state: &mut [u8],
 ) {
     let n = state.len();
-    let (a, b, c, noise) = (&a[..n], &b[..n], &c[..n], &noise[..n]);
+    let (a, b, noise) = (&a[..n], &b[..n], &noise[..n]);
     let (lo, hi, bp, da) = (&lo[..n], &hi[..n], &bp[..n], &da[..n]);
     let (slope, intercept) = (&mut slope[..n], &mut intercept[..n]);
     for i in 0..n {
-        let scale = hinge_scale(a[i], b[i], c[i], bp[i], noise[i]);
-        let up = is_pos(hi[i] - bp[i], scale) & (da[i] != 0.0);
-        let down = is_neg(lo[i] - bp[i], scale);
+        let tol = hinge_tol(a[i], b[i], bp[i], noise[i]);
+        let up = is_pos(hi[i] - bp[i], tol) & (da[i] != 0.0);
+        let down = is_neg(lo[i] - bp[i], tol);
         let k = if up & !down { da[i] } else { 0.0 };
         slope[i] += k;
         intercept[i] -= k * bp[i];
@@ -215,18 +213,19 @@ mod tests {
             assert!((hi[i] - lo[i] - 2.0 * (a[i].abs() + b[i].abs())).abs() < 1e-12);
         }
         let mut mark = vec![0u8; n];
-        mark_undecided(&a, &b, &c, &vec![0.0; n], &lo, &hi, &vec![0.0; n], &vec![1.0; n], &mut mark);
+        mark_undecided(&a, &b, &vec![0.0; n], &lo, &hi, &vec![0.0; n], &vec![1.0; n], &mut mark);
         for i in 0..n {
             assert_eq!(mark[i] == 1, lo[i] < 0.0 && hi[i] > 0.0, "unit {i}");
         }
         let bp = vec![0.0; n];
         let da = vec![1.0; n];
         let (mut slope, mut icpt, mut state) = (vec![0.0; n], vec![0.0; n], vec![0u8; n]);
-        classify_slot(&a, &b, &c, &bp, &lo, &hi, &bp, &da, &mut slope, &mut icpt, &mut state);
+        classify_slot(&a, &b, &bp, &lo, &hi, &bp, &da, &mut slope, &mut icpt, &mut state);
         for i in 0..n {
-            let expect = if lo[i] > 1e-6 {
+            let tol = hinge_tol(a[i], b[i], 0.0, 0.0);
+            let expect = if lo[i] > tol {
                 1
-            } else if hi[i] < -1e-6 {
+            } else if hi[i] < -tol {
                 0
             } else {
                 2

@@ -32,7 +32,6 @@ mod maxgroup;
 mod pwl;
 
 use crate::geometry::polygon::{ConvexPolygon, Split};
-use crate::geometry::predicates::positive_area;
 use crate::network::Network;
 use crate::slice::Plane;
 use affine::AffineStep;
@@ -172,8 +171,8 @@ pub(crate) struct Stage {
     n_in: usize,
     /// First pattern bit of this stage.
     bit_offset: usize,
-    /// Every entering unit's rounding floor for the tolerance policy
-    /// (`predicates::noise_scale` of the magnitude of the terms that produce it).
+    /// Every entering unit's noise floor for the tolerance rule (`predicates::noise_floor` of the
+    /// magnitude of the terms that produce it).
     noise: Vec<f64>,
     next: AffineStep,
 }
@@ -232,18 +231,18 @@ impl Plan {
     }
 }
 
-/// For every nonlinear layer, the noise scale of each entering unit: `noise_scale` of an upper
+/// For every nonlinear layer, the noise floor of each entering unit: `noise_floor` of an upper
 /// bound, over the domain, of the sum of the absolute values of every term that produces the
 /// pre-activation (`|W|·bound + |b|` through the layers before).
 fn term_magnitudes(layers: &[crate::network::Layer], plane: &Plane) -> (Vec<Vec<f64>>, Vec<f64>) {
-    use crate::geometry::predicates::noise_scale;
+    use crate::geometry::predicates::noise_floor;
     let mut mag: Vec<f64> =
         (0..plane.origin.len()).map(|i| plane.origin[i].abs() + plane.du[i].abs() + plane.dv[i].abs()).collect();
     let mut out = Vec::new();
     for layer in layers {
         let mut next = vec![0.0; layer.output.numel()];
         if let Some((forms, _)) = layer.hinge_forms() {
-            out.push(mag.iter().map(|&m| noise_scale(m)).collect());
+            out.push(mag.iter().map(|&m| noise_floor(m)).collect());
             for ((y, &m), f) in next.iter_mut().zip(&mag).zip(&forms) {
                 let (mut slope, mut max_slope) = (f.slope0, f.slope0.abs());
                 let mut offset = f.intercept0.abs();
@@ -255,7 +254,7 @@ fn term_magnitudes(layers: &[crate::network::Layer], plane: &Plane) -> (Vec<Vec<
                 *y = max_slope * m + offset;
             }
         } else if !layer.is_affine() {
-            out.push(mag.iter().map(|&m| noise_scale(m)).collect());
+            out.push(mag.iter().map(|&m| noise_floor(m)).collect());
             for (y, g) in next.iter_mut().zip(layer.max_groups()) {
                 *y = g.iter().map(|&i| mag[i as usize]).fold(0.0, f64::max);
             }
@@ -431,7 +430,9 @@ fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
         return;
     }
     let area = cell.poly.area();
-    if !positive_area(area, 2.0) {
+    // Every piece keeps a vertex off each cutting line (see `predicates`), so its area is
+    // positive; count any exception rather than emit it.
+    if area.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         out.dropped += 1;
         return;
     }
@@ -627,17 +628,11 @@ fn split_rec(
             Splitter::Max { group, cands } => {
                 let maps = maxgroup::Maps { z, noise: &stage.noise, n };
                 let alive = maxgroup::undominated(&b.poly, maps, cands);
-                let mut cells = if alive.len() == 1 {
+                let cells = if alive.len() == 1 {
                     vec![(alive[0], std::mem::take(&mut b.poly))]
                 } else {
                     maxgroup::winner_cells(&b.poly, maps, &alive)
                 };
-                if cells.is_empty() {
-                    // Inconsistent tolerance decisions among nearly equal candidates left no
-                    // cell: give the whole piece to the winner at its centroid, losing no area.
-                    let best = maxgroup::best_at_centroid(&b.poly, maps, &alive);
-                    cells.push((best, std::mem::take(&mut b.poly)));
-                }
                 let (bits, offset) = match &stage.nonlin {
                     Nonlinearity::Max { bits, .. } => (*bits, stage.bit_offset + *group as usize * *bits),
                     Nonlinearity::Pwl { .. } => {

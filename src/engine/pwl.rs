@@ -78,7 +78,7 @@ impl PwlLayer {
         kernels::box_bounds(za, zb, zc, center, half, lo, hi);
         mark.fill(0);
         for slot in &self.slots {
-            kernels::mark_undecided(za, zb, zc, noise, lo, hi, &slot.bp, &slot.da, mark);
+            kernels::mark_undecided(za, zb, noise, lo, hi, &slot.bp, &slot.da, mark);
         }
         for (i, _) in mark.iter().enumerate().filter(|(_, &m)| m != 0) {
             let (mut l, mut h) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -94,7 +94,7 @@ impl PwlLayer {
         intercept.copy_from_slice(&self.intercept0);
         for (j, slot) in self.slots.iter().enumerate() {
             // state: 0 below or on the line, 1 above, 2 crossing.
-            kernels::classify_slot(za, zb, zc, noise, lo, hi, &slot.bp, &slot.da, slope, intercept, state);
+            kernels::classify_slot(za, zb, noise, lo, hi, &slot.bp, &slot.da, slope, intercept, state);
             // Most units are below (state 0): skip them eight at a time.
             for (block, bytes) in state.chunks(8).enumerate() {
                 if bytes.iter().all(|&s| s == 0) {
@@ -178,7 +178,7 @@ impl Scratch {
 }
 
 /// Splits `poly` by the line of hinge `(unit, bp)` of map `z` (`3 × n`); `noise` is the unit's
-/// rounding floor (`predicates::noise_scale`).
+/// noise floor (`predicates::noise_floor`).
 ///
 /// Returns the `Split` and the coefficients `Δa·(z − b)` that the side above adds to the unit
 /// relative to the side below.
@@ -192,15 +192,15 @@ pub(crate) fn split(
 ) -> (Split, [f64; 3]) {
     let (a, b, c) = (z[unit], z[n + unit], z[2 * n + unit]);
     let eval = |p: &[f64; 2]| (a * p[0] + b * p[1] + c) - bp;
-    let scale = kernels::hinge_scale(a, b, c, bp, noise);
+    let tol = kernels::hinge_tol(a, b, bp, noise);
     let mut buf = [0.0; 16];
     let split = if poly.pts.len() <= buf.len() {
         for (v, p) in buf.iter_mut().zip(&poly.pts) {
             *v = eval(p);
         }
-        poly.split(&buf[..poly.pts.len()], scale)
+        poly.split(&buf[..poly.pts.len()], tol)
     } else {
-        poly.split(&poly.pts.iter().map(eval).collect::<Vec<f64>>(), scale)
+        poly.split(&poly.pts.iter().map(eval).collect::<Vec<f64>>(), tol)
     };
     (split, [da * a, da * b, da * (c - bp)])
 }

@@ -6,7 +6,7 @@
 //! `predicates`. The split here needs only the values of the affine function at the vertices
 //! (already computed by the caller) and interpolates along edges.
 
-use super::predicates::{sign, Sign};
+use super::predicates::{orient, same_point, sign, Sign};
 
 /// A convex polygon with counter-clockwise vertices.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -86,62 +86,97 @@ impl ConvexPolygon {
         b
     }
 
-    /// True when every turn is left (or straight within tolerance) and the area is positive.
-    ///
-    /// The tolerance covers the rounding of the coordinates themselves, which dominates for a
-    /// polygon that is tiny relative to its distance from the origin.
-    pub fn is_convex_ccw(&self, extent: f64) -> bool {
+    /// True when the polygon has at least three vertices, positive area, and no vertex lies to the
+    /// right of the line through its two neighbours (beyond the tolerance rule's distance).
+    pub fn is_convex_ccw(&self) -> bool {
         let n = self.pts.len();
         if n < 3 || self.area() <= 0.0 {
             return false;
         }
-        let coord = self.pts.iter().fold(0.0f64, |m, p| m.max(p[0].abs()).max(p[1].abs()));
-        let ulp = 4.0 * f64::EPSILON * coord;
-        for i in 0..n {
-            let a = self.pts[i];
-            let b = self.pts[(i + 1) % n];
-            let c = self.pts[(i + 2) % n];
-            let cross = (b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0]);
-            let e1 = (b[0] - a[0]).abs() + (b[1] - a[1]).abs();
-            let e2 = (c[0] - b[0]).abs() + (c[1] - b[1]).abs();
-            let scale = e1 * e2 + ulp * (e1 + e2) / super::predicates::REL_TOL + extent * extent * f64::EPSILON;
-            if sign(cross, scale) == Sign::Neg {
-                return false;
-            }
-        }
-        true
+        (0..n).all(|i| orient(self.pts[i], self.pts[(i + 2) % n], self.pts[(i + 1) % n]) != Sign::Pos)
     }
 
-    /// Whether `p` lies strictly inside, farther than `margin` from every edge line.
-    pub fn contains_strictly(&self, p: [f64; 2], margin: f64) -> bool {
+    /// Where `p` lies: `Pos` inside (farther than the tolerance from every edge line), `Zero` on
+    /// the boundary (within the tolerance of an edge line, inside the others), `Neg` outside.
+    pub fn locate(&self, p: [f64; 2]) -> Sign {
         let n = self.pts.len();
+        let mut on_edge = false;
         for i in 0..n {
-            let a = self.pts[i];
-            let b = self.pts[(i + 1) % n];
-            let (ex, ey) = (b[0] - a[0], b[1] - a[1]);
-            let len = ex.hypot(ey);
-            if len == 0.0 {
+            let (a, b) = (self.pts[i], self.pts[(i + 1) % n]);
+            if same_point(a, b) {
                 continue; // a repeated vertex bounds nothing
             }
-            let cross = ex * (p[1] - a[1]) - ey * (p[0] - a[0]);
-            if cross <= margin * len {
-                return false;
+            match orient(a, b, p) {
+                Sign::Neg => return Sign::Neg,
+                Sign::Zero => on_edge = true,
+                Sign::Pos => {}
             }
         }
-        true
+        if on_edge {
+            Sign::Zero
+        } else {
+            Sign::Pos
+        }
     }
 
-    /// Splits by the affine function whose values at the vertices are `values`, each of whose
-    /// terms summed to at most `scale` in magnitude (see `predicates`).
+    /// Signed Euclidean distance from `p` to the nearest edge line: positive inside. A
+    /// measurement (for Chebyshev centres and tests), not a sign decision.
+    pub fn inner_distance(&self, p: [f64; 2]) -> f64 {
+        let n = self.pts.len();
+        let mut best = f64::INFINITY;
+        for i in 0..n {
+            let (a, b) = (self.pts[i], self.pts[(i + 1) % n]);
+            let (ex, ey) = (b[0] - a[0], b[1] - a[1]);
+            let len = ex.hypot(ey);
+            if len > 0.0 {
+                best = best.min((ex * (p[1] - a[1]) - ey * (p[0] - a[0])) / len);
+            }
+        }
+        best
+    }
+
+    /// The convex hull of `points`, counter-clockwise, without vertices that lie on the line
+    /// through their neighbours (within the tolerance rule's distance) and without repeated
+    /// points. Used to merge pieces that together form one convex cell.
+    pub fn hull(points: &[[f64; 2]]) -> ConvexPolygon {
+        let mut pts = points.to_vec();
+        pts.sort_by(|a, b| a[0].total_cmp(&b[0]).then(a[1].total_cmp(&b[1])));
+        pts.dedup_by(|a, b| same_point(*a, *b));
+        if pts.len() < 3 {
+            return ConvexPolygon { pts };
+        }
+        // Andrew's monotone chain: a point stays only where the chain turns left beyond the
+        // tolerance.
+        let mut hull: Vec<[f64; 2]> = Vec::with_capacity(pts.len() + 1);
+        for pass in 0..2 {
+            let start = hull.len();
+            let mut push = |p: [f64; 2]| {
+                while hull.len() >= start + 2 && orient(hull[hull.len() - 2], hull[hull.len() - 1], p) != Sign::Pos {
+                    hull.pop();
+                }
+                hull.push(p);
+            };
+            if pass == 0 {
+                pts.iter().for_each(|&p| push(p));
+            } else {
+                pts.iter().rev().for_each(|&p| push(p));
+            }
+            hull.pop(); // the last point starts the other chain
+        }
+        ConvexPolygon { pts: hull }
+    }
+
+    /// Splits by the affine function whose values at the vertices are `values`, with the tolerance
+    /// `tol` of the tolerance rule (`predicates::tolerance` of the function's gradient and noise).
     ///
     /// Vertices within tolerance of zero belong to both sides, so a line through a vertex never
     /// creates a degenerate piece; a split happens only when vertices lie strictly on both sides.
-    pub fn split(&self, values: &[f64], scale: f64) -> Split {
+    pub fn split(&self, values: &[f64], tol: f64) -> Split {
         debug_assert_eq!(values.len(), self.pts.len());
         let mut has_pos = false;
         let mut has_neg = false;
         for &v in values {
-            match sign(v, scale) {
+            match sign(v, tol) {
                 Sign::Pos => has_pos = true,
                 Sign::Neg => has_neg = true,
                 Sign::Zero => {}
@@ -156,7 +191,6 @@ impl ConvexPolygon {
         let n = self.pts.len();
         let mut neg = Vec::with_capacity(n + 2);
         let mut pos = Vec::with_capacity(n + 2);
-        let tol = super::predicates::zero_threshold(scale);
         for i in 0..n {
             let j = if i + 1 == n { 0 } else { i + 1 };
             let (p, si, sj) = (self.pts[i], values[i], values[j]);
@@ -184,6 +218,7 @@ impl ConvexPolygon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::predicates::tolerance;
 
     fn values(poly: &ConvexPolygon, f: impl Fn([f64; 2]) -> f64) -> Vec<f64> {
         poly.pts.iter().map(|&p| f(p)).collect()
@@ -194,18 +229,18 @@ mod tests {
         let sq = ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0);
         // u - v = 0 passes exactly through two corners: two triangles, no extra points.
         let vals = values(&sq, |p| p[0] - p[1]);
-        let Split::Both(neg, pos) = sq.split(&vals, 3.0) else { panic!("must split") };
+        let Split::Both(neg, pos) = sq.split(&vals, tolerance(1.0, 1.0, 0.0)) else { panic!("must split") };
         assert_eq!(neg.pts.len(), 3);
         assert_eq!(pos.pts.len(), 3);
         assert!((neg.area() - 2.0).abs() < 1e-15 && (pos.area() - 2.0).abs() < 1e-15);
-        assert!(neg.is_convex_ccw(2.0) && pos.is_convex_ccw(2.0));
+        assert!(neg.is_convex_ccw() && pos.is_convex_ccw());
     }
 
     #[test]
     fn split_conserves_area_and_classifies_sides() {
         let sq = ConvexPolygon::rect(0.0, 2.0, 0.0, 1.0);
         let f = |p: [f64; 2]| 0.3 * p[0] + 0.7 * p[1] - 0.5;
-        let Split::Both(neg, pos) = sq.split(&values(&sq, f), 1.5) else { panic!() };
+        let Split::Both(neg, pos) = sq.split(&values(&sq, f), tolerance(0.3, 0.7, 0.0)) else { panic!() };
         assert!((neg.area() + pos.area() - 2.0).abs() < 1e-14);
         assert!(f(neg.centroid()) < 0.0 && f(pos.centroid()) > 0.0);
     }
@@ -213,18 +248,32 @@ mod tests {
     #[test]
     fn line_touching_a_vertex_does_not_split() {
         let sq = ConvexPolygon::rect(0.0, 1.0, 0.0, 1.0);
+        let tol = tolerance(1.0, 1.0, 0.0);
         let vals = values(&sq, |p| p[0] + p[1]); // zero only at the corner (0, 0)
-        assert!(matches!(sq.split(&vals, 2.0), Split::Above));
-        let near = values(&sq, |p| p[0] + p[1] - 1e-13); // within tolerance of that corner
-        assert!(matches!(sq.split(&near, 2.0), Split::Above));
-        assert!(matches!(sq.split(&[0.0; 4], 1.0), Split::OnLine));
+        assert!(matches!(sq.split(&vals, tol), Split::Above));
+        let near = values(&sq, |p| p[0] + p[1] - 1e-11); // within the distance of that corner
+        assert!(matches!(sq.split(&near, tol), Split::Above));
+        let beyond = values(&sq, |p| p[0] + p[1] - 1e-9); // a real sliver beyond it
+        assert!(matches!(sq.split(&beyond, tol), Split::Both(..)));
+        assert!(matches!(sq.split(&[0.0; 4], tol), Split::OnLine));
     }
 
     #[test]
-    fn contains_strictly_excludes_boundary() {
+    fn locate_by_distance() {
         let sq = ConvexPolygon::rect(0.0, 1.0, 0.0, 1.0);
-        assert!(sq.contains_strictly([0.5, 0.5], 0.0));
-        assert!(!sq.contains_strictly([0.0, 0.5], 0.0));
-        assert!(!sq.contains_strictly([1.5, 0.5], 0.0));
+        assert_eq!(sq.locate([0.5, 0.5]), Sign::Pos);
+        assert_eq!(sq.locate([0.0, 0.5]), Sign::Zero);
+        assert_eq!(sq.locate([1e-11, 0.5]), Sign::Zero);
+        assert_eq!(sq.locate([1.5, 0.5]), Sign::Neg);
+        assert!((sq.inner_distance([0.25, 0.5]) - 0.25).abs() < 1e-15);
+    }
+
+    #[test]
+    fn hull_drops_collinear_and_repeated_points() {
+        let pts = [[0.0, 0.0], [1.0, 0.0], [0.5, 0.0], [1.0, 1.0], [0.0, 1.0], [0.5, 0.5], [1.0, 1.0 + 1e-13]];
+        let h = ConvexPolygon::hull(&pts);
+        assert_eq!(h.pts.len(), 4, "{:?}", h.pts);
+        assert!(h.is_convex_ccw());
+        assert!((h.area() - 1.0).abs() < 1e-12);
     }
 }

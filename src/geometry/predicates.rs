@@ -1,68 +1,82 @@
-//! The one place where signs of geometric quantities are decided.
+//! The one place where signs of geometric quantities are decided, and what "exact" means.
 //!
-//! # Tolerance policy
+//! # The tolerance rule
 //!
-//! Every quantity whose sign matters in tessera is the value of an affine function
-//! `f(u, v) = a·u + b·v + c` (a pre-activation minus a breakpoint, or the difference of two
-//! max-pool candidates) at a polygon vertex. Its floating-point error is bounded by a small
-//! multiple of machine epsilon times the *magnitudes of the terms* that produced it, including
-//! the rounding accumulated in `a`, `b`, `c` by the layers before. We therefore call a value zero
-//! when `|f| <= REL_TOL * scale`, where `scale` is the sum of the absolute values of the terms
-//! (`|a|·U + |b|·V + |c|`, with `U`, `V` bounds on `|u|`, `|v|`) — never a bare comparison with
-//! `0.0`.
+//! All geometry in tessera happens in *normalised* slice coordinates `(s, t)`, where the domain
+//! is the square `[-1, 1]²` (see `slice::Slice::normalized`); nothing below depends on the size
+//! or position of the user's box.
 //!
-//! The engine works in normalised slice coordinates, where the domain is `[-1, 1]²`, so the
-//! policy is invariant to the size and position of the domain (a 1e-9 box behaves as a 1e9 box).
+//! Every sign that matters is the sign of an affine function `f(s, t) = a·s + b·t + c` at a point:
+//! a pre-activation minus a breakpoint, the difference of two max candidates or of two class
+//! scores, or the side of a point with respect to the line through two others. A point `p` is
+//! **on the line** `f = 0` when
 //!
-//! Because the coefficients themselves carry rounding from the layers before, the scale also
-//! includes a floor proportional to the magnitude of every term that produced the value
-//! ([`noise_scale`], [`NOISE`]): a zero threshold is never below the rounding noise of the
-//! network's own forward pass.
+//! ```text
+//! |f(p)| ≤ τ(f) = DIST · (|a| + |b|) + ν
+//! ```
 //!
-//! `REL_TOL = 1e-9` leaves five to six orders of magnitude of headroom above the rounding of
-//! a few hundred accumulated products (≈ 1e-14 relative), and below it lie only features that
-//! f64 cannot place anyway. Consequences, which are the meaning of "exact" in tessera:
-//! * a line that passes within `REL_TOL` (relative) of a vertex passes *through* it: no sliver
-//!   thinner than that is created, and degenerate configurations (many lines through one point,
-//!   coincident lines) are resolved consistently;
-//! * a split happens only when some vertex lies strictly on each side, so every emitted piece
-//!   contains a vertex at a relative distance above `REL_TOL` from the cutting line and has
-//!   positive area.
+//! Because `|f(p)| / (|a| + |b|)` is the distance from `p` to the line in the max-norm, the rule
+//! reads: `p` is on the line when it is within [`DIST`] of it, plus `ν / (|a| + |b|)`, the distance
+//! by which the rounding of `f`'s own value can move the line. `ν` (the *noise floor*) bounds that
+//! rounding: [`NOISE`] times the magnitude of every term that produced the value (`Σ|w|·|x| + |b|`
+//! through all the layers before, bounded over the domain), so a threshold is never below what the
+//! network's own f64 forward pass can resolve. Values outside `±τ` have a definite sign.
+//!
+//! # What this guarantees
+//!
+//! * A polygon is split by a line only when vertices lie on both sides beyond `τ`: every piece the
+//!   engine creates has a vertex farther than `δ(f) = DIST + ν/(|a| + |b|)` from each line that
+//!   cut it, so it has positive area.
+//! * A region of the true partition can be missed (merged into a neighbour) only when it is
+//!   thinner than `δ`: all of its vertices lie within `δ` of one of the lines bounding it. For
+//!   every line that f64 places to better than `DIST` (the usual case: `ν` is ~1e-14 of the
+//!   terms), `δ = DIST = 1e-10`, i.e. 5·10⁻¹¹ of the domain's side. Nothing else is approximated:
+//!   regions are never merged or dropped for being small, only for being thinner than `δ`.
+//! * Max-type splits (maxout, max-pool, max joins, argmax class cells) apply the rule to the
+//!   difference of two candidates, with the noise floors of both, so candidates that share a large
+//!   common offset are compared by their difference, not by their size.
+//! * Two points are the same vertex when they are within [`DIST`] of each other in the max-norm
+//!   ([`same_point`]); computed copies of one vertex agree far better than that unless the
+//!   two lines defining it are nearly parallel.
+//!
+//! What the rule cannot do: decide the sign of a value that f64 cannot compute (closer to zero than
+//! its noise floor). Such a vertex counts as on the line, which is also what
+//! `Partition::certify` accepts, with the same `τ` recomputed in exact arithmetic.
 
-/// Relative tolerance below which a value is treated as zero (see the module docs).
-pub const REL_TOL: f64 = 1e-9;
+/// Distance (max-norm, in normalised coordinates where the domain is `[-1, 1]²`) within which a
+/// point counts as on a line: 5·10⁻¹¹ of the domain's side.
+pub const DIST: f64 = 1e-10;
 
-/// Rounding noise of a network's pre-activation relative to the magnitudes of every term that
-/// produced it (`Σ|w|·|x| + |b|` through all earlier layers): about 64 ulps, room for the
-/// accumulation of a few hundred products per layer over several layers.
+/// Rounding noise of a computed value relative to the magnitude of every term that produced it
+/// (about 45 ulps: the accumulation of a few hundred products per layer over several layers).
 pub const NOISE: f64 = 1e-14;
 
-/// The amount to add to a value's `scale` so that its zero threshold is never below the
-/// rounding noise of a quantity whose terms had total magnitude `magnitude`.
-///
-/// On a small domain far from the origin, a pre-activation's affine coefficients over the
-/// domain are tiny while its value is the cancellation of large terms: without this floor, lines
-/// that should meet in one point would meet in a cluster of rounding-sized triangles.
-#[inline]
-pub fn noise_scale(magnitude: f64) -> f64 {
-    magnitude * (NOISE / REL_TOL)
-}
-
-/// Three-way sign of a value under the tolerance policy.
+/// Three-way sign of a value under the tolerance rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sign {
     /// Strictly negative beyond the tolerance.
     Neg,
-    /// Within the tolerance of zero.
+    /// On the line: within the tolerance of zero.
     Zero,
     /// Strictly positive beyond the tolerance.
     Pos,
 }
 
-/// Classifies `value`, whose terms had absolute magnitudes summing to `scale`.
+/// The noise floor `ν` of a value whose terms have total magnitude `magnitude`.
 #[inline]
-pub fn sign(value: f64, scale: f64) -> Sign {
-    let tol = REL_TOL * scale;
+pub fn noise_floor(magnitude: f64) -> f64 {
+    NOISE * magnitude
+}
+
+/// The tolerance `τ` on the value of `a·s + b·t + c` whose rounding is bounded by `noise`.
+#[inline(always)]
+pub fn tolerance(a: f64, b: f64, noise: f64) -> f64 {
+    DIST * (a.abs() + b.abs()) + noise
+}
+
+/// Classifies `value` against the tolerance `tol` (from [`tolerance`]).
+#[inline]
+pub fn sign(value: f64, tol: f64) -> Sign {
     if value > tol {
         Sign::Pos
     } else if value < -tol {
@@ -72,62 +86,93 @@ pub fn sign(value: f64, scale: f64) -> Sign {
     }
 }
 
-/// `sign(value, scale) == Sign::Pos`, branch-free for vectorised loops.
+/// `sign(value, tol) == Sign::Pos`, branch-free for vectorised loops.
 #[inline(always)]
-pub fn is_pos(value: f64, scale: f64) -> bool {
-    value > REL_TOL * scale
+pub fn is_pos(value: f64, tol: f64) -> bool {
+    value > tol
 }
 
-/// `sign(value, scale) == Sign::Neg`, branch-free for vectorised loops.
+/// `sign(value, tol) == Sign::Neg`, branch-free for vectorised loops.
 #[inline(always)]
-pub fn is_neg(value: f64, scale: f64) -> bool {
-    value < -REL_TOL * scale
+pub fn is_neg(value: f64, tol: f64) -> bool {
+    value < -tol
 }
 
-/// Threshold below which a value with the given term magnitude counts as zero.
+/// Rounding of a line through two points with coordinates of magnitude at most `coord`: the
+/// cross product that decides the side of a third point carries a few ulps of `coord` per unit
+/// of gradient.
 #[inline]
-pub fn zero_threshold(scale: f64) -> f64 {
-    REL_TOL * scale
+fn orient_noise(grad: f64, coord: f64) -> f64 {
+    8.0 * f64::EPSILON * grad * coord.max(1.0)
 }
 
-/// Scale of the affine function `a·u + b·v + c` over a region whose coordinates are bounded by
-/// `|u| <= bound_u`, `|v| <= bound_v`.
+/// Side of `p` with respect to the directed line from `a` to `b`: `Pos` on the left (counter-
+/// clockwise), `Neg` on the right, `Zero` within the tolerance of the line (or when `a` and `b`
+/// are the same point, which defines no line).
 #[inline]
-pub fn affine_scale(a: f64, b: f64, c: f64, bound_u: f64, bound_v: f64) -> f64 {
-    a.abs() * bound_u + b.abs() * bound_v + c.abs()
+pub fn orient(a: [f64; 2], b: [f64; 2], p: [f64; 2]) -> Sign {
+    // f(p) = (b − a) × (p − a): an affine function of p with gradient (−(b−a).y, (b−a).x).
+    let (ex, ey) = (b[0] - a[0], b[1] - a[1]);
+    let grad = ex.abs() + ey.abs();
+    if grad == 0.0 {
+        return Sign::Zero;
+    }
+    let value = ex * (p[1] - a[1]) - ey * (p[0] - a[0]);
+    let coord = a[0].abs().max(a[1].abs()).max(p[0].abs()).max(p[1].abs());
+    sign(value, DIST * grad + orient_noise(grad, coord))
 }
 
-/// Two points are the same vertex when they agree within the tolerance relative to
-/// `extent` (the size of the domain they live in).
+/// Whether two points are the same vertex: within [`DIST`] of each other in the max-norm.
 #[inline]
-pub fn same_point(p: [f64; 2], q: [f64; 2], extent: f64) -> bool {
-    let tol = REL_TOL * extent;
-    (p[0] - q[0]).abs() <= tol && (p[1] - q[1]).abs() <= tol
+pub fn same_point(p: [f64; 2], q: [f64; 2]) -> bool {
+    (p[0] - q[0]).abs() <= DIST && (p[1] - q[1]).abs() <= DIST
 }
 
-/// A polygon (or any 2D quantity of squared length) has positive area when its area is above
-/// the tolerance relative to the square of its extent.
-#[inline]
-pub fn positive_area(area: f64, extent: f64) -> bool {
-    area > REL_TOL * REL_TOL * extent * extent
-}
+/// Side length of the grid cells used to bucket points before comparing them with
+/// [`same_point`]: much larger than the tolerance, so copies of a point fall in one cell or in
+/// adjacent ones.
+pub const WELD_CELL: f64 = 1024.0 * DIST;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sign_respects_scale() {
-        assert_eq!(sign(1e-12, 1.0), Sign::Zero);
-        assert_eq!(sign(1e-12, 1e-6), Sign::Pos);
-        assert_eq!(sign(-1e-3, 1.0), Sign::Neg);
-        assert_eq!(sign(0.0, 0.0), Sign::Zero);
+    fn tolerance_is_a_distance() {
+        // The same line scaled by 1e6 or by 1e-6 has the same on-line band.
+        for k in [1e-6, 1.0, 1e6] {
+            let tol = tolerance(k, 0.0, 0.0);
+            assert_eq!(sign(k * 0.5 * DIST, tol), Sign::Zero);
+            assert_eq!(sign(k * 2.0 * DIST, tol), Sign::Pos);
+            assert_eq!(sign(-k * 2.0 * DIST, tol), Sign::Neg);
+        }
+        // A large offset does not widen the band (the old value-relative rule did).
+        let tol = tolerance(1e-6, 0.0, noise_floor(6.0));
+        assert_eq!(sign(1e-6 * 1e-6, tol), Sign::Pos, "a point 1e-6 away from a flat line far from zero");
     }
 
     #[test]
-    fn same_point_is_relative() {
-        assert!(same_point([1.0, 1.0], [1.0 + 1e-12, 1.0], 1.0));
-        assert!(!same_point([1.0, 1.0], [1.0 + 1e-6, 1.0], 1.0));
-        assert!(same_point([1e9, 0.0], [1e9 + 0.1, 0.0], 1e9));
+    fn noise_floor_bounds_rounding() {
+        assert_eq!(sign(1e-15, tolerance(0.0, 0.0, noise_floor(1.0))), Sign::Zero);
+        assert_eq!(sign(1e-12, tolerance(0.0, 0.0, noise_floor(1.0))), Sign::Pos);
+    }
+
+    #[test]
+    fn orientation_by_distance() {
+        let (a, b) = ([0.0, 0.0], [1.0, 0.0]);
+        assert_eq!(orient(a, b, [0.5, 1e-3]), Sign::Pos);
+        assert_eq!(orient(a, b, [0.5, -1e-3]), Sign::Neg);
+        assert_eq!(orient(a, b, [0.5, 1e-11]), Sign::Zero);
+        // A short segment defines the same line: the band does not shrink with its length.
+        let b = [1e-6, 0.0];
+        assert_eq!(orient(a, b, [0.5, 1e-11]), Sign::Zero);
+        assert_eq!(orient(a, b, [0.5, 1e-9]), Sign::Pos);
+        assert_eq!(orient(a, a, [0.5, 0.5]), Sign::Zero);
+    }
+
+    #[test]
+    fn same_point_is_a_distance() {
+        assert!(same_point([1.0, 1.0], [1.0 + 1e-11, 1.0]));
+        assert!(!same_point([1.0, 1.0], [1.0 + 1e-9, 1.0]));
     }
 }

@@ -1,23 +1,23 @@
 //! Welding points that the tolerance policy calls the same: copies of one vertex computed in
 //! different regions.
 
-use super::predicates::{same_point, REL_TOL};
+use super::predicates::{same_point, WELD_CELL};
 
 /// Grid cells (much larger than the tolerance) with the ids and positions of their points.
 type Buckets = rustc_hash::FxHashMap<(i64, i64), Vec<(usize, [f64; 2])>>;
 
-/// Welds points within the tolerance policy's distance, handing out one id per distinct point.
+/// Welds points (frame coordinates) that the tolerance rule calls the same, handing out one id
+/// per distinct point.
+#[derive(Default)]
 pub struct Welder {
-    cell: f64,
-    extent: f64,
     grid: Buckets,
     count: usize,
 }
 
 impl Welder {
-    /// A welder for points in a domain of size `extent`.
-    pub fn new(extent: f64) -> Self {
-        Welder { cell: 1024.0 * REL_TOL * extent, extent, grid: Default::default(), count: 0 }
+    /// An empty welder.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Number of distinct points so far (ids are `0..len()`).
@@ -33,11 +33,11 @@ impl Welder {
     /// The id of `p` (the id of an earlier point within tolerance, or a new one), and whether
     /// it is new.
     pub fn id(&mut self, p: [f64; 2]) -> (usize, bool) {
-        let key = ((p[0] / self.cell).floor() as i64, (p[1] / self.cell).floor() as i64);
+        let key = ((p[0] / WELD_CELL).floor() as i64, (p[1] / WELD_CELL).floor() as i64);
         for dx in -1..=1 {
             for dy in -1..=1 {
                 if let Some(list) = self.grid.get(&(key.0 + dx, key.1 + dy)) {
-                    if let Some(&(id, _)) = list.iter().find(|(_, q)| same_point(p, *q, self.extent)) {
+                    if let Some(&(id, _)) = list.iter().find(|(_, q)| same_point(p, *q)) {
                         return (id, false);
                     }
                 }
@@ -56,12 +56,11 @@ mod tests {
 
     #[test]
     fn copies_share_an_id_across_cell_borders() {
-        let mut w = Welder::new(2.0);
+        let mut w = Welder::new();
         let (a, new_a) = w.id([0.1, 0.2]);
         assert!(new_a);
         assert_eq!(w.id([0.1 + 1e-13, 0.2 - 1e-13]), (a, false));
-        let cell = 1024.0 * REL_TOL * 2.0;
-        let edge = (0.3 / cell).floor() * cell;
+        let edge = (0.3 / WELD_CELL).floor() * WELD_CELL;
         let (b, _) = w.id([edge - 1e-12, 0.5]);
         assert_eq!(w.id([edge + 1e-12, 0.5]), (b, false));
         assert_ne!(w.id([0.1, 0.2 + 1e-6]).0, a);

@@ -92,6 +92,16 @@ pub struct Viewport {
 }
 
 impl Viewport {
+    /// Pixel coordinates of a point in frame coordinates (`[-1, 1]²` is the domain): computed
+    /// from the offset within the domain, so a domain far from the origin loses no precision.
+    pub fn frame_to_px(&self, p: [f64; 2]) -> (f64, f64) {
+        let d = &self.domain;
+        let (hu, hv) = (0.5 * (d.u1 - d.u0), 0.5 * (d.v1 - d.v0));
+        (self.origin.0 + hu * (p[0] + 1.0) * self.scale, self.origin.1 + hv * (1.0 - p[1]) * self.scale)
+    }
+}
+
+impl Viewport {
     /// The viewport a picture with these options uses for `domain`.
     pub fn new(domain: Domain, opts: &RenderOptions) -> Self {
         let (w, h) = (opts.size.0 as f64, opts.size.1 as f64);
@@ -147,14 +157,18 @@ pub fn render_png(scene: &Scene<'_>, opts: &RenderOptions) -> Vec<u8> {
     encode_png(&render_rgb(scene, opts), opts.size.0, opts.size.1)
 }
 
-/// The gradient norm of the function that scores class `class` (the class's logit for argmax,
-/// the level function for a level set), or of output 0 without a boundary.
-fn slope(map: &crate::partition::AffineMap, boundary: Option<&Boundary>, class: usize) -> f64 {
+/// The gradient norm in `(u, v)` of the function that scores class `class` (the class's logit
+/// for argmax, the level function for a level set), or of output 0 without a boundary.
+fn slope(part: &Partition, region: usize, boundary: Option<&Boundary>, class: usize) -> f64 {
+    let map = &part.regions[region].map;
     let g = match boundary {
         Some(b) => b.decision.functions(map).get(class).map(|f| [f[0], f[1]]),
         None => map.jacobian.first().copied(),
     };
-    g.map_or(0.0, |j| j[0].hypot(j[1]))
+    g.map_or(0.0, |j| {
+        let j = part.frame.grad_to_uv(j);
+        j[0].hypot(j[1])
+    })
 }
 
 /// A short stable id of a pattern for tooltips.
@@ -208,7 +222,7 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
     // a few slivers do not flatten the picture.
     let value = |p: &Piece<'_>| match opts.color {
         ColorScheme::Area => part.regions[p.region].area.log10(),
-        _ => slope(&part.regions[p.region].map, scene.boundary, p.class.unwrap_or(0)),
+        _ => slope(part, p.region, scene.boundary, p.class.unwrap_or(0)),
     };
     let colorbar = match opts.color {
         ColorScheme::Area | ColorScheme::Slope => {
@@ -247,7 +261,7 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
     let mut pts = Vec::new();
     for (p, fill) in order.iter().map(|&i| (&pieces[i], &fills[i])) {
         pts.clear();
-        pts.extend(p.pts.iter().map(|&q| vp.to_px(q)));
+        pts.extend(p.pts.iter().map(|&q| vp.frame_to_px(q)));
         let r = &part.regions[p.region];
         let class = match (p.class, scene.boundary.map(|b| &b.region_classes[p.region])) {
             (_, Some(RegionClass::Several(ks))) => format!(", classes {ks:?}"),
@@ -269,7 +283,7 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
                     .map_or(Rgb(90, 90, 90), layer_color),
                 _ => Rgb(90, 90, 90),
             };
-            by_color.entry(color).or_default().push([vp.to_px(e.a), vp.to_px(e.b)]);
+            by_color.entry(color).or_default().push([vp.frame_to_px(e.a), vp.frame_to_px(e.b)]);
         }
         for (color, segs) in &by_color {
             c.segments(segs, *color, 0.6);
@@ -277,7 +291,7 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
     }
     if let Some(b) = scene.boundary {
         for pl in &b.polylines {
-            let line: Vec<(f64, f64)> = pl.points.iter().map(|&q| vp.to_px(q)).collect();
+            let line: Vec<(f64, f64)> = pl.points.iter().map(|&q| vp.frame_to_px(q)).collect();
             c.polyline(&line, Rgb(255, 255, 255), 5.0);
             c.polyline(&line, Rgb(0, 0, 0), 2.5);
         }
