@@ -32,6 +32,7 @@ pub mod geometry;
 pub mod network;
 pub mod npy;
 pub mod partition;
+pub mod pattern;
 pub mod render;
 pub mod sample;
 pub mod slice;
@@ -77,7 +78,7 @@ struct Run {
     summary: Summary,
     raw: Vec<engine::RawRegion>,
     norm: slice::Normalization,
-    layout: Vec<partition::LayerBits>,
+    layout: Vec<pattern::LayerBits>,
     output_scale: Vec<f64>,
 }
 
@@ -101,11 +102,7 @@ fn run(net: &Network, slice: &Slice, opts: &Options) -> Result<Run, Error> {
         regions_per_layer,
         dropped_slivers: raw.dropped,
     };
-    let layout = plan
-        .layout()
-        .into_iter()
-        .map(|(layer, op, offset, bits)| partition::LayerBits { layer, op, offset, bits })
-        .collect();
+    let layout = plan.layout();
     let output_scale = plan.output_magnitude.clone();
     Ok(Run { summary, raw: raw.regions.into_iter().flatten().collect(), norm, layout, output_scale })
 }

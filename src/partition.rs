@@ -7,9 +7,10 @@
 //! `(u, v)`. [`Partition::sanity_check`] verifies its own invariants, and, given an oracle (a
 //! forward pass), that every region's affine map is the network's function there.
 
-use crate::engine::Pattern;
 use crate::geometry::polygon::ConvexPolygon;
 use crate::geometry::predicates::{self, Sign};
+pub use crate::pattern::LayerBits;
+use crate::pattern::Pattern;
 use crate::slice::{Domain, Normalization};
 use rand::{Rng, SeedableRng};
 
@@ -54,19 +55,6 @@ pub struct LayerCount {
     pub op: String,
     /// Regions of the partition by all layers up to and including this one.
     pub regions: u64,
-}
-
-/// Where one nonlinear layer's units sit in an activation pattern.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct LayerBits {
-    /// Index of the layer in the model.
-    pub layer: usize,
-    /// Its op name.
-    pub op: String,
-    /// First bit.
-    pub offset: usize,
-    /// Number of bits.
-    pub bits: usize,
 }
 
 /// Counts that every run produces, whether or not it keeps the regions.

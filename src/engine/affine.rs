@@ -1,212 +1,614 @@
-//! Affine steps between nonlinearities: how a region's affine map is carried through
-//! linear, conv, batch-norm, pooling and flatten layers.
+//! The affine maps between nonlinearities, as the engine applies them: to the three vectors of
+//! many cells at once (batched, at matrix-multiply speed), and one column at a time (the sparse
+//! change of the next pre-activations when one unit changes).
 //!
-//! A region's map on a 2D slice is three vectors (`∂/∂s`, `∂/∂t`, value at the origin), so an
-//! affine step is applied to three vectors per region, batched over many regions into one
-//! matrix product. Consecutive affine layers are composed into one dense matrix when that
-//! matrix is small (every MLP, small CNNs); otherwise they are applied layer by layer, never as
-//! a dense matrix.
+//! An [`Affine`] is a chain of primitive linear maps ([`Op`]: dense matrices, convolutions,
+//! per-channel scales, average pools, embeddings into a wider vector). Small chains are composed
+//! into one dense matrix (every MLP); large ones stay a chain and are applied op by op, a
+//! convolution as an im2col product per row. Columns come from the dense matrix, from the
+//! convolution's kernel (a stencil of `C_out·k·k` entries, generated on the fly), from an
+//! identity or embedding, or from a sparse matrix composed once for other chains. Written by
+//! hand (on `matrixmultiply` for the products) because this is the engine's hot path, and the
+//! column structure is what makes a convolution's rank-1 updates sparse.
 
-use super::kernels;
-use crate::network::Layer;
+use crate::network::{Layer, LayerKind, Shape, Window};
 
-/// Largest composed matrix (entries) built for a chain of affine layers: 32 MB of f64.
+/// Largest chain composed into one dense matrix (entries): 32 MB of f64.
 const MAX_DENSE_ENTRIES: usize = 4 << 20;
+/// Largest sparse matrix composed for a chain whose columns have no closed form (entries).
+const MAX_SPARSE_ENTRIES: usize = 16 << 20;
 
-/// One affine step: `y = L(x) + bias`.
-pub(crate) enum AffineStep {
-    /// A dense matrix, row-major (`w`, `n_out × n_in`) and transposed (`wt`, `n_in × n_out`:
-    /// row `j` is column `j`, for rank-1 updates).
-    Dense { w: Vec<f64>, wt: Vec<f64>, bias: Vec<f64>, n_in: usize, n_out: usize },
-    /// Layers applied one after another (possibly none: the identity).
-    Layers { layers: Vec<Layer>, bias: Vec<f64>, n_in: usize, n_out: usize },
+/// A primitive linear map between flat vectors (no bias).
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    /// `y = W x`, `w` row-major `n_out × n_in`.
+    Dense { w: Vec<f64>, n_in: usize, n_out: usize },
+    /// 2D convolution in PyTorch's layout (weight `[c_out, c_in / groups, kh, kw]`).
+    Conv { weight: Vec<f64>, input: [usize; 3], output: [usize; 3], window: Window, groups: usize },
+    /// Average pooling (divisor `kh·kw`, padding counted).
+    AvgPool { input: [usize; 3], output: [usize; 3], window: Window },
+    /// `y_i = scale[i / per] · x_i`.
+    Scale { scale: Vec<f64>, per: usize },
+    /// `x` placed at `offset` in a zero vector of length `n_out`.
+    Embed { offset: usize, n_in: usize, n_out: usize },
 }
 
-impl AffineStep {
-    /// Builds the step for a chain of affine layers consuming `n_in` features.
-    pub(crate) fn new(chain: Vec<Layer>, n_in: usize) -> Self {
-        let n_out = chain.last().map_or(n_in, |l| l.output.numel());
-        // Bias of the whole chain: the chain applied to zero.
-        let bias = crate::network::run_chain(&chain, &vec![0.0; n_in]);
-        if let [single] = chain.as_slice() {
-            if let crate::network::LayerKind::Linear { weight, .. } = &single.kind {
-                return Self::dense(weight.clone(), bias, n_in, n_out);
-            }
-        }
-        // Anything but the identity becomes one matrix when it is small: a single product per
-        // batch, and columns for rank-1 updates.
-        if !chain.is_empty() && n_in.saturating_mul(n_out) <= MAX_DENSE_ENTRIES {
-            // Compose the chain's linear part column by column.
-            let mut w = vec![0.0; n_out * n_in];
-            let mut e = vec![0.0; n_in];
-            for j in 0..n_in {
-                e[j] = 1.0;
-                let col = crate::network::run_chain_linear(&chain, &e);
-                e[j] = 0.0;
-                for (i, v) in col.into_iter().enumerate() {
-                    w[i * n_in + j] = v;
-                }
-            }
-            return Self::dense(w, bias, n_in, n_out);
-        }
-        AffineStep::Layers { layers: chain, bias, n_in, n_out }
+fn dims(s: Shape) -> [usize; 3] {
+    match s {
+        Shape::Image { c, h, w } => [c, h, w],
+        Shape::Flat(n) => [n, 1, 1],
     }
+}
 
-    fn dense(w: Vec<f64>, bias: Vec<f64>, n_in: usize, n_out: usize) -> Self {
-        let mut wt = vec![0.0; n_in * n_out];
-        for i in 0..n_out {
-            for j in 0..n_in {
-                wt[j * n_out + i] = w[i * n_in + j];
+impl Op {
+    /// The linear part of an affine model layer, or `None` for layers without one (flatten).
+    pub(crate) fn from_layer(layer: &Layer) -> Option<Op> {
+        match &layer.kind {
+            LayerKind::Linear { weight, .. } => {
+                Some(Op::Dense { w: weight.clone(), n_in: layer.input.numel(), n_out: layer.output.numel() })
             }
+            LayerKind::Conv2d { weight, window, groups, .. } => Some(Op::Conv {
+                weight: weight.clone(),
+                input: dims(layer.input),
+                output: dims(layer.output),
+                window: *window,
+                groups: *groups,
+            }),
+            LayerKind::BatchNorm { scale, .. } => {
+                Some(Op::Scale { scale: scale.clone(), per: layer.input.per_channel() })
+            }
+            LayerKind::AvgPool2d { window } => {
+                Some(Op::AvgPool { input: dims(layer.input), output: dims(layer.output), window: *window })
+            }
+            _ => None,
         }
-        AffineStep::Dense { w, wt, bias, n_in, n_out }
     }
 
     pub(crate) fn n_in(&self) -> usize {
         match self {
-            AffineStep::Dense { n_in, .. } | AffineStep::Layers { n_in, .. } => *n_in,
+            Op::Dense { n_in, .. } | Op::Embed { n_in, .. } => *n_in,
+            Op::Conv { input, .. } | Op::AvgPool { input, .. } => input.iter().product(),
+            Op::Scale { scale, per } => scale.len() * per,
         }
     }
 
     pub(crate) fn n_out(&self) -> usize {
         match self {
-            AffineStep::Dense { n_out, .. } | AffineStep::Layers { n_out, .. } => *n_out,
+            Op::Dense { n_out, .. } | Op::Embed { n_out, .. } => *n_out,
+            Op::Conv { output, .. } | Op::AvgPool { output, .. } => output.iter().product(),
+            Op::Scale { scale, per } => scale.len() * per,
         }
     }
 
-    /// True when single-unit changes can be applied as rank-1 updates of the output map.
-    pub(crate) fn has_columns(&self) -> bool {
-        matches!(self, AffineStep::Dense { .. })
+    /// The same map with every coefficient replaced by its absolute value: applied to
+    /// magnitudes, it bounds the sum of the absolute values of the terms the map adds up.
+    pub(crate) fn abs(&self) -> Op {
+        let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect();
+        match self {
+            Op::Dense { w, n_in, n_out } => Op::Dense { w: abs(w), n_in: *n_in, n_out: *n_out },
+            Op::Conv { weight, input, output, window, groups } => {
+                Op::Conv { weight: abs(weight), input: *input, output: *output, window: *window, groups: *groups }
+            }
+            Op::Scale { scale, per } => Op::Scale { scale: abs(scale), per: *per },
+            other => other.clone(),
+        }
     }
 
-    /// Maps `m` region maps (each `[∂s; ∂t; value]`, `3 × n_in`, contiguous) to `3 × n_out` each.
-    /// The bias is added to the value rows only.
-    pub(crate) fn apply_maps(&self, input: &[f64], m: usize) -> Vec<f64> {
+    /// Applies the map to `rows` vectors stored one after another in `x`.
+    pub(crate) fn apply_rows(&self, x: &[f64], rows: usize) -> Vec<f64> {
         let (n_in, n_out) = (self.n_in(), self.n_out());
-        debug_assert_eq!(input.len(), 3 * m * n_in);
-        let mut out = vec![0.0; 3 * m * n_out];
+        debug_assert_eq!(x.len(), rows * n_in);
+        let mut y = vec![0.0; rows * n_out];
+        if rows == 0 || n_out == 0 {
+            return y;
+        }
         match self {
-            AffineStep::Dense { w, wt, .. } => {
-                let rows = 3 * m;
-                if n_out < 16 {
-                    // A few outputs (the final layer): dot products beat a GEMM, whose packing
-                    // would copy the whole batch for a few products each.
-                    for (row, o) in input.chunks_exact(n_in.max(1)).zip(out.chunks_exact_mut(n_out.max(1))) {
-                        for (oj, wj) in o.iter_mut().zip(w.chunks_exact(n_in.max(1))) {
-                            *oj = kernels::dot(row, wj);
-                        }
-                    }
-                    return self.with_bias(out);
+            Op::Dense { w, .. } => dense_rows(w, n_in, n_out, x, rows, &mut y),
+            Op::Conv { weight, input, output, window, groups } => {
+                let im2col = Im2col { input: *input, output: *output, window: *window, groups: *groups };
+                for (xr, yr) in x.chunks_exact(n_in.max(1)).zip(y.chunks_exact_mut(n_out)) {
+                    im2col.conv(weight, xr, yr);
                 }
-                // Units that are zero in every row (dead ReLUs, which neighbouring regions of a
-                // batch mostly share) contribute nothing: leave them out of the product.
-                let mut active = vec![false; n_in];
-                for row in input.chunks_exact(n_in.max(1)) {
-                    for (a, &x) in active.iter_mut().zip(row) {
-                        *a |= x != 0.0;
-                    }
-                }
-                let idx: Vec<usize> = (0..n_in).filter(|&i| active[i]).collect();
-                let k = idx.len();
-                if rows > 0 && k > 0 && n_out > 0 {
-                    let (a, b);
-                    let (a_ref, b_ref, lda) = if 5 * k < 4 * n_in {
-                        let mut ga = vec![0.0; rows * k];
-                        for (dst, row) in ga.chunks_exact_mut(k).zip(input.chunks_exact(n_in)) {
-                            for (d, &i) in dst.iter_mut().zip(&idx) {
-                                *d = row[i];
+            }
+            Op::AvgPool { input, output, window } => {
+                let [c, h, w] = *input;
+                let [_, oh, ow] = *output;
+                let inv = 1.0 / (window.kernel[0] * window.kernel[1]) as f64;
+                for (xr, yr) in x.chunks_exact(n_in.max(1)).zip(y.chunks_exact_mut(n_out)) {
+                    for ch in 0..c {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let mut acc = 0.0;
+                                for (_, _, iy, ix) in window.taps(oy, ox, h, w) {
+                                    acc += xr[(ch * h + iy) * w + ix];
+                                }
+                                yr[(ch * oh + oy) * ow + ox] = acc * inv;
                             }
                         }
-                        let mut gb = Vec::with_capacity(k * n_out);
-                        for &i in &idx {
-                            gb.extend_from_slice(&wt[i * n_out..(i + 1) * n_out]);
-                        }
-                        (a, b) = (ga, gb);
-                        (a.as_slice(), b.as_slice(), k)
-                    } else {
-                        (input, wt.as_slice(), n_in)
-                    };
-                    let kk = if lda == k { k } else { n_in };
-                    // SAFETY: `a_ref` holds rows×kk, `b_ref` kk×n_out and `out` rows×n_out
-                    // elements, row-major, matching the dimensions and strides passed.
-                    unsafe {
-                        matrixmultiply::dgemm(
-                            rows,
-                            kk,
-                            n_out,
-                            1.0,
-                            a_ref.as_ptr(),
-                            lda as isize,
-                            1,
-                            b_ref.as_ptr(),
-                            n_out as isize,
-                            1,
-                            0.0,
-                            out.as_mut_ptr(),
-                            n_out as isize,
-                            1,
-                        );
                     }
                 }
             }
-            AffineStep::Layers { layers, .. } => {
-                for (x, y) in input.chunks_exact(n_in.max(1)).zip(out.chunks_exact_mut(n_out.max(1))) {
-                    y.copy_from_slice(&crate::network::run_chain_linear(layers, x));
+            Op::Scale { scale, per } => {
+                for (xr, yr) in x.chunks_exact(n_in.max(1)).zip(y.chunks_exact_mut(n_out)) {
+                    for (c, s) in scale.iter().enumerate() {
+                        for i in c * per..(c + 1) * per {
+                            yr[i] = s * xr[i];
+                        }
+                    }
+                }
+            }
+            Op::Embed { offset, .. } => {
+                for (xr, yr) in x.chunks_exact(n_in.max(1)).zip(y.chunks_exact_mut(n_out)) {
+                    yr[*offset..offset + n_in].copy_from_slice(xr);
                 }
             }
         }
-        self.with_bias(out)
+        y
     }
 
-    /// Adds the bias to the value row of every map in `out`.
-    fn with_bias(&self, mut out: Vec<f64>) -> Vec<f64> {
-        let n_out = self.n_out();
-        let bias = self.bias();
-        for map in out.chunks_exact_mut(3 * n_out.max(1)) {
-            for (v, b) in map[2 * n_out..].iter_mut().zip(bias) {
-                *v += b;
+    /// Pushes a sparse vector through the map: `out[i] += Σ A[i, j]·x_j` for `(j, x_j)` in `x`.
+    fn push(&self, x: &[(u32, f64)], out: &mut SparseVec) {
+        for &(j, v) in x {
+            let j = j as usize;
+            match self {
+                Op::Dense { w, n_in, n_out } => {
+                    for i in 0..*n_out {
+                        out.add(i, v * w[i * n_in + j]);
+                    }
+                }
+                Op::Conv { weight, input, output, window, groups } => {
+                    conv_column(weight, *input, *output, window, *groups, j, |i, w| out.add(i, v * w));
+                }
+                Op::AvgPool { input, output, window } => {
+                    let inv = 1.0 / (window.kernel[0] * window.kernel[1]) as f64;
+                    pool_column(*input, *output, window, j, |i| out.add(i, v * inv));
+                }
+                Op::Scale { scale, per } => out.add(j, v * scale[j / per]),
+                Op::Embed { offset, .. } => out.add(offset + j, v),
             }
         }
-        out
-    }
-
-    /// The chain's output at zero input.
-    pub(crate) fn bias(&self) -> &[f64] {
-        match self {
-            AffineStep::Dense { bias, .. } | AffineStep::Layers { bias, .. } => bias,
-        }
-    }
-
-    /// Adds `column(j) ⊗ coef` to an output map (`3 × n_out`): the effect on the output of
-    /// adding `coef` to input unit `j`'s map. Only for [`AffineStep::Dense`].
-    #[inline]
-    pub(crate) fn add_column(&self, j: usize, coef: [f64; 3], map: &mut [f64]) {
-        let AffineStep::Dense { wt, n_out, .. } = self else { unreachable!("add_column needs a dense step") };
-        let n = *n_out;
-        let col = &wt[j * n..(j + 1) * n];
-        let (r0, rest) = map.split_at_mut(n);
-        let (r1, r2) = rest.split_at_mut(n);
-        super::kernels::axpy3(r0, r1, r2, col, coef);
     }
 }
 
-/// The layer with every parameter replaced by its absolute value: applied to magnitudes, it
-/// bounds the sum of the absolute values of the terms the layer adds up.
-pub(crate) fn abs_layer(layer: &Layer) -> Layer {
-    use crate::network::LayerKind;
-    let mut l = layer.clone();
-    let abs = |v: &mut Vec<f64>| v.iter_mut().for_each(|x| *x = x.abs());
-    match &mut l.kind {
-        LayerKind::Linear { weight, bias } | LayerKind::Conv2d { weight, bias, .. } => {
-            abs(weight);
-            abs(bias);
-        }
-        LayerKind::BatchNorm { scale, shift } => {
-            abs(scale);
-            abs(shift);
-        }
-        LayerKind::Lift { inner, .. } => **inner = abs_layer(inner),
-        _ => {}
+/// `y (rows × n_out) = x (rows × n_in) · Wᵀ` for `w` row-major `n_out × n_in`.
+fn dense_rows(w: &[f64], n_in: usize, n_out: usize, x: &[f64], rows: usize, y: &mut [f64]) {
+    if n_in == 0 {
+        return;
     }
-    l
+    // SAFETY: `x` holds rows×n_in, `w` n_out×n_in and `y` rows×n_out elements, row-major; the
+    // strides passed describe exactly these layouts (w is read as its transpose).
+    unsafe {
+        matrixmultiply::dgemm(
+            rows,
+            n_in,
+            n_out,
+            1.0,
+            x.as_ptr(),
+            n_in as isize,
+            1,
+            w.as_ptr(),
+            1,
+            n_in as isize,
+            0.0,
+            y.as_mut_ptr(),
+            n_out as isize,
+            1,
+        );
+    }
+}
+
+/// A convolution's geometry, for the im2col product.
+struct Im2col {
+    input: [usize; 3],
+    output: [usize; 3],
+    window: Window,
+    groups: usize,
+}
+
+impl Im2col {
+    /// `y = conv(x)` for one input `x` (no bias): per group, the patches of `x` as a matrix
+    /// (positions × taps) times the group's kernels.
+    fn conv(&self, weight: &[f64], x: &[f64], y: &mut [f64]) {
+        let [ic, h, w] = self.input;
+        let [oc, oh, ow] = self.output;
+        let (icg, ocg) = (ic / self.groups, oc / self.groups);
+        let [kh, kw] = self.window.kernel;
+        let k = icg * kh * kw;
+        let positions = oh * ow;
+        let mut cols = vec![0.0; positions * k];
+        for g in 0..self.groups {
+            cols.iter_mut().for_each(|c| *c = 0.0);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let row = &mut cols[(oy * ow + ox) * k..(oy * ow + ox + 1) * k];
+                    for (ky, kx, iy, ix) in self.window.taps(oy, ox, h, w) {
+                        for ci in 0..icg {
+                            row[(ci * kh + ky) * kw + kx] = x[((g * icg + ci) * h + iy) * w + ix];
+                        }
+                    }
+                }
+            }
+            let wg = &weight[g * ocg * k..(g + 1) * ocg * k];
+            let yg = &mut y[g * ocg * positions..(g + 1) * ocg * positions];
+            // yg[o, pos] = Σ_k cols[pos, k] · wg[o, k]: an (positions × k)·(k × ocg) product
+            // written channel-major.
+            // SAFETY: `cols` is positions×k, `wg` ocg×k and `yg` ocg×positions elements; the
+            // strides read `wg` as its transpose and write `yg` transposed.
+            unsafe {
+                matrixmultiply::dgemm(
+                    positions,
+                    k,
+                    ocg,
+                    1.0,
+                    cols.as_ptr(),
+                    k as isize,
+                    1,
+                    wg.as_ptr(),
+                    1,
+                    k as isize,
+                    0.0,
+                    yg.as_mut_ptr(),
+                    1,
+                    positions as isize,
+                );
+            }
+        }
+    }
+}
+
+/// Calls `f(output index, weight)` for every output that input `j` of a convolution feeds.
+fn conv_column(
+    weight: &[f64],
+    [ic, h, w]: [usize; 3],
+    [oc, oh, ow]: [usize; 3],
+    window: &Window,
+    groups: usize,
+    j: usize,
+    mut f: impl FnMut(usize, f64),
+) {
+    let (c, iy, ix) = (j / (h * w), (j / w) % h, j % w);
+    let (icg, ocg) = (ic / groups, oc / groups);
+    let (g, ci) = (c / icg, c % icg);
+    let [kh, kw] = window.kernel;
+    for ky in 0..kh {
+        let Some(oy) = window.output_of(iy, ky, 0, oh) else { continue };
+        for kx in 0..kw {
+            let Some(ox) = window.output_of(ix, kx, 1, ow) else { continue };
+            for o in g * ocg..(g + 1) * ocg {
+                f((o * oh + oy) * ow + ox, weight[((o * icg + ci) * kh + ky) * kw + kx]);
+            }
+        }
+    }
+}
+
+/// Calls `f(output index)` for every output of an average pool that input `j` lies under.
+fn pool_column([_, h, w]: [usize; 3], [_, oh, ow]: [usize; 3], window: &Window, j: usize, mut f: impl FnMut(usize)) {
+    let (c, iy, ix) = (j / (h * w), (j / w) % h, j % w);
+    for ky in 0..window.kernel[0] {
+        let Some(oy) = window.output_of(iy, ky, 0, oh) else { continue };
+        for kx in 0..window.kernel[1] {
+            let Some(ox) = window.output_of(ix, kx, 1, ow) else { continue };
+            f((c * oh + oy) * ow + ox);
+        }
+    }
+}
+
+/// A sparse vector built by accumulation into a dense buffer (with the touched indices).
+struct SparseVec {
+    dense: Vec<f64>,
+    touched: Vec<u32>,
+    mark: Vec<bool>,
+}
+
+impl SparseVec {
+    fn new(n: usize) -> Self {
+        SparseVec { dense: vec![0.0; n], touched: Vec::new(), mark: vec![false; n] }
+    }
+
+    #[inline]
+    fn add(&mut self, i: usize, v: f64) {
+        if !self.mark[i] {
+            self.mark[i] = true;
+            self.touched.push(i as u32);
+        }
+        self.dense[i] += v;
+    }
+
+    /// The entries (sorted by index), leaving the buffer empty.
+    fn take(&mut self) -> Vec<(u32, f64)> {
+        self.touched.sort_unstable();
+        let out = self.touched.iter().map(|&i| (i, self.dense[i as usize])).collect();
+        for &i in &self.touched {
+            self.dense[i as usize] = 0.0;
+            self.mark[i as usize] = false;
+        }
+        self.touched.clear();
+        out
+    }
+}
+
+/// How the columns of an [`Affine`] are found.
+#[derive(Debug)]
+enum Columns {
+    /// Transposed dense matrix: column `j` is `wt[j·n_out..(j+1)·n_out]`.
+    Dense(Vec<f64>),
+    /// The identity (the chain is empty) or an embedding at an offset.
+    Shift(usize),
+    /// A convolution (op `0` of the chain), optionally followed by a per-channel scale.
+    Conv { scale: Option<Vec<f64>>, per: usize },
+    /// A composed sparse matrix in compressed columns.
+    Csc { ptr: Vec<u32>, idx: Vec<u32>, val: Vec<f64> },
+}
+
+/// A chain of linear maps from `n_in` to `n_out` entries, applied batched and by columns.
+#[derive(Debug)]
+pub(crate) struct Affine {
+    ops: Vec<Op>,
+    n_in: usize,
+    n_out: usize,
+    columns: Columns,
+}
+
+impl Affine {
+    /// The chain `ops` (applied in order) from `n_in` entries; an empty chain is the identity.
+    pub(crate) fn new(ops: Vec<Op>, n_in: usize) -> Self {
+        let n_out = ops.last().map_or(n_in, Op::n_out);
+        let ops = fold_scales(ops);
+        let columns = match ops.as_slice() {
+            [] => Columns::Shift(0),
+            [Op::Embed { offset, .. }] => Columns::Shift(*offset),
+            [Op::Dense { w, .. }] => Columns::Dense(transpose(w, n_out, n_in)),
+            [Op::Conv { .. }] => Columns::Conv { scale: None, per: 1 },
+            [Op::Conv { .. }, Op::Scale { scale, per }] => Columns::Conv { scale: Some(scale.clone()), per: *per },
+            _ if n_in.saturating_mul(n_out) <= MAX_DENSE_ENTRIES => {
+                // Compose the chain into one matrix: push every unit vector through it.
+                let mut wt = vec![0.0; n_in * n_out];
+                let mut acc = SparseVec::new(ops.iter().map(Op::n_out).max().unwrap_or(0));
+                for j in 0..n_in {
+                    for (i, v) in push_chain(&ops, j, &mut acc) {
+                        wt[j * n_out + i as usize] = v;
+                    }
+                }
+                let w = transpose(&wt, n_in, n_out);
+                return Affine { ops: vec![Op::Dense { w, n_in, n_out }], n_in, n_out, columns: Columns::Dense(wt) };
+            }
+            _ => compose_sparse(&ops, n_in),
+        };
+        Affine { ops, n_in, n_out, columns }
+    }
+
+    pub(crate) fn n_out(&self) -> usize {
+        self.n_out
+    }
+
+    /// The same chain with absolute coefficients, applied to one magnitude vector.
+    pub(crate) fn abs_apply(&self, x: &[f64]) -> Vec<f64> {
+        let mut cur = x.to_vec();
+        for op in &self.ops {
+            cur = op.abs().apply_rows(&cur, 1);
+        }
+        cur
+    }
+
+    /// Applies the chain to `rows` vectors stored one after another.
+    pub(crate) fn apply_rows(&self, x: &[f64], rows: usize) -> Vec<f64> {
+        debug_assert_eq!(x.len(), rows * self.n_in);
+        if self.ops.is_empty() {
+            return x.to_vec();
+        }
+        let mut cur = self.ops[0].apply_rows(x, rows);
+        for op in &self.ops[1..] {
+            cur = op.apply_rows(&cur, rows);
+        }
+        cur
+    }
+
+    /// Calls `f(i, A[i, j])` for every nonzero entry of column `j`.
+    #[inline]
+    pub(crate) fn column(&self, j: usize, mut f: impl FnMut(usize, f64)) {
+        match &self.columns {
+            Columns::Dense(wt) => {
+                for (i, &v) in wt[j * self.n_out..(j + 1) * self.n_out].iter().enumerate() {
+                    f(i, v);
+                }
+            }
+            Columns::Shift(offset) => f(offset + j, 1.0),
+            Columns::Conv { scale, per } => {
+                let Op::Conv { weight, input, output, window, groups } = &self.ops[0] else {
+                    unreachable!("conv columns come from a conv chain")
+                };
+                match scale {
+                    None => conv_column(weight, *input, *output, window, *groups, j, f),
+                    Some(s) => conv_column(weight, *input, *output, window, *groups, j, |i, v| f(i, v * s[i / per])),
+                }
+            }
+            Columns::Csc { ptr, idx, val } => {
+                for k in ptr[j] as usize..ptr[j + 1] as usize {
+                    f(idx[k] as usize, val[k]);
+                }
+            }
+        }
+    }
+
+    /// Column `j` of a dense chain as a slice (for the rank-1 kernel).
+    #[inline]
+    pub(crate) fn dense_column(&self, j: usize) -> Option<&[f64]> {
+        match &self.columns {
+            Columns::Dense(wt) => Some(&wt[j * self.n_out..(j + 1) * self.n_out]),
+            _ => None,
+        }
+    }
+}
+
+/// Scales next to a dense map or a convolution are folded into it, so that columns keep their
+/// closed form (batch norm after a convolution, as in most CNNs).
+fn fold_scales(ops: Vec<Op>) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::with_capacity(ops.len());
+    for op in ops {
+        match (out.last_mut(), op) {
+            (Some(Op::Dense { w, n_in, .. }), Op::Scale { scale, per }) => {
+                for (i, row) in w.chunks_exact_mut((*n_in).max(1)).enumerate() {
+                    row.iter_mut().for_each(|x| *x *= scale[i / per]);
+                }
+            }
+            (Some(Op::Conv { weight, output, .. }), Op::Scale { scale, per }) if per == output[1] * output[2] => {
+                let per_out = weight.len() / output[0].max(1);
+                for (o, kernel) in weight.chunks_exact_mut(per_out.max(1)).enumerate() {
+                    kernel.iter_mut().for_each(|x| *x *= scale[o]);
+                }
+            }
+            (Some(Op::Scale { scale: s0, per: p0 }), Op::Scale { scale, per }) if *p0 == per => {
+                s0.iter_mut().zip(&scale).for_each(|(a, b)| *a *= b);
+            }
+            (_, op) => out.push(op),
+        }
+    }
+    out
+}
+
+fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut t = vec![0.0; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
+/// Column `j` of a chain: the unit vector pushed through every op.
+fn push_chain(ops: &[Op], j: usize, acc: &mut SparseVec) -> Vec<(u32, f64)> {
+    let mut cur = vec![(j as u32, 1.0)];
+    for op in ops {
+        op.push(&cur, acc);
+        cur = acc.take();
+    }
+    cur
+}
+
+/// A chain composed into compressed sparse columns (when it fits the budget; otherwise columns
+/// are still composed, as the chain has no other form the engine can use).
+fn compose_sparse(ops: &[Op], n_in: usize) -> Columns {
+    let mut acc = SparseVec::new(ops.iter().map(Op::n_out).max().unwrap_or(0));
+    let (mut ptr, mut idx, mut val) = (vec![0u32], Vec::new(), Vec::new());
+    for j in 0..n_in {
+        for (i, v) in push_chain(ops, j, &mut acc) {
+            idx.push(i);
+            val.push(v);
+        }
+        debug_assert!(idx.len() <= MAX_SPARSE_ENTRIES * 4, "sparse composition far over budget");
+        ptr.push(idx.len() as u32);
+    }
+    Columns::Csc { ptr, idx, val }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(k: usize, s: usize, p: usize, d: usize) -> Window {
+        Window { kernel: [k, k], stride: [s, s], padding: [p, p], dilation: [d, d] }
+    }
+
+    /// The plain definition of a convolution, written separately from `Im2col` and
+    /// `conv_column`.
+    fn naive_conv(weight: &[f64], x: &[f64], i: [usize; 3], o: [usize; 3], win: &Window, groups: usize) -> Vec<f64> {
+        let (icg, ocg) = (i[0] / groups, o[0] / groups);
+        let [kh, kw] = win.kernel;
+        let mut y = vec![0.0; o.iter().product()];
+        for oc in 0..o[0] {
+            for oy in 0..o[1] {
+                for ox in 0..o[2] {
+                    let mut acc = 0.0;
+                    for ci in 0..icg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * win.stride[0] + ky * win.dilation[0]) as isize - win.padding[0] as isize;
+                                let ix = (ox * win.stride[1] + kx * win.dilation[1]) as isize - win.padding[1] as isize;
+                                if iy < 0 || ix < 0 || iy as usize >= i[1] || ix as usize >= i[2] {
+                                    continue;
+                                }
+                                let c = (oc / ocg) * icg + ci;
+                                acc += weight[((oc * icg + ci) * kh + ky) * kw + kx]
+                                    * x[(c * i[1] + iy as usize) * i[2] + ix as usize];
+                            }
+                        }
+                    }
+                    y[(oc * o[1] + oy) * o[2] + ox] = acc;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn conv_rows_and_columns_match_the_definition() {
+        for (groups, win) in [(1, window(3, 1, 1, 1)), (2, window(3, 2, 1, 1)), (4, window(2, 1, 0, 2))] {
+            let i = [4, 7, 6];
+            let o = [8, (7 + 2 * win.padding[0] - (win.dilation[0] * (win.kernel[0] - 1) + 1)) / win.stride[0] + 1, 0];
+            let o = [
+                o[0],
+                o[1],
+                (6 + 2 * win.padding[1] - (win.dilation[1] * (win.kernel[1] - 1) + 1)) / win.stride[1] + 1,
+            ];
+            let k = (i[0] / groups) * win.kernel[0] * win.kernel[1];
+            let weight: Vec<f64> = (0..o[0] * k).map(|t| ((t * 37 % 23) as f64 - 11.0) / 7.0).collect();
+            let op = Op::Conv { weight: weight.clone(), input: i, output: o, window: win, groups };
+            let x: Vec<f64> = (0..op.n_in() * 2).map(|t| ((t * 13 % 17) as f64 - 8.0) / 5.0).collect();
+            let y = op.apply_rows(&x, 2);
+            for r in 0..2 {
+                let want = naive_conv(&weight, &x[r * op.n_in()..(r + 1) * op.n_in()], i, o, &win, groups);
+                for (a, b) in y[r * op.n_out()..(r + 1) * op.n_out()].iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-12, "groups {groups}: {a} vs {b}");
+                }
+            }
+            // Columns: the image of each unit vector.
+            let chain = Affine::new(vec![op.clone()], op.n_in());
+            for j in (0..op.n_in()).step_by(5) {
+                let mut e = vec![0.0; op.n_in()];
+                e[j] = 1.0;
+                let want = naive_conv(&weight, &e, i, o, &win, groups);
+                let mut got = vec![0.0; op.n_out()];
+                chain.column(j, |t, v| got[t] += v);
+                assert_eq!(got, want, "column {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn composed_chains_agree_with_op_by_op_application() {
+        let conv = Op::Conv {
+            weight: (0..2 * 9).map(|t| t as f64 * 0.1 - 0.8).collect(),
+            input: [1, 6, 6],
+            output: [2, 6, 6],
+            window: window(3, 1, 1, 1),
+            groups: 1,
+        };
+        let pool = Op::AvgPool { input: [2, 6, 6], output: [2, 3, 3], window: window(2, 2, 0, 1) };
+        let bn = Op::Scale { scale: vec![2.0, -0.5], per: 9 };
+        let dense = Op::Dense { w: (0..18 * 4).map(|t| ((t * 7) % 11) as f64 - 5.0).collect(), n_in: 18, n_out: 4 };
+        let ops = vec![conv, pool, bn, dense];
+        let x: Vec<f64> = (0..36).map(|t| (t as f64 * 0.37).sin()).collect();
+        let mut want = x.clone();
+        for op in &ops {
+            want = op.apply_rows(&want, 1);
+        }
+        let a = Affine::new(ops.clone(), 36);
+        assert!(a.dense_column(0).is_some());
+        let got = a.apply_rows(&x, 1);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12);
+        }
+        // The sparse composition (used when a chain is too large to densify).
+        let Columns::Csc { ptr, idx, val } = compose_sparse(&ops, 36) else { unreachable!() };
+        let mut by_cols = [0.0; 4];
+        for j in 0..36 {
+            for k in ptr[j] as usize..ptr[j + 1] as usize {
+                by_cols[idx[k] as usize] += val[k] * x[j];
+            }
+        }
+        for (g, w) in by_cols.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12);
+        }
+    }
 }

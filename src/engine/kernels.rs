@@ -174,24 +174,6 @@ fn post_activation_generic(a: &[f64], b: &[f64], c: &[f64], slope: &[f64], inter
     }
 }
 
-/// Dot product with four partial sums, so that it vectorises (a fixed summation order: the
-/// result is deterministic).
-#[inline]
-pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..4 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,10 @@
 //! fixed to the piece (or winner) the pattern records. Networks with two-branch blocks are not
 //! supported yet (their nonlinearities share one model-layer index in the pattern layout).
 
-use super::Pattern;
 use crate::network::{LayerKind, Network};
-use crate::partition::{AffineMap, LayerBits};
+use crate::partition::AffineMap;
+use crate::pattern::LayerBits;
+use crate::pattern::Pattern;
 use crate::slice::Plane;
 
 /// The affine map `(u, v) ↦ output of layer `layer`` on the region with activation pattern

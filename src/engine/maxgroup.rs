@@ -1,85 +1,206 @@
-//! Max-type layers (maxout, max-pool): which candidates of a group can be the maximum on a
-//! region, and the split of a region into the cells where each candidate wins.
+//! Max-type layers (maxout, max-pool, max joins): which candidates of a group can be the maximum
+//! on a cell, and the split of a cell into the cells where each candidate wins.
 //!
-//! Ties go to the lowest index. Two candidates that are the same affine function on a region
-//! (for instance two dead ReLUs, both 0, feeding one pooling window) never split it: the
-//! difference is zero at every vertex, and the lower index dominates.
+//! Ties go to the lowest position in the group. Two candidates that are the same affine function
+//! on a cell (for instance two dead ReLUs, both 0, feeding one pooling window) never split it:
+//! the difference is zero at every vertex, and the lower position dominates. Winner cells come
+//! from the tournament of `geometry::envelope`, so they tile the cell by construction.
 
 use crate::geometry::envelope::max_cells;
 use crate::geometry::polygon::ConvexPolygon;
 use crate::geometry::predicates::{sign, tolerance, Sign};
 
-/// The pre-activation maps of a cell (`z`, `3 × n`) with every unit's rounding floor.
-#[derive(Clone, Copy)]
-pub(crate) struct Maps<'a> {
-    pub z: &'a [f64],
-    pub noise: &'a [f64],
-    pub n: usize,
+/// Groups of units and their maximum.
+pub(crate) struct MaxLayer {
+    /// Candidate units of every group, in increasing order (position = index in the list).
+    groups: Vec<Vec<u32>>,
+    /// For every unit, the groups it belongs to (CSR: `unit_ptr[u]..unit_ptr[u + 1]`).
+    unit_ptr: Vec<u32>,
+    unit_groups: Vec<u32>,
+    /// Pattern bits per group.
+    bits: usize,
 }
 
-impl Maps<'_> {
-    /// Tolerance of `z_p − z_q` under the tolerance rule: its gradient, and both noise floors.
-    #[inline]
-    fn diff_tol(&self, p: usize, q: usize) -> f64 {
-        let (z, n) = (self.z, self.n);
-        tolerance(z[p] - z[q], z[n + p] - z[n + q], self.noise[p] + self.noise[q])
-    }
+/// A group whose maximum changes inside a cell.
+#[derive(Clone, Debug)]
+pub(crate) struct Contest {
+    pub group: u32,
+    /// The candidates `(position, unit)` that win somewhere, in position order.
+    pub alive: Vec<(u32, u32)>,
+    /// The position the cell's post-activation and pattern assume.
+    pub default: u32,
+}
 
-    #[inline]
-    fn diff_at(&self, p: usize, q: usize, pt: [f64; 2]) -> f64 {
-        let (z, n) = (self.z, self.n);
-        (z[p] - z[q]) * pt[0] + (z[n + p] - z[n + q]) * pt[1] + (z[2 * n + p] - z[2 * n + q])
-    }
+/// A dense classification of every group over a polygon.
+pub(crate) struct Classified {
+    /// Post-activation map `3 × groups` with every contested group at its default winner.
+    pub t: Vec<f64>,
+    pub contests: Vec<Contest>,
+    /// The stage's pattern bits (`bits` per group: the winner's position).
+    pub bits: Vec<u64>,
+}
 
-    /// The 3-vector map of unit `p`.
-    #[inline]
-    pub(crate) fn unit(&self, p: usize) -> [f64; 3] {
-        [self.z[p], self.z[self.n + p], self.z[2 * self.n + p]]
-    }
-
-    /// Whether candidate `q` (unit, group position) dominates `p` on `poly`: `z_q ≥ z_p` at
-    /// every vertex, with ties everywhere resolved by position.
-    fn dominates(&self, poly: &ConvexPolygon, (q, qi): (usize, u32), (p, pi): (usize, u32)) -> bool {
-        let tol = self.diff_tol(q, p);
-        let mut all_zero = true;
-        for &pt in &poly.pts {
-            match sign(self.diff_at(q, p, pt), tol) {
-                Sign::Neg => return false,
-                Sign::Pos => all_zero = false,
-                Sign::Zero => {}
+impl MaxLayer {
+    pub(crate) fn new(groups: Vec<Vec<u32>>) -> Self {
+        let n = groups.iter().flatten().map(|&u| u as usize + 1).max().unwrap_or(0);
+        let mut count = vec![0u32; n + 1];
+        for &u in groups.iter().flatten() {
+            count[u as usize + 1] += 1;
+        }
+        for i in 0..n {
+            count[i + 1] += count[i];
+        }
+        let mut fill = count.clone();
+        let mut unit_groups = vec![0u32; groups.iter().map(Vec::len).sum()];
+        for (g, group) in groups.iter().enumerate() {
+            for &u in group {
+                unit_groups[fill[u as usize] as usize] = g as u32;
+                fill[u as usize] += 1;
             }
         }
-        !all_zero || qi < pi
+        let largest = groups.iter().map(Vec::len).max().unwrap_or(1);
+        let bits = (usize::BITS - (largest.max(2) - 1).leading_zeros()) as usize;
+        MaxLayer { groups, unit_ptr: count, unit_groups, bits }
+    }
+
+    pub(crate) fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub(crate) fn bits(&self) -> usize {
+        self.bits
+    }
+
+    /// The candidate units of group `g`.
+    pub(crate) fn group(&self, g: usize) -> &[u32] {
+        &self.groups[g]
+    }
+
+    /// The groups unit `u` belongs to.
+    pub(crate) fn groups_of(&self, u: usize) -> &[u32] {
+        match self.unit_ptr.get(u..u + 2) {
+            Some(r) => &self.unit_groups[r[0] as usize..r[1] as usize],
+            None => &[],
+        }
+    }
+
+    /// Bound on every output's term magnitude: the largest of its candidates'.
+    pub(crate) fn output_magnitude(&self, m: &[f64]) -> Vec<f64> {
+        self.groups.iter().map(|g| g.iter().map(|&i| m[i as usize]).fold(0.0, f64::max)).collect()
+    }
+
+    /// Classifies every group of the pre-activation map `z` (`3 × n`) over `poly`.
+    pub(crate) fn classify_all(&self, poly: &ConvexPolygon, z: &[f64], noise: &[f64]) -> Classified {
+        let n = z.len() / 3;
+        let g_count = self.groups.len();
+        let mut t = vec![0.0; 3 * g_count];
+        let mut bits = vec![0u64; (g_count * self.bits).div_ceil(64)];
+        let mut contests = Vec::new();
+        let center = box_center(poly);
+        let mut cands = Vec::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            cands.clear();
+            cands.extend(group.iter().enumerate().map(|(pos, &u)| (pos as u32, u, unit(z, n, u as usize))));
+            let (w, contest) = self.classify_group(g, &cands, poly, center, noise);
+            let zw = unit(z, n, group[w as usize] as usize);
+            t[g] = zw[0];
+            t[g_count + g] = zw[1];
+            t[2 * g_count + g] = zw[2];
+            let offset = g * self.bits;
+            for k in 0..self.bits {
+                if w >> k & 1 == 1 {
+                    bits[(offset + k) / 64] |= 1 << ((offset + k) % 64);
+                }
+            }
+            contests.extend(contest);
+        }
+        Classified { t, contests, bits }
+    }
+
+    /// Classifies group `g` whose candidates are `(position, unit, map)`: the position the cell
+    /// assumes, and the contest when more than one candidate wins somewhere.
+    pub(crate) fn classify_group(
+        &self,
+        g: usize,
+        cands: &[(u32, u32, [f64; 3])],
+        poly: &ConvexPolygon,
+        center: [f64; 2],
+        noise: &[f64],
+    ) -> (u32, Option<Contest>) {
+        let alive = undominated(poly, cands, noise);
+        if let [(pos, _)] = alive[..] {
+            return (pos, None);
+        }
+        // Start from the candidate largest at the box centre (ties to the lower position).
+        let value = |m: [f64; 3]| m[0] * center[0] + m[1] * center[1] + m[2];
+        let default = alive
+            .iter()
+            .map(|&(pos, _)| (pos, value(cands.iter().find(|c| c.0 == pos).expect("alive is a candidate").2)))
+            .fold(None, |best: Option<(u32, f64)>, (pos, v)| match best {
+                Some((_, bv)) if bv >= v => best,
+                _ => Some((pos, v)),
+            })
+            .map_or(0, |(pos, _)| pos);
+        (default, Some(Contest { group: g as u32, alive, default }))
+    }
+
+    /// The cells of `poly` where each of `alive` (`(position, map)`) wins; they tile `poly`.
+    pub(crate) fn winner_cells(
+        &self,
+        poly: &ConvexPolygon,
+        alive: &[(u32, [f64; 3], f64)],
+    ) -> Vec<(u32, ConvexPolygon)> {
+        let diff = |c: usize, d: usize, p: [f64; 2]| {
+            let (a, b) = (alive[c].1, alive[d].1);
+            (a[0] - b[0]) * p[0] + (a[1] - b[1]) * p[1] + (a[2] - b[2])
+        };
+        let tol = |c: usize, d: usize| {
+            let (a, b) = (alive[c].1, alive[d].1);
+            tolerance(a[0] - b[0], a[1] - b[1], alive[c].2 + alive[d].2)
+        };
+        max_cells(poly, alive.len(), diff, tol).into_iter().map(|(i, cell)| (alive[i].0, cell)).collect()
     }
 }
 
-/// The candidates `(unit, position)` not dominated by another on `poly`.
-pub(crate) fn undominated(poly: &ConvexPolygon, m: Maps<'_>, cands: &[(u32, u32)]) -> Vec<(u32, u32)> {
+#[inline]
+fn unit(z: &[f64], n: usize, u: usize) -> [f64; 3] {
+    [z[u], z[n + u], z[2 * n + u]]
+}
+
+/// Centre of a polygon's bounding box.
+pub(crate) fn box_center(poly: &ConvexPolygon) -> [f64; 2] {
+    let bb = poly.bbox();
+    [0.5 * (bb[0] + bb[1]), 0.5 * (bb[2] + bb[3])]
+}
+
+/// Whether candidate `q` dominates `p` on `poly`: `z_q ≥ z_p` at every vertex (within the
+/// tolerance), with ties everywhere resolved by position.
+fn dominates(poly: &ConvexPolygon, (qi, q, nq): (u32, [f64; 3], f64), (pi, p, np): (u32, [f64; 3], f64)) -> bool {
+    let d = [q[0] - p[0], q[1] - p[1], q[2] - p[2]];
+    let tol = tolerance(d[0], d[1], nq + np);
+    let mut all_zero = true;
+    for pt in &poly.pts {
+        match sign(d[0] * pt[0] + d[1] * pt[1] + d[2], tol) {
+            Sign::Neg => return false,
+            Sign::Pos => all_zero = false,
+            Sign::Zero => {}
+        }
+    }
+    !all_zero || qi < pi
+}
+
+/// The candidates `(position, unit)` not dominated by another on `poly`.
+fn undominated(poly: &ConvexPolygon, cands: &[(u32, u32, [f64; 3])], noise: &[f64]) -> Vec<(u32, u32)> {
+    let with_noise = |&(pos, u, m): &(u32, u32, [f64; 3])| (pos, m, noise[u as usize]);
     let out: Vec<(u32, u32)> = cands
         .iter()
-        .copied()
-        .filter(|&(p, pi)| {
-            !cands.iter().any(|&(q, qi)| qi != pi && m.dominates(poly, (q as usize, qi), (p as usize, pi)))
-        })
+        .filter(|p| !cands.iter().any(|q| q.0 != p.0 && dominates(poly, with_noise(q), with_noise(p))))
+        .map(|&(pos, u, _)| (pos, u))
         .collect();
     if out.is_empty() {
         // Only reachable through tolerance decisions among three or more nearly equal
         // candidates that dominate each other in a cycle: let the tournament decide among all.
-        return cands.to_vec();
+        return cands.iter().map(|&(pos, u, _)| (pos, u)).collect();
     }
     out
-}
-
-/// The cells of `poly` where each candidate of `cands` is the maximum (they tile `poly`).
-pub(crate) fn winner_cells(
-    poly: &ConvexPolygon,
-    m: Maps<'_>,
-    cands: &[(u32, u32)],
-) -> Vec<((u32, u32), ConvexPolygon)> {
-    // `cands` are in group order, so ties by index are ties by position.
-    let unit = |i: usize| cands[i].0 as usize;
-    max_cells(poly, cands.len(), |c, d, p| m.diff_at(unit(c), unit(d), p), |c, d| m.diff_tol(unit(c), unit(d)))
-        .into_iter()
-        .map(|(i, cell)| (cands[i], cell))
-        .collect()
 }

@@ -1,14 +1,12 @@
-//! Elementwise piecewise-linear layers (ReLU, leaky ReLU, PReLU, abs, hardtanh, ReLU6):
-//! classifying a region against every hinge, and splitting along a crossing hinge's line.
+//! Elementwise piecewise-linear layers (ReLU, leaky ReLU, PReLU, abs, hardtanh, ReLU6): which
+//! hinges a cell lies above, below, or across, and the split along a crossing hinge's line.
 //!
-//! Each unit's function is written in hinge form (`network::HingeForm`): a left affine piece
-//! plus `Δa·max(0, z − b)` terms. A hinge that a region lies entirely above contributes its
-//! piece to the region's fixed map; a hinge whose line crosses the region becomes a splitter,
-//! and the side above it adds `Δa·(z − b)` to the unit's output — one rank-1 update of the
-//! next layer's map.
+//! Each unit's function is written in hinge form (`network::HingeForm`): a left affine piece plus
+//! `Δa·max(0, z − b)` terms. A hinge that a cell lies entirely above contributes its piece to the
+//! cell's post-activation; a hinge whose line crosses the cell is a splitter, and the side above
+//! it adds `Δa·(z − b)` to the unit's output.
 
 use super::kernels;
-use super::{Pattern, Splitter};
 use crate::geometry::polygon::{ConvexPolygon, Split};
 use crate::network::HingeForm;
 
@@ -23,6 +21,25 @@ pub(crate) struct PwlLayer {
     slope0: Vec<f64>,
     intercept0: Vec<f64>,
     slots: Vec<Slot>,
+}
+
+/// A hinge crossing a cell.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Crossing {
+    pub unit: u32,
+    pub slot: u8,
+    /// Whether the cell's post-activation and pattern assume the side above the hinge.
+    pub above: bool,
+}
+
+/// A dense classification of every unit over a polygon (see [`PwlLayer::classify_all`]).
+pub(crate) struct Classified {
+    /// Post-activation map `3 × n` with every crossing hinge on its default side.
+    pub t: Vec<f64>,
+    /// The crossing hinges, by unit.
+    pub crossing: Vec<Crossing>,
+    /// The stage's pattern bits (unit-major, `n_slots` bits per unit) with the defaults.
+    pub bits: Vec<u64>,
 }
 
 impl PwlLayer {
@@ -45,30 +62,41 @@ impl PwlLayer {
     }
 
     /// Breakpoint and slope change of hinge `slot` of `unit`.
+    #[inline]
     pub(crate) fn hinge(&self, unit: usize, slot: usize) -> (f64, f64) {
         (self.slots[slot].bp[unit], self.slots[slot].da[unit])
     }
 
-    /// Classifies a region (polygon `poly`, pre-activation map `z = [∂s; ∂t; value]`, `3 × n`)
-    /// against every hinge. Sets the pattern bits of hinges the region lies above, pushes the
-    /// crossing hinges to `splitters`, and writes to `h` (`3 × n`) the post-activation map with
-    /// every crossing hinge on the side of the polygon's box centre.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn classify(
+    /// Bound on every output's term magnitude, given the inputs' (`|slope|·m + |offsets|`).
+    pub(crate) fn output_magnitude(&self, m: &[f64]) -> Vec<f64> {
+        (0..m.len())
+            .map(|i| {
+                let (mut slope, mut max_slope) = (self.slope0[i], self.slope0[i].abs());
+                let mut offset = self.intercept0[i].abs();
+                for s in &self.slots {
+                    slope += s.da[i];
+                    max_slope = max_slope.max(slope.abs());
+                    offset += (s.da[i] * s.bp[i]).abs();
+                }
+                max_slope * m[i] + offset
+            })
+            .collect()
+    }
+
+    /// Classifies every unit of the pre-activation map `z` (`3 × n`: `∂/∂s`, `∂/∂t`, value)
+    /// over `poly` (`noise`: every unit's noise floor). Crossing hinges start on the side of the
+    /// polygon's box centre (a heuristic: usually the larger side, so fewer pieces pay an update).
+    pub(crate) fn classify_all(
         &self,
-        bit_offset: usize,
         poly: &ConvexPolygon,
         z: &[f64],
         noise: &[f64],
-        pattern: &mut Pattern,
-        splitters: &mut Vec<Splitter>,
         scratch: &mut Scratch,
-        h: &mut [f64],
-    ) {
+    ) -> Classified {
         let n = self.slope0.len();
+        let n_slots = self.slots.len();
         scratch.resize(n);
         let Scratch { lo, hi, mark, slope, intercept, state } = scratch;
-        let n_slots = self.slots.len();
         let (za, zb, zc) = (&z[..n], &z[n..2 * n], &z[2 * n..3 * n]);
         // Enclose every unit's range over the polygon's bounding box first; only units whose
         // enclosure straddles a breakpoint need their exact range over the vertices.
@@ -81,17 +109,14 @@ impl PwlLayer {
             kernels::mark_undecided(za, zb, noise, lo, hi, &slot.bp, &slot.da, mark);
         }
         for (i, _) in mark.iter().enumerate().filter(|(_, &m)| m != 0) {
-            let (mut l, mut h) = (f64::INFINITY, f64::NEG_INFINITY);
-            for p in &poly.pts {
-                let val = za[i] * p[0] + zb[i] * p[1] + zc[i];
-                l = l.min(val);
-                h = h.max(val);
-            }
+            let (l, h) = range(poly, [za[i], zb[i], zc[i]]);
             lo[i] = l;
             hi[i] = h;
         }
         slope.copy_from_slice(&self.slope0);
         intercept.copy_from_slice(&self.intercept0);
+        let mut bits = vec![0u64; (n * n_slots).div_ceil(64)];
+        let mut crossing = Vec::new();
         for (j, slot) in self.slots.iter().enumerate() {
             // state: 0 below or on the line, 1 above, 2 crossing.
             kernels::classify_slot(za, zb, noise, lo, hi, &slot.bp, &slot.da, slope, intercept, state);
@@ -100,62 +125,112 @@ impl PwlLayer {
                 if bytes.iter().all(|&s| s == 0) {
                     continue;
                 }
-                for (k, &s) in bytes.iter().enumerate() {
-                    if s == 0 {
-                        continue;
-                    }
+                for (k, &st) in bytes.iter().enumerate() {
                     let i = block * 8 + k;
-                    self.record(
-                        i,
-                        j,
-                        s,
-                        bit_offset + i * n_slots + j,
-                        (za, zb, zc),
-                        center,
-                        (slope, intercept),
-                        pattern,
-                        splitters,
-                    );
+                    let bit = i * n_slots + j;
+                    match st {
+                        0 => {}
+                        1 => bits[bit / 64] |= 1 << (bit % 64),
+                        _ => {
+                            let (bp, da) = (slot.bp[i], slot.da[i]);
+                            let above = za[i] * center[0] + zb[i] * center[1] + zc[i] > bp;
+                            if above {
+                                slope[i] += da;
+                                intercept[i] -= da * bp;
+                                bits[bit / 64] |= 1 << (bit % 64);
+                            }
+                            crossing.push(Crossing { unit: i as u32, slot: j as u8, above });
+                        }
+                    }
                 }
             }
         }
-        kernels::post_activation(za, zb, zc, slope, intercept, h);
+        crossing.sort_by_key(|c| (c.unit, c.slot));
+        let mut t = vec![0.0; 3 * n];
+        kernels::post_activation(za, zb, zc, slope, intercept, &mut t);
+        Classified { t, crossing, bits }
     }
 
-    /// Records the classification `state` (1 above, 2 crossing) of hinge `slot` of unit `i`.
-    #[allow(clippy::too_many_arguments)]
+    /// Classifies one unit with pre-activation map `z` over `poly`: its post-activation map (with
+    /// crossing hinges on the side of `center`), pushing crossing hinges to `crossing` and setting
+    /// the unit's bits through `set_bit(slot, above)`.
     #[inline]
-    fn record(
+    pub(crate) fn classify_one(
         &self,
-        i: usize,
-        j: usize,
-        state: u8,
-        bit: usize,
-        (za, zb, zc): (&[f64], &[f64], &[f64]),
-        center: [f64; 2],
-        (slope, intercept): (&mut [f64], &mut [f64]),
-        pattern: &mut Pattern,
-        splitters: &mut Vec<Splitter>,
-    ) {
-        if state == 1 {
-            pattern.set_bit(bit);
-            return;
+        unit: usize,
+        z: [f64; 3],
+        noise: f64,
+        (poly, center): (&ConvexPolygon, [f64; 2]),
+        crossing: &mut Vec<Crossing>,
+        mut set_bit: impl FnMut(usize, bool),
+    ) -> [f64; 3] {
+        let (lo, hi) = range(poly, z);
+        let (mut slope, mut intercept) = (self.slope0[unit], self.intercept0[unit]);
+        for (j, slot) in self.slots.iter().enumerate() {
+            let (bp, da) = (slot.bp[unit], slot.da[unit]);
+            if da == 0.0 {
+                set_bit(j, false);
+                continue;
+            }
+            let tol = kernels::hinge_tol(z[0], z[1], bp, noise);
+            let up = hi - bp > tol;
+            let down = lo - bp < -tol;
+            let above = if up && down {
+                let above = z[0] * center[0] + z[1] * center[1] + z[2] > bp;
+                crossing.push(Crossing { unit: unit as u32, slot: j as u8, above });
+                above
+            } else {
+                up
+            };
+            if above {
+                slope += da;
+                intercept -= da * bp;
+            }
+            set_bit(j, above);
         }
-        // A crossing hinge starts from the side holding the box centre, usually the larger one:
-        // only pieces on the other side then pay a rank-1 update. (A heuristic choice of
-        // starting side, not a geometric decision: either is exact.)
-        let (bp, da) = (self.slots[j].bp[i], self.slots[j].da[i]);
-        let above = za[i] * center[0] + zb[i] * center[1] + zc[i] > bp;
-        if above {
-            slope[i] += da;
-            intercept[i] -= da * bp;
-            pattern.set_bit(bit);
-        }
-        splitters.push(Splitter::Hinge { unit: i as u32, slot: j as u8, bit: bit as u32, above });
+        [slope * z[0], slope * z[1], slope * z[2] + intercept]
+    }
+
+    /// Splits `poly` by the line of hinge `slot` of `unit` (pre-activation map `z`, noise floor
+    /// `noise`). Returns the split and `Δa·(z − b)`, what the side above adds to the unit's
+    /// output relative to the side below.
+    pub(crate) fn split(
+        &self,
+        poly: &ConvexPolygon,
+        unit: usize,
+        slot: usize,
+        z: [f64; 3],
+        noise: f64,
+    ) -> (Split, [f64; 3]) {
+        let (bp, da) = self.hinge(unit, slot);
+        let eval = |p: &[f64; 2]| (z[0] * p[0] + z[1] * p[1] + z[2]) - bp;
+        let tol = kernels::hinge_tol(z[0], z[1], bp, noise);
+        let mut buf = [0.0; 16];
+        let split = if poly.pts.len() <= buf.len() {
+            for (v, p) in buf.iter_mut().zip(&poly.pts) {
+                *v = eval(p);
+            }
+            poly.split(&buf[..poly.pts.len()], tol)
+        } else {
+            poly.split(&poly.pts.iter().map(eval).collect::<Vec<f64>>(), tol)
+        };
+        (split, [da * z[0], da * z[1], da * (z[2] - bp)])
     }
 }
 
-/// Per-unit work arrays reused across the cells of a batch.
+/// Range of `a·s + b·t + c` over the vertices of `poly`.
+#[inline]
+fn range(poly: &ConvexPolygon, z: [f64; 3]) -> (f64, f64) {
+    let (mut l, mut h) = (f64::INFINITY, f64::NEG_INFINITY);
+    for p in &poly.pts {
+        let v = z[0] * p[0] + z[1] * p[1] + z[2];
+        l = l.min(v);
+        h = h.max(v);
+    }
+    (l, h)
+}
+
+/// Per-unit work arrays reused across classifications.
 #[derive(Default)]
 pub(crate) struct Scratch {
     lo: Vec<f64>,
@@ -175,32 +250,4 @@ impl Scratch {
         self.intercept.resize(n, 0.0);
         self.state.resize(n, 0);
     }
-}
-
-/// Splits `poly` by the line of hinge `(unit, bp)` of map `z` (`3 × n`); `noise` is the unit's
-/// noise floor (`predicates::noise_floor`).
-///
-/// Returns the `Split` and the coefficients `Δa·(z − b)` that the side above adds to the unit
-/// relative to the side below.
-pub(crate) fn split(
-    poly: &ConvexPolygon,
-    z: &[f64],
-    n: usize,
-    (unit, noise): (usize, f64),
-    bp: f64,
-    da: f64,
-) -> (Split, [f64; 3]) {
-    let (a, b, c) = (z[unit], z[n + unit], z[2 * n + unit]);
-    let eval = |p: &[f64; 2]| (a * p[0] + b * p[1] + c) - bp;
-    let tol = kernels::hinge_tol(a, b, bp, noise);
-    let mut buf = [0.0; 16];
-    let split = if poly.pts.len() <= buf.len() {
-        for (v, p) in buf.iter_mut().zip(&poly.pts) {
-            *v = eval(p);
-        }
-        poly.split(&buf[..poly.pts.len()], tol)
-    } else {
-        poly.split(&poly.pts.iter().map(eval).collect::<Vec<f64>>(), tol)
-    };
-    (split, [da * a, da * b, da * (c - bp)])
 }

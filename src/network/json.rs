@@ -356,15 +356,15 @@ pub(crate) fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<L
     if matches!(layer.kind, LayerKind::MaxPool2d { .. }) && layer.max_groups().iter().any(Vec::is_empty) {
         return Err(err(Some("padding"), "some pooling window lies entirely in the padding".into()));
     }
-    if matches!(layer.kind, LayerKind::Residual { .. }) {
-        // The engine runs a block on the state of both branches side by side: bound it too.
-        let widest = layer.expand().iter().map(|l| l.input.numel().max(l.output.numel())).max().unwrap_or(0);
-        if widest > super::MAX_ELEMENTS {
-            return Err(err(
-                None,
-                format!("the branches need a state of {widest} entries, above {}", super::MAX_ELEMENTS),
-            ));
-        }
+    let live = layer.live_entries();
+    if live > super::MAX_LIVE_ELEMENTS {
+        return Err(err(
+            None,
+            format!(
+                "the nested blocks keep {live} tensor entries alive at once, above tessera's limit of {}",
+                super::MAX_LIVE_ELEMENTS
+            ),
+        ));
     }
     Ok(layer)
 }
@@ -691,7 +691,6 @@ fn layer_value(l: &Layer) -> Value {
             }
         }
         // Engine-internal layers never appear in a loaded network.
-        LayerKind::Fork | LayerKind::Lift { .. } | LayerKind::Join { .. } => json!({"op": l.op}),
         LayerKind::Activation(a) => match a {
             Activation::Relu => json!({"op": "relu"}),
             Activation::Abs => json!({"op": "abs"}),

@@ -83,6 +83,10 @@ impl fmt::Display for Shape {
 /// this limit), so this bounds the memory of one region's map at 384 MiB.
 pub const MAX_ELEMENTS: usize = 1 << 24;
 
+/// Largest number of entries alive at once across the tensors a model keeps for later (the
+/// inputs of enclosing two-branch blocks, waiting for their merge): 2^26.
+pub const MAX_LIVE_ELEMENTS: usize = 1 << 26;
+
 /// Geometry of a 2D window operation (convolution or pooling).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
@@ -112,11 +116,16 @@ impl Window {
         Some((dim(h, 0)?, dim(w, 1)?))
     }
 
-    /// Input coordinate of kernel tap `k` for output position `o` along axis `i`, if inside.
-    #[inline]
-    fn tap(&self, o: usize, k: usize, i: usize, n: usize) -> Option<usize> {
-        let pos = (o * self.stride[i] + k * self.dilation[i]) as isize - self.padding[i] as isize;
-        (pos >= 0 && (pos as usize) < n).then_some(pos as usize)
+    /// The kernel taps along axis `i` of output position `o` that fall inside an input of
+    /// length `n`: `(k, input coordinate)`. Only the taps inside are visited, so the work is
+    /// bounded by the input size whatever the kernel size.
+    fn axis_taps(&self, o: usize, i: usize, n: usize) -> impl Iterator<Item = (usize, usize)> {
+        let (s, d, p) = (self.stride[i] as i128, self.dilation[i] as i128, self.padding[i] as i128);
+        let start = o as i128 * s - p; // input coordinate of tap 0
+                                       // Taps k with 0 <= start + k·d < n.
+        let lo = if start >= 0 { 0 } else { (-start + d - 1) / d };
+        let hi = ((n as i128 - 1 - start).div_euclid(d) + 1).clamp(0, self.kernel[i] as i128);
+        (lo..hi.max(lo)).map(move |k| (k as usize, (start + k * d) as usize))
     }
 
     /// The kernel taps of output position `(oy, ox)` that fall inside an `h × w` input:
@@ -128,9 +137,16 @@ impl Window {
         h: usize,
         w: usize,
     ) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
-        (0..self.kernel[0]).filter_map(move |ky| self.tap(oy, ky, 0, h).map(|iy| (ky, iy))).flat_map(move |(ky, iy)| {
-            (0..self.kernel[1]).filter_map(move |kx| self.tap(ox, kx, 1, w).map(|ix| (ky, kx, iy, ix)))
-        })
+        self.axis_taps(oy, 0, h)
+            .flat_map(move |(ky, iy)| self.axis_taps(ox, 1, w).map(move |(kx, ix)| (ky, kx, iy, ix)))
+    }
+
+    /// The output position along axis `i` (of `n_out`) whose kernel tap `k` reads input
+    /// coordinate `x`, if any.
+    #[inline]
+    pub fn output_of(&self, x: usize, k: usize, i: usize, n_out: usize) -> Option<usize> {
+        let num = (x + self.padding[i]).checked_sub(k * self.dilation[i])?;
+        (num % self.stride[i] == 0 && num / self.stride[i] < n_out).then_some(num / self.stride[i])
     }
 }
 
@@ -299,23 +315,6 @@ pub enum LayerKind {
         /// How the branches are merged.
         merge: Merge,
     },
-    /// Engine-internal (never produced by a loader): `x ↦ (x, x)`.
-    Fork,
-    /// Engine-internal: `inner` applied to the entries `before..before + inner.input`, every
-    /// other entry passed through unchanged.
-    Lift {
-        /// The layer applied to the middle.
-        inner: Box<Layer>,
-        /// Entries passed through before it.
-        before: usize,
-        /// Entries passed through after it.
-        after: usize,
-    },
-    /// Engine-internal: merges the two halves `(a, b)` of the state.
-    Join {
-        /// Sum, concatenation or maximum.
-        merge: Merge,
-    },
 }
 
 /// How the two branches of a block are merged.
@@ -350,10 +349,7 @@ impl Layer {
             | LayerKind::Conv2d { .. }
             | LayerKind::BatchNorm { .. }
             | LayerKind::AvgPool2d { .. }
-            | LayerKind::Flatten
-            | LayerKind::Fork
-            | LayerKind::Join { merge: Merge::Add | Merge::Concat } => true,
-            LayerKind::Lift { inner, .. } => inner.is_affine(),
+            | LayerKind::Flatten => true,
             LayerKind::Residual { body, shortcut, merge } => {
                 *merge != Merge::Max && body.iter().chain(shortcut).all(Layer::is_affine)
             }
@@ -361,21 +357,13 @@ impl Layer {
         }
     }
 
-    /// For elementwise layers (possibly lifted): each unit's hinge form (pass-through units are
-    /// the identity, with no hinge) and the hinge slots per unit. `None` for other layers.
+    /// For elementwise layers: each unit's hinge form and the hinge slots per unit. `None` for
+    /// other layers.
     pub fn hinge_forms(&self) -> Option<(Vec<HingeForm>, usize)> {
         match &self.kind {
             LayerKind::Activation(act) => {
                 let per = self.input.per_channel();
                 Some(((0..self.input.numel()).map(|i| act.hinge_form(i / per)).collect(), act.hinge_slots()))
-            }
-            LayerKind::Lift { inner, before, after } => {
-                let (forms, slots) = inner.hinge_forms()?;
-                let id = HingeForm::new(1.0, 0.0, &[]);
-                let mut all = vec![id; *before];
-                all.extend(forms);
-                all.extend(std::iter::repeat_n(id, *after));
-                Some((all, slots))
             }
             _ => None,
         }
@@ -388,8 +376,21 @@ impl Layer {
             LayerKind::BatchNorm { scale, .. } => 4 * scale.len(),
             LayerKind::Activation(Activation::PRelu { slopes }) => slopes.len(),
             LayerKind::Residual { body, shortcut, .. } => body.iter().chain(shortcut).map(Layer::parameter_count).sum(),
-            LayerKind::Lift { inner, .. } => inner.parameter_count(),
             _ => 0,
+        }
+    }
+
+    /// The largest number of entries alive at once while the layer runs: its input and output,
+    /// and inside a two-branch block the block's input, kept for the second branch and the merge,
+    /// plus what the branches keep.
+    pub fn live_entries(&self) -> usize {
+        let own = self.input.numel().saturating_add(self.output.numel());
+        match &self.kind {
+            LayerKind::Residual { body, shortcut, .. } => {
+                let inner = body.iter().chain(shortcut).map(Layer::live_entries).max().unwrap_or(0);
+                own.max(self.input.numel().saturating_add(inner))
+            }
+            _ => own,
         }
     }
 
@@ -495,25 +496,6 @@ impl Layer {
                 }
             }
             LayerKind::Flatten => y.copy_from_slice(x),
-            LayerKind::Fork => {
-                let n = x.len();
-                y[..n].copy_from_slice(x);
-                y[n..].copy_from_slice(x);
-            }
-            LayerKind::Join { merge: Merge::Add } => {
-                let n = y.len();
-                for (i, yi) in y.iter_mut().enumerate() {
-                    *yi = x[i] + x[n + i];
-                }
-            }
-            LayerKind::Join { merge: Merge::Concat } => y.copy_from_slice(x),
-            LayerKind::Lift { inner, before, after } => {
-                let (n_in, n_out) = (inner.input.numel(), inner.output.numel());
-                y[..*before].copy_from_slice(&x[..*before]);
-                y[before + n_out..].copy_from_slice(&x[before + n_in..]);
-                debug_assert_eq!(x.len() - before - n_in, *after);
-                inner.apply_affine(&x[*before..before + n_in], &mut y[*before..before + n_out], with_bias);
-            }
             _ => unreachable!("apply_affine on a nonlinear layer"),
         }
     }
@@ -526,16 +508,10 @@ impl Layer {
                     *yi = act.eval(xi, i / per);
                 }
             }
-            LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } | LayerKind::Join { merge: Merge::Max } => {
+            LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
                 for (g, yg) in self.max_groups().iter().zip(y.iter_mut()) {
                     *yg = g.iter().map(|&i| x[i as usize]).fold(f64::NEG_INFINITY, f64::max);
                 }
-            }
-            LayerKind::Lift { inner, before, .. } => {
-                let (n_in, n_out) = (inner.input.numel(), inner.output.numel());
-                y[..*before].copy_from_slice(&x[..*before]);
-                y[before + n_out..].copy_from_slice(&x[before + n_in..]);
-                inner.apply_nonlinear(&x[*before..before + n_in], &mut y[*before..before + n_out]);
             }
             _ => unreachable!("apply_nonlinear on an affine layer"),
         }
@@ -568,72 +544,14 @@ impl Layer {
                 }
                 groups
             }
-            LayerKind::Join { merge: Merge::Max } => {
-                let n = self.output.numel() as u32;
-                (0..n).map(|i| vec![i, n + i]).collect()
-            }
-            LayerKind::Lift { inner, before, after } => {
-                let inner_groups = inner.max_groups();
-                if inner_groups.is_empty() {
-                    return Vec::new();
-                }
-                let n_in = inner.input.numel();
-                let mut groups: Vec<Vec<u32>> = (0..*before as u32).map(|i| vec![i]).collect();
-                groups.extend(inner_groups.into_iter().map(|g| g.into_iter().map(|i| i + *before as u32).collect()));
-                groups.extend((0..*after).map(|k| vec![(before + n_in + k) as u32]));
-                groups
-            }
             _ => Vec::new(),
         }
-    }
-
-    /// The layer for the engine: two-branch blocks become a sequence over an augmented state
-    /// `(body, shortcut)` — `Fork`, each branch's layers `Lift`ed onto its half, `Join` — so the
-    /// engine only ever sees chains. Other layers are returned as they are.
-    pub fn expand(&self) -> Vec<Layer> {
-        let LayerKind::Residual { body, shortcut, merge } = &self.kind else { return vec![self.clone()] };
-        let n = self.input.numel();
-        let flat = |k: usize| Shape::Flat(k);
-        let lift = |l: &Layer, before: usize, after: usize| Layer {
-            input: flat(before + l.input.numel() + after),
-            output: flat(before + l.output.numel() + after),
-            op: l.op.clone(),
-            kind: LayerKind::Lift { inner: Box::new(l.clone()), before, after },
-        };
-        let mut out = vec![Layer { kind: LayerKind::Fork, input: self.input, output: flat(2 * n), op: "fork".into() }];
-        let mut main = n;
-        for l in body.iter().flat_map(Layer::expand) {
-            out.push(lift(&l, 0, n));
-            main = l.output.numel();
-        }
-        let mut skip = n;
-        for l in shortcut.iter().flat_map(Layer::expand) {
-            out.push(lift(&l, main, 0));
-            skip = l.output.numel();
-        }
-        let op = match merge {
-            Merge::Add => "add",
-            Merge::Concat => "concat",
-            Merge::Max => "max",
-        };
-        out.push(Layer {
-            kind: LayerKind::Join { merge: *merge },
-            input: flat(main + skip),
-            output: self.output,
-            op: op.into(),
-        });
-        out
     }
 }
 
 /// Runs a chain of layers on one input.
 pub(crate) fn run_chain(layers: &[Layer], x: &[f64]) -> Vec<f64> {
     run(layers, x, Layer::apply)
-}
-
-/// Runs the linear parts (no biases) of a chain of affine layers on one input.
-pub(crate) fn run_chain_linear(layers: &[Layer], x: &[f64]) -> Vec<f64> {
-    run(layers, x, Layer::apply_linear)
 }
 
 fn run(layers: &[Layer], x: &[f64], step: fn(&Layer, &[f64], &mut [f64])) -> Vec<f64> {

@@ -1,0 +1,825 @@
+//! The traversal: cells through the stages, depth-first in bounded batches.
+//!
+//! A *cell* is a convex polygon (frame coordinates) with a [`Base`] of its stage whose polygon
+//! contains it, and *corrections*: for a few units of earlier stages, how the cell's
+//! post-activation differs from the base's default (`Δt`). The cell's pre-activations are the
+//! base's plus every correction pushed through the edges into the stage (a column each: a
+//! convolution's stencil, an identity, or a dense column).
+//!
+//! Classifying a cell looks only at the units that can change relative to its base: those whose
+//! lines cross the base's polygon, and those the corrections touch. A cell whose candidates are
+//! a large share of the stage is *rebased*: it becomes a base of its own (a dense copy and one
+//! vectorised classification), as every cell of a dense layer does. Each cell is then split by its
+//! crossing units; every piece records its flips as corrections, and goes on to the next stage
+//! with the base of the next stage over the same polygon, computed once per base and batched.
+//!
+//! Large split trees and large batches fork with `rayon::join`; the forks depend only on the
+//! data, and every fork owns its sinks, so the result is identical for any thread count.
+
+use super::base::{Base, Class};
+use super::maxgroup::Contest;
+use super::plan::{Nonlinearity, Plan, Source, Stage};
+use super::{kernels, pwl, EngineError, Options};
+use crate::geometry::polygon::{ConvexPolygon, Split};
+use crate::pattern::Pattern;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// Cells processed together (one batched product for their bases' next stage).
+pub const BATCH: usize = 128;
+/// Forks per split tree are limited to this depth (2^depth tasks at most per cell).
+const MAX_FORK_DEPTH: u32 = 7;
+/// A split tree forks only while at least this many splitters remain.
+const MIN_FORK_SPLITTERS: usize = 12;
+/// A batch forks into halves while it holds at least this many splitters in all.
+const MIN_FORK_BATCH: usize = 64;
+/// A cell is rebased when its candidate units exceed this fraction of the stage.
+const REBASE_FRACTION: f64 = 0.25;
+
+/// Corrections of one source stage: `(output unit, Δt)`.
+pub(crate) struct Chunk {
+    source: usize,
+    corrs: Vec<(u32, [f64; 3])>,
+}
+
+/// A cell entering a stage.
+pub(crate) struct Cell {
+    poly: ConvexPolygon,
+    base: Arc<Base>,
+    chunks: Vec<Arc<Chunk>>,
+    pattern: Pattern,
+}
+
+/// A region as the engine emits it, in frame coordinates.
+pub(crate) struct RawRegion {
+    pub poly: ConvexPolygon,
+    /// Output map, `3 × n_out`: `∂/∂s`, `∂/∂t`, value at `(0, 0)`.
+    pub map: Vec<f64>,
+    pub pattern: Pattern,
+}
+
+/// What a run produced.
+#[derive(Default)]
+pub(crate) struct RawOutput {
+    /// Kept regions, in chunks (merging moves chunks, not regions).
+    pub regions: Vec<Vec<RawRegion>>,
+    /// Cells after each stage.
+    pub per_stage: Vec<u64>,
+    /// Final region count.
+    pub count: u64,
+    /// Sum of final areas (frame coordinates).
+    pub area_sum: f64,
+    /// Corners of every final region (when counting vertices).
+    pub corners: Vec<Vec<[f64; 2]>>,
+    /// Pieces dropped for having no positive area (the tolerance rule guarantees none).
+    pub dropped: u64,
+    /// Cells classified sparsely against a shared base, and cells rebased (for tuning).
+    pub sparse_cells: u64,
+    pub rebased_cells: u64,
+}
+
+impl RawOutput {
+    fn merge(&mut self, other: RawOutput) {
+        self.regions.extend(other.regions);
+        for (a, b) in self.per_stage.iter_mut().zip(&other.per_stage) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.area_sum += other.area_sum;
+        self.corners.extend(other.corners);
+        self.dropped += other.dropped;
+        self.sparse_cells += other.sparse_cells;
+        self.rebased_cells += other.rebased_cells;
+    }
+}
+
+/// Why a run stopped early (0: it did not).
+pub(crate) const STOP_REGIONS: u8 = 1;
+pub(crate) const STOP_TIME: u8 = 2;
+pub(crate) const STOP_MEMORY: u8 = 3;
+
+/// Shared state of one run.
+pub(crate) struct Ctx<'a> {
+    pub plan: &'a Plan,
+    pub opts: &'a Options,
+    /// Whether regions need their output maps and patterns.
+    pub full: bool,
+    pub produced: AtomicU64,
+    pub kept_bytes: AtomicU64,
+    pub stop: AtomicU8,
+    pub start: std::time::Instant,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn empty(&self) -> RawOutput {
+        RawOutput { per_stage: vec![0; self.plan.stages.len()], ..Default::default() }
+    }
+
+    fn aborted(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) != 0
+    }
+
+    fn halt(&self, reason: u8) {
+        let _ = self.stop.compare_exchange(0, reason, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Checks the time budget; true when the run must stop.
+    fn out_of_time(&self) -> bool {
+        if self.opts.time_limit.is_some_and(|t| self.start.elapsed() > t) {
+            self.halt(STOP_TIME);
+        }
+        self.aborted()
+    }
+
+    pub(crate) fn result(&self) -> Result<(), EngineError> {
+        match self.stop.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            STOP_REGIONS => Err(EngineError::TooManyRegions { limit: self.opts.max_regions.unwrap_or(0) }),
+            STOP_TIME => Err(EngineError::TimeLimit { seconds: self.opts.time_limit.map_or(0.0, |t| t.as_secs_f64()) }),
+            _ => Err(EngineError::MemoryLimit { megabytes: self.opts.memory_limit.unwrap_or(0) >> 20 }),
+        }
+    }
+}
+
+/// Per-thread work arrays.
+#[derive(Default)]
+struct Scratch {
+    pwl: pwl::Scratch,
+    acc: Acc,
+    /// Epoch marks for deduplicating candidates.
+    seen: Vec<u32>,
+    epoch: u32,
+}
+
+impl Scratch {
+    fn next_epoch(&mut self, n: usize) -> u32 {
+        if self.seen.len() < n {
+            self.seen.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.seen.iter_mut().for_each(|s| *s = 0);
+            self.epoch = 1;
+        }
+        self.epoch
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// A sparse (or, once a dense column arrives, dense) accumulator of corrections to a target's
+/// pre-activations, `3 × n` in structure-of-arrays form.
+#[derive(Default)]
+struct Acc {
+    n: usize,
+    v: Vec<f64>,
+    mark: Vec<bool>,
+    touched: Vec<u32>,
+    dense: bool,
+}
+
+impl Acc {
+    fn reset(&mut self, n: usize) {
+        if self.dense || self.v.len() < 3 * n {
+            self.v.clear();
+            self.v.resize(3 * n.max(self.n), 0.0);
+            self.mark.clear();
+            self.mark.resize(n.max(self.n), false);
+        } else {
+            let m = self.n;
+            for &i in &self.touched {
+                let i = i as usize;
+                self.v[i] = 0.0;
+                self.v[m + i] = 0.0;
+                self.v[2 * m + i] = 0.0;
+                self.mark[i] = false;
+            }
+        }
+        self.touched.clear();
+        self.dense = false;
+        self.n = n;
+        if self.v.len() != 3 * n {
+            self.v.resize(3 * n, 0.0);
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, i: usize, c: [f64; 3], w: f64) {
+        if !self.mark[i] {
+            self.mark[i] = true;
+            self.touched.push(i as u32);
+        }
+        let n = self.n;
+        self.v[i] += c[0] * w;
+        self.v[n + i] += c[1] * w;
+        self.v[2 * n + i] += c[2] * w;
+    }
+
+    /// Adds `c ⊗ col` to the block starting at `offset`; the accumulator becomes dense.
+    fn add_dense(&mut self, offset: usize, col: &[f64], c: [f64; 3]) {
+        self.dense = true;
+        let n = self.n;
+        let (r0, rest) = self.v.split_at_mut(n);
+        let (r1, r2) = rest.split_at_mut(n);
+        let len = col.len();
+        kernels::axpy3(
+            &mut r0[offset..offset + len],
+            &mut r1[offset..offset + len],
+            &mut r2[offset..offset + len],
+            col,
+            c,
+        );
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> [f64; 3] {
+        [self.v[i], self.v[self.n + i], self.v[2 * self.n + i]]
+    }
+
+    /// Number of touched units (every unit once dense).
+    fn count(&self) -> usize {
+        if self.dense {
+            self.n
+        } else {
+            self.touched.len()
+        }
+    }
+}
+
+/// Pushes every correction of `chunks` through the edges into `target`, into `acc`.
+fn scatter(plan: &Plan, chunks: &[Arc<Chunk>], target: usize, acc: &mut Acc) {
+    acc.reset(plan.target_len(target));
+    for chunk in chunks {
+        for edge in plan.edges(Source::Stage(chunk.source)).iter().filter(|e| e.target == target) {
+            for &(j, c) in &chunk.corrs {
+                match edge.map.dense_column(j as usize) {
+                    Some(col) => acc.add_dense(edge.offset, col, c),
+                    None => edge.map.column(j as usize, |i, w| acc.add(edge.offset + i, c, w)),
+                }
+            }
+        }
+    }
+}
+
+/// A unit (or group) whose breakpoint crosses a cell.
+enum Splitter {
+    /// Hinge `slot` of `unit` (pre-activation map `z`); `above`: the cell assumes the side above.
+    Hinge { unit: u32, slot: u8, above: bool, z: [f64; 3] },
+    /// A max group whose candidates `(position, map, noise floor)` can each win somewhere, and
+    /// the default position the cell assumes (with its candidate's map).
+    Max { group: u32, alive: Vec<(u32, [f64; 3], f64)>, default: (u32, [f64; 3]) },
+}
+
+/// A classified cell, ready to be split.
+struct Ready {
+    cell: Cell,
+    splitters: Vec<Splitter>,
+    /// The cell's own corrections of this stage (`Δt` relative to its base).
+    common: Option<Arc<Chunk>>,
+}
+
+/// Classifies `cell` at stage `s`, rebasing it when most of the stage is a candidate.
+fn classify(ctx: &Ctx<'_>, s: usize, mut cell: Cell, scratch: &mut Scratch) -> (Ready, bool) {
+    let plan = ctx.plan;
+    let stage = &plan.stages[s];
+    let class = cell.base.class.as_ref().expect("stage bases are classified");
+    scatter(plan, &cell.chunks, s, &mut scratch.acc);
+    let candidates = class.undecided() + scratch.acc.count();
+    let rebase = scratch.acc.dense || candidates as f64 > REBASE_FRACTION * stage.n_in as f64;
+    let own = is_own_base(&cell);
+    if rebase && !own {
+        cell = rebase_cell(plan, cell, scratch);
+    }
+    let class = cell.base.class.as_ref().expect("stage bases are classified");
+    if ctx.full {
+        let words = class.bits();
+        let first = stage.bit_offset / 64;
+        cell.pattern.0[first..first + words.len()].copy_from_slice(words);
+    }
+    if rebase || own {
+        // The cell is its base: every undecided unit crosses it, nothing differs.
+        let splitters = base_splitters(stage, &cell.base);
+        (Ready { cell, splitters, common: None }, true)
+    } else {
+        (classify_sparse(ctx, s, cell, scratch), false)
+    }
+}
+
+/// Whether the cell is exactly its base (the root, or a cell just rebased).
+fn is_own_base(cell: &Cell) -> bool {
+    cell.chunks.is_empty() && cell.base.poly.pts == cell.poly.pts
+}
+
+/// The cell becomes a base of its own: its pre-activations and pending partial sums made dense.
+fn rebase_cell(plan: &Plan, cell: Cell, scratch: &mut Scratch) -> Cell {
+    let s = cell.base.target;
+    let mut z = cell.base.z.clone();
+    add_acc(&mut z, &scratch.acc);
+    let mut partial = cell.base.partial.clone();
+    for (target, sum) in partial.iter_mut() {
+        scatter(plan, &cell.chunks, *target, &mut scratch.acc);
+        add_acc(sum, &scratch.acc);
+    }
+    // Corrections feeding targets without a partial sum yet (a skip whose other branch has not
+    // started) create theirs.
+    for chunk in &cell.chunks {
+        for edge in plan.edges(Source::Stage(chunk.source)) {
+            if edge.target > s && partial.binary_search_by_key(&edge.target, |p| p.0).is_err() {
+                super::base::partial_of(plan, &mut partial, edge.target);
+                scatter(plan, &cell.chunks, edge.target, &mut scratch.acc);
+                let sum = super::base::partial_of(plan, &mut partial, edge.target);
+                add_acc(sum, &scratch.acc);
+            }
+        }
+    }
+    let base = Base::new(plan, s, cell.poly.clone(), z, partial, &mut scratch.pwl);
+    Cell { poly: cell.poly, base: Arc::new(base), chunks: Vec::new(), pattern: cell.pattern }
+}
+
+/// `z += acc` (both `3 × n`).
+fn add_acc(z: &mut [f64], acc: &Acc) {
+    let n = acc.n;
+    if acc.dense {
+        z.iter_mut().zip(&acc.v[..3 * n]).for_each(|(a, b)| *a += b);
+    } else {
+        for &i in &acc.touched {
+            let i = i as usize;
+            z[i] += acc.v[i];
+            z[n + i] += acc.v[n + i];
+            z[2 * n + i] += acc.v[2 * n + i];
+        }
+    }
+}
+
+/// Splitters of a cell that is its own base: every undecided unit of the base.
+fn base_splitters(stage: &Stage, base: &Base) -> Vec<Splitter> {
+    let n = stage.n_in;
+    let z = &base.z;
+    let unit = |u: usize| [z[u], z[n + u], z[2 * n + u]];
+    match (&stage.nonlin, base.class.as_ref()) {
+        (Nonlinearity::Pwl(_), Some(Class::Pwl(c))) => c
+            .crossing
+            .iter()
+            .map(|x| Splitter::Hinge { unit: x.unit, slot: x.slot, above: x.above, z: unit(x.unit as usize) })
+            .collect(),
+        (Nonlinearity::Max(layer), Some(Class::Max(c))) => {
+            c.contests.iter().map(|k| max_splitter(layer.group(k.group as usize), k, &stage.noise, unit)).collect()
+        }
+        _ => unreachable!("a base's classification matches its stage"),
+    }
+}
+
+fn max_splitter(group: &[u32], k: &Contest, noise: &[f64], unit: impl Fn(usize) -> [f64; 3]) -> Splitter {
+    let alive = k.alive.iter().map(|&(pos, u)| (pos, unit(u as usize), noise[u as usize])).collect();
+    let default = (k.default, unit(group[k.default as usize] as usize));
+    Splitter::Max { group: k.group, alive, default }
+}
+
+/// Classifies a cell against its base: only the units that can differ are looked at.
+fn classify_sparse(ctx: &Ctx<'_>, s: usize, mut cell: Cell, scratch: &mut Scratch) -> Ready {
+    let plan = ctx.plan;
+    let stage = &plan.stages[s];
+    let base = Arc::clone(&cell.base);
+    let class = base.class.as_ref().expect("stage bases are classified");
+    let n = stage.n_in;
+    let zb = &base.z;
+    let epoch = scratch.next_epoch(stage.n_in.max(stage.n_out));
+    let acc = &scratch.acc;
+    let z_of = |u: usize| {
+        let d = if acc.dense || acc.mark.get(u).copied().unwrap_or(false) { acc.get(u) } else { [0.0; 3] };
+        [zb[u] + d[0], zb[n + u] + d[1], zb[2 * n + u] + d[2]]
+    };
+    let center = super::maxgroup::box_center(&cell.poly);
+    let t_base = class.t();
+    let m = stage.n_out;
+    let mut common = Vec::new();
+    let mut splitters = Vec::new();
+    let full = ctx.full;
+    let bit_offset = stage.bit_offset;
+    let seen = &mut scratch.seen;
+    match (&stage.nonlin, class) {
+        (Nonlinearity::Pwl(layer), Class::Pwl(c)) => {
+            let slots = layer.n_slots();
+            let mut crossing = Vec::new();
+            let mut visit = |u: usize, pattern: &mut Pattern| {
+                if seen[u] == epoch {
+                    return;
+                }
+                seen[u] = epoch;
+                let z = z_of(u);
+                let before = crossing.len();
+                let t = layer.classify_one(u, z, stage.noise[u], (&cell.poly, center), &mut crossing, |j, above| {
+                    if full {
+                        let bit = bit_offset + u * slots + j;
+                        if above {
+                            pattern.set_bit(bit);
+                        } else {
+                            pattern.clear_bit(bit);
+                        }
+                    }
+                });
+                for x in &crossing[before..] {
+                    splitters.push(Splitter::Hinge { unit: x.unit, slot: x.slot, above: x.above, z });
+                }
+                let d = [t[0] - t_base[u], t[1] - t_base[m + u], t[2] - t_base[2 * m + u]];
+                if d != [0.0; 3] {
+                    common.push((u as u32, d));
+                }
+            };
+            for x in &c.crossing {
+                visit(x.unit as usize, &mut cell.pattern);
+            }
+            if acc.dense {
+                (0..n).for_each(|u| visit(u, &mut cell.pattern));
+            } else {
+                for &u in &acc.touched {
+                    visit(u as usize, &mut cell.pattern);
+                }
+            }
+        }
+        (Nonlinearity::Max(layer), Class::Max(c)) => {
+            let bits = layer.bits();
+            let mut cands = Vec::new();
+            let mut visit = |g: usize, pattern: &mut Pattern| {
+                if seen[g] == epoch {
+                    return;
+                }
+                seen[g] = epoch;
+                let group = layer.group(g);
+                cands.clear();
+                cands.extend(group.iter().enumerate().map(|(pos, &u)| (pos as u32, u, z_of(u as usize))));
+                let (w, contest) = layer.classify_group(g, &cands, &cell.poly, center, &stage.noise);
+                if let Some(k) = contest {
+                    splitters.push(max_splitter(group, &k, &stage.noise, z_of));
+                }
+                if full {
+                    pattern.set_bits(bit_offset + g * bits, bits, w as u64);
+                }
+                let t = cands[w as usize].2;
+                let d = [t[0] - t_base[g], t[1] - t_base[m + g], t[2] - t_base[2 * m + g]];
+                if d != [0.0; 3] {
+                    common.push((g as u32, d));
+                }
+            };
+            for k in &c.contests {
+                visit(k.group as usize, &mut cell.pattern);
+            }
+            if acc.dense {
+                (0..m).for_each(|g| visit(g, &mut cell.pattern));
+            } else {
+                for &u in &acc.touched {
+                    for &g in layer.groups_of(u as usize) {
+                        visit(g as usize, &mut cell.pattern);
+                    }
+                }
+            }
+        }
+        _ => unreachable!("a base's classification matches its stage"),
+    }
+    let common = (!common.is_empty()).then(|| Arc::new(Chunk { source: s, corrs: common }));
+    Ready { cell, splitters, common }
+}
+
+/// A piece of a cell on its way through the cell's splitters.
+struct Branch {
+    poly: ConvexPolygon,
+    pattern: Pattern,
+    /// Corrections of this stage relative to the cell's defaults.
+    flips: Vec<(u32, [f64; 3])>,
+}
+
+/// Collects the cells leaving one stage and runs the next stage on full batches.
+struct Sink {
+    /// The stage the cells left.
+    stage: usize,
+    buf: Vec<Cell>,
+    out: RawOutput,
+}
+
+impl Sink {
+    fn new(ctx: &Ctx<'_>, stage: usize) -> Self {
+        Sink { stage, buf: Vec::with_capacity(BATCH), out: ctx.empty() }
+    }
+
+    fn push(&mut self, ctx: &Ctx<'_>, cell: Cell) {
+        self.out.per_stage[self.stage] += 1;
+        self.buf.push(cell);
+        if self.buf.len() >= BATCH {
+            self.flush(ctx);
+        }
+    }
+
+    fn flush(&mut self, ctx: &Ctx<'_>) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let mut cells = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH));
+        let last = self.stage + 1 == ctx.plan.stages.len();
+        if !last || ctx.full {
+            // The cells' bases move to the next target: computed once per base, batched.
+            let mut bases: Vec<&Arc<Base>> = Vec::with_capacity(cells.len());
+            for c in &cells {
+                if bases.last().is_none_or(|b| !Arc::ptr_eq(b, &c.base)) {
+                    bases.push(&c.base);
+                }
+            }
+            SCRATCH.with(|s| Base::compute_next(ctx.plan, &bases, &mut s.borrow_mut().pwl));
+            for c in &mut cells {
+                let next = Arc::clone(c.base.next().expect("just computed"));
+                c.base = next;
+            }
+        }
+        if last {
+            for c in cells {
+                emit(ctx, c, &mut self.out);
+            }
+        } else {
+            process_batch(ctx, self.stage + 1, cells, &mut self.out);
+        }
+    }
+
+    fn finish(mut self, ctx: &Ctx<'_>) -> RawOutput {
+        self.flush(ctx);
+        self.out
+    }
+}
+
+/// Length of the chunks in which outputs are collected.
+const CHUNK: usize = 4096;
+
+fn push_chunked(chunks: &mut Vec<Vec<[f64; 2]>>, pts: &[[f64; 2]]) {
+    if chunks.last().is_none_or(|c| c.len() + pts.len() > 4 * CHUNK) {
+        chunks.push(Vec::new());
+    }
+    chunks.last_mut().expect("just ensured").extend_from_slice(pts);
+}
+
+/// Emits a cell that went through every stage (its base is the output's, when maps are kept).
+pub(crate) fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
+    if ctx.aborted() {
+        return;
+    }
+    let area = cell.poly.area();
+    // Every piece keeps a vertex off each cutting line (see `predicates`), so its area is
+    // positive; count any exception rather than emit it.
+    if area.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        out.dropped += 1;
+        return;
+    }
+    let total = ctx.produced.fetch_add(1, Ordering::Relaxed) + 1;
+    if ctx.opts.max_regions.is_some_and(|limit| total > limit) {
+        ctx.halt(STOP_REGIONS);
+        return;
+    }
+    if total % 1024 == 0 && ctx.out_of_time() {
+        return;
+    }
+    if let Some(p) = &ctx.opts.progress {
+        p.fetch_add(1, Ordering::Relaxed);
+    }
+    out.count += 1;
+    out.area_sum += area;
+    if ctx.opts.count_vertices {
+        push_chunked(&mut out.corners, &cell.poly.pts);
+    }
+    if ctx.opts.keep_regions {
+        let mut map = cell.base.z.clone();
+        SCRATCH.with(|s| {
+            let acc = &mut s.borrow_mut().acc;
+            scatter(ctx.plan, &cell.chunks, ctx.plan.stages.len(), acc);
+            add_acc(&mut map, acc);
+        });
+        let bytes = (cell.poly.pts.len() * 16 + map.len() * 8 + cell.pattern.0.len() * 8 + 96) as u64;
+        let kept = ctx.kept_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if ctx.opts.memory_limit.is_some_and(|m| kept > m) {
+            ctx.halt(STOP_MEMORY);
+            return;
+        }
+        if out.regions.last().is_none_or(|c| c.len() >= CHUNK) {
+            out.regions.push(Vec::new());
+        }
+        let chunk = out.regions.last_mut().expect("just ensured");
+        chunk.push(RawRegion { poly: cell.poly, map, pattern: cell.pattern });
+    }
+}
+
+/// Runs stage `s` on a batch of cells, appending everything downstream to `out`.
+pub(crate) fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput) {
+    if ctx.out_of_time() {
+        return;
+    }
+    let ready: Vec<Ready> = SCRATCH.with(|sc| {
+        let sc = &mut *sc.borrow_mut();
+        cells
+            .into_iter()
+            .map(|c| {
+                let (r, rebased) = classify(ctx, s, c, sc);
+                if rebased {
+                    out.rebased_cells += 1;
+                } else {
+                    out.sparse_cells += 1;
+                }
+                r
+            })
+            .collect()
+    });
+    let mut sink = Sink::new(ctx, s);
+    split_cells(ctx, s, ready, &mut sink);
+    out.merge(sink.finish(ctx));
+}
+
+/// Splits a list of classified cells, forking into halves while there is enough work.
+fn split_cells(ctx: &Ctx<'_>, s: usize, mut ready: Vec<Ready>, sink: &mut Sink) {
+    let work: usize = ready.iter().map(|r| r.splitters.len()).sum();
+    if ready.len() >= 2 && work >= MIN_FORK_BATCH {
+        let tail = ready.split_off(ready.len() / 2);
+        let right = rayon::join(
+            || split_cells(ctx, s, ready, sink),
+            || {
+                let mut own = Sink::new(ctx, s);
+                split_cells(ctx, s, tail, &mut own);
+                own.finish(ctx)
+            },
+        )
+        .1;
+        sink.out.merge(right);
+        return;
+    }
+    for r in ready {
+        let Ready { cell, splitters, common } = r;
+        let Cell { poly, base, chunks, pattern } = cell;
+        // Corrections that still feed a later stage, then this stage's own.
+        let mut live: Vec<Arc<Chunk>> =
+            chunks.into_iter().filter(|c| ctx.plan.stages[c.source].last_target() > s).collect();
+        live.extend(common);
+        let leaf = Leaf { base: &base, live: &live };
+        let branch = Branch { poly, pattern, flips: Vec::new() };
+        split_rec(ctx, s, &leaf, branch, &splitters, sink, 0);
+    }
+}
+
+/// What the leaves of one cell share.
+struct Leaf<'a> {
+    base: &'a Arc<Base>,
+    live: &'a [Arc<Chunk>],
+}
+
+impl Leaf<'_> {
+    fn cell(&self, s: usize, b: Branch) -> Cell {
+        let mut chunks = self.live.to_vec();
+        if !b.flips.is_empty() {
+            chunks.push(Arc::new(Chunk { source: s, corrs: b.flips }));
+        }
+        Cell { poly: b.poly, base: Arc::clone(self.base), chunks, pattern: b.pattern }
+    }
+}
+
+/// Splits `b` by `splitters`, pushing the leaves.
+fn split_rec(
+    ctx: &Ctx<'_>,
+    s: usize,
+    leaf: &Leaf<'_>,
+    mut b: Branch,
+    splitters: &[Splitter],
+    sink: &mut Sink,
+    forks: u32,
+) {
+    let stage = &ctx.plan.stages[s];
+    let full = ctx.full;
+    let mut i = 0;
+    while i < splitters.len() {
+        if ctx.aborted() {
+            return;
+        }
+        let rest = &splitters[i + 1..];
+        i += 1;
+        match &splitters[i - 1] {
+            Splitter::Hinge { unit, slot, above, z } => {
+                let u = *unit as usize;
+                let Nonlinearity::Pwl(layer) = &stage.nonlin else { unreachable!("hinge splitter in a max stage") };
+                let (split, coef) = layer.split(&b.poly, u, *slot as usize, *z, stage.noise[u]);
+                let bit = stage.bit_offset + u * layer.n_slots() + *slot as usize;
+                // Moves a branch from the assumed side of the hinge to the other one.
+                let flip = |br: &mut Branch| {
+                    if *above {
+                        br.flips.push((*unit, coef.map(|c| -c)));
+                        if full {
+                            br.pattern.clear_bit(bit);
+                        }
+                    } else {
+                        br.flips.push((*unit, coef));
+                        if full {
+                            br.pattern.set_bit(bit);
+                        }
+                    }
+                };
+                match split {
+                    Split::Below | Split::OnLine if *above => flip(&mut b),
+                    Split::Above if !*above => flip(&mut b),
+                    Split::Below | Split::OnLine | Split::Above => {}
+                    Split::Both(neg, pos) => {
+                        let mut other = Branch { poly: pos, pattern: b.pattern.clone(), flips: b.flips.clone() };
+                        b.poly = neg;
+                        // `b` is now below and `other` above: flip whichever is off its default.
+                        if *above {
+                            flip(&mut b);
+                        } else {
+                            flip(&mut other);
+                        }
+                        match fork_or_recurse(ctx, s, leaf, vec![b, other], rest, sink, forks) {
+                            Some(largest) => b = largest,
+                            None => return,
+                        }
+                    }
+                }
+            }
+            Splitter::Max { group, alive, default } => {
+                let Nonlinearity::Max(layer) = &stage.nonlin else { unreachable!("max splitter in a pwl stage") };
+                let cells = layer.winner_cells(&b.poly, alive);
+                let bits = layer.bits();
+                let offset = stage.bit_offset + *group as usize * bits;
+                let branches: Vec<Branch> = cells
+                    .into_iter()
+                    .map(|(pos, poly)| {
+                        let mut nb = Branch { poly, pattern: b.pattern.clone(), flips: b.flips.clone() };
+                        if pos != default.0 {
+                            let zw = alive.iter().find(|a| a.0 == pos).expect("winner is alive").1;
+                            let d = default.1;
+                            nb.flips.push((*group, [zw[0] - d[0], zw[1] - d[1], zw[2] - d[2]]));
+                            if full {
+                                nb.pattern.set_bits(offset, bits, pos as u64);
+                            }
+                        }
+                        nb
+                    })
+                    .collect();
+                match fork_or_recurse(ctx, s, leaf, branches, rest, sink, forks) {
+                    Some(largest) => b = largest,
+                    None => return,
+                }
+            }
+        }
+    }
+    sink.push(ctx, leaf.cell(s, b));
+}
+
+/// Continues the branches with the remaining splitters. Large remaining work forks onto other
+/// threads (each fork owns its sink, so results do not depend on scheduling) and returns `None`.
+/// Otherwise every branch but the largest is recursed into and the largest is returned for the
+/// caller to continue in place: recursion depth then grows only when a piece is split into
+/// comparable halves, logarithmically in the number of leaves, not with the number of lines.
+fn fork_or_recurse(
+    ctx: &Ctx<'_>,
+    s: usize,
+    leaf: &Leaf<'_>,
+    mut branches: Vec<Branch>,
+    rest: &[Splitter],
+    sink: &mut Sink,
+    forks: u32,
+) -> Option<Branch> {
+    if branches.len() >= 2 && forks < MAX_FORK_DEPTH && rest.len() >= MIN_FORK_SPLITTERS {
+        let tail = branches.split_off(branches.len() / 2);
+        let (_, right) = rayon::join(
+            || {
+                for br in branches {
+                    split_rec(ctx, s, leaf, br, rest, sink, forks + 1);
+                }
+            },
+            || {
+                let mut own = Sink::new(ctx, s);
+                for br in tail {
+                    split_rec(ctx, s, leaf, br, rest, &mut own, forks + 1);
+                }
+                own.finish(ctx)
+            },
+        );
+        sink.out.merge(right);
+        return None;
+    }
+    let largest = (0..branches.len()).max_by(|&x, &y| branches[x].poly.area().total_cmp(&branches[y].poly.area()))?;
+    let keep = branches.swap_remove(largest);
+    for br in branches {
+        split_rec(ctx, s, leaf, br, rest, sink, forks);
+    }
+    Some(keep)
+}
+
+/// Partitions the square `[-1, 1]²`: the root base, then every stage.
+pub(crate) fn run(ctx: &Ctx<'_>, plane_rows: &[f64]) -> RawOutput {
+    let plan = ctx.plan;
+    let square = ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0);
+    let pattern = if ctx.full { Pattern::zeros(plan.pattern_bits) } else { Pattern::default() };
+    let mut out = ctx.empty();
+    let root = SCRATCH.with(|s| Base::root(plan, plane_rows, square.clone(), &mut s.borrow_mut().pwl));
+    let cell = Cell { poly: square, base: Arc::new(root), chunks: Vec::new(), pattern };
+    if plan.stages.is_empty() {
+        // An affine network: one region, whose base is already the output's.
+        emit(ctx, cell, &mut out);
+    } else {
+        process_batch(ctx, 0, vec![cell], &mut out);
+    }
+    out
+}
