@@ -11,6 +11,7 @@
 //! hand (on `matrixmultiply` for the products) because this is the engine's hot path, and the
 //! column structure is what makes a convolution's rank-1 updates sparse.
 
+use super::acc::Acc;
 use crate::network::{Layer, LayerKind, Shape, Window};
 
 /// Largest chain composed into one dense matrix (entries): 32 MB of f64.
@@ -334,8 +335,10 @@ enum Columns {
     Dense(Vec<f64>),
     /// The identity (the chain is empty) or an embedding at an offset.
     Shift(usize),
-    /// A convolution (op `0` of the chain), optionally followed by a per-channel scale.
-    Conv { scale: Option<Vec<f64>>, per: usize },
+    /// A convolution (the chain's only op), with its kernels transposed to
+    /// `[group][c_in/groups][kh][kw][c_out/groups]`: the weights one input pixel gives the output
+    /// channels at one tap are contiguous.
+    Conv(Vec<f64>),
     /// A composed sparse matrix in compressed columns.
     Csc { ptr: Vec<u32>, idx: Vec<u32>, val: Vec<f64> },
 }
@@ -358,8 +361,9 @@ impl Affine {
             [] => Columns::Shift(0),
             [Op::Embed { offset, .. }] => Columns::Shift(*offset),
             [Op::Dense { w, .. }] => Columns::Dense(transpose(w, n_out, n_in)),
-            [Op::Conv { .. }] => Columns::Conv { scale: None, per: 1 },
-            [Op::Conv { .. }, Op::Scale { scale, per }] => Columns::Conv { scale: Some(scale.clone()), per: *per },
+            [Op::Conv { weight, input, output, window, groups }] => {
+                Columns::Conv(conv_transposed(weight, input[0], output[0], window, *groups))
+            }
             _ if n_in.saturating_mul(n_out) <= MAX_DENSE_ENTRIES => {
                 // Compose the chain into one matrix: push every unit vector through it.
                 let mut wt = vec![0.0; n_in * n_out];
@@ -403,39 +407,125 @@ impl Affine {
         cur
     }
 
-    /// Calls `f(i, A[i, j])` for every nonzero entry of column `j`.
+    /// Whether every column is dense (a fully connected chain).
+    pub(crate) fn is_dense(&self) -> bool {
+        matches!(self.columns, Columns::Dense(_))
+    }
+
+    /// Adds `coef ⊗ column j` to the block starting at `offset` of a map `z` in structure-of-
+    /// arrays form (`3 × n`). Only for dense chains (see [`Affine::is_dense`]).
     #[inline]
-    pub(crate) fn column(&self, j: usize, mut f: impl FnMut(usize, f64)) {
+    pub(crate) fn add_dense_column(&self, j: usize, coef: [f64; 3], z: &mut [f64], offset: usize) {
+        let Columns::Dense(wt) = &self.columns else { unreachable!("dense columns of a dense chain") };
+        let col = &wt[j * self.n_out..(j + 1) * self.n_out];
+        let n = z.len() / 3;
+        let (r0, rest) = z.split_at_mut(n);
+        let (r1, r2) = rest.split_at_mut(n);
+        let len = self.n_out;
+        super::kernels::axpy3(
+            &mut r0[offset..offset + len],
+            &mut r1[offset..offset + len],
+            &mut r2[offset..offset + len],
+            col,
+            coef,
+        );
+    }
+
+    /// Adds `coef ⊗ column j` to `acc` at the target units starting at `offset`.
+    #[inline]
+    pub(crate) fn scatter(&self, j: usize, coef: [f64; 3], acc: &mut Acc, offset: usize) {
         match &self.columns {
             Columns::Dense(wt) => {
-                for (i, &v) in wt[j * self.n_out..(j + 1) * self.n_out].iter().enumerate() {
-                    f(i, v);
+                let col = &wt[j * self.n_out..(j + 1) * self.n_out];
+                if acc.pixels() == 1 {
+                    let block = &mut acc.block(0)[offset..offset + self.n_out];
+                    for (x, &w) in block.iter_mut().zip(col) {
+                        x[0] += coef[0] * w;
+                        x[1] += coef[1] * w;
+                        x[2] += coef[2] * w;
+                    }
+                } else {
+                    for (i, &w) in col.iter().enumerate() {
+                        acc.add(offset + i, coef, w);
+                    }
                 }
             }
-            Columns::Shift(offset) => f(offset + j, 1.0),
-            Columns::Conv { scale, per } => {
-                let Op::Conv { weight, input, output, window, groups } = &self.ops[0] else {
-                    unreachable!("conv columns come from a conv chain")
+            Columns::Shift(k) => acc.add(offset + k + j, coef, 1.0),
+            Columns::Conv(wt) => {
+                let Op::Conv { input, output, window, groups, .. } = &self.ops[0] else {
+                    unreachable!("conv columns come from a conv")
                 };
-                match scale {
-                    None => conv_column(weight, *input, *output, window, *groups, j, f),
-                    Some(s) => conv_column(weight, *input, *output, window, *groups, j, |i, v| f(i, v * s[i / per])),
+                let pixels = output[1] * output[2];
+                if acc.pixels() == pixels && offset % pixels == 0 {
+                    conv_scatter(wt, *input, *output, window, *groups, j, coef, acc, offset / pixels);
+                } else {
+                    // The target is laid out differently (a flattened image): unit by unit.
+                    let Op::Conv { weight, .. } = &self.ops[0] else { unreachable!() };
+                    conv_column(weight, *input, *output, window, *groups, j, |i, w| acc.add(offset + i, coef, w));
                 }
             }
             Columns::Csc { ptr, idx, val } => {
                 for k in ptr[j] as usize..ptr[j + 1] as usize {
-                    f(idx[k] as usize, val[k]);
+                    acc.add(offset + idx[k] as usize, coef, val[k]);
                 }
             }
         }
     }
+}
 
-    /// Column `j` of a dense chain as a slice (for the rank-1 kernel).
-    #[inline]
-    pub(crate) fn dense_column(&self, j: usize) -> Option<&[f64]> {
-        match &self.columns {
-            Columns::Dense(wt) => Some(&wt[j * self.n_out..(j + 1) * self.n_out]),
-            _ => None,
+/// A convolution's kernels as `[group][c_in/groups][kh][kw][c_out/groups]`.
+fn conv_transposed(weight: &[f64], ic: usize, oc: usize, window: &Window, groups: usize) -> Vec<f64> {
+    let (icg, ocg) = (ic / groups, oc / groups);
+    let [kh, kw] = window.kernel;
+    let mut t = vec![0.0; weight.len()];
+    for g in 0..groups {
+        for o in 0..ocg {
+            for ci in 0..icg {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let src = (((g * ocg + o) * icg + ci) * kh + ky) * kw + kx;
+                        let dst = ((((g * icg + ci) * kh + ky) * kw + kx) * ocg) + o;
+                        t[dst] = weight[src];
+                    }
+                }
+            }
+        }
+    }
+    t
+}
+
+/// `acc += coef ⊗ column j` of a convolution, pixel by pixel: at each tap, the weights to the
+/// group's output channels are one contiguous run.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn conv_scatter(
+    wt: &[f64],
+    [ic, h, w]: [usize; 3],
+    [oc, oh, ow]: [usize; 3],
+    window: &Window,
+    groups: usize,
+    j: usize,
+    coef: [f64; 3],
+    acc: &mut Acc,
+    channel_offset: usize,
+) {
+    let (c, iy, ix) = (j / (h * w), (j / w) % h, j % w);
+    let (icg, ocg) = (ic / groups, oc / groups);
+    let (g, ci) = (c / icg, c % icg);
+    let [kh, kw] = window.kernel;
+    let first = channel_offset + g * ocg;
+    for ky in 0..kh {
+        let Some(oy) = window.output_of(iy, ky, 0, oh) else { continue };
+        for kx in 0..kw {
+            let Some(ox) = window.output_of(ix, kx, 1, ow) else { continue };
+            let base = (((g * icg + ci) * kh + ky) * kw + kx) * ocg;
+            let weights = &wt[base..base + ocg];
+            let block = &mut acc.block(oy * ow + ox)[first..first + ocg];
+            for (x, &wv) in block.iter_mut().zip(weights) {
+                x[0] += coef[0] * wv;
+                x[1] += coef[1] * wv;
+                x[2] += coef[2] * wv;
+            }
         }
     }
 }
@@ -562,15 +652,21 @@ mod tests {
                     assert!((a - b).abs() < 1e-12, "groups {groups}: {a} vs {b}");
                 }
             }
-            // Columns: the image of each unit vector.
+            // Columns: the image of each unit vector, through the pixel-major accumulator and
+            // through a flat one.
             let chain = Affine::new(vec![op.clone()], op.n_in());
             for j in (0..op.n_in()).step_by(5) {
                 let mut e = vec![0.0; op.n_in()];
                 e[j] = 1.0;
                 let want = naive_conv(&weight, &e, i, o, &win, groups);
-                let mut got = vec![0.0; op.n_out()];
-                chain.column(j, |t, v| got[t] += v);
-                assert_eq!(got, want, "column {j}");
+                for (channels, pixels) in [(o[0], o[1] * o[2]), (op.n_out(), 1)] {
+                    let mut acc = Acc::default();
+                    acc.reset(channels, pixels);
+                    chain.scatter(j, [1.0, -2.0, 0.5], &mut acc, 0);
+                    for (u, w) in want.iter().enumerate() {
+                        assert_eq!(acc.get(u), [*w, -2.0 * w, 0.5 * w], "column {j}, unit {u}");
+                    }
+                }
             }
         }
     }
@@ -594,7 +690,7 @@ mod tests {
             want = op.apply_rows(&want, 1);
         }
         let a = Affine::new(ops.clone(), 36);
-        assert!(a.dense_column(0).is_some());
+        assert!(matches!(a.columns, Columns::Dense(_)));
         let got = a.apply_rows(&x, 1);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-12);

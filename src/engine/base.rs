@@ -1,15 +1,19 @@
-//! Bases: dense snapshots of a stage's pre-activations over a polygon, shared by every cell
+//! Bases: dense snapshots of a target's pre-activations over a polygon, shared by every cell
 //! inside that polygon.
 //!
 //! A [`Base`] holds, for one target (a stage or the network output), the complete pre-activation
-//! map `z` (`3 × n`: `∂/∂s`, `∂/∂t`, value) of a reference point set, the classification of every
-//! unit over the base's polygon, and the partial sums of later targets that wait for skip
-//! connections. A cell inside the polygon is the base plus a few sparse corrections: units whose
-//! lines do not cross the base's polygon and whose maps the corrections do not touch are decided
-//! for the cell without looking at them. The base of the next stage over the same polygon
-//! ([`Base::next`]) applies every edge to the default post-activations once, for all the cells that
-//! share it, batched over many bases.
+//! map `z` (`3 × n`: `∂/∂s`, `∂/∂t`, value), the classification of every unit over the base's
+//! polygon, and the partial sums of later targets that wait for skip connections. A cell inside
+//! the polygon is the base plus sparse corrections: units whose lines do not cross the base's
+//! polygon and whose maps the corrections do not touch are decided for the cell without looking
+//! at them.
+//!
+//! The base of the next target over the same polygon ([`Base::next`]) applies every edge to the
+//! base's default post-activations, for all the cells that share it, batched over many bases: a
+//! GEMM for dense layers, an im2col product per row for convolutions.
 
+use super::acc::Acc;
+use super::classify::Seen;
 use super::maxgroup;
 use super::plan::{Nonlinearity, Plan, Source};
 use super::pwl;
@@ -48,7 +52,7 @@ impl Class {
     }
 }
 
-/// A dense snapshot of one target over a polygon.
+/// A snapshot of one target over a polygon.
 pub(crate) struct Base {
     /// The target whose pre-activations `z` holds (a stage, or `plan.stages.len()`).
     pub target: usize,
@@ -64,8 +68,8 @@ pub(crate) struct Base {
 }
 
 impl Base {
-    /// A base for `target` with pre-activations `z` and partial sums `partial`, classified over
-    /// `poly`.
+    /// A dense base for `target` with pre-activations `z` and partial sums `partial`,
+    /// classified over `poly`.
     pub(crate) fn new(
         plan: &Plan,
         target: usize,
@@ -94,26 +98,34 @@ impl Base {
         self.next.get()
     }
 
-    /// Computes [`Base::next`] for every base in `bases` (all of the same stage) that lacks it,
-    /// as one batched application of the stage's edges.
-    pub(crate) fn compute_next(plan: &Plan, bases: &[&Arc<Base>], scratch: &mut pwl::Scratch) {
-        let todo: Vec<&Arc<Base>> = bases.iter().copied().filter(|b| b.next.get().is_none()).collect();
-        let Some(first) = todo.first() else { return };
+    /// Computes [`Base::next`] for every base in `bases` (all of the same target) that lacks it,
+    /// in one batched application of the stage's edges.
+    pub(crate) fn compute_next(plan: &Plan, bases: &[&Arc<Base>], scratch: &mut Scratch) {
+        let dense: Vec<&Arc<Base>> = bases.iter().copied().filter(|b| b.next.get().is_none()).collect();
+        let Some(first) = dense.first() else { return };
         let s = first.target;
-        let mut rows = Vec::with_capacity(todo.len() * 3 * plan.stages[s].n_out);
-        for b in &todo {
+        let mut rows = Vec::with_capacity(dense.len() * 3 * plan.stages[s].n_out);
+        for b in &dense {
             debug_assert_eq!(b.target, s);
-            rows.extend_from_slice(b.class.as_ref().expect("a stage base is classified").t());
+            rows.extend_from_slice(b.class.as_ref().expect("a dense stage base is classified").t());
         }
-        let mut partials: Vec<Vec<(usize, Vec<f64>)>> = todo.iter().map(|b| b.partial.clone()).collect();
-        contribute(plan, Source::Stage(s), &rows, todo.len(), &mut partials);
-        for (b, mut partial) in todo.into_iter().zip(partials) {
+        let mut partials: Vec<Vec<(usize, Vec<f64>)>> = dense.iter().map(|b| b.partial.clone()).collect();
+        contribute(plan, Source::Stage(s), &rows, dense.len(), &mut partials);
+        for (b, mut partial) in dense.into_iter().zip(partials) {
             let z = take_target(plan, &mut partial, s + 1);
-            let next = Base::new(plan, s + 1, b.poly.clone(), z, partial, scratch);
+            let next = Base::new(plan, s + 1, b.poly.clone(), z, partial, &mut scratch.pwl);
             // Another thread may have computed the same base meanwhile: both are identical.
             let _ = b.next.set(Arc::new(next));
         }
     }
+}
+
+/// Work arrays of base computations.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub pwl: pwl::Scratch,
+    pub acc: Acc,
+    pub seen: Seen,
 }
 
 /// Adds the edges of `source` applied to `m` maps (`rows`: `3·m` rows of the source's output)

@@ -97,11 +97,36 @@ impl MaxLayer {
         let mut bits = vec![0u64; (g_count * self.bits).div_ceil(64)];
         let mut contests = Vec::new();
         let center = box_center(poly);
+        // Every unit's range over the polygon's bounding box, in one vectorised pass: a group
+        // whose best lower bound beats every other candidate's upper bound (by more than the
+        // tolerance of their difference) is decided without looking at the vertices.
+        let bb = poly.bbox();
+        let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
+        let (mut lo, mut hi) = (vec![0.0; n], vec![0.0; n]);
+        super::kernels::box_bounds(&z[..n], &z[n..2 * n], &z[2 * n..], center, half, &mut lo, &mut hi);
+        let margin = |u: usize| tolerance(z[u], z[n + u], noise[u]);
         let mut cands = Vec::new();
         for (g, group) in self.groups.iter().enumerate() {
-            cands.clear();
-            cands.extend(group.iter().enumerate().map(|(pos, &u)| (pos as u32, u, unit(z, n, u as usize))));
-            let (w, contest) = self.classify_group(g, &cands, poly, center, noise);
+            let mut best = 0;
+            for (k, &u) in group.iter().enumerate() {
+                if lo[u as usize] > lo[group[best] as usize] {
+                    best = k;
+                }
+            }
+            let b = group[best] as usize;
+            // A later candidate with the very same map (two dead units) loses every tie.
+            let same = |u: usize| z[u] == z[b] && z[n + u] == z[n + b] && z[2 * n + u] == z[2 * n + b];
+            let decided = group.iter().enumerate().all(|(k, &u)| {
+                let u = u as usize;
+                k == best || hi[u] + margin(u) + margin(b) < lo[b] || (k > best && same(u))
+            });
+            let (w, contest) = if decided {
+                (best as u32, None)
+            } else {
+                cands.clear();
+                cands.extend(group.iter().enumerate().map(|(pos, &u)| (pos as u32, u, unit(z, n, u as usize))));
+                self.classify_group(g, &cands, poly, center, noise)
+            };
             let zw = unit(z, n, group[w as usize] as usize);
             t[g] = zw[0];
             t[g_count + g] = zw[1];
@@ -127,10 +152,10 @@ impl MaxLayer {
         center: [f64; 2],
         noise: &[f64],
     ) -> (u32, Option<Contest>) {
-        let alive = undominated(poly, cands, noise);
-        if let [(pos, _)] = alive[..] {
-            return (pos, None);
-        }
+        let alive = match undominated(poly, cands, noise) {
+            Ok((pos, _)) => return (pos, None),
+            Err(alive) => alive,
+        };
         // Start from the candidate largest at the box centre (ties to the lower position).
         let value = |m: [f64; 3]| m[0] * center[0] + m[1] * center[1] + m[2];
         let default = alive
@@ -189,18 +214,83 @@ fn dominates(poly: &ConvexPolygon, (qi, q, nq): (u32, [f64; 3], f64), (pi, p, np
     !all_zero || qi < pi
 }
 
-/// The candidates `(position, unit)` not dominated by another on `poly`.
-fn undominated(poly: &ConvexPolygon, cands: &[(u32, u32, [f64; 3])], noise: &[f64]) -> Vec<(u32, u32)> {
+/// The candidates `(position, unit)` not dominated by another on `poly`: `Ok` with the one
+/// winner (the usual case, found without allocating), or `Err` with several.
+fn undominated(
+    poly: &ConvexPolygon,
+    cands: &[(u32, u32, [f64; 3])],
+    noise: &[f64],
+) -> Result<(u32, u32), Vec<(u32, u32)>> {
     let with_noise = |&(pos, u, m): &(u32, u32, [f64; 3])| (pos, m, noise[u as usize]);
-    let out: Vec<(u32, u32)> = cands
+    // First by ranges over the vertices: a candidate whose largest value is below the largest
+    // smallest value, by more than any tolerance of their difference, is dominated by that
+    // candidate (its difference is positive beyond the tolerance at every vertex). Usually
+    // this leaves one candidate, and the pairwise test runs only on the rest.
+    let mut ranges = [(0.0, 0.0, 0.0); 16];
+    let mut buf = Vec::new();
+    let ranges: &mut [(f64, f64, f64)] = if cands.len() <= ranges.len() {
+        &mut ranges[..cands.len()]
+    } else {
+        buf.resize(cands.len(), (0.0, 0.0, 0.0));
+        &mut buf
+    };
+    let (mut best, mut best_lo) = (0, f64::NEG_INFINITY);
+    // Ranges over the bounding box first (four products a candidate); the vertices only when the
+    // box leaves the group undecided.
+    let bb = poly.bbox();
+    let (center, half) =
+        ([0.5 * (bb[0] + bb[1]), 0.5 * (bb[2] + bb[3])], [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])]);
+    for (k, &(_, u, m)) in cands.iter().enumerate() {
+        let mid = m[0] * center[0] + m[1] * center[1] + m[2];
+        let rad = m[0].abs() * half[0] + m[1].abs() * half[1];
+        let margin = tolerance(m[0], m[1], noise[u as usize]);
+        ranges[k] = (mid - rad, mid + rad, margin);
+        if mid - rad > best_lo {
+            (best, best_lo) = (k, mid - rad);
+        }
+    }
+    let boxed = |k: usize| {
+        k == best || ranges[k].1 + ranges[k].2 + ranges[best].2 < best_lo || (k > best && cands[k].2 == cands[best].2)
+    };
+    if (0..cands.len()).all(boxed) {
+        let (pos, u, _) = cands[best];
+        return Ok((pos, u));
+    }
+    (best, best_lo) = (0, f64::NEG_INFINITY);
+    for (k, &(_, u, m)) in cands.iter().enumerate() {
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for p in &poly.pts {
+            let v = m[0] * p[0] + m[1] * p[1] + m[2];
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        // Half of a bound on the tolerance of this candidate's difference with any other.
+        let margin = tolerance(m[0], m[1], noise[u as usize]);
+        ranges[k] = (lo, hi, margin);
+        if lo > best_lo {
+            (best, best_lo) = (k, lo);
+        }
+    }
+    // A later candidate with the very same map (two dead units) loses every tie.
+    let beaten = |k: usize| {
+        k != best && (ranges[k].1 + ranges[k].2 + ranges[best].2 < best_lo || (k > best && cands[k].2 == cands[best].2))
+    };
+    if (0..cands.len()).all(|k| k == best || beaten(k)) {
+        let (pos, u, _) = cands[best];
+        return Ok((pos, u));
+    }
+    let rest: Vec<usize> = (0..cands.len()).filter(|&k| !beaten(k)).collect();
+    let out: Vec<(u32, u32)> = rest
         .iter()
-        .filter(|p| !cands.iter().any(|q| q.0 != p.0 && dominates(poly, with_noise(q), with_noise(p))))
+        .map(|&k| &cands[k])
+        .filter(|p| !rest.iter().any(|&k| cands[k].0 != p.0 && dominates(poly, with_noise(&cands[k]), with_noise(p))))
         .map(|&(pos, u, _)| (pos, u))
         .collect();
-    if out.is_empty() {
+    match out[..] {
         // Only reachable through tolerance decisions among three or more nearly equal
         // candidates that dominate each other in a cycle: let the tournament decide among all.
-        return cands.iter().map(|&(pos, u, _)| (pos, u)).collect();
+        [] => Err(cands.iter().map(|&(pos, u, _)| (pos, u)).collect()),
+        [one] => Ok(one),
+        _ => Err(out),
     }
-    out
 }

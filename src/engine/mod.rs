@@ -21,8 +21,10 @@
 //! of the region count unless regions are kept. Large split trees and batches fork with
 //! `rayon::join`; every fork owns its sink, so the result is identical for any thread count.
 
+mod acc;
 pub(crate) mod affine;
 pub(crate) mod base;
+mod classify;
 mod kernels;
 pub mod layer_map;
 mod maxgroup;
@@ -115,7 +117,19 @@ pub(crate) fn run(net: &Network, plane: &Plane, opts: &Options) -> Result<(Plan,
     rows.extend_from_slice(&plane.origin);
     let out = pool.install(|| traverse::run(&ctx, &rows));
     if std::env::var_os("TESSERA_DEBUG").is_some() {
-        eprintln!("engine: {} cells classified sparsely, {} rebased", out.sparse_cells, out.rebased_cells);
+        for (s, d) in out.debug.iter().enumerate() {
+            let cells = (d[0] + d[1]).max(1) as f64;
+            eprintln!(
+                "stage {s} ({} units): {} sparse, {} rebased; per cell: {:.1} corrections, {:.1} touched, {:.1} candidates, {:.1} splitters",
+                plan.stages[s].n_in,
+                d[0],
+                d[1],
+                d[5] as f64 / cells,
+                d[2] as f64 / cells,
+                d[3] as f64 / cells,
+                d[4] as f64 / cells
+            );
+        }
     }
     ctx.result()?;
     Ok((plan, out))

@@ -57,6 +57,8 @@ pub(crate) struct Stage {
     pub op: String,
     /// Pre-activation units.
     pub n_in: usize,
+    /// Their layout: `(channels, pixels)` (a flat vector is one pixel).
+    pub layout: (usize, usize),
     /// Output units (`n_in` for elementwise layers, the number of groups for max layers).
     pub n_out: usize,
     pub nonlin: Nonlinearity,
@@ -87,6 +89,8 @@ pub(crate) struct Plan {
     pub n_out: usize,
     /// Bias of the network output.
     pub out_bias: Vec<f64>,
+    /// Layout of the network output (see [`Stage::layout`]).
+    pub out_layout: (usize, usize),
     /// Per output, a bound over the domain of the sum of the magnitudes of every term behind it.
     pub output_magnitude: Vec<f64>,
     pub pattern_bits: usize,
@@ -96,6 +100,11 @@ impl Plan {
     /// Units of target `t` (a stage, or the output).
     pub(crate) fn target_len(&self, t: usize) -> usize {
         self.stages.get(t).map_or(self.n_out, |s| s.n_in)
+    }
+
+    /// Layout of target `t`: `(channels, pixels)`.
+    pub(crate) fn target_layout(&self, t: usize) -> (usize, usize) {
+        self.stages.get(t).map_or(self.out_layout, |s| s.layout)
     }
 
     /// Bias of target `t`.
@@ -130,6 +139,7 @@ impl Plan {
         }
         let n_out = x.n;
         let out_bias = x.bias.clone();
+        let out_layout = layout_of(net.output_shape());
         let out_target = b.stages.len();
         b.connect(x, out_target);
         // Edges were collected with their sources; attach them.
@@ -140,8 +150,15 @@ impl Plan {
                 Source::Stage(s) => b.stages[s].edges.push(edge),
             }
         }
-        let mut plan =
-            Plan { stages: b.stages, input_edges, n_out, out_bias, output_magnitude: Vec::new(), pattern_bits: b.bits };
+        let mut plan = Plan {
+            stages: b.stages,
+            input_edges,
+            n_out,
+            out_bias,
+            out_layout,
+            output_magnitude: Vec::new(),
+            pattern_bits: b.bits,
+        };
         plan.bound_magnitudes(plane);
         plan
     }
@@ -221,7 +238,9 @@ impl Builder {
                         let n = a.n;
                         let both = concat(a, b);
                         let groups = (0..n as u32).map(|i| vec![i, n as u32 + i]).collect();
-                        self.stage(both, layer, Nonlinearity::Max(MaxLayer::new(groups)))
+                        // Both branches side by side: twice the channels of the output.
+                        let (c, p) = layout_of(layer.output);
+                        self.stage(both, layer, Nonlinearity::Max(MaxLayer::new(groups)), (2 * c, p))
                     }
                 }
             }
@@ -248,7 +267,7 @@ impl Builder {
                     Some((forms, slots)) => Nonlinearity::Pwl(PwlLayer::new(&forms, slots)),
                     None => Nonlinearity::Max(MaxLayer::new(layer.max_groups())),
                 };
-                self.stage(x, layer, nonlin)
+                self.stage(x, layer, nonlin, layout_of(layer.input))
             }
         }
     }
@@ -283,7 +302,7 @@ impl Builder {
     }
 
     /// A new stage with pre-activations `x`.
-    fn stage(&mut self, x: Expr, layer: &Layer, nonlin: Nonlinearity) -> Expr {
+    fn stage(&mut self, x: Expr, layer: &Layer, nonlin: Nonlinearity, layout: (usize, usize)) -> Expr {
         let index = self.stages.len();
         let n_in = x.n;
         let (n_out, bits) = match &nonlin {
@@ -298,6 +317,7 @@ impl Builder {
             layer: self.layer,
             op: layer.op.clone(),
             n_in,
+            layout,
             n_out,
             nonlin,
             bias,
@@ -318,6 +338,11 @@ impl Builder {
             self.pending.push((t.source, Edge { target, offset: t.offset, map }));
         }
     }
+}
+
+/// `(channels, pixels)` of a shape.
+fn layout_of(shape: crate::network::Shape) -> (usize, usize) {
+    (shape.channels(), shape.per_channel())
 }
 
 /// `a + b` (same length).

@@ -16,10 +16,12 @@
 //! Large split trees and large batches fork with `rayon::join`; the forks depend only on the
 //! data, and every fork owns its sinks, so the result is identical for any thread count.
 
+use super::acc::{live_after, scatter, Chunk};
 use super::base::{Base, Class};
+use super::classify::candidates as candidates_of;
 use super::maxgroup::Contest;
 use super::plan::{Nonlinearity, Plan, Source, Stage};
-use super::{kernels, pwl, EngineError, Options};
+use super::{EngineError, Options};
 use crate::geometry::polygon::{ConvexPolygon, Split};
 use crate::pattern::Pattern;
 use std::cell::RefCell;
@@ -36,19 +38,16 @@ const MIN_FORK_SPLITTERS: usize = 12;
 const MIN_FORK_BATCH: usize = 64;
 /// A cell is rebased when its candidate units exceed this fraction of the stage.
 const REBASE_FRACTION: f64 = 0.25;
-
-/// Corrections of one source stage: `(output unit, Δt)`.
-pub(crate) struct Chunk {
-    source: usize,
-    corrs: Vec<(u32, [f64; 3])>,
-}
-
 /// A cell entering a stage.
 pub(crate) struct Cell {
     poly: ConvexPolygon,
     base: Arc<Base>,
     chunks: Vec<Arc<Chunk>>,
     pattern: Pattern,
+    /// The cell's pre-activations, when its parent's split tree made them (fully connected
+    /// layers, see [`dense_next`]); `base` is then already of the cell's stage and holds only the
+    /// partial sums of later targets.
+    dense: Option<Vec<f64>>,
 }
 
 /// A region as the engine emits it, in frame coordinates.
@@ -74,9 +73,9 @@ pub(crate) struct RawOutput {
     pub corners: Vec<Vec<[f64; 2]>>,
     /// Pieces dropped for having no positive area (the tolerance rule guarantees none).
     pub dropped: u64,
-    /// Cells classified sparsely against a shared base, and cells rebased (for tuning).
-    pub sparse_cells: u64,
-    pub rebased_cells: u64,
+    /// Per stage, for tuning (`TESSERA_DEBUG`): cells classified sparsely against a shared
+    /// base, cells rebased, corrections scattered, candidate units, splitters.
+    pub debug: Vec<[u64; 6]>,
 }
 
 impl RawOutput {
@@ -89,8 +88,9 @@ impl RawOutput {
         self.area_sum += other.area_sum;
         self.corners.extend(other.corners);
         self.dropped += other.dropped;
-        self.sparse_cells += other.sparse_cells;
-        self.rebased_cells += other.rebased_cells;
+        for (a, b) in self.debug.iter_mut().zip(&other.debug) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
     }
 }
 
@@ -113,7 +113,8 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     pub(crate) fn empty(&self) -> RawOutput {
-        RawOutput { per_stage: vec![0; self.plan.stages.len()], ..Default::default() }
+        let n = self.plan.stages.len();
+        RawOutput { per_stage: vec![0; n], debug: vec![[0; 6]; n], ..Default::default() }
     }
 
     fn aborted(&self) -> bool {
@@ -145,123 +146,14 @@ impl Ctx<'_> {
 /// Per-thread work arrays.
 #[derive(Default)]
 struct Scratch {
-    pwl: pwl::Scratch,
-    acc: Acc,
-    /// Epoch marks for deduplicating candidates.
-    seen: Vec<u32>,
-    epoch: u32,
-}
-
-impl Scratch {
-    fn next_epoch(&mut self, n: usize) -> u32 {
-        if self.seen.len() < n {
-            self.seen.resize(n, 0);
-        }
-        self.epoch = self.epoch.wrapping_add(1);
-        if self.epoch == 0 {
-            self.seen.iter_mut().for_each(|s| *s = 0);
-            self.epoch = 1;
-        }
-        self.epoch
-    }
+    base: super::base::Scratch,
+    /// Candidates and corrections of the last classified cell (for tuning statistics).
+    candidates: usize,
+    corrections: usize,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// A sparse (or, once a dense column arrives, dense) accumulator of corrections to a target's
-/// pre-activations, `3 × n` in structure-of-arrays form.
-#[derive(Default)]
-struct Acc {
-    n: usize,
-    v: Vec<f64>,
-    mark: Vec<bool>,
-    touched: Vec<u32>,
-    dense: bool,
-}
-
-impl Acc {
-    fn reset(&mut self, n: usize) {
-        if self.dense || self.v.len() < 3 * n {
-            self.v.clear();
-            self.v.resize(3 * n.max(self.n), 0.0);
-            self.mark.clear();
-            self.mark.resize(n.max(self.n), false);
-        } else {
-            let m = self.n;
-            for &i in &self.touched {
-                let i = i as usize;
-                self.v[i] = 0.0;
-                self.v[m + i] = 0.0;
-                self.v[2 * m + i] = 0.0;
-                self.mark[i] = false;
-            }
-        }
-        self.touched.clear();
-        self.dense = false;
-        self.n = n;
-        if self.v.len() != 3 * n {
-            self.v.resize(3 * n, 0.0);
-        }
-    }
-
-    #[inline]
-    fn add(&mut self, i: usize, c: [f64; 3], w: f64) {
-        if !self.mark[i] {
-            self.mark[i] = true;
-            self.touched.push(i as u32);
-        }
-        let n = self.n;
-        self.v[i] += c[0] * w;
-        self.v[n + i] += c[1] * w;
-        self.v[2 * n + i] += c[2] * w;
-    }
-
-    /// Adds `c ⊗ col` to the block starting at `offset`; the accumulator becomes dense.
-    fn add_dense(&mut self, offset: usize, col: &[f64], c: [f64; 3]) {
-        self.dense = true;
-        let n = self.n;
-        let (r0, rest) = self.v.split_at_mut(n);
-        let (r1, r2) = rest.split_at_mut(n);
-        let len = col.len();
-        kernels::axpy3(
-            &mut r0[offset..offset + len],
-            &mut r1[offset..offset + len],
-            &mut r2[offset..offset + len],
-            col,
-            c,
-        );
-    }
-
-    #[inline]
-    fn get(&self, i: usize) -> [f64; 3] {
-        [self.v[i], self.v[self.n + i], self.v[2 * self.n + i]]
-    }
-
-    /// Number of touched units (every unit once dense).
-    fn count(&self) -> usize {
-        if self.dense {
-            self.n
-        } else {
-            self.touched.len()
-        }
-    }
-}
-
-/// Pushes every correction of `chunks` through the edges into `target`, into `acc`.
-fn scatter(plan: &Plan, chunks: &[Arc<Chunk>], target: usize, acc: &mut Acc) {
-    acc.reset(plan.target_len(target));
-    for chunk in chunks {
-        for edge in plan.edges(Source::Stage(chunk.source)).iter().filter(|e| e.target == target) {
-            for &(j, c) in &chunk.corrs {
-                match edge.map.dense_column(j as usize) {
-                    Some(col) => acc.add_dense(edge.offset, col, c),
-                    None => edge.map.column(j as usize, |i, w| acc.add(edge.offset + i, c, w)),
-                }
-            }
-        }
-    }
 }
 
 /// A unit (or group) whose breakpoint crosses a cell.
@@ -286,12 +178,29 @@ fn classify(ctx: &Ctx<'_>, s: usize, mut cell: Cell, scratch: &mut Scratch) -> (
     let plan = ctx.plan;
     let stage = &plan.stages[s];
     let class = cell.base.class.as_ref().expect("stage bases are classified");
-    scatter(plan, &cell.chunks, s, &mut scratch.acc);
-    let candidates = class.undecided() + scratch.acc.count();
-    let rebase = scratch.acc.dense || candidates as f64 > REBASE_FRACTION * stage.n_in as f64;
+    let sc = &mut scratch.base;
+    if let Some(z) = cell.dense.take() {
+        // Pre-activations made in the parent's split tree (a fully connected layer): the cell
+        // becomes a base of its own.
+        scratch.candidates = stage.n_in;
+        let base = Base::new(plan, s, cell.poly.clone(), z, cell.base.partial.clone(), &mut sc.pwl);
+        cell.base = Arc::new(base);
+        if ctx.full {
+            let words = cell.base.class.as_ref().expect("classified").bits();
+            let first = stage.bit_offset / 64;
+            cell.pattern.0[first..first + words.len()].copy_from_slice(words);
+        }
+        let splitters = base_splitters(stage, &cell.base);
+        return (Ready { cell, splitters, common: None }, true);
+    }
+    scatter(plan, &cell.chunks, s, &mut sc.acc);
+    let candidates = class.undecided() + sc.acc.count();
+    scratch.candidates = candidates;
+    scratch.corrections = cell.chunks.iter().map(|c| c.corrs.len()).sum();
+    let rebase = candidates as f64 > REBASE_FRACTION * stage.n_in as f64;
     let own = is_own_base(&cell);
     if rebase && !own {
-        cell = rebase_cell(plan, cell, scratch);
+        cell = rebase_cell(plan, cell, sc);
     }
     let class = cell.base.class.as_ref().expect("stage bases are classified");
     if ctx.full {
@@ -302,10 +211,36 @@ fn classify(ctx: &Ctx<'_>, s: usize, mut cell: Cell, scratch: &mut Scratch) -> (
     if rebase || own {
         // The cell is its base: every undecided unit crosses it, nothing differs.
         let splitters = base_splitters(stage, &cell.base);
-        (Ready { cell, splitters, common: None }, true)
-    } else {
-        (classify_sparse(ctx, s, cell, scratch), false)
+        return (Ready { cell, splitters, common: None }, true);
     }
+    let found = candidates_of(stage, &cell.base, &sc.acc, &cell.poly, &mut sc.seen);
+    if ctx.full {
+        let width = match &stage.nonlin {
+            Nonlinearity::Pwl(l) => l.n_slots(),
+            Nonlinearity::Max(l) => l.bits(),
+        };
+        for v in &found.verdicts {
+            cell.pattern.set_bits(stage.bit_offset + v.index as usize * width, width, v.bits);
+        }
+    }
+    let n = stage.n_in;
+    let z = &cell.base.z;
+    let acc = &sc.acc;
+    let z_of = |u: usize| {
+        let d = acc.get(u);
+        [z[u] + d[0], z[n + u] + d[1], z[2 * n + u] + d[2]]
+    };
+    let mut splitters: Vec<Splitter> = found
+        .crossing
+        .iter()
+        .map(|&(x, z)| Splitter::Hinge { unit: x.unit, slot: x.slot, above: x.above, z })
+        .collect();
+    if let Nonlinearity::Max(layer) = &stage.nonlin {
+        splitters
+            .extend(found.contests.iter().map(|k| max_splitter(layer.group(k.group as usize), k, &stage.noise, z_of)));
+    }
+    let common = (!found.changes.is_empty()).then(|| Arc::new(Chunk { source: s, corrs: found.changes }));
+    (Ready { cell, splitters, common }, false)
 }
 
 /// Whether the cell is exactly its base (the root, or a cell just rebased).
@@ -313,15 +248,16 @@ fn is_own_base(cell: &Cell) -> bool {
     cell.chunks.is_empty() && cell.base.poly.pts == cell.poly.pts
 }
 
-/// The cell becomes a base of its own: its pre-activations and pending partial sums made dense.
-fn rebase_cell(plan: &Plan, cell: Cell, scratch: &mut Scratch) -> Cell {
+/// The cell becomes a dense base of its own: its pre-activations and pending partial sums made
+/// dense, and every unit classified (the vectorised path, for cells where most units differ).
+fn rebase_cell(plan: &Plan, cell: Cell, scratch: &mut super::base::Scratch) -> Cell {
     let s = cell.base.target;
     let mut z = cell.base.z.clone();
-    add_acc(&mut z, &scratch.acc);
+    scratch.acc.add_to(&mut z);
     let mut partial = cell.base.partial.clone();
     for (target, sum) in partial.iter_mut() {
         scatter(plan, &cell.chunks, *target, &mut scratch.acc);
-        add_acc(sum, &scratch.acc);
+        scratch.acc.add_to(sum);
     }
     // Corrections feeding targets without a partial sum yet (a skip whose other branch has not
     // started) create theirs.
@@ -330,28 +266,23 @@ fn rebase_cell(plan: &Plan, cell: Cell, scratch: &mut Scratch) -> Cell {
             if edge.target > s && partial.binary_search_by_key(&edge.target, |p| p.0).is_err() {
                 super::base::partial_of(plan, &mut partial, edge.target);
                 scatter(plan, &cell.chunks, edge.target, &mut scratch.acc);
-                let sum = super::base::partial_of(plan, &mut partial, edge.target);
-                add_acc(sum, &scratch.acc);
+                scratch.acc.add_to(super::base::partial_of(plan, &mut partial, edge.target));
             }
         }
     }
     let base = Base::new(plan, s, cell.poly.clone(), z, partial, &mut scratch.pwl);
-    Cell { poly: cell.poly, base: Arc::new(base), chunks: Vec::new(), pattern: cell.pattern }
+    Cell { poly: cell.poly, base: Arc::new(base), chunks: Vec::new(), pattern: cell.pattern, dense: None }
 }
 
-/// `z += acc` (both `3 × n`).
-fn add_acc(z: &mut [f64], acc: &Acc) {
-    let n = acc.n;
-    if acc.dense {
-        z.iter_mut().zip(&acc.v[..3 * n]).for_each(|(a, b)| *a += b);
-    } else {
-        for &i in &acc.touched {
-            let i = i as usize;
-            z[i] += acc.v[i];
-            z[n + i] += acc.v[n + i];
-            z[2 * n + i] += acc.v[2 * n + i];
-        }
-    }
+/// Whether the pieces leaving stage `s` get their next pre-activations in the split tree, copied
+/// at every split and updated by one column per flip, as in a plain MLP engine: when every edge of
+/// the stage is dense and feeds the next target only. Every flip then changes every next unit,
+/// and sharing the updates along the tree beats applying each piece's flips on its own.
+fn dense_next(ctx: &Ctx<'_>, s: usize) -> bool {
+    let edges = &ctx.plan.stages[s].edges;
+    (s + 1 < ctx.plan.stages.len() || ctx.full)
+        && !edges.is_empty()
+        && edges.iter().all(|e| e.target == s + 1 && e.map.is_dense())
 }
 
 /// Splitters of a cell that is its own base: every undecided unit of the base.
@@ -378,117 +309,14 @@ fn max_splitter(group: &[u32], k: &Contest, noise: &[f64], unit: impl Fn(usize) 
     Splitter::Max { group: k.group, alive, default }
 }
 
-/// Classifies a cell against its base: only the units that can differ are looked at.
-fn classify_sparse(ctx: &Ctx<'_>, s: usize, mut cell: Cell, scratch: &mut Scratch) -> Ready {
-    let plan = ctx.plan;
-    let stage = &plan.stages[s];
-    let base = Arc::clone(&cell.base);
-    let class = base.class.as_ref().expect("stage bases are classified");
-    let n = stage.n_in;
-    let zb = &base.z;
-    let epoch = scratch.next_epoch(stage.n_in.max(stage.n_out));
-    let acc = &scratch.acc;
-    let z_of = |u: usize| {
-        let d = if acc.dense || acc.mark.get(u).copied().unwrap_or(false) { acc.get(u) } else { [0.0; 3] };
-        [zb[u] + d[0], zb[n + u] + d[1], zb[2 * n + u] + d[2]]
-    };
-    let center = super::maxgroup::box_center(&cell.poly);
-    let t_base = class.t();
-    let m = stage.n_out;
-    let mut common = Vec::new();
-    let mut splitters = Vec::new();
-    let full = ctx.full;
-    let bit_offset = stage.bit_offset;
-    let seen = &mut scratch.seen;
-    match (&stage.nonlin, class) {
-        (Nonlinearity::Pwl(layer), Class::Pwl(c)) => {
-            let slots = layer.n_slots();
-            let mut crossing = Vec::new();
-            let mut visit = |u: usize, pattern: &mut Pattern| {
-                if seen[u] == epoch {
-                    return;
-                }
-                seen[u] = epoch;
-                let z = z_of(u);
-                let before = crossing.len();
-                let t = layer.classify_one(u, z, stage.noise[u], (&cell.poly, center), &mut crossing, |j, above| {
-                    if full {
-                        let bit = bit_offset + u * slots + j;
-                        if above {
-                            pattern.set_bit(bit);
-                        } else {
-                            pattern.clear_bit(bit);
-                        }
-                    }
-                });
-                for x in &crossing[before..] {
-                    splitters.push(Splitter::Hinge { unit: x.unit, slot: x.slot, above: x.above, z });
-                }
-                let d = [t[0] - t_base[u], t[1] - t_base[m + u], t[2] - t_base[2 * m + u]];
-                if d != [0.0; 3] {
-                    common.push((u as u32, d));
-                }
-            };
-            for x in &c.crossing {
-                visit(x.unit as usize, &mut cell.pattern);
-            }
-            if acc.dense {
-                (0..n).for_each(|u| visit(u, &mut cell.pattern));
-            } else {
-                for &u in &acc.touched {
-                    visit(u as usize, &mut cell.pattern);
-                }
-            }
-        }
-        (Nonlinearity::Max(layer), Class::Max(c)) => {
-            let bits = layer.bits();
-            let mut cands = Vec::new();
-            let mut visit = |g: usize, pattern: &mut Pattern| {
-                if seen[g] == epoch {
-                    return;
-                }
-                seen[g] = epoch;
-                let group = layer.group(g);
-                cands.clear();
-                cands.extend(group.iter().enumerate().map(|(pos, &u)| (pos as u32, u, z_of(u as usize))));
-                let (w, contest) = layer.classify_group(g, &cands, &cell.poly, center, &stage.noise);
-                if let Some(k) = contest {
-                    splitters.push(max_splitter(group, &k, &stage.noise, z_of));
-                }
-                if full {
-                    pattern.set_bits(bit_offset + g * bits, bits, w as u64);
-                }
-                let t = cands[w as usize].2;
-                let d = [t[0] - t_base[g], t[1] - t_base[m + g], t[2] - t_base[2 * m + g]];
-                if d != [0.0; 3] {
-                    common.push((g as u32, d));
-                }
-            };
-            for k in &c.contests {
-                visit(k.group as usize, &mut cell.pattern);
-            }
-            if acc.dense {
-                (0..m).for_each(|g| visit(g, &mut cell.pattern));
-            } else {
-                for &u in &acc.touched {
-                    for &g in layer.groups_of(u as usize) {
-                        visit(g as usize, &mut cell.pattern);
-                    }
-                }
-            }
-        }
-        _ => unreachable!("a base's classification matches its stage"),
-    }
-    let common = (!common.is_empty()).then(|| Arc::new(Chunk { source: s, corrs: common }));
-    Ready { cell, splitters, common }
-}
-
 /// A piece of a cell on its way through the cell's splitters.
 struct Branch {
     poly: ConvexPolygon,
     pattern: Pattern,
-    /// Corrections of this stage relative to the cell's defaults.
+    /// Corrections of this stage relative to the defaults of `base` (or of the cell's base).
     flips: Vec<(u32, [f64; 3])>,
+    /// The piece's next pre-activations, on the dense path (see [`dense_next`]).
+    z: Option<Vec<f64>>,
 }
 
 /// Collects the cells leaving one stage and runs the next stage on full batches.
@@ -520,14 +348,15 @@ impl Sink {
         let last = self.stage + 1 == ctx.plan.stages.len();
         if !last || ctx.full {
             // The cells' bases move to the next target: computed once per base, batched.
+            // (Cells from the dense path already have theirs.)
             let mut bases: Vec<&Arc<Base>> = Vec::with_capacity(cells.len());
-            for c in &cells {
+            for c in cells.iter().filter(|c| c.dense.is_none()) {
                 if bases.last().is_none_or(|b| !Arc::ptr_eq(b, &c.base)) {
                     bases.push(&c.base);
                 }
             }
-            SCRATCH.with(|s| Base::compute_next(ctx.plan, &bases, &mut s.borrow_mut().pwl));
-            for c in &mut cells {
+            SCRATCH.with(|s| Base::compute_next(ctx.plan, &bases, &mut s.borrow_mut().base));
+            for c in cells.iter_mut().filter(|c| c.dense.is_none()) {
                 let next = Arc::clone(c.base.next().expect("just computed"));
                 c.base = next;
             }
@@ -586,11 +415,14 @@ pub(crate) fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
         push_chunked(&mut out.corners, &cell.poly.pts);
     }
     if ctx.opts.keep_regions {
-        let mut map = cell.base.z.clone();
-        SCRATCH.with(|s| {
-            let acc = &mut s.borrow_mut().acc;
-            scatter(ctx.plan, &cell.chunks, ctx.plan.stages.len(), acc);
-            add_acc(&mut map, acc);
+        let map = cell.dense.unwrap_or_else(|| {
+            let mut map = cell.base.z.clone();
+            SCRATCH.with(|s| {
+                let acc = &mut s.borrow_mut().base.acc;
+                scatter(ctx.plan, &cell.chunks, ctx.plan.stages.len(), acc);
+                acc.add_to(&mut map);
+            });
+            map
         });
         let bytes = (cell.poly.pts.len() * 16 + map.len() * 8 + cell.pattern.0.len() * 8 + 96) as u64;
         let kept = ctx.kept_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
@@ -617,15 +449,27 @@ pub(crate) fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut
             .into_iter()
             .map(|c| {
                 let (r, rebased) = classify(ctx, s, c, sc);
-                if rebased {
-                    out.rebased_cells += 1;
-                } else {
-                    out.sparse_cells += 1;
-                }
+                let d = &mut out.debug[s];
+                d[usize::from(rebased)] += 1;
+                d[2] += sc.base.acc.count() as u64;
+                d[3] += sc.candidates as u64;
+                d[4] += r.splitters.len() as u64;
+                d[5] += sc.corrections as u64;
                 r
             })
             .collect()
     });
+    if dense_next(ctx, s) {
+        // The pieces' next pre-activations are made in the split trees: the cells' next bases
+        // first, in one batched product.
+        let mut bases: Vec<&Arc<Base>> = Vec::with_capacity(ready.len());
+        for r in &ready {
+            if bases.last().is_none_or(|b| !Arc::ptr_eq(b, &r.cell.base)) {
+                bases.push(&r.cell.base);
+            }
+        }
+        SCRATCH.with(|sc| Base::compute_next(ctx.plan, &bases, &mut sc.borrow_mut().base));
+    }
     let mut sink = Sink::new(ctx, s);
     split_cells(ctx, s, ready, &mut sink);
     out.merge(sink.finish(ctx));
@@ -648,15 +492,31 @@ fn split_cells(ctx: &Ctx<'_>, s: usize, mut ready: Vec<Ready>, sink: &mut Sink) 
         sink.out.merge(right);
         return;
     }
+    let plan = ctx.plan;
+    let dense = dense_next(ctx, s);
     for r in ready {
         let Ready { cell, splitters, common } = r;
-        let Cell { poly, base, chunks, pattern } = cell;
+        let Cell { poly, base, chunks, pattern, .. } = cell;
         // Corrections that still feed a later stage, then this stage's own.
-        let mut live: Vec<Arc<Chunk>> =
-            chunks.into_iter().filter(|c| ctx.plan.stages[c.source].last_target() > s).collect();
+        let mut live = live_after(plan, &chunks, s);
         live.extend(common);
-        let leaf = Leaf { base: &base, live: &live };
-        let branch = Branch { poly, pattern, flips: Vec::new() };
+        let mut branch = Branch { poly, pattern, flips: Vec::new(), z: None };
+        let next = match base.next() {
+            Some(next) if dense && live.iter().all(|c| plan.stages[c.source].last_target() <= s + 1) => {
+                // The dense path: the next pre-activations, with every correction folded in.
+                let mut z = next.z.clone();
+                SCRATCH.with(|sc| {
+                    let acc = &mut sc.borrow_mut().base.acc;
+                    scatter(plan, &live, s + 1, acc);
+                    acc.add_to(&mut z);
+                });
+                branch.z = Some(z);
+                live.clear();
+                Some(Arc::clone(next))
+            }
+            _ => None,
+        };
+        let leaf = Leaf { base: &base, live: &live, next, edges: &plan.stages[s].edges };
         split_rec(ctx, s, &leaf, branch, &splitters, sink, 0);
     }
 }
@@ -665,15 +525,37 @@ fn split_cells(ctx: &Ctx<'_>, s: usize, mut ready: Vec<Ready>, sink: &mut Sink) 
 struct Leaf<'a> {
     base: &'a Arc<Base>,
     live: &'a [Arc<Chunk>],
+    /// On the dense path, the next base (holding the partial sums of later targets).
+    next: Option<Arc<Base>>,
+    /// The stage's edges (for flips on the dense path).
+    edges: &'a [super::plan::Edge],
 }
 
 impl Leaf<'_> {
     fn cell(&self, s: usize, b: Branch) -> Cell {
+        if let Some(z) = b.z {
+            let base = Arc::clone(self.next.as_ref().expect("the dense path has the next base"));
+            return Cell { poly: b.poly, base, chunks: Vec::new(), pattern: b.pattern, dense: Some(z) };
+        }
         let mut chunks = self.live.to_vec();
         if !b.flips.is_empty() {
             chunks.push(Arc::new(Chunk { source: s, corrs: b.flips }));
         }
-        Cell { poly: b.poly, base: Arc::clone(self.base), chunks, pattern: b.pattern }
+        Cell { poly: b.poly, base: Arc::clone(self.base), chunks, pattern: b.pattern, dense: None }
+    }
+
+    /// Records that the piece `b` adds `coef` to output `unit` of the stage: a flip, or on the
+    /// dense path one column of every edge added to its next pre-activations.
+    #[inline]
+    fn record(&self, b: &mut Branch, unit: u32, coef: [f64; 3]) {
+        match &mut b.z {
+            Some(z) => {
+                for e in self.edges {
+                    e.map.add_dense_column(unit as usize, coef, z, e.offset);
+                }
+            }
+            None => b.flips.push((unit, coef)),
+        }
     }
 }
 
@@ -705,12 +587,12 @@ fn split_rec(
                 // Moves a branch from the assumed side of the hinge to the other one.
                 let flip = |br: &mut Branch| {
                     if *above {
-                        br.flips.push((*unit, coef.map(|c| -c)));
+                        leaf.record(br, *unit, coef.map(|c| -c));
                         if full {
                             br.pattern.clear_bit(bit);
                         }
                     } else {
-                        br.flips.push((*unit, coef));
+                        leaf.record(br, *unit, coef);
                         if full {
                             br.pattern.set_bit(bit);
                         }
@@ -721,7 +603,8 @@ fn split_rec(
                     Split::Above if !*above => flip(&mut b),
                     Split::Below | Split::OnLine | Split::Above => {}
                     Split::Both(neg, pos) => {
-                        let mut other = Branch { poly: pos, pattern: b.pattern.clone(), flips: b.flips.clone() };
+                        let mut other =
+                            Branch { poly: pos, pattern: b.pattern.clone(), flips: b.flips.clone(), z: b.z.clone() };
                         b.poly = neg;
                         // `b` is now below and `other` above: flip whichever is off its default.
                         if *above {
@@ -744,11 +627,12 @@ fn split_rec(
                 let branches: Vec<Branch> = cells
                     .into_iter()
                     .map(|(pos, poly)| {
-                        let mut nb = Branch { poly, pattern: b.pattern.clone(), flips: b.flips.clone() };
+                        let mut nb =
+                            Branch { poly, pattern: b.pattern.clone(), flips: b.flips.clone(), z: b.z.clone() };
                         if pos != default.0 {
                             let zw = alive.iter().find(|a| a.0 == pos).expect("winner is alive").1;
                             let d = default.1;
-                            nb.flips.push((*group, [zw[0] - d[0], zw[1] - d[1], zw[2] - d[2]]));
+                            leaf.record(&mut nb, *group, [zw[0] - d[0], zw[1] - d[1], zw[2] - d[2]]);
                             if full {
                                 nb.pattern.set_bits(offset, bits, pos as u64);
                             }
@@ -813,8 +697,8 @@ pub(crate) fn run(ctx: &Ctx<'_>, plane_rows: &[f64]) -> RawOutput {
     let square = ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0);
     let pattern = if ctx.full { Pattern::zeros(plan.pattern_bits) } else { Pattern::default() };
     let mut out = ctx.empty();
-    let root = SCRATCH.with(|s| Base::root(plan, plane_rows, square.clone(), &mut s.borrow_mut().pwl));
-    let cell = Cell { poly: square, base: Arc::new(root), chunks: Vec::new(), pattern };
+    let root = SCRATCH.with(|s| Base::root(plan, plane_rows, square.clone(), &mut s.borrow_mut().base.pwl));
+    let cell = Cell { poly: square, base: Arc::new(root), chunks: Vec::new(), pattern, dense: None };
     if plan.stages.is_empty() {
         // An affine network: one region, whose base is already the output's.
         emit(ctx, cell, &mut out);

@@ -1,0 +1,165 @@
+//! Corrections, and their accumulator on one target's pre-activations.
+//!
+//! A correction says how one unit's post-activation differs from a base's default (`Δt`); the
+//! corrections of one source stage travel together in a [`Chunk`], shared by every piece that
+//! inherits them. [`scatter`] pushes them through the edges into a target.
+//!
+//! Corrections arrive as columns of edges: a convolution's column is a stencil of `C_out` values
+//! at each of `k·k` pixels. The accumulator is therefore laid out pixel by pixel (all channels of
+//! a pixel contiguous, three coefficients each) with one mark per pixel, so that a stencil is a
+//! few contiguous runs and the bookkeeping is one mark per pixel, not per unit. A flat target is
+//! one pixel of `n` channels. Units are addressed in the network's channel-major order
+//! (`u = channel · pixels + pixel`).
+
+use super::plan::{Plan, Source};
+use std::sync::Arc;
+
+/// Corrections of one source stage: `(output unit, Δt)`.
+pub(crate) struct Chunk {
+    pub source: usize,
+    pub corrs: Vec<(u32, [f64; 3])>,
+}
+
+/// Pushes every correction of `chunks` through the edges into `target`, into `acc`.
+pub(crate) fn scatter(plan: &Plan, chunks: &[Arc<Chunk>], target: usize, acc: &mut Acc) {
+    let (channels, pixels) = plan.target_layout(target);
+    acc.reset(channels, pixels);
+    for chunk in chunks {
+        for edge in plan.edges(Source::Stage(chunk.source)).iter().filter(|e| e.target == target) {
+            for &(j, c) in &chunk.corrs {
+                edge.map.scatter(j as usize, c, acc, edge.offset);
+            }
+        }
+    }
+}
+
+/// The chunks that still feed a target after stage `s`.
+pub(crate) fn live_after(plan: &Plan, chunks: &[Arc<Chunk>], s: usize) -> Vec<Arc<Chunk>> {
+    chunks.iter().filter(|c| plan.stages[c.source].last_target() > s).cloned().collect()
+}
+
+/// A sparse accumulator of `3`-vectors over a target's units.
+#[derive(Default)]
+pub(crate) struct Acc {
+    channels: usize,
+    pixels: usize,
+    v: Vec<[f64; 3]>,
+    mark: Vec<bool>,
+    touched: Vec<u32>,
+}
+
+impl Acc {
+    /// Clears the accumulator for a target of `channels × pixels` units.
+    pub(crate) fn reset(&mut self, channels: usize, pixels: usize) {
+        if channels == self.channels && pixels == self.pixels {
+            for &p in &self.touched {
+                let p = p as usize;
+                self.v[p * channels..(p + 1) * channels].iter_mut().for_each(|x| *x = [0.0; 3]);
+                self.mark[p] = false;
+            }
+        } else {
+            self.v.clear();
+            self.v.resize(channels * pixels, [0.0; 3]);
+            self.mark.clear();
+            self.mark.resize(pixels, false);
+            self.channels = channels;
+            self.pixels = pixels;
+        }
+        self.touched.clear();
+    }
+
+    pub(crate) fn pixels(&self) -> usize {
+        self.pixels
+    }
+
+    /// The channels of pixel `p`, marking it touched.
+    #[inline]
+    pub(crate) fn block(&mut self, p: usize) -> &mut [[f64; 3]] {
+        if !self.mark[p] {
+            self.mark[p] = true;
+            self.touched.push(p as u32);
+        }
+        let c = self.channels;
+        &mut self.v[p * c..(p + 1) * c]
+    }
+
+    /// Adds `coef · w` to unit `u`.
+    #[inline]
+    pub(crate) fn add(&mut self, u: usize, coef: [f64; 3], w: f64) {
+        let (c, p) = (u / self.pixels, u % self.pixels);
+        let x = &mut self.block(p)[c];
+        x[0] += coef[0] * w;
+        x[1] += coef[1] * w;
+        x[2] += coef[2] * w;
+    }
+
+    /// The accumulated value of unit `u` (zero when untouched).
+    #[inline]
+    pub(crate) fn get(&self, u: usize) -> [f64; 3] {
+        let (c, p) = (u / self.pixels, u % self.pixels);
+        if self.mark[p] {
+            self.v[p * self.channels + c]
+        } else {
+            [0.0; 3]
+        }
+    }
+
+    /// Number of units in touched pixels.
+    pub(crate) fn count(&self) -> usize {
+        self.touched.len() * self.channels
+    }
+
+    /// Calls `f(u)` for every unit of every touched pixel whose accumulated value is not zero
+    /// (a unit whose corrections cancel exactly is unchanged).
+    pub(crate) fn for_each_unit(&self, mut f: impl FnMut(usize)) {
+        for &p in &self.touched {
+            let p = p as usize;
+            for (c, x) in self.v[p * self.channels..(p + 1) * self.channels].iter().enumerate() {
+                if *x != [0.0; 3] {
+                    f(c * self.pixels + p);
+                }
+            }
+        }
+    }
+
+    /// `z += acc` for a map `z` in structure-of-arrays form (`3 × n`, channel-major units).
+    pub(crate) fn add_to(&self, z: &mut [f64]) {
+        let n = self.channels * self.pixels;
+        debug_assert_eq!(z.len(), 3 * n);
+        for &p in &self.touched {
+            let p = p as usize;
+            for c in 0..self.channels {
+                let u = c * self.pixels + p;
+                let x = self.v[p * self.channels + c];
+                z[u] += x[0];
+                z[n + u] += x[1];
+                z[2 * n + u] += x[2];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accumulates_by_pixel_and_resets() {
+        let mut a = Acc::default();
+        a.reset(2, 3);
+        a.add(4, [1.0, 2.0, 3.0], 2.0); // channel 1, pixel 1
+        a.add(1, [1.0, 0.0, 0.0], 1.0); // channel 0, pixel 1
+        assert_eq!(a.get(4), [2.0, 4.0, 6.0]);
+        assert_eq!(a.get(1), [1.0, 0.0, 0.0]);
+        assert_eq!(a.get(0), [0.0; 3]);
+        assert_eq!(a.count(), 2);
+        let mut units = Vec::new();
+        a.for_each_unit(|u| units.push(u));
+        assert_eq!(units, vec![1, 4]);
+        let mut z = vec![0.0; 18];
+        a.add_to(&mut z);
+        assert_eq!((z[4], z[6 + 4], z[12 + 4], z[1]), (2.0, 4.0, 6.0, 1.0));
+        a.reset(2, 3);
+        assert_eq!((a.get(4), a.count()), ([0.0; 3], 0));
+    }
+}
