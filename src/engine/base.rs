@@ -8,12 +8,18 @@
 //! polygon and whose maps the corrections do not touch are decided for the cell without looking
 //! at them.
 //!
-//! The base of the next target over the same polygon ([`Base::next`]) applies every edge to the
-//! base's default post-activations, for all the cells that share it, batched over many bases: a
-//! GEMM for dense layers, an im2col product per row for convolutions.
+//! The base of the next target over the same polygon ([`Base::next`]) comes in one of two ways.
+//! A *dense* base (the root, or a cell rebased because most of its stage differs) applies every
+//! edge to its default post-activations: one batched product for many bases (a GEMM for dense
+//! layers, an im2col product per row for convolutions). A *derived* base is its parent (a base of
+//! the same target over a larger polygon) plus corrections ([`Origin`]); its next base is derived
+//! from the parent's next base the same way: a copy patched by the corrections pushed through the
+//! edges, with the parent's classification patched where the corrections or the smaller polygon
+//! change it. A *virtual* base is only that origin: it stands for the pieces of a large split tree
+//! inside its polygon, so that they share one next base instead of each carrying many flips.
 
-use super::acc::Acc;
-use super::classify::Seen;
+use super::acc::{live_after, scatter, Acc, Chunk};
+use super::classify::{candidates, Seen};
 use super::maxgroup;
 use super::plan::{Nonlinearity, Plan, Source};
 use super::pwl;
@@ -52,18 +58,27 @@ impl Class {
     }
 }
 
+/// How a derived base differs from its parent: corrections relative to the parent's defaults
+/// (of the parent's stage, and of earlier stages still feeding later targets).
+pub(crate) struct Origin {
+    pub parent: Arc<Base>,
+    pub chunks: Vec<Arc<Chunk>>,
+}
+
 /// A snapshot of one target over a polygon.
 pub(crate) struct Base {
     /// The target whose pre-activations `z` holds (a stage, or `plan.stages.len()`).
     pub target: usize,
     /// Where the classification holds.
     pub poly: ConvexPolygon,
-    /// Complete pre-activation map of the target, `3 × n`.
+    /// Complete pre-activation map of the target, `3 × n` (empty for a virtual base).
     pub z: Vec<f64>,
     /// Partial sums (biases included) of later targets, by target.
     pub partial: Vec<(usize, Vec<f64>)>,
-    /// The classification over `poly` (`None` for the network output).
+    /// The classification over `poly` (`None` for the network output and virtual bases).
     pub class: Option<Class>,
+    /// For a derived or virtual base: its parent and the corrections.
+    pub origin: Option<Origin>,
     next: OnceLock<Arc<Base>>,
 }
 
@@ -82,7 +97,7 @@ impl Base {
             Nonlinearity::Pwl(l) => Class::Pwl(l.classify_all(&poly, &z, &stage.noise, scratch)),
             Nonlinearity::Max(l) => Class::Max(l.classify_all(&poly, &z, &stage.noise)),
         });
-        Base { target, poly, z, partial, class, next: OnceLock::new() }
+        Base { target, poly, z, partial, class, origin: None, next: OnceLock::new() }
     }
 
     /// The base of the whole domain: the plane's three vectors through the input edges.
@@ -93,15 +108,49 @@ impl Base {
         Base::new(plan, 0, poly, z, partial, scratch)
     }
 
+    /// A virtual base for the pieces inside `poly` of a split tree whose post-activations differ
+    /// from `parent`'s defaults by `chunks`: their next base is derived once for all of them.
+    pub(crate) fn virtual_base(parent: &Arc<Base>, poly: ConvexPolygon, chunks: Vec<Arc<Chunk>>) -> Self {
+        Base {
+            target: parent.target,
+            poly,
+            z: Vec::new(),
+            partial: Vec::new(),
+            class: None,
+            origin: Some(Origin { parent: Arc::clone(parent), chunks }),
+            next: OnceLock::new(),
+        }
+    }
+
     /// The base of the next target over the same polygon, if computed.
     pub(crate) fn next(&self) -> Option<&Arc<Base>> {
         self.next.get()
     }
 
-    /// Computes [`Base::next`] for every base in `bases` (all of the same target) that lacks it,
-    /// in one batched application of the stage's edges.
+    /// Computes [`Base::next`] for every base in `bases` (all of the same target) that lacks it:
+    /// dense bases in one batched application of the stage's edges, derived and virtual ones from
+    /// their parents' next bases.
     pub(crate) fn compute_next(plan: &Plan, bases: &[&Arc<Base>], scratch: &mut Scratch) {
-        let dense: Vec<&Arc<Base>> = bases.iter().copied().filter(|b| b.next.get().is_none()).collect();
+        let todo: Vec<&Arc<Base>> = bases.iter().copied().filter(|b| b.next.get().is_none()).collect();
+        let (derived, dense): (Vec<&Arc<Base>>, Vec<&Arc<Base>>) = todo.into_iter().partition(|b| b.origin.is_some());
+        if !derived.is_empty() {
+            // Parents first (and theirs, recursively, when they lack them).
+            let mut parents: Vec<&Arc<Base>> = Vec::new();
+            for b in &derived {
+                let p = &b.origin.as_ref().expect("derived").parent;
+                if p.next.get().is_none() && !parents.iter().any(|q| Arc::ptr_eq(q, p)) {
+                    parents.push(p);
+                }
+            }
+            Base::compute_next(plan, &parents, scratch);
+            for b in derived {
+                let origin = b.origin.as_ref().expect("derived");
+                let parent_next = origin.parent.next.get().expect("just computed");
+                let chunks = live_after(plan, &origin.chunks, b.target);
+                let next = derive(plan, parent_next, b.poly.clone(), chunks, scratch);
+                let _ = b.next.set(Arc::new(next));
+            }
+        }
         let Some(first) = dense.first() else { return };
         let s = first.target;
         let mut rows = Vec::with_capacity(dense.len() * 3 * plan.stages[s].n_out);
@@ -126,6 +175,99 @@ pub(crate) struct Scratch {
     pub pwl: pwl::Scratch,
     pub acc: Acc,
     pub seen: Seen,
+}
+
+/// The base of `parent`'s target over `poly` (inside `parent.poly`) whose pre-activations are
+/// `parent`'s plus `chunks` pushed through the edges: a patched copy of `parent`.
+pub(crate) fn derive(
+    plan: &Plan,
+    parent: &Arc<Base>,
+    poly: ConvexPolygon,
+    chunks: Vec<Arc<Chunk>>,
+    scratch: &mut Scratch,
+) -> Base {
+    let s = parent.target;
+    let partial = patched_partials(plan, &parent.partial, &chunks, s, &mut scratch.acc);
+    scatter(plan, &chunks, s, &mut scratch.acc);
+    let mut z = parent.z.clone();
+    scratch.acc.add_to(&mut z);
+    let Some(stage) = plan.stages.get(s) else {
+        // The network output: nothing to classify.
+        return Base { target: s, poly, z, partial, class: None, origin: None, next: OnceLock::new() };
+    };
+    let found = candidates(stage, parent, &scratch.acc, &poly, &mut scratch.seen);
+    let class = match (parent.class.as_ref().expect("a stage base is classified"), &stage.nonlin) {
+        (Class::Pwl(c), Nonlinearity::Pwl(layer)) => {
+            let (mut t, mut bits) = (c.t.clone(), c.bits.clone());
+            patch(&mut t, &mut bits, &found.verdicts, layer.n_slots());
+            let crossing = found.crossing.iter().map(|(x, _)| *x).collect();
+            Class::Pwl(pwl::Classified { t, crossing, bits })
+        }
+        (Class::Max(c), Nonlinearity::Max(layer)) => {
+            let (mut t, mut bits) = (c.t.clone(), c.bits.clone());
+            patch(&mut t, &mut bits, &found.verdicts, layer.bits());
+            Class::Max(maxgroup::Classified { t, contests: found.contests, bits })
+        }
+        _ => unreachable!("a base's classification matches its stage"),
+    };
+    // Relative to the parent, this base's own defaults differ where the candidates changed.
+    let mut origin = live_after(plan, &chunks, s);
+    if !found.changes.is_empty() {
+        origin.push(Arc::new(Chunk { source: s, corrs: found.changes }));
+    }
+    Base {
+        target: s,
+        poly,
+        z,
+        partial,
+        class: Some(class),
+        origin: Some(Origin { parent: Arc::clone(parent), chunks: origin }),
+        next: OnceLock::new(),
+    }
+}
+
+/// The partial sums of later targets than `s`: `partial` plus `chunks` pushed through the edges
+/// into them (creating the sums of targets that had none yet).
+pub(crate) fn patched_partials(
+    plan: &Plan,
+    partial: &[(usize, Vec<f64>)],
+    chunks: &[Arc<Chunk>],
+    s: usize,
+    acc: &mut Acc,
+) -> Vec<(usize, Vec<f64>)> {
+    let mut out = partial.to_vec();
+    let mut targets: Vec<usize> = out.iter().map(|p| p.0).collect();
+    for chunk in chunks {
+        targets.extend(plan.edges(Source::Stage(chunk.source)).iter().map(|e| e.target).filter(|&t| t > s));
+    }
+    targets.sort_unstable();
+    targets.dedup();
+    for t in targets {
+        scatter(plan, chunks, t, acc);
+        acc.add_to(partial_of(plan, &mut out, t));
+    }
+    out
+}
+
+/// Writes the verdicts' post-activations and pattern bits (`width` bits each) into copies of a
+/// parent's classification.
+fn patch(t: &mut [f64], bits: &mut [u64], verdicts: &[super::classify::Verdict], width: usize) {
+    let m = t.len() / 3;
+    for v in verdicts {
+        let i = v.index as usize;
+        t[i] = v.t[0];
+        t[m + i] = v.t[1];
+        t[2 * m + i] = v.t[2];
+        for k in 0..width {
+            let bit = i * width + k;
+            let (w, mask) = (bit / 64, 1u64 << (bit % 64));
+            if v.bits >> k & 1 == 1 {
+                bits[w] |= mask;
+            } else {
+                bits[w] &= !mask;
+            }
+        }
+    }
 }
 
 /// Adds the edges of `source` applied to `m` maps (`rows`: `3·m` rows of the source's output)

@@ -18,6 +18,8 @@ use crate::geometry::polygon::ConvexPolygon;
 pub(crate) struct Verdict {
     /// The unit or group.
     pub index: u32,
+    /// Its post-activation map on the polygon (crossing hinges and contests at their defaults).
+    pub t: [f64; 3],
     /// Its pattern bits: one per hinge slot (set when above), or the winner's position.
     pub bits: u64,
 }
@@ -76,7 +78,7 @@ pub(crate) fn candidates(stage: &Stage, base: &Base, acc: &Acc, poly: &ConvexPol
         if d != [0.0; 3] {
             out.changes.push((index as u32, d));
         }
-        out.verdicts.push(Verdict { index: index as u32, bits });
+        out.verdicts.push(Verdict { index: index as u32, t, bits });
     };
     match (&stage.nonlin, class) {
         (Nonlinearity::Pwl(layer), Class::Pwl(c)) => {

@@ -20,7 +20,7 @@ use super::acc::{live_after, scatter, Chunk};
 use super::base::{Base, Class};
 use super::classify::candidates as candidates_of;
 use super::maxgroup::Contest;
-use super::plan::{Nonlinearity, Plan, Source, Stage};
+use super::plan::{Nonlinearity, Plan, Stage};
 use super::{EngineError, Options};
 use crate::geometry::polygon::{ConvexPolygon, Split};
 use crate::pattern::Pattern;
@@ -38,6 +38,11 @@ const MIN_FORK_SPLITTERS: usize = 12;
 const MIN_FORK_BATCH: usize = 64;
 /// A cell is rebased when its candidate units exceed this fraction of the stage.
 const REBASE_FRACTION: f64 = 0.25;
+/// In the split tree of a cell that is its own base, a piece whose area fell by this factor
+/// since its base's, and which at least [`SUB_CROSSING`] of the remaining lines cross, gets a
+/// (virtual) base of its own: the many pieces below it then share one next base.
+const SUB_AREA: f64 = 4.0;
+const SUB_CROSSING: usize = 8;
 /// A cell entering a stage.
 pub(crate) struct Cell {
     poly: ConvexPolygon,
@@ -254,22 +259,7 @@ fn rebase_cell(plan: &Plan, cell: Cell, scratch: &mut super::base::Scratch) -> C
     let s = cell.base.target;
     let mut z = cell.base.z.clone();
     scratch.acc.add_to(&mut z);
-    let mut partial = cell.base.partial.clone();
-    for (target, sum) in partial.iter_mut() {
-        scatter(plan, &cell.chunks, *target, &mut scratch.acc);
-        scratch.acc.add_to(sum);
-    }
-    // Corrections feeding targets without a partial sum yet (a skip whose other branch has not
-    // started) create theirs.
-    for chunk in &cell.chunks {
-        for edge in plan.edges(Source::Stage(chunk.source)) {
-            if edge.target > s && partial.binary_search_by_key(&edge.target, |p| p.0).is_err() {
-                super::base::partial_of(plan, &mut partial, edge.target);
-                scatter(plan, &cell.chunks, edge.target, &mut scratch.acc);
-                scratch.acc.add_to(super::base::partial_of(plan, &mut partial, edge.target));
-            }
-        }
-    }
+    let partial = super::base::patched_partials(plan, &cell.base.partial, &cell.chunks, s, &mut scratch.acc);
     let base = Base::new(plan, s, cell.poly.clone(), z, partial, &mut scratch.pwl);
     Cell { poly: cell.poly, base: Arc::new(base), chunks: Vec::new(), pattern: cell.pattern, dense: None }
 }
@@ -317,6 +307,24 @@ struct Branch {
     flips: Vec<(u32, [f64; 3])>,
     /// The piece's next pre-activations, on the dense path (see [`dense_next`]).
     z: Option<Vec<f64>>,
+    /// A virtual base for this piece inside the split tree, and the area at which the last one
+    /// was considered.
+    base: Option<Arc<Base>>,
+    base_area: f64,
+}
+
+impl Branch {
+    /// A piece of this branch (same flips and bases so far).
+    fn piece(&self, poly: ConvexPolygon) -> Branch {
+        Branch {
+            poly,
+            pattern: self.pattern.clone(),
+            flips: self.flips.clone(),
+            z: self.z.clone(),
+            base: self.base.clone(),
+            base_area: self.base_area,
+        }
+    }
 }
 
 /// Collects the cells leaving one stage and runs the next stage on full batches.
@@ -500,7 +508,9 @@ fn split_cells(ctx: &Ctx<'_>, s: usize, mut ready: Vec<Ready>, sink: &mut Sink) 
         // Corrections that still feed a later stage, then this stage's own.
         let mut live = live_after(plan, &chunks, s);
         live.extend(common);
-        let mut branch = Branch { poly, pattern, flips: Vec::new(), z: None };
+        let own = live.is_empty();
+        let base_area = poly.area();
+        let mut branch = Branch { poly, pattern, flips: Vec::new(), z: None, base: None, base_area };
         let next = match base.next() {
             Some(next) if dense && live.iter().all(|c| plan.stages[c.source].last_target() <= s + 1) => {
                 // The dense path: the next pre-activations, with every correction folded in.
@@ -516,7 +526,7 @@ fn split_cells(ctx: &Ctx<'_>, s: usize, mut ready: Vec<Ready>, sink: &mut Sink) 
             }
             _ => None,
         };
-        let leaf = Leaf { base: &base, live: &live, next, edges: &plan.stages[s].edges };
+        let leaf = Leaf { base: &base, live: &live, own, next, edges: &plan.stages[s].edges };
         split_rec(ctx, s, &leaf, branch, &splitters, sink, 0);
     }
 }
@@ -525,6 +535,8 @@ fn split_cells(ctx: &Ctx<'_>, s: usize, mut ready: Vec<Ready>, sink: &mut Sink) 
 struct Leaf<'a> {
     base: &'a Arc<Base>,
     live: &'a [Arc<Chunk>],
+    /// Whether the cell is its base (no corrections): its pieces may get bases of their own.
+    own: bool,
     /// On the dense path, the next base (holding the partial sums of later targets).
     next: Option<Arc<Base>>,
     /// The stage's edges (for flips on the dense path).
@@ -541,7 +553,28 @@ impl Leaf<'_> {
         if !b.flips.is_empty() {
             chunks.push(Arc::new(Chunk { source: s, corrs: b.flips }));
         }
-        Cell { poly: b.poly, base: Arc::clone(self.base), chunks, pattern: b.pattern, dense: None }
+        let base = b.base.unwrap_or_else(|| Arc::clone(self.base));
+        Cell { poly: b.poly, base, chunks, pattern: b.pattern, dense: None }
+    }
+
+    /// Gives a piece of a large split tree a virtual base of its own (see [`SUB_AREA`]), into
+    /// which its flips so far are folded.
+    fn maybe_base(&self, s: usize, stage: &Stage, b: &mut Branch, rest: &[Splitter]) {
+        if !self.own || b.z.is_some() || rest.len() < SUB_CROSSING {
+            return;
+        }
+        let area = b.poly.area();
+        if area * SUB_AREA > b.base_area {
+            return;
+        }
+        b.base_area = area;
+        if crossing_count(stage, &b.poly, rest, SUB_CROSSING) < SUB_CROSSING {
+            return;
+        }
+        let parent = b.base.as_ref().unwrap_or(self.base);
+        let flips = std::mem::take(&mut b.flips);
+        let chunks = if flips.is_empty() { Vec::new() } else { vec![Arc::new(Chunk { source: s, corrs: flips })] };
+        b.base = Some(Arc::new(Base::virtual_base(parent, b.poly.clone(), chunks)));
     }
 
     /// Records that the piece `b` adds `coef` to output `unit` of the stage: a flip, or on the
@@ -557,6 +590,32 @@ impl Leaf<'_> {
             None => b.flips.push((unit, coef)),
         }
     }
+}
+
+/// How many of `splitters` cross `poly`, counting up to `enough`.
+fn crossing_count(stage: &Stage, poly: &ConvexPolygon, splitters: &[Splitter], enough: usize) -> usize {
+    let mut count = 0;
+    for sp in splitters {
+        let crosses = match (sp, &stage.nonlin) {
+            (Splitter::Hinge { unit, slot, z, .. }, Nonlinearity::Pwl(layer)) => {
+                let (bp, _) = layer.hinge(*unit as usize, *slot as usize);
+                let tol = super::kernels::hinge_tol(z[0], z[1], bp, stage.noise[*unit as usize]);
+                let (mut pos, mut neg) = (false, false);
+                for p in &poly.pts {
+                    let v = z[0] * p[0] + z[1] * p[1] + z[2] - bp;
+                    pos |= v > tol;
+                    neg |= v < -tol;
+                }
+                pos && neg
+            }
+            _ => true,
+        };
+        count += usize::from(crosses);
+        if count >= enough {
+            break;
+        }
+    }
+    count
 }
 
 /// Splits `b` by `splitters`, pushing the leaves.
@@ -603,8 +662,7 @@ fn split_rec(
                     Split::Above if !*above => flip(&mut b),
                     Split::Below | Split::OnLine | Split::Above => {}
                     Split::Both(neg, pos) => {
-                        let mut other =
-                            Branch { poly: pos, pattern: b.pattern.clone(), flips: b.flips.clone(), z: b.z.clone() };
+                        let mut other = b.piece(pos);
                         b.poly = neg;
                         // `b` is now below and `other` above: flip whichever is off its default.
                         if *above {
@@ -627,8 +685,7 @@ fn split_rec(
                 let branches: Vec<Branch> = cells
                     .into_iter()
                     .map(|(pos, poly)| {
-                        let mut nb =
-                            Branch { poly, pattern: b.pattern.clone(), flips: b.flips.clone(), z: b.z.clone() };
+                        let mut nb = b.piece(poly);
                         if pos != default.0 {
                             let zw = alive.iter().find(|a| a.0 == pos).expect("winner is alive").1;
                             let d = default.1;
@@ -664,6 +721,10 @@ fn fork_or_recurse(
     sink: &mut Sink,
     forks: u32,
 ) -> Option<Branch> {
+    let stage = &ctx.plan.stages[s];
+    for br in &mut branches {
+        leaf.maybe_base(s, stage, br, rest);
+    }
     if branches.len() >= 2 && forks < MAX_FORK_DEPTH && rest.len() >= MIN_FORK_SPLITTERS {
         let tail = branches.split_off(branches.len() / 2);
         let (_, right) = rayon::join(
