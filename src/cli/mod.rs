@@ -118,6 +118,7 @@ fn options(s: &SliceArgs, counter: &Arc<AtomicU64>, count_vertices: bool) -> Opt
         keep_regions: false,
         count_vertices,
         progress: Some(counter.clone()),
+        ..Options::default()
     }
 }
 

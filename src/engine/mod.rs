@@ -90,6 +90,10 @@ pub struct Options {
     pub time_limit: Option<std::time::Duration>,
     /// Stop with [`EngineError::MemoryLimit`] when kept regions would take more bytes.
     pub memory_limit: Option<u64>,
+    /// The straightforward path, for tests and comparisons: every cell becomes a dense base of
+    /// its own at every stage (no sparse corrections, no shared or virtual bases, no split-tree
+    /// maps). Much slower on convolutional networks; the same partition.
+    pub dense_reference: bool,
 }
 
 /// Partitions the square `[-1, 1]²` of `plane` (a normalised plane: see `Slice::normalized`).

@@ -202,7 +202,7 @@ fn classify(ctx: &Ctx<'_>, s: usize, mut cell: Cell, scratch: &mut Scratch) -> (
     let candidates = class.undecided() + sc.acc.count();
     scratch.candidates = candidates;
     scratch.corrections = cell.chunks.iter().map(|c| c.corrs.len()).sum();
-    let rebase = candidates as f64 > REBASE_FRACTION * stage.n_in as f64;
+    let rebase = ctx.opts.dense_reference || candidates as f64 > REBASE_FRACTION * stage.n_in as f64;
     let own = is_own_base(&cell);
     if rebase && !own {
         cell = rebase_cell(plan, cell, sc);
@@ -270,7 +270,8 @@ fn rebase_cell(plan: &Plan, cell: Cell, scratch: &mut super::base::Scratch) -> C
 /// and sharing the updates along the tree beats applying each piece's flips on its own.
 fn dense_next(ctx: &Ctx<'_>, s: usize) -> bool {
     let edges = &ctx.plan.stages[s].edges;
-    (s + 1 < ctx.plan.stages.len() || ctx.full)
+    !ctx.opts.dense_reference
+        && (s + 1 < ctx.plan.stages.len() || ctx.full)
         && !edges.is_empty()
         && edges.iter().all(|e| e.target == s + 1 && e.map.is_dense())
 }
@@ -526,7 +527,8 @@ fn split_cells(ctx: &Ctx<'_>, s: usize, mut ready: Vec<Ready>, sink: &mut Sink) 
             }
             _ => None,
         };
-        let leaf = Leaf { base: &base, live: &live, own, next, edges: &plan.stages[s].edges };
+        let edges = &plan.stages[s].edges;
+        let leaf = Leaf { base: &base, live: &live, own, dense_reference: ctx.opts.dense_reference, next, edges };
         split_rec(ctx, s, &leaf, branch, &splitters, sink, 0);
     }
 }
@@ -537,6 +539,8 @@ struct Leaf<'a> {
     live: &'a [Arc<Chunk>],
     /// Whether the cell is its base (no corrections): its pieces may get bases of their own.
     own: bool,
+    /// The reference path (no virtual bases).
+    dense_reference: bool,
     /// On the dense path, the next base (holding the partial sums of later targets).
     next: Option<Arc<Base>>,
     /// The stage's edges (for flips on the dense path).
@@ -560,7 +564,7 @@ impl Leaf<'_> {
     /// Gives a piece of a large split tree a virtual base of its own (see [`SUB_AREA`]), into
     /// which its flips so far are folded.
     fn maybe_base(&self, s: usize, stage: &Stage, b: &mut Branch, rest: &[Splitter]) {
-        if !self.own || b.z.is_some() || rest.len() < SUB_CROSSING {
+        if !self.own || b.z.is_some() || rest.len() < SUB_CROSSING || self.dense_reference {
             return;
         }
         let area = b.poly.area();
