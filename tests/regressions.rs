@@ -132,3 +132,74 @@ fn layers_inside_blocks_are_size_checked() {
     // A few levels are fine: the engine carries no copy of a branch's state.
     assert!(parse_value(&json!({"format": "tessera-model/1", "input_shape": [1 << 10], "layers": [nest(20)]})).is_ok());
 }
+
+fn regression_onnx(name: &str) -> Result<tessera::Network, String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/onnx/regressions").join(name);
+    tessera::network::onnx::load_path(&path).map(|l| l.network).map_err(|e| e.to_string())
+}
+
+/// Constant `Div` used to truncate every quotient, as if all constants were integers: a float
+/// scale `3.0 / 2.0` became 1. Integer division still truncates.
+#[test]
+fn constant_division_is_exact_for_floats_and_truncates_for_integers() {
+    let x = [1.0, -2.0, 0.5, 4.0];
+    for (file, scale) in [("div_float.onnx", 1.5), ("div_int.onnx", 3.0)] {
+        let net = regression_onnx(file).unwrap();
+        let y = net.forward(&x);
+        let want: Vec<f64> = x.iter().map(|v| v * scale).collect();
+        assert_eq!(y, want, "{file}");
+    }
+}
+
+/// A Gemm bias of the wrong length used to be accepted and read modulo its length.
+#[test]
+fn gemm_bias_of_the_wrong_length_is_refused() {
+    let e = regression_onnx("gemm_bias_length.onnx").unwrap_err();
+    assert!(e.contains("bad_gemm") && e.contains("2 values for 3 outputs"), "{e}");
+}
+
+/// `Shape`'s `start`/`end` attributes used to be ignored, so `Reshape(x, Concat(Shape(x, end=1),
+/// [-1]))` (a flatten) received the whole shape.
+#[test]
+fn shape_start_and_end_are_honoured() {
+    let net = regression_onnx("shape_end.onnx").unwrap();
+    let x: Vec<f64> = (0..8).map(|i| i as f64 - 3.0).collect();
+    // y = W·x with W[o][i] = (8·o + i − 12) / 10, as the generator wrote it (f32-rounded).
+    let want: Vec<f64> = (0..3)
+        .map(|o| {
+            (0..8)
+                .map(|i| ((8 * o + i) as f32 - 12.0) as f64 / 10.0)
+                .map(|w| (w as f32) as f64)
+                .zip(&x)
+                .map(|(w, v)| w * v)
+                .sum()
+        })
+        .collect();
+    let y = net.forward(&x);
+    for (a, b) in y.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-6, "{y:?} vs {want:?}");
+    }
+}
+
+/// The branches of a residual block used to be matched by element count: `[2, 2, 2]` plus `[8]`
+/// was accepted.
+#[test]
+fn residual_branches_must_have_the_same_shape() {
+    let e = load_err(
+        json!([{"op": "residual", "layers": [{"op": "relu"}, {"op": "flatten"}], "shortcut": []}]),
+        json!([2, 2, 2]),
+    );
+    assert!(e.contains("must match"), "{e}");
+}
+
+/// A 200-byte model with a 10^18-wide pooling window used to make `tessera info` run forever.
+#[test]
+fn absurd_pooling_windows_are_refused_at_once() {
+    for op in ["max_pool2d", "avg_pool2d"] {
+        let e = load_err(
+            json!([{"op": op, "kernel_size": 1_000_000_000_000_000_000u64, "padding": 500_000_000_000_000_000u64}]),
+            json!([1, 2, 2]),
+        );
+        assert!(e.contains("multiply-adds"), "{e}");
+    }
+}

@@ -353,6 +353,19 @@ pub(crate) fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<L
             ))
         }
     }
+    match layer.work() {
+        Some(w) if w <= super::MAX_LAYER_WORK => {}
+        _ => {
+            return Err(err(
+                None,
+                format!(
+                    "one application takes more than {} multiply-adds (kernel or window too large for tessera)",
+                    super::MAX_LAYER_WORK
+                ),
+            ))
+        }
+    }
+    // After the work bound: the groups are built only once they are known to be affordable.
     if matches!(layer.kind, LayerKind::MaxPool2d { .. }) && layer.max_groups().iter().any(Vec::is_empty) {
         return Err(err(Some("padding"), "some pooling window lies entirely in the padding".into()));
     }
@@ -585,7 +598,7 @@ fn parse_layer_fields(index: usize, value: &Value, input: Shape) -> Result<Layer
             if body.is_empty() {
                 return Err(cx.err(Some("layers"), "the main branch is empty"));
             }
-            if out.numel() != skip_out.numel() {
+            if out != skip_out {
                 return Err(cx.err(
                     None,
                     format!("the main branch gives {out} but the shortcut gives {skip_out}: they must match"),

@@ -83,6 +83,10 @@ impl fmt::Display for Shape {
 /// this limit), so this bounds the memory of one region's map at 384 MiB.
 pub const MAX_ELEMENTS: usize = 1 << 24;
 
+/// Largest number of multiply-adds one application of a layer may take (2^32): bounds the work
+/// of loading a model and of every batched product before any of it is done.
+pub const MAX_LAYER_WORK: u64 = 1 << 32;
+
 /// Largest number of entries alive at once across the tensors a model keeps for later (the
 /// inputs of enclosing two-branch blocks, waiting for their merge): 2^26.
 pub const MAX_LIVE_ELEMENTS: usize = 1 << 26;
@@ -377,6 +381,27 @@ impl Layer {
             LayerKind::Activation(Activation::PRelu { slopes }) => slopes.len(),
             LayerKind::Residual { body, shortcut, .. } => body.iter().chain(shortcut).map(Layer::parameter_count).sum(),
             _ => 0,
+        }
+    }
+
+    /// An upper bound on the multiply-adds of one application of the layer (kernel or window
+    /// taps times outputs), or `None` when it overflows: validation bounds the work with it.
+    pub fn work(&self) -> Option<u64> {
+        let out = self.output.numel() as u64;
+        match &self.kind {
+            LayerKind::Linear { .. } => out.checked_mul(self.input.numel() as u64),
+            LayerKind::Conv2d { window, groups, .. } => {
+                let icg = (self.input.channels() / (*groups).max(1)) as u64;
+                out.checked_mul(icg)?.checked_mul(window.kernel[0] as u64)?.checked_mul(window.kernel[1] as u64)
+            }
+            LayerKind::AvgPool2d { window } | LayerKind::MaxPool2d { window } => {
+                out.checked_mul(window.kernel[0] as u64)?.checked_mul(window.kernel[1] as u64)
+            }
+            LayerKind::Maxout { pool } => out.checked_mul(*pool as u64),
+            LayerKind::Residual { body, shortcut, .. } => {
+                body.iter().chain(shortcut).try_fold(out, |acc, l| acc.checked_add(l.work()?))
+            }
+            _ => Some(out.max(self.input.numel() as u64)),
         }
     }
 

@@ -98,11 +98,13 @@ pub fn load_path(path: &Path) -> Result<Lowered, OnnxError> {
     parse_bytes(&bytes, &name, path.parent())
 }
 
-/// A constant tensor (integers are exact in f64 up to 2^53).
+/// A constant tensor (integers are exact in f64 up to 2^53), and whether its element type is an
+/// integer one (integer division truncates; float division does not).
 #[derive(Clone, Debug)]
 struct Tensor {
     dims: Vec<usize>,
     data: Vec<f64>,
+    int: bool,
 }
 
 fn tensor(t: &pb::TensorProto, dir: Option<&Path>) -> Result<Tensor, String> {
@@ -157,7 +159,18 @@ fn tensor(t: &pb::TensorProto, dir: Option<&Path>) -> Result<Tensor, String> {
     if let Some(i) = data.iter().position(|x| !x.is_finite()) {
         return Err(format!("value {i} is not finite"));
     }
-    Ok(Tensor { dims, data })
+    let int = matches!(t.data_type, pb::dtype::INT64 | pb::dtype::INT32);
+    Ok(Tensor { dims, data, int })
+}
+
+/// `dims[start..end]` with ONNX's `Shape` semantics (negative indices count from the end,
+/// out-of-range indices are clamped).
+fn shape_slice(node: &pb::NodeProto, dims: &[f64]) -> Vec<f64> {
+    let r = dims.len() as i64;
+    let clamp = |i: i64| (if i < 0 { i + r } else { i }).clamp(0, r) as usize;
+    let start = clamp(attr(node, "start").map_or(0, |a| a.i));
+    let end = clamp(attr(node, "end").map_or(r, |a| a.i));
+    dims[start..end.max(start)].to_vec()
 }
 
 fn attr<'a>(n: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
@@ -315,7 +328,8 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
             };
             let mut dims = vec![1.0];
             dims.extend(shape.dims().iter().map(|&d| d as f64));
-            let value = Tensor { dims: vec![dims.len()], data: dims };
+            let dims = shape_slice(node, &dims);
+            let value = Tensor { dims: vec![dims.len()], data: dims, int: true };
             for o in &node.output {
                 st.consts.insert(o.clone(), value.clone());
             }
@@ -478,16 +492,22 @@ fn fold(st: &mut Lowering<'_>, node: &pb::NodeProto) -> Result<(), String> {
                 .and_then(|a| a.t.as_ref())
                 .map(|t| tensor(t, st.dir))
                 .transpose()?
-                .or_else(|| attr(node, "value_float").map(|a| Tensor { dims: vec![], data: vec![a.f as f64] }))
-                .or_else(|| attr(node, "value_int").map(|a| Tensor { dims: vec![], data: vec![a.i as f64] }))
                 .or_else(|| {
-                    attr(node, "value_ints")
-                        .map(|a| Tensor { dims: vec![a.ints.len()], data: a.ints.iter().map(|&x| x as f64).collect() })
+                    attr(node, "value_float").map(|a| Tensor { dims: vec![], data: vec![a.f as f64], int: false })
+                })
+                .or_else(|| attr(node, "value_int").map(|a| Tensor { dims: vec![], data: vec![a.i as f64], int: true }))
+                .or_else(|| {
+                    attr(node, "value_ints").map(|a| Tensor {
+                        dims: vec![a.ints.len()],
+                        data: a.ints.iter().map(|&x| x as f64).collect(),
+                        int: true,
+                    })
                 })
                 .or_else(|| {
                     attr(node, "value_floats").map(|a| Tensor {
                         dims: vec![a.floats.len()],
                         data: a.floats.iter().map(|&x| x as f64).collect(),
+                        int: false,
                     })
                 });
             a.ok_or("Constant without a supported value attribute")?
@@ -495,9 +515,21 @@ fn fold(st: &mut Lowering<'_>, node: &pb::NodeProto) -> Result<(), String> {
         "Shape" => {
             // Only reached for constant inputs; the data path's shape is handled in `lower`.
             let a = get(0)?;
-            Tensor { dims: vec![a.dims.len()], data: a.dims.iter().map(|&d| d as f64).collect() }
+            let dims = shape_slice(node, &a.dims.iter().map(|&d| d as f64).collect::<Vec<_>>());
+            Tensor { dims: vec![dims.len()], data: dims, int: true }
         }
-        "Identity" | "Cast" => get(0)?,
+        "Identity" => get(0)?,
+        "Cast" => {
+            // ONNX element types: 1 float, 10 float16, 11 double, 16 bfloat16; the rest integers
+            // or booleans (whose values f64 holds exactly).
+            let to = attr(node, "to").map_or(1, |a| a.i);
+            let int = !matches!(to, 1 | 10 | 11 | 16);
+            let mut t = get(0)?;
+            if int {
+                t.data.iter_mut().for_each(|x| *x = x.trunc());
+            }
+            Tensor { int, ..t }
+        }
         "Unsqueeze" | "Squeeze" | "Reshape" => {
             let a = get(0)?;
             // Shapes of small shape vectors: keep the data, recompute the layout.
@@ -516,14 +548,16 @@ fn fold(st: &mut Lowering<'_>, node: &pb::NodeProto) -> Result<(), String> {
             } else {
                 vec![a.data.len()]
             };
-            Tensor { dims, data: a.data }
+            Tensor { dims, data: a.data, int: a.int }
         }
         "Concat" => {
-            let mut data = Vec::new();
+            let (mut data, mut int) = (Vec::new(), true);
             for i in 0..node.input.len() {
-                data.extend(get(i)?.data);
+                let t = get(i)?;
+                int &= t.int;
+                data.extend(t.data);
             }
-            Tensor { dims: vec![data.len()], data }
+            Tensor { dims: vec![data.len()], data, int }
         }
         "Gather" => {
             let (a, idx) = (get(0)?, get(1)?);
@@ -537,21 +571,32 @@ fn fold(st: &mut Lowering<'_>, node: &pb::NodeProto) -> Result<(), String> {
                     a.data.get(k as usize).copied().ok_or_else(|| format!("index {i} out of range"))
                 })
                 .collect::<Result<Vec<f64>, String>>()?;
-            Tensor { dims: scalar_dims(&idx), data }
+            Tensor { dims: scalar_dims(&idx), data, int: a.int }
         }
         "Add" | "Sub" | "Mul" | "Div" => {
             let (a, b) = (get(0)?, get(1)?);
             let n = a.data.len().max(b.data.len());
-            let at = |t: &Tensor, i: usize| if t.data.len() == 1 { t.data[0] } else { t.data[i % t.data.len()] };
+            if a.data.len() != b.data.len() && a.data.len() != 1 && b.data.len() != 1 {
+                return Err(format!(
+                    "constant operands of {} and {} values do not broadcast",
+                    a.data.len(),
+                    b.data.len()
+                ));
+            }
+            let at = |t: &Tensor, i: usize| if t.data.len() == 1 { t.data[0] } else { t.data[i] };
+            let int = a.int && b.int;
             let data = (0..n)
                 .map(|i| match node.op_type.as_str() {
-                    "Add" => at(&a, i) + at(&b, i),
-                    "Sub" => at(&a, i) - at(&b, i),
-                    "Mul" => at(&a, i) * at(&b, i),
-                    _ => (at(&a, i) / at(&b, i)).trunc(),
+                    "Add" => Ok(at(&a, i) + at(&b, i)),
+                    "Sub" => Ok(at(&a, i) - at(&b, i)),
+                    "Mul" => Ok(at(&a, i) * at(&b, i)),
+                    // Integer division truncates toward zero; float division is exact division.
+                    _ if int && at(&b, i) == 0.0 => Err("integer division by zero".to_string()),
+                    _ if int => Ok((at(&a, i) / at(&b, i)).trunc()),
+                    _ => Ok(at(&a, i) / at(&b, i)),
                 })
-                .collect();
-            Tensor { dims: if a.data.len() >= b.data.len() { a.dims } else { b.dims }, data }
+                .collect::<Result<Vec<f64>, String>>()?;
+            Tensor { dims: if a.data.len() >= b.data.len() { a.dims } else { b.dims }, data, int }
         }
         other => return Err(format!("constant folding of {other} is not supported")),
     };
@@ -637,9 +682,12 @@ fn lower(st: &mut Lowering<'_>, node: &pb::NodeProto, last: bool) -> Result<(), 
             let bias: Vec<f64> = match node.input.get(2).filter(|s| !s.is_empty()) {
                 Some(_) => {
                     let t = konst(2)?;
-                    (0..out)
-                        .map(|o| beta * if t.data.len() == 1 { t.data[0] } else { t.data[o % t.data.len()] })
-                        .collect()
+                    // C broadcasts to the output row: one value, or one per output.
+                    match t.data.len() {
+                        1 => vec![beta * t.data[0]; out],
+                        n if n == out => t.data.iter().map(|v| beta * v).collect(),
+                        n => return Err(format!("the bias C has {n} values for {out} outputs").into()),
+                    }
                 }
                 None => vec![0.0; out],
             };
