@@ -27,6 +27,7 @@
 //! against a plain forward pass.
 
 pub mod boundary;
+pub mod certify;
 pub mod engine;
 pub mod geometry;
 pub mod network;

@@ -335,7 +335,8 @@ impl Partition {
                 }
             }
             if let (Some(f), [i]) = (oracle, inside.as_slice()) {
-                let err = self.map_error(&self.regions[*i].map.eval(p), &f(uv));
+                // The oracle sees `uv` rounded to f64: compare at the frame point it stands for.
+                let err = self.map_error(&self.regions[*i].map.eval(self.frame.from_uv(uv)), &f(uv));
                 report.map_points += 1;
                 report.max_map_error = report.max_map_error.max(err);
                 if err > MAP_TOL {

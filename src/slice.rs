@@ -70,6 +70,19 @@ fn check(what: &'static str, v: &[f64], n: usize) -> Result<(), SliceError> {
     }
 }
 
+/// `o + (p + pe) + (q + qe)` rounded once (the products' rounding errors `pe`, `qe` come from
+/// fused multiply-adds): Knuth's two-sum keeps every rounding error of the additions.
+fn sum3(o: f64, p: f64, pe: f64, q: f64, qe: f64) -> f64 {
+    let two_sum = |a: f64, b: f64| {
+        let s = a + b;
+        let bb = s - a;
+        (s, (a - (s - bb)) + (b - bb))
+    };
+    let (s1, e1) = two_sum(o, p);
+    let (s2, e2) = two_sum(s1, q);
+    s2 + (e1 + e2 + pe + qe)
+}
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -125,9 +138,16 @@ impl Plane {
         Ok((Plane { origin: a.to_vec(), du: e1, dv: e2 }, coords))
     }
 
-    /// The input point at `(u, v)`.
+    /// The input point at `(u, v)`, each entry `origin + u·du + v·dv` rounded once: the sum is
+    /// accumulated in double-double arithmetic, so that a domain far from the origin (where
+    /// `u·du` and `origin` nearly cancel) loses nothing to the cancellation.
     pub fn point(&self, u: f64, v: f64) -> Vec<f64> {
-        self.origin.iter().zip(&self.du).zip(&self.dv).map(|((o, a), b)| o + u * a + v * b).collect()
+        self.origin
+            .iter()
+            .zip(&self.du)
+            .zip(&self.dv)
+            .map(|((&o, &a), &b)| sum3(o, u * a, u.mul_add(a, -(u * a)), v * b, v.mul_add(b, -(v * b))))
+            .collect()
     }
 }
 

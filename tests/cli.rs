@@ -87,6 +87,9 @@ fn verify_and_info_succeed_on_the_example() {
     let o = tessera(&["verify", EXAMPLE, "--box=-1,1,-1,1", "--points", "300"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("ok:"));
+    let o = tessera(&["verify", EXAMPLE, "--box=-0.5,0.5,-0.5,0.5", "--points", "100", "--exact"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("certified in exact arithmetic"), "{}", stderr(&o));
     let o = tessera(&["info", EXAMPLE]);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);

@@ -200,4 +200,9 @@ pub struct VerifyArgs {
     /// Seed of the random points.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also certify the partition in exact rational arithmetic, independently of the engine
+    /// (patterns at interior points, every vertex on its pattern's side of every line, edges on
+    /// lines, exact maps, areas summing to the domain).
+    #[arg(long)]
+    pub exact: bool,
 }
