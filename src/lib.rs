@@ -30,6 +30,7 @@ pub mod boundary;
 pub mod certify;
 pub mod engine;
 pub mod geometry;
+pub mod layer_map;
 pub mod network;
 pub mod npy;
 pub mod partition;
@@ -133,12 +134,40 @@ pub fn count(net: &Network, slice: &Slice, opts: &Options) -> Result<Summary, Er
     Ok(run(net, slice, &opts)?.summary)
 }
 
-/// The affine map, on region `region` of `part` (a partition of `slice` by `net`), of the
-/// output of layer `layer` (a layer index of `net`): the network truncated after that layer,
-/// with every nonlinearity fixed by the region's pattern. `None` for an index out of range.
+/// The affine map of `(u, v)`, on region `region` of `part` (a partition of `slice` by `net`), of
+/// the output of top-level layer `layer` of `net`: the network truncated after that layer, with
+/// every nonlinearity fixed by the region's pattern. `None` for an index out of range.
 pub fn layer_map(net: &Network, slice: &Slice, part: &Partition, region: usize, layer: usize) -> Option<AffineMap> {
     let r = part.regions.get(region)?;
-    engine::layer_map::layer_map(net, &slice.plane, &part.layout, &r.pattern, layer)
+    // Built over the partition's frame (precise far from the origin), then converted.
+    let (plane, _) = slice.normalized();
+    let m = layer_map::layer_map(net, &plane, &part.layout, &r.pattern, Some(layer))?;
+    Some(part.frame.map_to_uv(&m))
+}
+
+/// Checks `part`, a partition of `slice` by `net`: [`Partition::sanity_check`] against a plain
+/// forward pass at `samples` seeded points and every centroid, and every region's map against
+/// the map its pattern rebuilds ([`layer_map::layer_map`]) at every vertex.
+pub fn check(net: &Network, slice: &Slice, part: &Partition, samples: usize, seed: u64) -> partition::SanityReport {
+    use rayon::prelude::*;
+    let oracle = |p: [f64; 2]| forward_at(net, slice, p);
+    let mut report = part.sanity_check(samples, seed, Some(&oracle));
+    let (plane, _) = slice.normalized();
+    let mismatches: Vec<String> = part
+        .regions
+        .par_iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let Some(m) = layer_map::layer_map(net, &plane, &part.layout, &r.pattern, None) else {
+                return Some(format!("region {i}: its pattern does not fit the layout"));
+            };
+            let worst = r.polygon.pts.iter().map(|&p| part.map_error(&r.map.eval(p), &m.eval(p))).fold(0.0, f64::max);
+            (worst > partition::MAP_TOL)
+                .then(|| format!("region {i}: its pattern rebuilds a map that differs by {worst:.3e}"))
+        })
+        .collect();
+    report.violations.extend(mismatches.into_iter().take(50));
+    report
 }
 
 /// The network's output at slice point `(u, v)` by a plain forward pass.

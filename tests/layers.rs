@@ -377,7 +377,7 @@ fn weights_from_1e_minus_8_to_1e8() {
 #[test]
 fn layer_maps_match_truncated_forward_passes() {
     let mut r = rng(77);
-    let net = model(
+    let plain = model(
         &[1, 4, 4],
         vec![
             conv(&mut r, 1, 2, 2, json!({"padding": 1})),
@@ -389,8 +389,27 @@ fn layer_maps_match_truncated_forward_passes() {
             linear(&mut r, 3, 2),
         ],
     );
+    // Blocks too: the pattern layout puts a block's main branch, then its shortcut, then a max.
+    let blocks = model(
+        &[1, 4, 4],
+        vec![
+            conv(&mut r, 1, 2, 3, json!({"padding": 1})),
+            json!({"op": "residual", "layers": [{"op": "relu"}, conv(&mut r, 2, 2, 3, json!({"padding": 1}))],
+                   "shortcut": [{"op": "abs"}]}),
+            json!({"op": "max", "branches": [[{"op": "leaky_relu"}], [conv(&mut r, 2, 2, 1, json!({}))]]}),
+            json!({"op": "flatten"}),
+            linear(&mut r, 32, 3),
+        ],
+    );
+    for net in [plain, blocks] {
+        layer_maps_of(&net, &mut r);
+    }
+}
+
+fn layer_maps_of(net: &tessera::Network, r: &mut rand_chacha::ChaCha8Rng) {
+    let net = net.clone();
     let n = 16;
-    let slice = random_plane(&mut r, n, [-1.0, 1.0, -1.0, 1.0]);
+    let slice = random_plane(r, n, [-1.0, 1.0, -1.0, 1.0]);
     let part = checked(&net, &slice, 2);
     for (i, region) in part.regions.iter().enumerate().step_by(3) {
         let c = part.frame.to_uv(region.polygon.centroid());

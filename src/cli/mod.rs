@@ -368,8 +368,7 @@ fn verify(a: VerifyArgs) -> Result<i32, CliError> {
     let part = tessera::partition(&net, &slice, &options(&a.slice, &counter, false));
     progress.stop();
     let part = part?;
-    let oracle = |p: [f64; 2]| tessera::forward_at(&net, &slice, p);
-    let report = part.sanity_check(a.points, a.seed, Some(&oracle));
+    let report = tessera::check(&net, &slice, &part, a.points, a.seed);
     eprintln!(
         "{} regions; checked {} points ({} random, one per region); worst relative map error {:.3e} (tolerance {:.0e})",
         part.regions.len(),

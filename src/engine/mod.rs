@@ -26,7 +26,6 @@ pub(crate) mod affine;
 pub(crate) mod base;
 mod classify;
 mod kernels;
-pub mod layer_map;
 mod maxgroup;
 pub(crate) mod plan;
 mod pwl;

@@ -62,15 +62,148 @@ pub fn mlp(seed: u64, widths: &[usize], act: Value) -> Network {
     model(&[widths[0]], layers)
 }
 
-/// Checks a partition against its invariants and the forward pass; returns it.
+/// Checks a partition against its invariants, the forward pass, the maps its patterns rebuild,
+/// and a forward pass written here independently of the library's layers; returns it.
 pub fn checked(net: &Network, slice: &Slice, threads: usize) -> tessera::Partition {
     let opts = tessera::Options { threads, ..Default::default() };
     let part = tessera::partition(net, slice, &opts).expect("partition succeeds");
-    let oracle = |p: [f64; 2]| tessera::forward_at(net, slice, p);
-    let report = part.sanity_check(3000, 5, Some(&oracle));
+    let report = tessera::check(net, slice, &part, 2000, 5);
     assert!(report.is_ok(), "{:?}", &report.violations[..report.violations.len().min(5)]);
+    let naive = |p: [f64; 2]| naive_forward(net, &slice.plane.point(p[0], p[1]));
+    let report = part.sanity_check(1000, 6, Some(&naive));
+    assert!(report.is_ok(), "naive oracle: {:?}", &report.violations[..report.violations.len().min(5)]);
     assert_eq!(part.summary.dropped_slivers, 0);
     part
+}
+
+/// A forward pass written with plain loops from the layers' definitions (PyTorch semantics),
+/// sharing no code with the library's `Layer::apply`.
+pub fn naive_forward(net: &Network, x: &[f64]) -> Vec<f64> {
+    naive_layers(&net.layers, x.to_vec())
+}
+
+fn naive_layers(layers: &[tessera::network::Layer], mut x: Vec<f64>) -> Vec<f64> {
+    for l in layers {
+        x = naive_layer(l, &x);
+    }
+    x
+}
+
+fn naive_layer(l: &tessera::network::Layer, x: &[f64]) -> Vec<f64> {
+    use tessera::network::{Activation, LayerKind, Merge, Shape};
+    let dims = |s: Shape| match s {
+        Shape::Image { c, h, w } => (c, h, w),
+        Shape::Flat(n) => (n, 1, 1),
+    };
+    let (ic, ih, iw) = dims(l.input);
+    let (oc, oh, ow) = dims(l.output);
+    // The input at (channel, row, column), or None in the padding.
+    let at = |c: usize, y: i64, xx: i64| -> Option<f64> {
+        (y >= 0 && xx >= 0 && (y as usize) < ih && (xx as usize) < iw)
+            .then(|| x[(c * ih + y as usize) * iw + xx as usize])
+    };
+    match &l.kind {
+        LayerKind::Linear { weight, bias } => {
+            (0..oc).map(|o| bias[o] + (0..x.len()).map(|i| weight[o * x.len() + i] * x[i]).sum::<f64>()).collect()
+        }
+        LayerKind::Conv2d { weight, bias, window, groups } => {
+            let (icg, ocg) = (ic / groups, oc / groups);
+            let [kh, kw] = window.kernel;
+            let mut y = vec![0.0; oc * oh * ow];
+            for o in 0..oc {
+                for r in 0..oh {
+                    for c in 0..ow {
+                        let mut acc = bias[o];
+                        for ci in 0..icg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let yy = (r * window.stride[0] + ky * window.dilation[0]) as i64
+                                        - window.padding[0] as i64;
+                                    let xx = (c * window.stride[1] + kx * window.dilation[1]) as i64
+                                        - window.padding[1] as i64;
+                                    if let Some(v) = at((o / ocg) * icg + ci, yy, xx) {
+                                        acc += weight[((o * icg + ci) * kh + ky) * kw + kx] * v;
+                                    }
+                                }
+                            }
+                        }
+                        y[(o * oh + r) * ow + c] = acc;
+                    }
+                }
+            }
+            y
+        }
+        LayerKind::BatchNorm { scale, shift } => {
+            let per = x.len() / scale.len();
+            x.iter().enumerate().map(|(i, v)| scale[i / per] * v + shift[i / per]).collect()
+        }
+        LayerKind::AvgPool2d { window } | LayerKind::MaxPool2d { window } => {
+            let avg = matches!(l.kind, LayerKind::AvgPool2d { .. });
+            let mut y = vec![0.0; oc * oh * ow];
+            for c in 0..oc {
+                for r in 0..oh {
+                    for q in 0..ow {
+                        let (mut sum, mut best) = (0.0, f64::NEG_INFINITY);
+                        for ky in 0..window.kernel[0] {
+                            for kx in 0..window.kernel[1] {
+                                let yy =
+                                    (r * window.stride[0] + ky * window.dilation[0]) as i64 - window.padding[0] as i64;
+                                let xx =
+                                    (q * window.stride[1] + kx * window.dilation[1]) as i64 - window.padding[1] as i64;
+                                if let Some(v) = at(c, yy, xx) {
+                                    sum += v;
+                                    best = best.max(v);
+                                }
+                            }
+                        }
+                        // Average pooling divides by the whole window (padding counted).
+                        y[(c * oh + r) * ow + q] =
+                            if avg { sum / (window.kernel[0] * window.kernel[1]) as f64 } else { best };
+                    }
+                }
+            }
+            y
+        }
+        LayerKind::Flatten => x.to_vec(),
+        LayerKind::Maxout { pool } => {
+            x.chunks(*pool).map(|g| g.iter().copied().fold(f64::NEG_INFINITY, f64::max)).collect()
+        }
+        LayerKind::Activation(act) => {
+            let per = x.len() / l.input.channels().max(1);
+            x.iter()
+                .enumerate()
+                .map(|(i, &z)| match act {
+                    Activation::Relu => z.max(0.0),
+                    Activation::LeakyRelu { slope } => {
+                        if z < 0.0 {
+                            slope * z
+                        } else {
+                            z
+                        }
+                    }
+                    Activation::PRelu { slopes } => {
+                        let a = if slopes.len() == 1 { slopes[0] } else { slopes[i / per] };
+                        if z < 0.0 {
+                            a * z
+                        } else {
+                            z
+                        }
+                    }
+                    Activation::Abs => z.abs(),
+                    Activation::HardTanh { min, max } => z.max(*min).min(*max),
+                })
+                .collect()
+        }
+        LayerKind::Residual { body, shortcut, merge } => {
+            let a = naive_layers(body, x.to_vec());
+            let b = naive_layers(shortcut, x.to_vec());
+            match merge {
+                Merge::Add => a.iter().zip(&b).map(|(p, q)| p + q).collect(),
+                Merge::Concat => [a, b].concat(),
+                Merge::Max => a.iter().zip(&b).map(|(p, q)| p.max(*q)).collect(),
+            }
+        }
+    }
 }
 
 /// Distinct activation patterns seen on an `n × n` grid (cell centres): a lower bound on the
