@@ -29,11 +29,9 @@ fn cases() -> Vec<(&'static str, Network, Slice, Decision)> {
             Decision::parse_level("1,2=0.05", 3).unwrap(),
         ),
     ];
-    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/mlp_2_64x3_2.json");
-    if reference.exists() {
-        let net = tessera::network::json::load_path(&reference).unwrap();
-        out.push(("reference", net, plane_slice([-2.0, 2.0, -2.0, 2.0]), Decision::Argmax));
-    }
+    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/reference/mlp_2_64x3_2.json");
+    let net = tessera::network::json::load_path(&reference).unwrap();
+    out.push(("reference", net, plane_slice([-2.0, 2.0, -2.0, 2.0]), Decision::Argmax));
     out
 }
 

@@ -1,18 +1,32 @@
-//! The reference networks of `../shared/reference/`, whose exact region counts are known from
-//! three independent exact tools, with PyTorch float64 outputs at 500 probe points.
+//! The reference networks whose exact region counts are known from three independent exact
+//! tools, with PyTorch float64 outputs at 500 probe points. The files are bundled in
+//! `assets/reference/` (copies of `../shared/reference/`), so the tests always run; when the
+//! shared folder is next to the repository, the copies are checked to be identical to it.
 
 use std::path::PathBuf;
 use tessera::network::json;
 use tessera::slice::{Domain, Plane, Slice};
 use tessera::Options;
 
-fn shared(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference").join(name);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {} is absent (the shared/ folder is not next to the repository)", p.display());
-        None
+const FILES: [&str; 4] =
+    ["mlp_2_64x3_2.json", "mlp_2_64x3_2.case.json", "mlp_2_64x3_2_leaky.json", "mlp_2_64x3_2_leaky.case.json"];
+
+/// The bundled copy of a reference file.
+fn bundled(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/reference").join(name)
+}
+
+#[test]
+fn bundled_reference_files_are_the_shared_ones() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
+    if !dir.exists() {
+        eprintln!("note: {} is absent; the bundled copies in assets/reference/ are used", dir.display());
+        return;
+    }
+    for f in FILES {
+        let a = std::fs::read(dir.join(f)).unwrap();
+        let b = std::fs::read(bundled(f)).unwrap();
+        assert!(a == b, "assets/reference/{f} differs from ../shared/reference/{f}");
     }
 }
 
@@ -23,23 +37,21 @@ struct Case {
     grid_distinct_codes: u64,
 }
 
-fn load_case(name: &str) -> Option<Case> {
-    let text = std::fs::read_to_string(shared(name)?).unwrap();
+fn load_case(name: &str) -> Case {
+    let text = std::fs::read_to_string(bundled(name)).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let b: Vec<f64> = serde_json::from_value(v["box"].clone()).unwrap();
-    Some(Case {
+    Case {
         box_: [b[0], b[1], b[2], b[3]],
         probe_uv: serde_json::from_value(v["probe_uv"].clone()).unwrap(),
         probe_out: serde_json::from_value(v["probe_out"].clone()).unwrap(),
         grid_distinct_codes: v["grid_distinct_codes"].as_u64().unwrap(),
-    })
+    }
 }
 
 fn check_reference(model: &str, case: &str, expected: u64, per_layer: [u64; 3]) {
-    let (Some(path), Some(case)) = (shared(model), load_case(case)) else {
-        return;
-    };
-    let net = json::load_path(&path).unwrap();
+    let case = load_case(case);
+    let net = json::load_path(&bundled(model)).unwrap();
     let [u0, u1, v0, v1] = case.box_;
     let slice = Slice { plane: Plane::identity2(), domain: Domain::new(u0, u1, v0, v1).unwrap(), anchors: None };
     for threads in [1, 2] {
@@ -74,10 +86,7 @@ fn mlp_2_64x3_2_leaky_has_11345_regions() {
 
 #[test]
 fn mlp_2_64x3_2_vertex_count() {
-    let Some(path) = shared("mlp_2_64x3_2.json") else {
-        return;
-    };
-    let net = json::load_path(&path).unwrap();
+    let net = json::load_path(&bundled("mlp_2_64x3_2.json")).unwrap();
     let slice = Slice { plane: Plane::identity2(), domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(), anchors: None };
     let s = tessera::count(&net, &slice, &Options { count_vertices: true, ..Options::default() }).unwrap();
     assert_eq!(s.regions, 12_042);
@@ -87,10 +96,7 @@ fn mlp_2_64x3_2_vertex_count() {
 #[test]
 fn mlp_2_64x3_2_decision_boundary() {
     use tessera::boundary::{decision_boundary, Decision, RegionClass};
-    let Some(path) = shared("mlp_2_64x3_2.json") else {
-        return;
-    };
-    let net = json::load_path(&path).unwrap();
+    let net = json::load_path(&bundled("mlp_2_64x3_2.json")).unwrap();
     let slice = Slice { plane: Plane::identity2(), domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(), anchors: None };
     let mut lengths = Vec::new();
     for threads in [1, 2] {
