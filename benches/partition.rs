@@ -17,10 +17,6 @@ fn benches(c: &mut Criterion) {
     let count = Options::default();
     let mut g = c.benchmark_group("mlp_2_64x3_2");
     g.bench_function("count", |b| b.iter(|| tessera::count(&small, &box2, &count).unwrap().regions));
-    g.bench_function("count_with_vertices", |b| {
-        let o = Options { count_vertices: true, ..Options::default() };
-        b.iter(|| tessera::count(&small, &box2, &o).unwrap().vertices)
-    });
     g.bench_function("partition", |b| b.iter(|| tessera::partition(&small, &box2, &count).unwrap().regions.len()));
     g.finish();
 

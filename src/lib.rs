@@ -39,12 +39,13 @@ pub mod render;
 pub mod sample;
 pub mod slice;
 
+pub use engine::collect::{Collect, Finished, Keep, Tally};
 pub use engine::{EngineError, Options, Pattern};
 pub use network::Network;
 pub use partition::{AffineMap, Partition, Region, Summary};
 pub use slice::Slice;
 
-use partition::LayerCount;
+use partition::{AreaBin, LayerCount};
 
 /// Any error of the library.
 #[derive(Debug, thiserror::Error)]
@@ -75,48 +76,69 @@ fn check_slice(net: &Network, slice: &Slice) -> Result<(), slice::SliceError> {
     Ok(())
 }
 
-/// What a run hands to `partition` and `count`.
-struct Run {
-    summary: Summary,
-    raw: Vec<engine::RawRegion>,
-    norm: slice::Normalization,
-    layout: Vec<pattern::LayerBits>,
-    output_scale: Vec<f64>,
+/// A finished run: the counts, the collector the regions went to, and what is needed to read
+/// them (the frame, the pattern layout, the output term magnitudes).
+pub struct Run<C> {
+    /// Counts and statistics.
+    pub summary: Summary,
+    /// The collector, with everything it received.
+    pub collect: C,
+    /// Frame coordinates (the regions') ↔ `(u, v)`.
+    pub frame: slice::Normalization,
+    /// Where each nonlinear layer's units sit in the patterns.
+    pub layout: Vec<pattern::LayerBits>,
+    /// Per output, a bound over the domain of the magnitude of the terms behind it.
+    pub output_scale: Vec<f64>,
 }
 
-fn run(net: &Network, slice: &Slice, opts: &Options) -> Result<Run, Error> {
+/// Partitions `slice`'s domain, streaming every finished region to `collect` (see
+/// [`engine::collect`]); memory grows with what the collector keeps, not with the region count.
+pub fn stream<C: Collect>(net: &Network, slice: &Slice, opts: &Options, collect: C) -> Result<Run<C>, Error> {
     check_slice(net, slice)?;
-    let (plane, norm) = slice.normalized();
-    let (plan, raw) = engine::run(net, &plane, opts)?;
-    let scale = norm.half[0] * norm.half[1];
-    let vertices = opts.count_vertices.then(|| partition::distinct_vertices(raw.corners.concat()));
+    let (plane, frame) = slice.normalized();
+    let (plan, out) = engine::run(net, &plane, opts, (collect, Tally::default()))?;
+    let scale = frame.half[0] * frame.half[1];
     let regions_per_layer = plan
         .stages
         .iter()
-        .zip(&raw.per_stage)
+        .zip(&out.per_stage)
         .map(|(s, &regions)| LayerCount { layer: s.layer, op: s.op.clone(), regions })
         .collect();
+    let (collect, tally) = out.collect;
+    let domain_area = slice.domain.area();
+    let area_histogram = tally
+        .area_bins
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(k, &regions)| {
+            let at = |k: usize| domain_area * 10f64.powf(-(k as f64) / engine::collect::AREA_BINS_PER_DECADE as f64);
+            AreaBin { min: at(k + 1), max: at(k), regions }
+        })
+        .collect();
     let summary = Summary {
-        regions: raw.count,
-        domain_area: slice.domain.area(),
-        area_sum: raw.area_sum * scale,
-        vertices,
+        regions: out.count,
+        domain_area,
+        area_sum: out.area_sum * scale,
+        vertices: Some(tally.vertices(out.count)),
         regions_per_layer,
-        dropped_slivers: raw.dropped,
+        dropped_slivers: out.dropped,
+        area_histogram,
+        min_area: tally.min_area * scale,
+        max_area: tally.max_area * scale,
     };
-    let layout = plan.layout();
-    let output_scale = plan.output_magnitude.clone();
-    Ok(Run { summary, raw: raw.regions.into_iter().flatten().collect(), norm, layout, output_scale })
+    Ok(Run { summary, collect, frame, layout: plan.layout(), output_scale: plan.output_magnitude.clone() })
 }
 
 /// Computes the partition of `slice`'s domain, keeping every region.
 pub fn partition(net: &Network, slice: &Slice, opts: &Options) -> Result<Partition, Error> {
-    let opts = Options { keep_regions: true, ..opts.clone() };
-    let Run { summary, raw, norm, layout, output_scale } = run(net, slice, &opts)?;
-    let scale = norm.half[0] * norm.half[1];
+    let Run { summary, collect, frame, layout, output_scale } = stream(net, slice, opts, Keep::default())?;
+    let scale = frame.half[0] * frame.half[1];
     let out_dim = net.output_shape().numel();
-    let regions = raw
+    let regions = collect
+        .chunks
         .into_iter()
+        .flatten()
         .map(|r| {
             let jacobian = (0..out_dim).map(|k| [r.map[k], r.map[out_dim + k]]).collect();
             let offset = r.map[2 * out_dim..3 * out_dim].to_vec();
@@ -124,14 +146,13 @@ pub fn partition(net: &Network, slice: &Slice, opts: &Options) -> Result<Partiti
             Region { polygon: r.poly, area, pattern: r.pattern, map: AffineMap { jacobian, offset } }
         })
         .collect();
-    Ok(Partition { domain: slice.domain, frame: norm, regions, summary, layout, output_scale })
+    Ok(Partition { domain: slice.domain, frame, regions, summary, layout, output_scale })
 }
 
-/// Counts the regions of `slice`'s domain without keeping them (memory independent of the
-/// region count, apart from vertex counting when `opts.count_vertices` is set).
+/// Counts the regions of `slice`'s domain without keeping them, in memory independent of the
+/// region count: counts per layer, areas, vertices, an area histogram.
 pub fn count(net: &Network, slice: &Slice, opts: &Options) -> Result<Summary, Error> {
-    let opts = Options { keep_regions: false, ..opts.clone() };
-    Ok(run(net, slice, &opts)?.summary)
+    Ok(stream(net, slice, opts, Tally::default())?.summary)
 }
 
 /// The affine map of `(u, v)`, on region `region` of `part` (a partition of `slice` by `net`), of

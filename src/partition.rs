@@ -66,13 +66,29 @@ pub struct Summary {
     pub domain_area: f64,
     /// Sum of the regions' areas (equals `domain_area` up to rounding).
     pub area_sum: f64,
-    /// Distinct vertices of the partition (corners welded within the tolerance policy), when
-    /// counted.
+    /// Distinct vertices of the partition (by Euler's formula from the regions' sides: see
+    /// `engine::collect::Tally::vertices`).
     pub vertices: Option<u64>,
     /// Regions after each nonlinear layer.
     pub regions_per_layer: Vec<LayerCount>,
-    /// Pieces discarded for having no positive area (the tolerance policy guarantees 0).
+    /// Pieces discarded for having no positive area (the tolerance rule guarantees 0).
     pub dropped_slivers: u64,
+    /// Regions by area, in log-spaced bins (non-empty bins only, largest areas first).
+    pub area_histogram: Vec<AreaBin>,
+    /// Smallest and largest region area.
+    pub min_area: f64,
+    pub max_area: f64,
+}
+
+/// One bin of the area histogram: regions with `min ≤ area < max` (`(u, v)` units).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct AreaBin {
+    /// Lower bound.
+    pub min: f64,
+    /// Upper bound.
+    pub max: f64,
+    /// Regions in the bin.
+    pub regions: u64,
 }
 
 /// The partition of a domain into linear regions.

@@ -175,3 +175,37 @@ fn mlp_with_every_elementwise_activation() {
     );
     assert!(same_as_reference("mlp", &net, &plane_slice([-2.0, 2.0, -2.0, 2.0])) > 200);
 }
+
+/// The vertex count comes from Euler's formula on the regions' sides; welding every corner
+/// (an independent count) must agree.
+#[test]
+fn euler_vertex_count_equals_welded_corners() {
+    let mut r = rng(7007);
+    let cnn = model(
+        &[1, 6, 6],
+        vec![
+            conv(&mut r, 1, 3, 3, json!({"padding": 1})),
+            json!({"op": "relu"}),
+            json!({"op": "max_pool2d", "kernel_size": 2}),
+            json!({"op": "flatten"}),
+            linear(&mut r, 27, 5),
+            json!({"op": "abs"}),
+            linear(&mut r, 5, 2),
+        ],
+    );
+    let cases = [
+        (mlp(5, &[2, 16, 16, 2], json!({"op": "relu"})), plane_slice([-2.0, 2.0, -2.0, 2.0])),
+        (
+            mlp(6, &[2, 10, 10, 3], json!({"op": "hardtanh", "min_val": -0.2, "max_val": 0.3})),
+            plane_slice([-1.0, 3.0, -2.0, 1.0]),
+        ),
+        (cnn, random_plane(&mut r, 36, [-0.5, 0.5, -0.5, 0.5])),
+    ];
+    for (net, slice) in cases {
+        let part = checked(&net, &slice, 2);
+        let corners: Vec<[f64; 2]> = part.regions.iter().flat_map(|reg| reg.polygon.pts.iter().copied()).collect();
+        let welded = tessera::partition::distinct_vertices(corners);
+        assert_eq!(part.summary.vertices, Some(welded));
+        assert!(part.summary.area_histogram.iter().map(|b| b.regions).sum::<u64>() == part.regions.len() as u64);
+    }
+}

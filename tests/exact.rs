@@ -138,7 +138,7 @@ fn a_domain_far_from_the_origin_gives_the_same_partition() {
 }
 
 fn vertex_opts() -> Options {
-    Options { count_vertices: true, ..Options::default() }
+    Options::default()
 }
 
 #[test]

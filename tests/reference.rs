@@ -55,8 +55,7 @@ fn check_reference(model: &str, case: &str, expected: u64, per_layer: [u64; 3]) 
     let [u0, u1, v0, v1] = case.box_;
     let slice = Slice { plane: Plane::identity2(), domain: Domain::new(u0, u1, v0, v1).unwrap(), anchors: None };
     for threads in [1, 2] {
-        let part =
-            tessera::partition(&net, &slice, &Options { threads, count_vertices: true, ..Options::default() }).unwrap();
+        let part = tessera::partition(&net, &slice, &Options { threads, ..Options::default() }).unwrap();
         assert_eq!(part.regions.len() as u64, expected, "threads = {threads}");
         let counts: Vec<u64> = part.summary.regions_per_layer.iter().map(|c| c.regions).collect();
         assert_eq!(counts, per_layer);
@@ -88,7 +87,7 @@ fn mlp_2_64x3_2_leaky_has_11345_regions() {
 fn mlp_2_64x3_2_vertex_count() {
     let net = json::load_path(&bundled("mlp_2_64x3_2.json")).unwrap();
     let slice = Slice { plane: Plane::identity2(), domain: Domain::new(-2.0, 2.0, -2.0, 2.0).unwrap(), anchors: None };
-    let s = tessera::count(&net, &slice, &Options { count_vertices: true, ..Options::default() }).unwrap();
+    let s = tessera::count(&net, &slice, &Options::default()).unwrap();
     assert_eq!(s.regions, 12_042);
     assert_eq!(s.vertices, Some(12_230));
 }

@@ -1,5 +1,6 @@
-//! Small models from any bytes, partitioned over a box under region and time limits: the
-//! partition must check itself whenever it completes.
+//! Small models from any bytes, partitioned over a box under region and time limits: whenever it
+//! completes, the partition must check itself (forward passes, patterns rebuilding maps), agree
+//! with the dense reference path, and, when small, pass the exact certificate.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tessera::slice::{Domain, Plane, Slice};
@@ -28,8 +29,15 @@ fuzz_target!(|data: &[u8]| {
         ..Default::default()
     };
     if let Ok(part) = tessera::partition(&net, &slice, &opts) {
-        let oracle = |p: [f64; 2]| tessera::forward_at(&net, &slice, p);
-        let report = part.sanity_check(200, 1, Some(&oracle));
+        let report = tessera::check(&net, &slice, &part, 200, 1);
         assert!(report.is_ok(), "{:?}", report.violations);
+        let dense = tessera::Options { dense_reference: true, ..opts.clone() };
+        if let Ok(reference) = tessera::count(&net, &slice, &dense) {
+            assert_eq!(reference.regions, part.regions.len() as u64, "the dense reference path disagrees");
+        }
+        if part.regions.len() <= 300 && net.parameter_count() <= 512 {
+            let cert = tessera::certify::certify(&net, &slice, &part);
+            assert!(cert.is_ok(), "{:?}", cert.violations);
+        }
     }
 });

@@ -109,14 +109,12 @@ impl Progress {
     }
 }
 
-fn options(s: &SliceArgs, counter: &Arc<AtomicU64>, count_vertices: bool) -> Options {
+fn options(s: &SliceArgs, counter: &Arc<AtomicU64>) -> Options {
     Options {
         time_limit: s.time_limit.and_then(|t| std::time::Duration::try_from_secs_f64(t).ok()),
         memory_limit: Some(s.memory_limit.saturating_mul(1 << 20)),
         threads: s.threads,
         max_regions: s.max_regions,
-        keep_regions: false,
-        count_vertices,
         progress: Some(counter.clone()),
         ..Options::default()
     }
@@ -134,7 +132,7 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
     }
     let counter = Arc::new(AtomicU64::new(0));
     // Welding vertices costs a sort of every corner: only when the numbers are asked for.
-    let opts = options(&a.slice, &counter, a.stats || a.json.is_some());
+    let opts = options(&a.slice, &counter);
     let start = Instant::now();
     let progress = Progress::start(counter);
     let pictures = a.picture.svg.is_some() || a.picture.png.is_some();
@@ -253,7 +251,7 @@ fn sample(a: SampleArgs) -> Result<i32, CliError> {
     let decision = config::decision(&a.decision, net.output_shape().numel())?;
     let counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(counter.clone());
-    let part = tessera::partition(&net, &slice, &options(&a.slice, &counter, false));
+    let part = tessera::partition(&net, &slice, &options(&a.slice, &counter));
     progress.stop();
     let part = part?;
     let dims: Vec<u64> = net.input_shape.dims().iter().map(|&d| d as u64).collect();
@@ -365,7 +363,7 @@ fn verify(a: VerifyArgs) -> Result<i32, CliError> {
     let slice = config::build_slice(&net, &a.slice)?;
     let counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(counter.clone());
-    let part = tessera::partition(&net, &slice, &options(&a.slice, &counter, false));
+    let part = tessera::partition(&net, &slice, &options(&a.slice, &counter));
     progress.stop();
     let part = part?;
     let report = tessera::check(&net, &slice, &part, a.points, a.seed);

@@ -25,6 +25,7 @@ mod acc;
 pub(crate) mod affine;
 pub(crate) mod base;
 mod classify;
+pub mod collect;
 mod kernels;
 mod maxgroup;
 pub(crate) mod plan;
@@ -38,7 +39,7 @@ use std::sync::Arc;
 
 pub use crate::pattern::Pattern;
 pub(crate) use plan::Plan;
-pub(crate) use traverse::{RawOutput, RawRegion};
+pub(crate) use traverse::Output;
 
 /// Why the engine stopped without a result.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -79,10 +80,6 @@ pub struct Options {
     pub threads: usize,
     /// Stop with [`EngineError::TooManyRegions`] beyond this many regions.
     pub max_regions: Option<u64>,
-    /// Keep every region's polygon, pattern and map (otherwise only counts are kept).
-    pub keep_regions: bool,
-    /// Collect region corners to count distinct vertices.
-    pub count_vertices: bool,
     /// Incremented with the number of finished regions as they are produced.
     pub progress: Option<Arc<AtomicU64>>,
     /// Stop with [`EngineError::TimeLimit`] after this long.
@@ -96,7 +93,12 @@ pub struct Options {
 }
 
 /// Partitions the square `[-1, 1]²` of `plane` (a normalised plane: see `Slice::normalized`).
-pub(crate) fn run(net: &Network, plane: &Plane, opts: &Options) -> Result<(Plan, RawOutput), EngineError> {
+pub(crate) fn run<C: collect::Collect>(
+    net: &Network,
+    plane: &Plane,
+    opts: &Options,
+    collect: C,
+) -> Result<(Plan, Output<C>), EngineError> {
     let plan = Plan::new(net, plane);
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
@@ -105,10 +107,13 @@ pub(crate) fn run(net: &Network, plane: &Plane, opts: &Options) -> Result<(Plan,
         .stack_size(64 << 20)
         .build()
         .map_err(|e| EngineError::Threads { threads, message: e.to_string() })?;
+    // Forks are made from a fork: the caller's collector stays the root of the run.
+    let proto = collect.fork();
     let ctx = traverse::Ctx {
         plan: &plan,
         opts,
-        full: opts.keep_regions,
+        full: collect.needs_maps(),
+        proto: &proto,
         produced: AtomicU64::new(0),
         kept_bytes: AtomicU64::new(0),
         stop: AtomicU8::new(0),
@@ -118,7 +123,7 @@ pub(crate) fn run(net: &Network, plane: &Plane, opts: &Options) -> Result<(Plan,
     rows.extend_from_slice(&plane.du);
     rows.extend_from_slice(&plane.dv);
     rows.extend_from_slice(&plane.origin);
-    let out = pool.install(|| traverse::run(&ctx, &rows));
+    let out = pool.install(|| traverse::run(&ctx, &rows, collect));
     if std::env::var_os("TESSERA_DEBUG").is_some() {
         for (s, d) in out.debug.iter().enumerate() {
             let cells = (d[0] + d[1]).max(1) as f64;

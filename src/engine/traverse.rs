@@ -19,6 +19,7 @@
 use super::acc::{live_after, scatter, Chunk};
 use super::base::{Base, Class};
 use super::classify::candidates as candidates_of;
+use super::collect::{Collect, Finished};
 use super::maxgroup::Contest;
 use super::plan::{Nonlinearity, Plan, Stage};
 use super::{EngineError, Options};
@@ -55,47 +56,35 @@ pub(crate) struct Cell {
     dense: Option<Vec<f64>>,
 }
 
-/// A region as the engine emits it, in frame coordinates.
-pub(crate) struct RawRegion {
-    pub poly: ConvexPolygon,
-    /// Output map, `3 × n_out`: `∂/∂s`, `∂/∂t`, value at `(0, 0)`.
-    pub map: Vec<f64>,
-    pub pattern: Pattern,
-}
-
 /// What a run produced.
-#[derive(Default)]
-pub(crate) struct RawOutput {
-    /// Kept regions, in chunks (merging moves chunks, not regions).
-    pub regions: Vec<Vec<RawRegion>>,
+pub(crate) struct Output<C> {
     /// Cells after each stage.
     pub per_stage: Vec<u64>,
     /// Final region count.
     pub count: u64,
     /// Sum of final areas (frame coordinates).
     pub area_sum: f64,
-    /// Corners of every final region (when counting vertices).
-    pub corners: Vec<Vec<[f64; 2]>>,
     /// Pieces dropped for having no positive area (the tolerance rule guarantees none).
     pub dropped: u64,
     /// Per stage, for tuning (`TESSERA_DEBUG`): cells classified sparsely against a shared
-    /// base, cells rebased, corrections scattered, candidate units, splitters.
+    /// base, cells rebased, corrections scattered, candidate units, splitters, corrections.
     pub debug: Vec<[u64; 6]>,
+    /// The regions went here.
+    pub collect: C,
 }
 
-impl RawOutput {
-    fn merge(&mut self, other: RawOutput) {
-        self.regions.extend(other.regions);
+impl<C: Collect> Output<C> {
+    fn merge(&mut self, other: Output<C>) {
         for (a, b) in self.per_stage.iter_mut().zip(&other.per_stage) {
             *a += b;
         }
         self.count += other.count;
         self.area_sum += other.area_sum;
-        self.corners.extend(other.corners);
         self.dropped += other.dropped;
         for (a, b) in self.debug.iter_mut().zip(&other.debug) {
             a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         }
+        self.collect.absorb(other.collect);
     }
 }
 
@@ -105,21 +94,27 @@ pub(crate) const STOP_TIME: u8 = 2;
 pub(crate) const STOP_MEMORY: u8 = 3;
 
 /// Shared state of one run.
-pub(crate) struct Ctx<'a> {
+pub(crate) struct Ctx<'a, C> {
     pub plan: &'a Plan,
     pub opts: &'a Options,
     /// Whether regions need their output maps and patterns.
     pub full: bool,
+    /// The collector forks come from.
+    pub proto: &'a C,
     pub produced: AtomicU64,
     pub kept_bytes: AtomicU64,
     pub stop: AtomicU8,
     pub start: std::time::Instant,
 }
 
-impl Ctx<'_> {
-    pub(crate) fn empty(&self) -> RawOutput {
+impl<C: Collect> Ctx<'_, C> {
+    pub(crate) fn empty(&self) -> Output<C> {
+        self.output(self.proto.fork())
+    }
+
+    fn output(&self, collect: C) -> Output<C> {
         let n = self.plan.stages.len();
-        RawOutput { per_stage: vec![0; n], debug: vec![[0; 6]; n], ..Default::default() }
+        Output { per_stage: vec![0; n], count: 0, area_sum: 0.0, dropped: 0, debug: vec![[0; 6]; n], collect }
     }
 
     fn aborted(&self) -> bool {
@@ -179,7 +174,7 @@ struct Ready {
 }
 
 /// Classifies `cell` at stage `s`, rebasing it when most of the stage is a candidate.
-fn classify(ctx: &Ctx<'_>, s: usize, mut cell: Cell, scratch: &mut Scratch) -> (Ready, bool) {
+fn classify<C: Collect>(ctx: &Ctx<'_, C>, s: usize, mut cell: Cell, scratch: &mut Scratch) -> (Ready, bool) {
     let plan = ctx.plan;
     let stage = &plan.stages[s];
     let class = cell.base.class.as_ref().expect("stage bases are classified");
@@ -268,7 +263,7 @@ fn rebase_cell(plan: &Plan, cell: Cell, scratch: &mut super::base::Scratch) -> C
 /// at every split and updated by one column per flip, as in a plain MLP engine: when every edge of
 /// the stage is dense and feeds the next target only. Every flip then changes every next unit,
 /// and sharing the updates along the tree beats applying each piece's flips on its own.
-fn dense_next(ctx: &Ctx<'_>, s: usize) -> bool {
+fn dense_next<C: Collect>(ctx: &Ctx<'_, C>, s: usize) -> bool {
     let edges = &ctx.plan.stages[s].edges;
     !ctx.opts.dense_reference
         && (s + 1 < ctx.plan.stages.len() || ctx.full)
@@ -329,19 +324,19 @@ impl Branch {
 }
 
 /// Collects the cells leaving one stage and runs the next stage on full batches.
-struct Sink {
+struct Sink<C> {
     /// The stage the cells left.
     stage: usize,
     buf: Vec<Cell>,
-    out: RawOutput,
+    out: Output<C>,
 }
 
-impl Sink {
-    fn new(ctx: &Ctx<'_>, stage: usize) -> Self {
+impl<C: Collect> Sink<C> {
+    fn new(ctx: &Ctx<'_, C>, stage: usize) -> Self {
         Sink { stage, buf: Vec::with_capacity(BATCH), out: ctx.empty() }
     }
 
-    fn push(&mut self, ctx: &Ctx<'_>, cell: Cell) {
+    fn push(&mut self, ctx: &Ctx<'_, C>, cell: Cell) {
         self.out.per_stage[self.stage] += 1;
         self.buf.push(cell);
         if self.buf.len() >= BATCH {
@@ -349,7 +344,7 @@ impl Sink {
         }
     }
 
-    fn flush(&mut self, ctx: &Ctx<'_>) {
+    fn flush(&mut self, ctx: &Ctx<'_, C>) {
         if self.buf.is_empty() {
             return;
         }
@@ -379,24 +374,14 @@ impl Sink {
         }
     }
 
-    fn finish(mut self, ctx: &Ctx<'_>) -> RawOutput {
+    fn finish(mut self, ctx: &Ctx<'_, C>) -> Output<C> {
         self.flush(ctx);
         self.out
     }
 }
 
-/// Length of the chunks in which outputs are collected.
-const CHUNK: usize = 4096;
-
-fn push_chunked(chunks: &mut Vec<Vec<[f64; 2]>>, pts: &[[f64; 2]]) {
-    if chunks.last().is_none_or(|c| c.len() + pts.len() > 4 * CHUNK) {
-        chunks.push(Vec::new());
-    }
-    chunks.last_mut().expect("just ensured").extend_from_slice(pts);
-}
-
 /// Emits a cell that went through every stage (its base is the output's, when maps are kept).
-pub(crate) fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
+pub(crate) fn emit<C: Collect>(ctx: &Ctx<'_, C>, cell: Cell, out: &mut Output<C>) {
     if ctx.aborted() {
         return;
     }
@@ -420,10 +405,7 @@ pub(crate) fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
     }
     out.count += 1;
     out.area_sum += area;
-    if ctx.opts.count_vertices {
-        push_chunked(&mut out.corners, &cell.poly.pts);
-    }
-    if ctx.opts.keep_regions {
+    let (map, pattern) = if ctx.full {
         let map = cell.dense.unwrap_or_else(|| {
             let mut map = cell.base.z.clone();
             SCRATCH.with(|s| {
@@ -433,22 +415,21 @@ pub(crate) fn emit(ctx: &Ctx<'_>, cell: Cell, out: &mut RawOutput) {
             });
             map
         });
-        let bytes = (cell.poly.pts.len() * 16 + map.len() * 8 + cell.pattern.0.len() * 8 + 96) as u64;
+        (map, cell.pattern)
+    } else {
+        (Vec::new(), Pattern::default())
+    };
+    let bytes = out.collect.take(Finished { poly: cell.poly, map, pattern });
+    if bytes > 0 {
         let kept = ctx.kept_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if ctx.opts.memory_limit.is_some_and(|m| kept > m) {
             ctx.halt(STOP_MEMORY);
-            return;
         }
-        if out.regions.last().is_none_or(|c| c.len() >= CHUNK) {
-            out.regions.push(Vec::new());
-        }
-        let chunk = out.regions.last_mut().expect("just ensured");
-        chunk.push(RawRegion { poly: cell.poly, map, pattern: cell.pattern });
     }
 }
 
 /// Runs stage `s` on a batch of cells, appending everything downstream to `out`.
-pub(crate) fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut RawOutput) {
+pub(crate) fn process_batch<C: Collect>(ctx: &Ctx<'_, C>, s: usize, cells: Vec<Cell>, out: &mut Output<C>) {
     if ctx.out_of_time() {
         return;
     }
@@ -485,7 +466,7 @@ pub(crate) fn process_batch(ctx: &Ctx<'_>, s: usize, cells: Vec<Cell>, out: &mut
 }
 
 /// Splits a list of classified cells, forking into halves while there is enough work.
-fn split_cells(ctx: &Ctx<'_>, s: usize, mut ready: Vec<Ready>, sink: &mut Sink) {
+fn split_cells<C: Collect>(ctx: &Ctx<'_, C>, s: usize, mut ready: Vec<Ready>, sink: &mut Sink<C>) {
     let work: usize = ready.iter().map(|r| r.splitters.len()).sum();
     if ready.len() >= 2 && work >= MIN_FORK_BATCH {
         let tail = ready.split_off(ready.len() / 2);
@@ -623,13 +604,13 @@ fn crossing_count(stage: &Stage, poly: &ConvexPolygon, splitters: &[Splitter], e
 }
 
 /// Splits `b` by `splitters`, pushing the leaves.
-fn split_rec(
-    ctx: &Ctx<'_>,
+fn split_rec<C: Collect>(
+    ctx: &Ctx<'_, C>,
     s: usize,
     leaf: &Leaf<'_>,
     mut b: Branch,
     splitters: &[Splitter],
-    sink: &mut Sink,
+    sink: &mut Sink<C>,
     forks: u32,
 ) {
     let stage = &ctx.plan.stages[s];
@@ -716,13 +697,13 @@ fn split_rec(
 /// Otherwise every branch but the largest is recursed into and the largest is returned for the
 /// caller to continue in place: recursion depth then grows only when a piece is split into
 /// comparable halves, logarithmically in the number of leaves, not with the number of lines.
-fn fork_or_recurse(
-    ctx: &Ctx<'_>,
+fn fork_or_recurse<C: Collect>(
+    ctx: &Ctx<'_, C>,
     s: usize,
     leaf: &Leaf<'_>,
     mut branches: Vec<Branch>,
     rest: &[Splitter],
-    sink: &mut Sink,
+    sink: &mut Sink<C>,
     forks: u32,
 ) -> Option<Branch> {
     let stage = &ctx.plan.stages[s];
@@ -757,11 +738,11 @@ fn fork_or_recurse(
 }
 
 /// Partitions the square `[-1, 1]²`: the root base, then every stage.
-pub(crate) fn run(ctx: &Ctx<'_>, plane_rows: &[f64]) -> RawOutput {
+pub(crate) fn run<C: Collect>(ctx: &Ctx<'_, C>, plane_rows: &[f64], collect: C) -> Output<C> {
     let plan = ctx.plan;
     let square = ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0);
     let pattern = if ctx.full { Pattern::zeros(plan.pattern_bits) } else { Pattern::default() };
-    let mut out = ctx.empty();
+    let mut out = ctx.output(collect);
     let root = SCRATCH.with(|s| Base::root(plan, plane_rows, square.clone(), &mut s.borrow_mut().base.pwl));
     let cell = Cell { poly: square, base: Arc::new(root), chunks: Vec::new(), pattern, dense: None };
     if plan.stages.is_empty() {
