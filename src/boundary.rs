@@ -8,6 +8,7 @@
 //! coordinates; lengths are in `(u, v)`. This module reads only the `Partition`: it knows nothing
 //! of the network.
 
+use crate::engine::collect::{Collect, Finished};
 use crate::geometry::envelope::max_cells;
 use crate::geometry::polygon::ConvexPolygon;
 use crate::geometry::predicates::{noise_floor, sign, tolerance, Sign};
@@ -243,41 +244,80 @@ fn region_cells(
     (cells, segments)
 }
 
+/// The decision boundary inside one region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionBoundary {
+    /// The region's class or classes.
+    pub class: RegionClass,
+    /// When several classes share the region, each class's cell (frame coordinates).
+    pub cells: Vec<(usize, ConvexPolygon)>,
+    /// The boundary segments inside the region.
+    pub segments: Vec<Segment>,
+}
+
+impl Decision {
+    /// The boundary inside region `index` with polygon `poly` and output map `map` (both in frame
+    /// coordinates); `noise`: the class functions' noise floors ([`Decision::noise`]).
+    pub fn region_boundary(
+        &self,
+        poly: &ConvexPolygon,
+        map: &AffineMap,
+        noise: &[f64],
+        frame: &Normalization,
+        index: usize,
+    ) -> RegionBoundary {
+        let fns = self.functions(map);
+        let (cells, segments) = region_cells(poly, (&fns, noise), index, frame);
+        match cells.as_slice() {
+            [(c, _)] => RegionBoundary { class: RegionClass::One(*c), cells: Vec::new(), segments },
+            _ => {
+                RegionBoundary { class: RegionClass::Several(cells.iter().map(|(c, _)| *c).collect()), cells, segments }
+            }
+        }
+    }
+}
+
 /// Computes the decision boundary of `part` for `decision`.
 pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
-    type PerRegion = (RegionClass, Vec<(usize, ConvexPolygon)>, Vec<Segment>);
     let noise = decision.noise(&part.output_scale);
-    let per_region: Vec<PerRegion> = part
+    let per_region: Vec<RegionBoundary> = part
         .regions
         .par_iter()
         .enumerate()
-        .map(|(i, r)| {
-            let fns = decision.functions(&r.map);
-            let (cells, segments) = region_cells(&r.polygon, (&fns, &noise), i, &part.frame);
-            match cells.as_slice() {
-                [(c, _)] => (RegionClass::One(*c), Vec::new(), segments),
-                _ => (RegionClass::Several(cells.iter().map(|(c, _)| *c).collect()), cells, segments),
-            }
-        })
+        .map(|(i, r)| decision.region_boundary(&r.polygon, &r.map, &noise, &part.frame, i))
         .collect();
     let mut region_classes = Vec::with_capacity(per_region.len());
     let mut segments = Vec::new();
     let mut split_cells = Vec::new();
     let (mut crossed, mut pieces) = (0, 0);
-    for (i, (class, cells, segs)) in per_region.into_iter().enumerate() {
-        crossed += usize::from(!cells.is_empty());
-        pieces += cells.len().max(1);
-        region_classes.push(class);
-        split_cells.extend(cells.into_iter().map(|(c, poly)| (i, c, poly)));
-        segments.extend(segs);
+    for (i, rb) in per_region.into_iter().enumerate() {
+        crossed += usize::from(!rb.cells.is_empty());
+        pieces += rb.cells.len().max(1);
+        region_classes.push(rb.class);
+        split_cells.extend(rb.cells.into_iter().map(|(c, poly)| (i, c, poly)));
+        segments.extend(rb.segments);
     }
-    let stitched = stitch(&segments, &part.frame);
+    let mut b = finish(decision, segments, &part.frame, crossed, pieces);
+    b.region_classes = region_classes;
+    b.split_cells = split_cells;
+    b
+}
+
+/// Stitches the segments into a boundary (without per-region classes or cells).
+fn finish(
+    decision: &Decision,
+    segments: Vec<Segment>,
+    frame: &Normalization,
+    crossed: usize,
+    pieces: usize,
+) -> Boundary {
+    let stitched = stitch(&segments, frame);
     // A boundary along a shared region edge is found from both regions: keep one copy, so that
     // lengths and uniform sampling count it once.
     let segments: Vec<Segment> = stitched.kept.iter().map(|&k| segments[k].clone()).collect();
     Boundary {
         decision: decision.clone(),
-        region_classes,
+        region_classes: Vec::new(),
         length: stitched.length_per_pair.values().fold(0.0, |a, b| a + b),
         segments,
         polylines: stitched.polylines,
@@ -287,7 +327,102 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
         open_components: stitched.components - stitched.closed,
         crossed_regions: crossed,
         pieces,
-        split_cells,
+        split_cells: Vec::new(),
+    }
+}
+
+/// The decision boundary computed region by region as the engine streams them: keeps only the
+/// boundary's segments (memory grows with the boundary, not with the region count).
+pub struct Segments {
+    decision: Decision,
+    noise: Vec<f64>,
+    frame: Normalization,
+    outputs: usize,
+    segments: Vec<Segment>,
+    regions: usize,
+    crossed: usize,
+    pieces: usize,
+}
+
+impl Segments {
+    /// A collector of the boundary of `decision` (the run's frame and outputs are filled in when
+    /// it starts).
+    pub fn new(decision: Decision) -> Self {
+        let frame = Normalization { center: [0.0; 2], half: [1.0; 2] };
+        Segments {
+            decision,
+            noise: Vec::new(),
+            frame,
+            outputs: 0,
+            segments: Vec::new(),
+            regions: 0,
+            crossed: 0,
+            pieces: 0,
+        }
+    }
+
+    /// The stitched boundary (its `region_classes` and `split_cells` are empty).
+    pub fn finish(self) -> Boundary {
+        finish(&self.decision, self.segments, &self.frame, self.crossed, self.pieces)
+    }
+}
+
+/// The output map of a finished region (`3 × n` rows) as an [`AffineMap`].
+pub fn finished_map(map: &[f64], outputs: usize) -> AffineMap {
+    AffineMap {
+        jacobian: (0..outputs).map(|k| [map[k], map[outputs + k]]).collect(),
+        offset: map[2 * outputs..3 * outputs].to_vec(),
+    }
+}
+
+impl Collect for Segments {
+    fn begin(&mut self, start: &crate::engine::collect::Start<'_>) {
+        self.frame = start.frame;
+        self.outputs = start.outputs;
+        self.noise = self.decision.noise(start.output_scale);
+    }
+
+    fn needs_maps(&self) -> bool {
+        true
+    }
+
+    fn fork(&self) -> Self {
+        self.clone_config()
+    }
+
+    fn absorb(&mut self, fork: Self) {
+        // The fork's regions come after this collector's in the run's order.
+        let offset = self.regions;
+        self.segments.extend(fork.segments.into_iter().map(|s| Segment { region: s.region + offset, ..s }));
+        self.regions += fork.regions;
+        self.crossed += fork.crossed;
+        self.pieces += fork.pieces;
+    }
+
+    fn add(&mut self, r: &Finished) -> u64 {
+        let map = finished_map(&r.map, self.outputs);
+        let rb = self.decision.region_boundary(&r.poly, &map, &self.noise, &self.frame, self.regions);
+        self.regions += 1;
+        self.crossed += usize::from(!rb.cells.is_empty());
+        self.pieces += rb.cells.len().max(1);
+        let bytes = (rb.segments.len() * std::mem::size_of::<Segment>()) as u64;
+        self.segments.extend(rb.segments);
+        bytes
+    }
+}
+
+impl Segments {
+    fn clone_config(&self) -> Self {
+        Segments {
+            decision: self.decision.clone(),
+            noise: self.noise.clone(),
+            frame: self.frame,
+            outputs: self.outputs,
+            segments: Vec::new(),
+            regions: 0,
+            crossed: 0,
+            pieces: 0,
+        }
     }
 }
 

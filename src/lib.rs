@@ -29,6 +29,7 @@
 pub mod boundary;
 pub mod certify;
 pub mod engine;
+pub mod export;
 pub mod geometry;
 pub mod layer_map;
 pub mod network;
@@ -40,7 +41,7 @@ pub mod sample;
 pub mod slice;
 
 pub use engine::collect::{Collect, Finished, Keep, Tally};
-pub use engine::{EngineError, Options, Pattern};
+pub use engine::{EngineError, Options, Pattern, Progress};
 pub use network::Network;
 pub use partition::{AffineMap, Partition, Region, Summary};
 pub use slice::Slice;
@@ -96,7 +97,7 @@ pub struct Run<C> {
 pub fn stream<C: Collect>(net: &Network, slice: &Slice, opts: &Options, collect: C) -> Result<Run<C>, Error> {
     check_slice(net, slice)?;
     let (plane, frame) = slice.normalized();
-    let (plan, out) = engine::run(net, &plane, opts, (collect, Tally::default()))?;
+    let (plan, out) = engine::run(net, &plane, opts, (collect, Tally::default()), frame)?;
     let scale = frame.half[0] * frame.half[1];
     let regions_per_layer = plan
         .stages
@@ -132,9 +133,16 @@ pub fn stream<C: Collect>(net: &Network, slice: &Slice, opts: &Options, collect:
 
 /// Computes the partition of `slice`'s domain, keeping every region.
 pub fn partition(net: &Network, slice: &Slice, opts: &Options) -> Result<Partition, Error> {
-    let Run { summary, collect, frame, layout, output_scale } = stream(net, slice, opts, Keep::default())?;
+    let run = stream(net, slice, opts, Keep::default())?;
+    Ok(into_partition(run, slice.domain, net.output_shape().numel()))
+}
+
+/// The partition of a run that kept its regions, over `domain`, of a network with `outputs`
+/// outputs.
+pub fn into_partition(run: Run<Keep>, domain: slice::Domain, outputs: usize) -> Partition {
+    let Run { summary, collect, frame, layout, output_scale } = run;
     let scale = frame.half[0] * frame.half[1];
-    let out_dim = net.output_shape().numel();
+    let out_dim = outputs;
     let regions = collect
         .chunks
         .into_iter()
@@ -146,7 +154,7 @@ pub fn partition(net: &Network, slice: &Slice, opts: &Options) -> Result<Partiti
             Region { polygon: r.poly, area, pattern: r.pattern, map: AffineMap { jacobian, offset } }
         })
         .collect();
-    Ok(Partition { domain: slice.domain, frame, regions, summary, layout, output_scale })
+    Partition { domain, frame, regions, summary, layout, output_scale }
 }
 
 /// Counts the regions of `slice`'s domain without keeping them, in memory independent of the

@@ -42,6 +42,7 @@ pub fn read(path: &Path) -> Result<Array, NpyError> {
 
 /// Parses the bytes of a `.npy` file.
 pub fn parse(bytes: &[u8]) -> Result<Array, String> {
+    check_header(bytes)?;
     let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file: {e}"))?;
     if npy.order() != npyz::Order::C {
         return Err("Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into());
@@ -67,6 +68,46 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
         return Err(format!("entry {i} is not finite"));
     }
     Ok(Array { shape, data })
+}
+
+/// Longest header accepted. NumPy writes headers of about a hundred bytes
+/// and itself refuses headers over 10 kB unless told otherwise.
+const MAX_HEADER: usize = 1 << 16;
+
+/// Deepest bracket nesting accepted in the header. A valid header is a
+/// dict holding a shape tuple: depth 2.
+const MAX_NESTING: usize = 4;
+
+/// Bounds the header before it reaches the literal parser, whose
+/// backtracking grows exponentially with nested brackets: a 100-byte
+/// header of nested braces otherwise takes minutes (found by fuzzing).
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err("not a valid .npy file: missing the \\x93NUMPY magic".into());
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        v => return Err(format!("not a valid .npy file: unsupported format version {v}")),
+    };
+    if len > MAX_HEADER {
+        return Err(format!("not a valid .npy file: header of {len} bytes (at most {MAX_HEADER})"));
+    }
+    let header = bytes.get(start..start + len).ok_or("not a valid .npy file: header is truncated")?;
+    let mut depth = 0usize;
+    for &b in header {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err("not a valid .npy file: header nests brackets too deeply".into());
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Encodes a C-order float64 array as `.npy` bytes.
@@ -107,5 +148,20 @@ mod tests {
         let a32 = parse(&to_bytes_f32(&[3], &[0.5, -1.25, 3.0])).unwrap();
         assert_eq!(a32.data, vec![0.5, -1.25, 3.0]);
         assert!(parse(&bytes[..bytes.len() - 3]).is_err());
+    }
+
+    /// Found by fuzzing: nested braces in the header made the literal
+    /// parser backtrack for minutes; the header check refuses them at once.
+    #[test]
+    fn deeply_nested_header_is_refused_quickly() {
+        let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': (2, {}8, 8, ), }}", "{".repeat(22));
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(dict.as_bytes());
+        let err = parse(&bytes).unwrap_err();
+        assert!(err.contains("nests brackets"), "{err}");
+        let mut long = b"\x93NUMPY\x02\x00".to_vec();
+        long.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        assert!(parse(&long).unwrap_err().contains("header of"));
     }
 }

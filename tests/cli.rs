@@ -268,13 +268,19 @@ fn time_and_memory_budgets_stop_with_exit_3() {
     let o = tessera(&["map", EXAMPLE, "--time-limit", "0", "--json", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("time limit"), "{}", stderr(&o));
-    let o = tessera(&["map", EXAMPLE, "--box=-2,2,-2,2", "--memory-limit", "1", "--json", out.to_str().unwrap()]);
+    // An SVG needs the whole partition in memory: a 1 MB budget stops it, and nothing is left.
+    let svg = dir.join("never.svg");
+    let o = tessera(&["map", EXAMPLE, "--box=-2,2,-2,2", "--memory-limit", "1", "--svg", svg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("MB"), "{}", stderr(&o));
-    // Counting keeps no regions, so the same budget is no obstacle.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    // Counting and JSON stream the regions, so the same budget is no obstacle.
     let o = tessera(&["map", EXAMPLE, "--box=-2,2,-2,2", "--memory-limit", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let o = tessera(&["map", EXAMPLE, "--box=-2,2,-2,2", "--memory-limit", "1", "--json", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(doc["regions"].as_array().unwrap().len(), 12042);
 }
 
 #[test]

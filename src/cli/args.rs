@@ -125,6 +125,8 @@ pub enum ColorArg {
     Class,
     Area,
     Slope,
+    /// Regions per pixel (PNG; the SVG uses area).
+    Density,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,6 +33,7 @@ pub fn render_options(p: &super::args::PictureArgs) -> Result<tessera::render::R
             ColorArg::Class => ColorScheme::Class,
             ColorArg::Area => ColorScheme::Area,
             ColorArg::Slope => ColorScheme::Slope,
+            ColorArg::Density => ColorScheme::Density,
         },
         edges: match (p.no_edges, p.edges) {
             (true, _) | (_, EdgesArg::None) => EdgeMode::None,

@@ -6,10 +6,14 @@ mod output;
 
 use args::{Cli, Command, MapArgs, SampleArgs, SliceArgs, VerifyArgs};
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera::boundary::decision_boundary;
+use tessera::boundary::{decision_boundary, Segments};
+use tessera::export::{JsonRegions, RecordOptions};
+use tessera::render::raster::Raster;
+use tessera::render::EdgeMode;
 use tessera::{EngineError, Options};
 
 /// Errors of the command, each with its exit code.
@@ -60,38 +64,61 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     }
 }
 
-/// A spinner on stderr while the engine runs, only when stderr is a terminal.
+/// Progress on stderr while the engine runs, only when stderr is a terminal: a bar of the share
+/// of the domain's area finished, with the region count and an estimate of the time left.
 struct Progress {
     done: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Progress {
-    /// A spinner counting the regions produced so far.
-    fn start(counter: Arc<AtomicU64>) -> Self {
-        Self::spinner(move || format!("{} regions", counter.load(Ordering::Relaxed)))
+    /// A bar following a run.
+    fn start(progress: Arc<tessera::Progress>) -> Self {
+        Self::show(Some(progress), String::new())
     }
 
     /// A spinner with a fixed message.
     fn phase(label: String) -> Self {
-        Self::spinner(move || label.clone())
+        Self::show(None, label)
     }
 
-    fn spinner(message: impl Fn() -> String + Send + 'static) -> Self {
+    fn show(run: Option<Arc<tessera::Progress>>, label: String) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let handle = std::io::stderr().is_terminal().then(|| {
             let done = done.clone();
             std::thread::spawn(move || {
-                let bar = indicatif::ProgressBar::new_spinner();
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"),
-                );
+                let bar = match &run {
+                    Some(_) => {
+                        let bar = indicatif::ProgressBar::new(1000);
+                        bar.set_style(
+                            indicatif::ProgressStyle::with_template(
+                                "{bar:40} {percent:>3}% of the domain, {msg} [{elapsed}, about {eta} left]",
+                            )
+                            .expect("valid template"),
+                        );
+                        bar
+                    }
+                    None => {
+                        let bar = indicatif::ProgressBar::new_spinner();
+                        bar.set_style(
+                            indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                                .expect("valid template"),
+                        );
+                        bar.set_message(label);
+                        bar
+                    }
+                };
                 // Only show up for runs long enough to be worth it.
                 let start = Instant::now();
                 while !done.load(Ordering::Relaxed) {
                     if start.elapsed() > Duration::from_millis(300) {
-                        bar.set_message(message());
-                        bar.tick();
+                        match &run {
+                            Some(p) => {
+                                bar.set_position((p.fraction() * 1000.0) as u64);
+                                bar.set_message(format!("{} regions", p.regions()));
+                            }
+                            None => bar.tick(),
+                        }
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -109,19 +136,25 @@ impl Progress {
     }
 }
 
-fn options(s: &SliceArgs, counter: &Arc<AtomicU64>) -> Options {
+fn options(s: &SliceArgs, progress: &Arc<tessera::Progress>) -> Options {
     Options {
         time_limit: s.time_limit.and_then(|t| std::time::Duration::try_from_secs_f64(t).ok()),
         memory_limit: Some(s.memory_limit.saturating_mul(1 << 20)),
         threads: s.threads,
         max_regions: s.max_regions,
-        progress: Some(counter.clone()),
+        progress: Some(progress.clone()),
         ..Options::default()
     }
 }
 
+/// The collectors of one `map` run: kept regions, the boundary's segments, the picture, the JSON.
+type MapCollect = (
+    Option<tessera::Keep>,
+    (Option<Segments>, (Option<Raster>, Option<JsonRegions<std::io::BufWriter<std::fs::File>>>)),
+);
+
 fn map(a: MapArgs) -> Result<i32, CliError> {
-    let net = config::load_model(&a.model)?;
+    let net = Arc::new(config::load_model(&a.model)?);
     let slice = config::build_slice(&net, &a.slice)?;
     let decision = config::decision(&a.decision, net.output_shape().numel())?;
     if let Some(l) = a.layer_map.filter(|&l| l >= net.layers.len()) {
@@ -130,50 +163,80 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
             net.layers.len().saturating_sub(1)
         )));
     }
-    let counter = Arc::new(AtomicU64::new(0));
-    // Welding vertices costs a sort of every corner: only when the numbers are asked for.
-    let opts = options(&a.slice, &counter);
-    let start = Instant::now();
-    let progress = Progress::start(counter);
-    let pictures = a.picture.svg.is_some() || a.picture.png.is_some();
     let render_opts = config::render_options(&a.picture)?;
-    let result = if a.json.is_some() || a.boundary || pictures || a.picture.plots.is_some() {
-        tessera::partition(&net, &slice, &opts).map(|p| (p.summary.clone(), Some(p)))
-    } else {
-        tessera::count(&net, &slice, &opts).map(|s| (s, None))
+    let name = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    // Everything streams (memory independent of the region count) but what needs the whole
+    // partition: an SVG (a polygon per region), statistics plots, edges coloured by layer.
+    let layer_edges = render_opts.edges == EdgeMode::Layer && a.picture.png.is_some();
+    let keep = a.picture.svg.is_some() || a.picture.plots.is_some() || layer_edges;
+    let segments = (a.boundary && !keep).then(|| Segments::new(decision.clone()));
+    let raster = (a.picture.png.is_some() && !layer_edges)
+        .then(|| Raster::new(slice.domain, render_opts.clone(), Some(decision.clone())));
+    let mut json_file = None;
+    let json = match &a.json {
+        Some(path) => {
+            let (file, mut w) = output::StreamFile::create(path)?;
+            w.write_all(tessera::export::header(&slice).as_bytes())
+                .map_err(|source| CliError::Write { path: path.display().to_string(), source })?;
+            let (plane, _) = slice.normalized();
+            let options = RecordOptions {
+                decision: a.boundary.then(|| decision.clone()),
+                layer_map: a.layer_map.map(|l| (l, net.clone(), plane)),
+            };
+            let collector = JsonRegions::new(w, options, &file.dir());
+            json_file = Some(file);
+            Some(collector)
+        }
+        None => None,
     };
-    progress.stop();
-    let (summary, partition) = result?;
-    // Pictures always show the boundary.
-    let boundary = match &partition {
-        Some(p) if a.boundary || pictures => Some(decision_boundary(p, &decision)),
+    let collect: MapCollect = (keep.then(tessera::Keep::default), (segments, (raster, json)));
+    let progress = Arc::new(tessera::Progress::default());
+    let opts = options(&a.slice, &progress);
+    let start = Instant::now();
+    let bar = Progress::start(progress.clone());
+    let run = tessera::stream(&net, &slice, &opts, collect);
+    bar.stop();
+    let run = run?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let tessera::Run { summary, collect: (kept, (segments, (raster, json))), frame, layout, output_scale } = run;
+    let outputs = net.output_shape().numel();
+    let partition = kept.map(|collect| {
+        let run = tessera::Run { summary: summary.clone(), collect, frame, layout, output_scale };
+        tessera::into_partition(run, slice.domain, outputs)
+    });
+    let boundary = match (&partition, segments) {
+        (Some(p), _) if a.boundary || a.picture.svg.is_some() || layer_edges => Some(decision_boundary(p, &decision)),
+        (_, Some(s)) => Some(s.finish()),
         _ => None,
     };
-    let elapsed = start.elapsed().as_secs_f64();
-    let stats = output::stats_json(&summary, boundary.as_ref(), elapsed);
-    if let (Some(path), Some(p)) = (&a.json, &partition) {
-        let layer_of = |i: usize| a.layer_map.and_then(|layer| tessera::layer_map(&net, &slice, p, i, layer));
-        let layer_map = a.layer_map.map(|l| (l, &layer_of as &output::LayerMapFn<'_>));
-        output::write_partition(path, p, &slice, &stats, boundary.as_ref().map(|b| (b, &decision)), layer_map)?;
+    let stats = tessera::export::stats_json(&summary, boundary.as_ref(), elapsed);
+    if let (Some(file), Some(json)) = (json_file, json) {
+        let b = boundary.as_ref().filter(|_| a.boundary).map(|b| tessera::export::boundary_json(b, &frame));
+        file.commit(json.finish(b, &stats))?;
+    }
+    let title = Some(format!("{name}: {} regions", summary.regions));
+    if let (Some(path), Some(r)) = (&a.picture.png, raster) {
+        let bar = Progress::phase(format!("drawing {}", path.display()));
+        let rgb = r.finish(title.clone(), slice.anchors);
+        let png = tessera::render::encode_png(&rgb, render_opts.size.0, render_opts.size.1);
+        bar.stop();
+        output::write_atomically(path, |w| w.write_all(&png))?;
+        eprintln!("wrote {}", path.display());
     }
     if let Some(p) = &partition {
-        let name = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let opts = tessera::render::RenderOptions {
-            title: Some(format!("{name}: {} regions", p.regions.len())),
-            ..render_opts
-        };
+        let opts = tessera::render::RenderOptions { title: title.clone(), ..render_opts.clone() };
         let scene = tessera::render::Scene { partition: p, boundary: boundary.as_ref(), anchors: slice.anchors };
         if let Some(path) = &a.picture.svg {
-            let progress = Progress::phase(format!("drawing {}", path.display()));
+            let bar = Progress::phase(format!("drawing {}", path.display()));
             let svg = tessera::render::render_svg(&scene, &opts);
-            progress.stop();
+            bar.stop();
             output::write_atomically(path, |w| w.write_all(svg.as_bytes()))?;
             eprintln!("wrote {}", path.display());
         }
-        if let Some(path) = &a.picture.png {
-            let progress = Progress::phase(format!("drawing {}", path.display()));
+        if let (Some(path), true) = (&a.picture.png, layer_edges) {
+            let bar = Progress::phase(format!("drawing {}", path.display()));
             let png = tessera::render::render_png(&scene, &opts);
-            progress.stop();
+            bar.stop();
             output::write_atomically(path, |w| w.write_all(&png))?;
             eprintln!("wrote {}", path.display());
         }
@@ -249,10 +312,10 @@ fn sample(a: SampleArgs) -> Result<i32, CliError> {
     let net = config::load_model(&a.model)?;
     let slice = config::build_slice(&net, &a.slice)?;
     let decision = config::decision(&a.decision, net.output_shape().numel())?;
-    let counter = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start(counter.clone());
-    let part = tessera::partition(&net, &slice, &options(&a.slice, &counter));
-    progress.stop();
+    let progress = Arc::new(tessera::Progress::default());
+    let bar = Progress::start(progress.clone());
+    let part = tessera::partition(&net, &slice, &options(&a.slice, &progress));
+    bar.stop();
     let part = part?;
     let dims: Vec<u64> = net.input_shape.dims().iter().map(|&d| d as u64).collect();
     let encode = |n: usize, per: &[u64], data: &[f64]| {
@@ -361,10 +424,10 @@ fn verify(a: VerifyArgs) -> Result<i32, CliError> {
     }
     let net = config::load_model(&a.model)?;
     let slice = config::build_slice(&net, &a.slice)?;
-    let counter = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start(counter.clone());
-    let part = tessera::partition(&net, &slice, &options(&a.slice, &counter));
-    progress.stop();
+    let progress = Arc::new(tessera::Progress::default());
+    let bar = Progress::start(progress.clone());
+    let part = tessera::partition(&net, &slice, &options(&a.slice, &progress));
+    bar.stop();
     let part = part?;
     let report = tessera::check(&net, &slice, &part, a.points, a.seed);
     eprintln!(

@@ -23,8 +23,22 @@ pub struct Finished {
     pub pattern: Pattern,
 }
 
+/// What a collector learns when a run starts, before any region.
+pub struct Start<'a> {
+    /// Frame coordinates (the regions') ↔ `(u, v)`.
+    pub frame: crate::slice::Normalization,
+    /// Network outputs.
+    pub outputs: usize,
+    /// Per output, a bound over the domain of the magnitude of the terms behind it.
+    pub output_scale: &'a [f64],
+    /// Where each nonlinear layer's units sit in the patterns.
+    pub layout: &'a [crate::pattern::LayerBits],
+}
+
 /// Receives finished regions.
 pub trait Collect: Send + Sync + Sized {
+    /// Called once on the run's root collector before any region (forks are made after it).
+    fn begin(&mut self, _start: &Start<'_>) {}
     /// Whether regions need their output maps and patterns (each costs a map per region).
     fn needs_maps(&self) -> bool;
     /// An empty collector for a fork of the work.
@@ -176,8 +190,44 @@ impl Collect for Tally {
     }
 }
 
+/// A collector that may be absent.
+impl<A: Collect> Collect for Option<A> {
+    fn begin(&mut self, start: &Start<'_>) {
+        if let Some(a) = self.as_mut() {
+            a.begin(start);
+        }
+    }
+
+    fn needs_maps(&self) -> bool {
+        self.as_ref().is_some_and(Collect::needs_maps)
+    }
+
+    fn fork(&self) -> Self {
+        self.as_ref().map(Collect::fork)
+    }
+
+    fn absorb(&mut self, fork: Self) {
+        if let (Some(a), Some(b)) = (self.as_mut(), fork) {
+            a.absorb(b);
+        }
+    }
+
+    fn add(&mut self, r: &Finished) -> u64 {
+        self.as_mut().map_or(0, |a| a.add(r))
+    }
+
+    fn take(&mut self, r: Finished) -> u64 {
+        self.as_mut().map_or(0, |a| a.take(r))
+    }
+}
+
 /// Two collectors side by side (a tally while keeping, pictures while counting, ...).
 impl<A: Collect, B: Collect> Collect for (A, B) {
+    fn begin(&mut self, start: &Start<'_>) {
+        self.0.begin(start);
+        self.1.begin(start);
+    }
+
     fn needs_maps(&self) -> bool {
         self.0.needs_maps() || self.1.needs_maps()
     }

@@ -80,8 +80,8 @@ pub struct Options {
     pub threads: usize,
     /// Stop with [`EngineError::TooManyRegions`] beyond this many regions.
     pub max_regions: Option<u64>,
-    /// Incremented with the number of finished regions as they are produced.
-    pub progress: Option<Arc<AtomicU64>>,
+    /// Updated as regions are finished: their number and the share of the domain they cover.
+    pub progress: Option<Arc<Progress>>,
     /// Stop with [`EngineError::TimeLimit`] after this long.
     pub time_limit: Option<std::time::Duration>,
     /// Stop with [`EngineError::MemoryLimit`] when kept regions would take more bytes.
@@ -92,14 +92,49 @@ pub struct Options {
     pub dense_reference: bool,
 }
 
+/// How far a run is, readable from another thread while it runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    regions: AtomicU64,
+    /// Finished area as a fraction of the domain, in units of 2^-40.
+    area: AtomicU64,
+}
+
+impl Progress {
+    /// Regions finished so far.
+    pub fn regions(&self) -> u64 {
+        self.regions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Fraction of the domain's area the finished regions cover, in `[0, 1]`.
+    pub fn fraction(&self) -> f64 {
+        (self.area.load(std::sync::atomic::Ordering::Relaxed) as f64 / (1u64 << 40) as f64).min(1.0)
+    }
+
+    /// Records a finished region of `share` of the domain's area.
+    pub(crate) fn add(&self, share: f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.regions.fetch_add(1, Relaxed);
+        self.area.fetch_add((share * (1u64 << 40) as f64) as u64, Relaxed);
+    }
+}
+
 /// Partitions the square `[-1, 1]²` of `plane` (a normalised plane: see `Slice::normalized`).
 pub(crate) fn run<C: collect::Collect>(
     net: &Network,
     plane: &Plane,
     opts: &Options,
-    collect: C,
+    mut collect: C,
+    frame: crate::slice::Normalization,
 ) -> Result<(Plan, Output<C>), EngineError> {
     let plan = Plan::new(net, plane);
+    let layout = plan.layout();
+    collect.begin(&collect::Start {
+        frame,
+        outputs: plan.n_out,
+        output_scale: &plan.output_magnitude,
+        layout: &layout,
+    });
     let threads =
         if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
     let pool = rayon::ThreadPoolBuilder::new()

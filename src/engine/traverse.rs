@@ -401,7 +401,7 @@ pub(crate) fn emit<C: Collect>(ctx: &Ctx<'_, C>, cell: Cell, out: &mut Output<C>
         return;
     }
     if let Some(p) = &ctx.opts.progress {
-        p.fetch_add(1, Ordering::Relaxed);
+        p.add(area / 4.0);
     }
     out.count += 1;
     out.area_sum += area;

@@ -203,6 +203,13 @@ impl<'a> BitmapCanvas<'a> {
         BitmapCanvas { area }
     }
 
+    /// Draws over the picture already in `buf`.
+    pub fn over(buf: &'a mut [u8], width: u32, height: u32) -> Self {
+        register_font();
+        let area = BitMapBackend::with_buffer(buf, (width, height)).into_drawing_area();
+        BitmapCanvas { area }
+    }
+
     /// Flushes drawing into the buffer.
     pub fn finish(self) {
         let _ = self.area.present();

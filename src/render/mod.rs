@@ -1,13 +1,15 @@
-//! Pictures of a finished partition: regions, edges, the decision boundary, anchors, axes and a
-//! legend, as SVG (with a tooltip per region) or as an RGB bitmap / PNG.
+//! Pictures of a partition: regions, edges, the decision boundary, anchors, axes and a legend.
 //!
-//! The renderer reads only the `Partition`, its `Boundary` and the anchors: never the network.
-//! One drawing routine ([`draw`]) runs against either canvas, so both formats show the same
-//! picture. Output is deterministic: the same input gives the same bytes.
+//! Two paths, one look. SVG ([`render_svg`], with a tooltip per region) is drawn from a finished
+//! `Partition` and its `Boundary`. PNG is rasterised region by region ([`raster::Raster`]), as
+//! the engine streams them or from a kept partition ([`render_png`]), in memory independent of
+//! the region count. Neither reads the network. Output is deterministic: the same input gives the
+//! same bytes.
 
 pub mod canvas;
 pub mod colors;
 pub mod plots;
+pub mod raster;
 
 use crate::boundary::{Boundary, RegionClass};
 use crate::partition::Partition;
@@ -28,6 +30,8 @@ pub enum ColorScheme {
     /// Norm of the gradient of the function scoring the predicted class (its logit for argmax,
     /// the level function for a level set; output 0 without a boundary).
     Slope,
+    /// Regions per pixel, log scale (PNG only; in SVG the same as `Area`).
+    Density,
 }
 
 /// Which region edges are drawn.
@@ -102,10 +106,17 @@ impl Viewport {
 }
 
 impl Viewport {
-    /// The viewport a picture with these options uses for `domain`.
+    /// The viewport a picture with these options uses for `domain`, with room for the widest
+    /// legend of its colour scheme.
     pub fn new(domain: Domain, opts: &RenderOptions) -> Self {
+        Self::with_legend(domain, opts, 150.0)
+    }
+
+    /// The viewport leaving `legend` pixels (a legend's [`Legend::width`]) on the right.
+    pub fn with_legend(domain: Domain, opts: &RenderOptions, legend: f64) -> Self {
         let (w, h) = (opts.size.0 as f64, opts.size.1 as f64);
-        let (left, right, top, bottom) = if opts.axes { (80.0, 170.0, 50.0, 60.0) } else { (0.0, 0.0, 0.0, 0.0) };
+        let right = legend + 30.0;
+        let (left, right, top, bottom) = if opts.axes { (80.0, right, 50.0, 60.0) } else { (0.0, 0.0, 0.0, 0.0) };
         let (aw, ah) = ((w - left - right).max(1.0), (h - top - bottom).max(1.0));
         let (du, dv) = (domain.u1 - domain.u0, domain.v1 - domain.v0);
         let scale = (aw / du).min(ah / dv);
@@ -131,15 +142,112 @@ pub fn render_svg(scene: &Scene<'_>, opts: &RenderOptions) -> String {
     c.finish()
 }
 
-/// Renders the scene as RGB pixels, row-major, `width × height × 3` bytes.
+/// Renders the scene as RGB pixels, row-major, `width × height × 3` bytes: the partition's
+/// regions rasterised one by one ([`raster::Raster`]), as a streamed run would.
 pub fn render_rgb(scene: &Scene<'_>, opts: &RenderOptions) -> Vec<u8> {
-    let mut buf = vec![255u8; opts.size.0 as usize * opts.size.1 as usize * 3];
-    {
-        let mut c = BitmapCanvas::new(&mut buf, opts.size.0, opts.size.1);
-        draw(&mut c, scene, opts);
-        c.finish();
+    use crate::engine::collect::{Collect, Finished, Start};
+    let part = scene.partition;
+    let outputs = part.regions.first().map_or(0, |r| r.map.offset.len());
+    let decision = scene.boundary.map(|b| b.decision.clone());
+    let mut r = raster::Raster::new(part.domain, opts.clone(), decision);
+    r.begin(&Start { frame: part.frame, outputs, output_scale: &part.output_scale, layout: &part.layout });
+    for reg in &part.regions {
+        let map: Vec<f64> = [
+            reg.map.jacobian.iter().map(|j| j[0]).collect::<Vec<_>>(),
+            reg.map.jacobian.iter().map(|j| j[1]).collect(),
+            reg.map.offset.clone(),
+        ]
+        .concat();
+        r.add(&Finished { poly: reg.polygon.clone(), map, pattern: reg.pattern.clone() });
     }
-    buf
+    if opts.edges == EdgeMode::Layer {
+        let layered: Vec<_> = part
+            .edges()
+            .iter()
+            .filter_map(|e| {
+                let right = e.right?;
+                let l = part.separating_layer(&part.regions[e.left].pattern, &part.regions[right].pattern)?;
+                Some((e.a, e.b, part.layout.iter().position(|x| x == l)?))
+            })
+            .collect();
+        r.add_layer_edges(&layered);
+    }
+    r.finish(opts.title.clone(), scene.anchors)
+}
+
+/// The nonlinear layers' names for legends: `op #layer`.
+pub fn layer_names(layout: &[crate::pattern::LayerBits]) -> Vec<String> {
+    layout.iter().map(|l| format!("{} #{}", l.op, l.layer)).collect()
+}
+
+/// What the legend shows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Legend {
+    /// Class swatches (class colours).
+    pub classes: usize,
+    /// A colour bar: its label and the values at its ends.
+    pub colorbar: Option<(&'static str, (f64, f64))>,
+    /// Layer swatches (edges coloured by layer).
+    pub layers: Vec<String>,
+    /// A line for the decision boundary.
+    pub boundary: bool,
+}
+
+impl Legend {
+    /// The legend of a picture with `opts`.
+    pub fn new(opts: &RenderOptions, classes: usize, layers: &[String], boundary: bool) -> Self {
+        let layers = if opts.edges == EdgeMode::Layer { layers.to_vec() } else { Vec::new() };
+        Legend { classes, colorbar: None, layers, boundary }
+    }
+
+    /// Width in pixels of the widest entry (13 px text, a swatch, a margin), so that the
+    /// viewport leaves room for it.
+    pub fn width(&self) -> f64 {
+        let text = |s: &str| 20.0 + 0.62 * 13.0 * s.chars().count() as f64;
+        let mut w: f64 = 120.0;
+        w = w.max(text("decision boundary")).max(text("edges by layer")).max(text("log10 regions per pixel"));
+        for l in &self.layers {
+            w = w.max(text(l));
+        }
+        if let Some((_, (lo, hi))) = self.colorbar {
+            w = w.max(24.0 + text(&format!("≥ {hi:.3}"))).max(24.0 + text(&format!("≤ {lo:.3}")));
+        }
+        w
+    }
+}
+
+/// Draws axes, title, legend and anchors over an RGB picture.
+pub(crate) fn overlay(
+    rgb: &mut [u8],
+    opts: &RenderOptions,
+    vp: &Viewport,
+    legend: &Legend,
+    title: Option<&str>,
+    anchors: Option<[[f64; 2]; 3]>,
+) {
+    let mut c = BitmapCanvas::over(rgb, opts.size.0, opts.size.1);
+    draw_anchors(&mut c, vp, anchors);
+    if opts.axes {
+        draw_axes(&mut c, vp, opts, title);
+        draw_legend(&mut c, opts, vp, legend);
+    }
+    c.finish();
+}
+
+fn draw_anchors(c: &mut dyn Canvas, vp: &Viewport, anchors: Option<[[f64; 2]; 3]>) {
+    if let Some(anchors) = anchors {
+        // Anchors outside the domain are left out (they would land on the axes or the legend).
+        let d = vp.domain;
+        for (p, name) in anchors
+            .iter()
+            .zip(["A", "B", "C"])
+            .filter(|(p, _)| (d.u0..=d.u1).contains(&p[0]) && (d.v0..=d.v1).contains(&p[1]))
+        {
+            let at = vp.to_px(*p);
+            c.circle(at, 6.0, Rgb(255, 255, 255), Rgb(0, 0, 0));
+            c.text((at.0 + 9.0, at.1 - 10.0), name, 16.0, Rgb(0, 0, 0), Align::Start);
+        }
+    }
 }
 
 /// Encodes RGB pixels as PNG.
@@ -189,7 +297,22 @@ struct Piece<'a> {
 /// Draws the whole picture on `c`.
 pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
     let part = scene.partition;
-    let vp = Viewport::new(part.domain, opts);
+    let classes = scene.boundary.map_or(0, |b| {
+        b.region_classes
+            .iter()
+            .map(|c| match c {
+                RegionClass::One(k) => *k,
+                RegionClass::Several(ks) => ks.iter().copied().max().unwrap_or(0),
+            })
+            .max()
+            .map_or(0, |k| k + 1)
+    });
+    let mut legend = Legend::new(
+        opts,
+        if opts.color == ColorScheme::Class { classes } else { 0 },
+        &layer_names(&part.layout),
+        scene.boundary.is_some(),
+    );
     let edges =
         if opts.edges != EdgeMode::None || opts.color == ColorScheme::Pattern { part.edges() } else { Vec::new() };
     // Pieces to fill: class and slope colours follow the boundary inside crossed regions.
@@ -221,19 +344,21 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
     // Colormap schemes: one value per piece, mapped between its 1st and 99th percentiles so that
     // a few slivers do not flatten the picture.
     let value = |p: &Piece<'_>| match opts.color {
-        ColorScheme::Area => part.regions[p.region].area.log10(),
+        ColorScheme::Area | ColorScheme::Density => part.regions[p.region].area.log10(),
         _ => slope(part, p.region, scene.boundary, p.class.unwrap_or(0)),
     };
     let colorbar = match opts.color {
-        ColorScheme::Area | ColorScheme::Slope => {
+        ColorScheme::Area | ColorScheme::Slope | ColorScheme::Density => {
             let mut vals: Vec<f64> = pieces.iter().map(value).filter(|v| v.is_finite()).collect();
             vals.sort_by(f64::total_cmp);
             let q = |f: f64| vals.get(((vals.len().max(1) - 1) as f64 * f).round() as usize).copied().unwrap_or(0.0);
-            let label = if opts.color == ColorScheme::Area { "log10 area" } else { "|grad| of class logit" };
+            let label = if opts.color == ColorScheme::Slope { "|grad| of class logit" } else { "log10 area" };
             Some((label, (q(0.01), q(0.99))))
         }
         _ => None,
     };
+    legend.colorbar = colorbar;
+    let vp = Viewport::with_legend(part.domain, opts, legend.width());
     let fills: Vec<Rgb> = match opts.color {
         ColorScheme::Pattern => {
             let mut nb = vec![Vec::new(); part.regions.len()];
@@ -249,7 +374,7 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
         ColorScheme::Class => {
             pieces.iter().map(|p| p.class.map_or(Rgb(200, 200, 200), |k| class_color(k).lighten(0.35))).collect()
         }
-        ColorScheme::Area | ColorScheme::Slope => {
+        ColorScheme::Area | ColorScheme::Slope | ColorScheme::Density => {
             let (lo, hi) = colorbar.expect("set for colormap schemes").1;
             // 64 levels: indistinguishable from continuous, and groups of one colour in SVG.
             pieces.iter().map(|p| viridis(((value(p) - lo) / (hi - lo).max(1e-300) * 63.0).round() / 63.0)).collect()
@@ -296,16 +421,10 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
             c.polyline(&line, Rgb(0, 0, 0), 2.5);
         }
     }
-    if let Some(anchors) = scene.anchors {
-        for (p, name) in anchors.iter().zip(["A", "B", "C"]) {
-            let at = vp.to_px(*p);
-            c.circle(at, 6.0, Rgb(255, 255, 255), Rgb(0, 0, 0));
-            c.text((at.0 + 9.0, at.1 - 10.0), name, 16.0, Rgb(0, 0, 0), Align::Start);
-        }
-    }
+    draw_anchors(c, &vp, scene.anchors);
     if opts.axes {
-        draw_axes(c, &vp, opts);
-        draw_legend(c, scene, opts, &vp, colorbar);
+        draw_axes(c, &vp, opts, opts.title.as_deref());
+        draw_legend(c, opts, &vp, &legend);
     }
 }
 
@@ -329,7 +448,7 @@ fn tick_label(v: f64) -> String {
     }
 }
 
-fn draw_axes(c: &mut dyn Canvas, vp: &Viewport, opts: &RenderOptions) {
+fn draw_axes(c: &mut dyn Canvas, vp: &Viewport, opts: &RenderOptions, title: Option<&str>) {
     let d = vp.domain;
     let (x0, y0) = vp.to_px([d.u0, d.v1]);
     let (x1, y1) = vp.to_px([d.u1, d.v0]);
@@ -347,81 +466,54 @@ fn draw_axes(c: &mut dyn Canvas, vp: &Viewport, opts: &RenderOptions) {
     }
     c.text((0.5 * (x0 + x1), y1 + 42.0), "u", 15.0, black, Align::Middle);
     c.text((x0 - 60.0, 0.5 * (y0 + y1)), "v", 15.0, black, Align::Middle);
-    if let Some(t) = &opts.title {
+    if let Some(t) = title {
         c.text((0.5 * opts.size.0 as f64, 24.0), t, 18.0, black, Align::Middle);
     }
 }
 
-fn draw_legend(
-    c: &mut dyn Canvas,
-    scene: &Scene<'_>,
-    opts: &RenderOptions,
-    vp: &Viewport,
-    colorbar: Option<(&str, (f64, f64))>,
-) {
-    let part = scene.partition;
+fn draw_legend(c: &mut dyn Canvas, opts: &RenderOptions, vp: &Viewport, legend: &Legend) {
     let (x_plot_end, y_top) = vp.to_px([vp.domain.u1, vp.domain.v1]);
-    let x = (x_plot_end + 20.0).min(opts.size.0 as f64 - 150.0);
+    // Inside the picture whatever the text: the viewport left room for `legend.width()`.
+    let x = (x_plot_end + 20.0).min(opts.size.0 as f64 - legend.width() - 5.0).max(0.0);
     let mut y = y_top + 10.0;
     let black = Rgb(0, 0, 0);
     let swatch = |c: &mut dyn Canvas, y: f64, color: Rgb, label: &str| {
         c.polygon(&[(x, y - 7.0), (x + 14.0, y - 7.0), (x + 14.0, y + 7.0), (x, y + 7.0)], color, None);
         c.text((x + 20.0, y), label, 13.0, black, Align::Start);
     };
-    match opts.color {
-        ColorScheme::Class => {
-            let classes = scene
-                .boundary
-                .map(|b| {
-                    b.region_classes
-                        .iter()
-                        .map(|c| match c {
-                            RegionClass::One(k) => *k,
-                            RegionClass::Several(ks) => ks.iter().copied().max().unwrap_or(0),
-                        })
-                        .max()
-                        .unwrap_or(0)
-                        + 1
-                })
-                .unwrap_or(0);
-            for k in 0..classes.min(20) {
-                swatch(c, y, class_color(k).lighten(0.35), &format!("class {k}"));
-                y += 20.0;
-            }
-        }
-        ColorScheme::Area | ColorScheme::Slope => {
-            let (label, (lo, hi)) = colorbar.unwrap_or(("", (0.0, 1.0)));
-            c.text((x, y), label, 13.0, black, Align::Start);
-            y += 16.0;
-            let h = 200.0;
-            for k in 0..50 {
-                let t0 = k as f64 / 50.0;
-                let yy = y + h * (1.0 - t0) - h / 50.0;
-                c.polygon(
-                    &[(x, yy), (x + 18.0, yy), (x + 18.0, yy + h / 50.0 + 0.5), (x, yy + h / 50.0 + 0.5)],
-                    viridis(t0 + 0.01),
-                    None,
-                );
-            }
-            c.text((x + 24.0, y), &format!("≥ {hi:.3}"), 12.0, black, Align::Start);
-            c.text((x + 24.0, y + h), &format!("≤ {lo:.3}"), 12.0, black, Align::Start);
-            y += h + 20.0;
-        }
-        ColorScheme::Pattern => {}
+    for k in 0..legend.classes.min(20) {
+        swatch(c, y, class_color(k).lighten(0.35), &format!("class {k}"));
+        y += 20.0;
     }
-    if opts.edges == EdgeMode::Layer {
+    if let Some((label, (lo, hi))) = legend.colorbar {
+        c.text((x, y), label, 13.0, black, Align::Start);
+        y += 16.0;
+        let h = 200.0;
+        for k in 0..50 {
+            let t0 = k as f64 / 50.0;
+            let yy = y + h * (1.0 - t0) - h / 50.0;
+            c.polygon(
+                &[(x, yy), (x + 18.0, yy), (x + 18.0, yy + h / 50.0 + 0.5), (x, yy + h / 50.0 + 0.5)],
+                viridis(t0 + 0.01),
+                None,
+            );
+        }
+        c.text((x + 24.0, y), &format!("≥ {hi:.3}"), 12.0, black, Align::Start);
+        c.text((x + 24.0, y + h), &format!("≤ {lo:.3}"), 12.0, black, Align::Start);
+        y += h + 20.0;
+    }
+    if !legend.layers.is_empty() {
         y += 10.0;
         c.text((x, y), "edges by layer", 13.0, black, Align::Start);
         y += 20.0;
-        for (i, l) in part.layout.iter().enumerate() {
-            swatch(c, y, layer_color(i), &format!("{} #{}", l.op, l.layer));
+        for (i, l) in legend.layers.iter().enumerate() {
+            swatch(c, y, layer_color(i), l);
             y += 20.0;
         }
     }
-    if scene.boundary.is_some() {
+    if legend.boundary {
         y += 10.0;
         c.polyline(&[(x, y), (x + 14.0, y)], black, 2.5);
         c.text((x + 20.0, y), "decision boundary", 13.0, black, Align::Start);
     }
-    let _ = y;
 }
