@@ -158,7 +158,7 @@ impl<W: Write + Send + Sync> JsonRegions<W> {
         let uv = f.map_to_uv(&map);
         let mut rec = json!({
             "vertices": r.poly.pts.iter().map(|&p| f.to_uv(p)).collect::<Vec<_>>(),
-            "area": r.poly.area() * f.half[0] * f.half[1],
+            "area": r.area * f.half[0] * f.half[1],
             "pattern": r.pattern.to_hex(),
             "map": {"jacobian": uv.jacobian, "offset": uv.offset},
         });

@@ -6,6 +6,9 @@ mod cli;
 
 use clap::Parser;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = cli::args::Cli::parse();
     match cli::run(args) {

@@ -80,6 +80,9 @@ pub(crate) struct Base {
     /// For a derived or virtual base: its parent and the corrections.
     pub origin: Option<Origin>,
     next: OnceLock<Arc<Base>>,
+    /// The next target's pre-activations and partial sums over the same polygon, unclassified:
+    /// what the dense path starts its pieces from (see [`Base::compute_next_unclassified`]).
+    next_z: OnceLock<Arc<Base>>,
 }
 
 impl Base {
@@ -97,7 +100,7 @@ impl Base {
             Nonlinearity::Pwl(l) => Class::Pwl(l.classify_all(&poly, &z, &stage.noise, scratch)),
             Nonlinearity::Max(l) => Class::Max(l.classify_all(&poly, &z, &stage.noise)),
         });
-        Base { target, poly, z, partial, class, origin: None, next: OnceLock::new() }
+        Base { target, poly, z, partial, class, origin: None, next: OnceLock::new(), next_z: OnceLock::new() }
     }
 
     /// The base of the whole domain: the plane's three vectors through the input edges.
@@ -119,12 +122,65 @@ impl Base {
             class: None,
             origin: Some(Origin { parent: Arc::clone(parent), chunks }),
             next: OnceLock::new(),
+            next_z: OnceLock::new(),
         }
     }
 
     /// The base of the next target over the same polygon, if computed.
     pub(crate) fn next(&self) -> Option<&Arc<Base>> {
         self.next.get()
+    }
+
+    /// The base of [`Base::compute_next_unclassified`], if computed.
+    pub(crate) fn next_unclassified(&self) -> Option<&Arc<Base>> {
+        self.next_z.get()
+    }
+
+    /// Computes, for every base in `bases` (all of the same target) that lacks it, the next
+    /// target's pre-activations and partial sums over the same polygon without classifying
+    /// them: the dense path classifies each piece on its own, so a classification over the
+    /// whole polygon would go unused. Dense bases go through one batched application of the
+    /// edges; derived and virtual ones patch their parents' (computed first).
+    pub(crate) fn compute_next_unclassified(plan: &Plan, bases: &[&Arc<Base>], scratch: &mut Scratch) {
+        let todo: Vec<&Arc<Base>> = bases.iter().copied().filter(|b| b.next_z.get().is_none()).collect();
+        let (derived, dense): (Vec<&Arc<Base>>, Vec<&Arc<Base>>) = todo.into_iter().partition(|b| b.origin.is_some());
+        if !derived.is_empty() {
+            let mut parents: Vec<&Arc<Base>> = Vec::new();
+            for b in &derived {
+                let p = &b.origin.as_ref().expect("derived").parent;
+                if p.next_z.get().is_none() && !parents.iter().any(|q| Arc::ptr_eq(q, p)) {
+                    parents.push(p);
+                }
+            }
+            Base::compute_next_unclassified(plan, &parents, scratch);
+            for b in derived {
+                let origin = b.origin.as_ref().expect("derived");
+                let parent_next = origin.parent.next_z.get().expect("just computed");
+                let chunks = live_after(plan, &origin.chunks, b.target);
+                let t = parent_next.target;
+                let partial = patched_partials(plan, &parent_next.partial, &chunks, t, &mut scratch.acc);
+                scatter(plan, &chunks, t, &mut scratch.acc);
+                let mut z = parent_next.z.clone();
+                scratch.acc.add_to(&mut z);
+                let _ = b.next_z.set(Arc::new(Base::unclassified(t, b.poly.clone(), z, partial)));
+            }
+        }
+        let Some(first) = dense.first() else { return };
+        let s = first.target;
+        let mut rows = Vec::with_capacity(dense.len() * 3 * plan.stages[s].n_out);
+        for b in &dense {
+            rows.extend_from_slice(b.class.as_ref().expect("a dense stage base is classified").t());
+        }
+        let mut partials: Vec<Vec<(usize, Vec<f64>)>> = dense.iter().map(|b| b.partial.clone()).collect();
+        contribute(plan, Source::Stage(s), &rows, dense.len(), &mut partials);
+        for (b, mut partial) in dense.into_iter().zip(partials) {
+            let z = take_target(plan, &mut partial, s + 1);
+            let _ = b.next_z.set(Arc::new(Base::unclassified(s + 1, b.poly.clone(), z, partial)));
+        }
+    }
+
+    fn unclassified(target: usize, poly: ConvexPolygon, z: Vec<f64>, partial: Vec<(usize, Vec<f64>)>) -> Self {
+        Base { target, poly, z, partial, class: None, origin: None, next: OnceLock::new(), next_z: OnceLock::new() }
     }
 
     /// Computes [`Base::next`] for every base in `bases` (all of the same target) that lacks it:
@@ -193,7 +249,16 @@ pub(crate) fn derive(
     scratch.acc.add_to(&mut z);
     let Some(stage) = plan.stages.get(s) else {
         // The network output: nothing to classify.
-        return Base { target: s, poly, z, partial, class: None, origin: None, next: OnceLock::new() };
+        return Base {
+            target: s,
+            poly,
+            z,
+            partial,
+            class: None,
+            origin: None,
+            next: OnceLock::new(),
+            next_z: OnceLock::new(),
+        };
     };
     let found = candidates(stage, parent, &scratch.acc, &poly, &mut scratch.seen);
     let class = match (parent.class.as_ref().expect("a stage base is classified"), &stage.nonlin) {
@@ -223,6 +288,7 @@ pub(crate) fn derive(
         class: Some(class),
         origin: Some(Origin { parent: Arc::clone(parent), chunks: origin }),
         next: OnceLock::new(),
+        next_z: OnceLock::new(),
     }
 }
 
@@ -278,9 +344,20 @@ fn contribute(plan: &Plan, source: Source, rows: &[f64], m: usize, partials: &mu
         let out = edge.map.apply_rows(rows, 3 * m);
         let n = plan.target_len(edge.target);
         for (k, partial) in partials.iter_mut().enumerate() {
+            let rows_k = &out[3 * k * len..3 * (k + 1) * len];
+            if len == n {
+                if let Err(at) = partial.binary_search_by_key(&edge.target, |p| p.0) {
+                    // The first contribution to the whole target: the rows plus the bias (the
+                    // same sums as adding them to a bias-initialised partial).
+                    let mut v = rows_k.to_vec();
+                    v[2 * n..].iter_mut().zip(plan.target_bias(edge.target)).for_each(|(d, b)| *d += b);
+                    partial.insert(at, (edge.target, v));
+                    continue;
+                }
+            }
             let sum = partial_of(plan, partial, edge.target);
             for r in 0..3 {
-                let src = &out[(3 * k + r) * len..(3 * k + r + 1) * len];
+                let src = &rows_k[r * len..(r + 1) * len];
                 let dst = &mut sum[r * n + edge.offset..r * n + edge.offset + len];
                 dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
             }

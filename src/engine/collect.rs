@@ -16,6 +16,8 @@ use crate::pattern::Pattern;
 pub struct Finished {
     /// The region.
     pub poly: ConvexPolygon,
+    /// Its area (frame coordinates).
+    pub area: f64,
     /// Output map, `3 × n_out` (`∂/∂s` row, `∂/∂t` row, value row), when the collector asked for
     /// maps ([`Collect::needs_maps`]); empty otherwise.
     pub map: Vec<f64>,
@@ -76,7 +78,7 @@ impl Collect for Keep {
     }
 
     fn add(&mut self, r: &Finished) -> u64 {
-        self.take(Finished { poly: r.poly.clone(), map: r.map.clone(), pattern: r.pattern.clone() })
+        self.take(Finished { poly: r.poly.clone(), area: r.area, map: r.map.clone(), pattern: r.pattern.clone() })
     }
 
     fn take(&mut self, r: Finished) -> u64 {
@@ -113,7 +115,11 @@ pub struct Tally {
 impl Tally {
     /// Counts one polygon (frame coordinates).
     pub fn polygon(&mut self, poly: &ConvexPolygon) {
-        let area = poly.area();
+        self.polygon_with_area(poly, poly.area());
+    }
+
+    /// Counts one polygon whose area is known.
+    fn polygon_with_area(&mut self, poly: &ConvexPolygon, area: f64) {
         let rel = (area / 4.0).max(f64::MIN_POSITIVE);
         let bin = ((-rel.log10()) * AREA_BINS_PER_DECADE as f64).floor().max(0.0) as usize;
         let bin = bin.min(400);
@@ -185,7 +191,7 @@ impl Collect for Tally {
     }
 
     fn add(&mut self, r: &Finished) -> u64 {
-        self.polygon(&r.poly);
+        self.polygon_with_area(&r.poly, r.area);
         0
     }
 }

@@ -7,7 +7,7 @@
 //! it adds `Δa·(z − b)` to the unit's output.
 
 use super::kernels;
-use crate::geometry::polygon::{ConvexPolygon, Split};
+use crate::geometry::polygon::{side, ConvexPolygon, Side, Split};
 use crate::network::HingeForm;
 
 /// One hinge slot of every unit, as arrays over units (`da = 0`: the unit has no such hinge).
@@ -215,6 +215,32 @@ impl PwlLayer {
             poly.split(&poly.pts.iter().map(eval).collect::<Vec<f64>>(), tol)
         };
         (split, [da * z[0], da * z[1], da * (z[2] - bp)])
+    }
+
+    /// `Δa·(z − b)` of hinge `slot` of `unit`: what the side above adds to the unit's output
+    /// relative to the side below (as [`PwlLayer::split`] returns it).
+    pub(crate) fn hinge_coef(&self, unit: usize, slot: usize, z: [f64; 3]) -> [f64; 3] {
+        let (bp, da) = self.hinge(unit, slot);
+        [da * z[0], da * z[1], da * (z[2] - bp)]
+    }
+}
+
+impl PwlLayer {
+    /// Where `poly` lies relative to the line of hinge `slot` of `unit`: the decision
+    /// [`PwlLayer::split`] takes, without building pieces.
+    pub(crate) fn side(&self, poly: &ConvexPolygon, unit: usize, slot: usize, z: [f64; 3], noise: f64) -> Side {
+        let (bp, _) = self.hinge(unit, slot);
+        let tol = kernels::hinge_tol(z[0], z[1], bp, noise);
+        let mut buf = [0.0; 16];
+        let n = poly.pts.len().min(buf.len());
+        for (v, p) in buf.iter_mut().zip(&poly.pts) {
+            *v = (z[0] * p[0] + z[1] * p[1] + z[2]) - bp;
+        }
+        if poly.pts.len() > buf.len() {
+            let all: Vec<f64> = poly.pts.iter().map(|p| (z[0] * p[0] + z[1] * p[1] + z[2]) - bp).collect();
+            return side(&all, tol);
+        }
+        side(&buf[..n], tol)
     }
 }
 

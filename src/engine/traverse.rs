@@ -23,7 +23,7 @@ use super::collect::{Collect, Finished};
 use super::maxgroup::Contest;
 use super::plan::{Nonlinearity, Plan, Stage};
 use super::{EngineError, Options};
-use crate::geometry::polygon::{ConvexPolygon, Split};
+use crate::geometry::polygon::{ConvexPolygon, Side, Split};
 use crate::pattern::Pattern;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -177,7 +177,6 @@ struct Ready {
 fn classify<C: Collect>(ctx: &Ctx<'_, C>, s: usize, mut cell: Cell, scratch: &mut Scratch) -> (Ready, bool) {
     let plan = ctx.plan;
     let stage = &plan.stages[s];
-    let class = cell.base.class.as_ref().expect("stage bases are classified");
     let sc = &mut scratch.base;
     if let Some(z) = cell.dense.take() {
         // Pre-activations made in the parent's split tree (a fully connected layer): the cell
@@ -193,6 +192,7 @@ fn classify<C: Collect>(ctx: &Ctx<'_, C>, s: usize, mut cell: Cell, scratch: &mu
         let splitters = base_splitters(stage, &cell.base);
         return (Ready { cell, splitters, common: None }, true);
     }
+    let class = cell.base.class.as_ref().expect("stage bases are classified");
     scatter(plan, &cell.chunks, s, &mut sc.acc);
     let candidates = class.undecided() + sc.acc.count();
     scratch.candidates = candidates;
@@ -419,7 +419,7 @@ pub(crate) fn emit<C: Collect>(ctx: &Ctx<'_, C>, cell: Cell, out: &mut Output<C>
     } else {
         (Vec::new(), Pattern::default())
     };
-    let bytes = out.collect.take(Finished { poly: cell.poly, map, pattern });
+    let bytes = out.collect.take(Finished { poly: cell.poly, area, map, pattern });
     if bytes > 0 {
         let kept = ctx.kept_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if ctx.opts.memory_limit.is_some_and(|m| kept > m) {
@@ -458,7 +458,7 @@ pub(crate) fn process_batch<C: Collect>(ctx: &Ctx<'_, C>, s: usize, cells: Vec<C
                 bases.push(&r.cell.base);
             }
         }
-        SCRATCH.with(|sc| Base::compute_next(ctx.plan, &bases, &mut sc.borrow_mut().base));
+        SCRATCH.with(|sc| Base::compute_next_unclassified(ctx.plan, &bases, &mut sc.borrow_mut().base));
     }
     let mut sink = Sink::new(ctx, s);
     split_cells(ctx, s, ready, &mut sink);
@@ -493,7 +493,7 @@ fn split_cells<C: Collect>(ctx: &Ctx<'_, C>, s: usize, mut ready: Vec<Ready>, si
         let own = live.is_empty();
         let base_area = poly.area();
         let mut branch = Branch { poly, pattern, flips: Vec::new(), z: None, base: None, base_area };
-        let next = match base.next() {
+        let next = match base.next_unclassified() {
             Some(next) if dense && live.iter().all(|c| plan.stages[c.source].last_target() <= s + 1) => {
                 // The dense path: the next pre-activations, with every correction folded in.
                 let mut z = next.z.clone();
@@ -510,7 +510,8 @@ fn split_cells<C: Collect>(ctx: &Ctx<'_, C>, s: usize, mut ready: Vec<Ready>, si
         };
         let edges = &plan.stages[s].edges;
         let leaf = Leaf { base: &base, live: &live, own, dense_reference: ctx.opts.dense_reference, next, edges };
-        split_rec(ctx, s, &leaf, branch, &splitters, sink, 0);
+        let list: Vec<&Splitter> = splitters.iter().collect();
+        split_rec(ctx, s, &leaf, branch, &list, sink, 0);
     }
 }
 
@@ -543,23 +544,115 @@ impl Leaf<'_> {
     }
 
     /// Gives a piece of a large split tree a virtual base of its own (see [`SUB_AREA`]), into
-    /// which its flips so far are folded.
-    fn maybe_base(&self, s: usize, stage: &Stage, b: &mut Branch, rest: &[Splitter]) {
+    /// which its flips so far are folded. The remaining splitters that do not cross the piece
+    /// are decided for it here, once (their flips folded into the base too), and the crossing
+    /// ones are returned: the pieces below then test only those.
+    fn maybe_base<'s>(
+        &self,
+        s: usize,
+        stage: &Stage,
+        b: &mut Branch,
+        rest: &[&'s Splitter],
+        full: bool,
+    ) -> Option<Vec<&'s Splitter>> {
         if !self.own || b.z.is_some() || rest.len() < SUB_CROSSING || self.dense_reference {
-            return;
+            return None;
         }
         let area = b.poly.area();
         if area * SUB_AREA > b.base_area {
-            return;
+            return None;
         }
         b.base_area = area;
         if crossing_count(stage, &b.poly, rest, SUB_CROSSING) < SUB_CROSSING {
-            return;
+            return None;
+        }
+        let mut crossing = Vec::with_capacity(rest.len());
+        for &sp in rest {
+            if !self.decide(stage, b, sp, full) {
+                crossing.push(sp);
+            }
         }
         let parent = b.base.as_ref().unwrap_or(self.base);
         let flips = std::mem::take(&mut b.flips);
         let chunks = if flips.is_empty() { Vec::new() } else { vec![Arc::new(Chunk { source: s, corrs: flips })] };
         b.base = Some(Arc::new(Base::virtual_base(parent, b.poly.clone(), chunks)));
+        Some(crossing)
+    }
+
+    /// Decides `sp` for the whole piece `b` when it does not cut it (recording the flip when
+    /// the piece is off the splitter's default); false when it cuts.
+    fn decide(&self, stage: &Stage, b: &mut Branch, sp: &Splitter, full: bool) -> bool {
+        match (sp, &stage.nonlin) {
+            (Splitter::Hinge { unit, slot, above, z }, Nonlinearity::Pwl(layer)) => {
+                let u = *unit as usize;
+                let side = layer.side(&b.poly, u, *slot as usize, *z, stage.noise[u]);
+                let is_above = match side {
+                    Side::Crossing => return false,
+                    Side::Above => true,
+                    Side::Below | Side::OnLine => false,
+                };
+                if is_above != *above {
+                    let coef = layer.hinge_coef(u, *slot as usize, *z);
+                    self.flip_hinge(stage, b, *unit, *slot, *above, coef, full);
+                }
+                true
+            }
+            (Splitter::Max { group, alive, default }, Nonlinearity::Max(layer)) => {
+                let cells = layer.winner_cells(&b.poly, alive);
+                if cells.len() != 1 {
+                    return false;
+                }
+                self.set_winner(stage, b, *group, alive, *default, cells[0].0, full);
+                true
+            }
+            _ => unreachable!("splitters match their stage"),
+        }
+    }
+
+    /// Moves `b` from the assumed side of a hinge (`above`) to the other one.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn flip_hinge(&self, stage: &Stage, b: &mut Branch, unit: u32, slot: u8, above: bool, coef: [f64; 3], full: bool) {
+        let Nonlinearity::Pwl(layer) = &stage.nonlin else { unreachable!("hinge splitter in a max stage") };
+        let bit = stage.bit_offset + unit as usize * layer.n_slots() + slot as usize;
+        if above {
+            self.record(b, unit, coef.map(|c| -c));
+            if full {
+                b.pattern.clear_bit(bit);
+            }
+        } else {
+            self.record(b, unit, coef);
+            if full {
+                b.pattern.set_bit(bit);
+            }
+        }
+    }
+
+    /// Records that candidate `pos` of max group `group` wins on `b` (a flip when it is not
+    /// the default).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn set_winner(
+        &self,
+        stage: &Stage,
+        b: &mut Branch,
+        group: u32,
+        alive: &[(u32, [f64; 3], f64)],
+        default: (u32, [f64; 3]),
+        pos: u32,
+        full: bool,
+    ) {
+        if pos == default.0 {
+            return;
+        }
+        let Nonlinearity::Max(layer) = &stage.nonlin else { unreachable!("max splitter in a pwl stage") };
+        let zw = alive.iter().find(|a| a.0 == pos).expect("winner is alive").1;
+        let d = default.1;
+        self.record(b, group, [zw[0] - d[0], zw[1] - d[1], zw[2] - d[2]]);
+        if full {
+            let bits = layer.bits();
+            b.pattern.set_bits(stage.bit_offset + group as usize * bits, bits, pos as u64);
+        }
     }
 
     /// Records that the piece `b` adds `coef` to output `unit` of the stage: a flip, or on the
@@ -578,9 +671,9 @@ impl Leaf<'_> {
 }
 
 /// How many of `splitters` cross `poly`, counting up to `enough`.
-fn crossing_count(stage: &Stage, poly: &ConvexPolygon, splitters: &[Splitter], enough: usize) -> usize {
+fn crossing_count(stage: &Stage, poly: &ConvexPolygon, splitters: &[&Splitter], enough: usize) -> usize {
     let mut count = 0;
-    for sp in splitters {
+    for &sp in splitters {
         let crosses = match (sp, &stage.nonlin) {
             (Splitter::Hinge { unit, slot, z, .. }, Nonlinearity::Pwl(layer)) => {
                 let (bp, _) = layer.hinge(*unit as usize, *slot as usize);
@@ -609,7 +702,7 @@ fn split_rec<C: Collect>(
     s: usize,
     leaf: &Leaf<'_>,
     mut b: Branch,
-    splitters: &[Splitter],
+    splitters: &[&Splitter],
     sink: &mut Sink<C>,
     forks: u32,
 ) {
@@ -622,71 +715,54 @@ fn split_rec<C: Collect>(
         }
         let rest = &splitters[i + 1..];
         i += 1;
-        match &splitters[i - 1] {
+        let branches = match splitters[i - 1] {
             Splitter::Hinge { unit, slot, above, z } => {
                 let u = *unit as usize;
                 let Nonlinearity::Pwl(layer) = &stage.nonlin else { unreachable!("hinge splitter in a max stage") };
                 let (split, coef) = layer.split(&b.poly, u, *slot as usize, *z, stage.noise[u]);
-                let bit = stage.bit_offset + u * layer.n_slots() + *slot as usize;
-                // Moves a branch from the assumed side of the hinge to the other one.
-                let flip = |br: &mut Branch| {
-                    if *above {
-                        leaf.record(br, *unit, coef.map(|c| -c));
-                        if full {
-                            br.pattern.clear_bit(bit);
-                        }
-                    } else {
-                        leaf.record(br, *unit, coef);
-                        if full {
-                            br.pattern.set_bit(bit);
-                        }
-                    }
-                };
                 match split {
-                    Split::Below | Split::OnLine if *above => flip(&mut b),
-                    Split::Above if !*above => flip(&mut b),
-                    Split::Below | Split::OnLine | Split::Above => {}
+                    Split::Below | Split::OnLine if *above => {
+                        leaf.flip_hinge(stage, &mut b, *unit, *slot, *above, coef, full);
+                        continue;
+                    }
+                    Split::Above if !*above => {
+                        leaf.flip_hinge(stage, &mut b, *unit, *slot, *above, coef, full);
+                        continue;
+                    }
+                    Split::Below | Split::OnLine | Split::Above => continue,
                     Split::Both(neg, pos) => {
                         let mut other = b.piece(pos);
                         b.poly = neg;
                         // `b` is now below and `other` above: flip whichever is off its default.
                         if *above {
-                            flip(&mut b);
+                            leaf.flip_hinge(stage, &mut b, *unit, *slot, *above, coef, full);
                         } else {
-                            flip(&mut other);
+                            leaf.flip_hinge(stage, &mut other, *unit, *slot, *above, coef, full);
                         }
-                        match fork_or_recurse(ctx, s, leaf, vec![b, other], rest, sink, forks) {
-                            Some(largest) => b = largest,
-                            None => return,
-                        }
+                        vec![b, other]
                     }
                 }
             }
             Splitter::Max { group, alive, default } => {
                 let Nonlinearity::Max(layer) = &stage.nonlin else { unreachable!("max splitter in a pwl stage") };
-                let cells = layer.winner_cells(&b.poly, alive);
-                let bits = layer.bits();
-                let offset = stage.bit_offset + *group as usize * bits;
-                let branches: Vec<Branch> = cells
-                    .into_iter()
+                let mut cells = layer.winner_cells(&b.poly, alive);
+                if cells.len() == 1 {
+                    leaf.set_winner(stage, &mut b, *group, alive, *default, cells[0].0, full);
+                    continue;
+                }
+                cells
+                    .drain(..)
                     .map(|(pos, poly)| {
                         let mut nb = b.piece(poly);
-                        if pos != default.0 {
-                            let zw = alive.iter().find(|a| a.0 == pos).expect("winner is alive").1;
-                            let d = default.1;
-                            leaf.record(&mut nb, *group, [zw[0] - d[0], zw[1] - d[1], zw[2] - d[2]]);
-                            if full {
-                                nb.pattern.set_bits(offset, bits, pos as u64);
-                            }
-                        }
+                        leaf.set_winner(stage, &mut nb, *group, alive, *default, pos, full);
                         nb
                     })
-                    .collect();
-                match fork_or_recurse(ctx, s, leaf, branches, rest, sink, forks) {
-                    Some(largest) => b = largest,
-                    None => return,
-                }
+                    .collect()
             }
+        };
+        match fork_or_recurse(ctx, s, leaf, branches, rest, sink, forks) {
+            Some(largest) => b = largest,
+            None => return,
         }
     }
     sink.push(ctx, leaf.cell(s, b));
@@ -701,27 +777,32 @@ fn fork_or_recurse<C: Collect>(
     ctx: &Ctx<'_, C>,
     s: usize,
     leaf: &Leaf<'_>,
-    mut branches: Vec<Branch>,
-    rest: &[Splitter],
+    branches: Vec<Branch>,
+    rest: &[&Splitter],
     sink: &mut Sink<C>,
     forks: u32,
 ) -> Option<Branch> {
     let stage = &ctx.plan.stages[s];
-    for br in &mut branches {
-        leaf.maybe_base(s, stage, br, rest);
-    }
+    // Branches that got a virtual base continue with the splitters that still cross them.
+    let mut branches: Vec<(Branch, Option<Vec<&Splitter>>)> = branches
+        .into_iter()
+        .map(|mut br| {
+            let list = leaf.maybe_base(s, stage, &mut br, rest, ctx.full);
+            (br, list)
+        })
+        .collect();
     if branches.len() >= 2 && forks < MAX_FORK_DEPTH && rest.len() >= MIN_FORK_SPLITTERS {
         let tail = branches.split_off(branches.len() / 2);
         let (_, right) = rayon::join(
             || {
-                for br in branches {
-                    split_rec(ctx, s, leaf, br, rest, sink, forks + 1);
+                for (br, list) in branches {
+                    split_rec(ctx, s, leaf, br, list.as_deref().unwrap_or(rest), sink, forks + 1);
                 }
             },
             || {
                 let mut own = Sink::new(ctx, s);
-                for br in tail {
-                    split_rec(ctx, s, leaf, br, rest, &mut own, forks + 1);
+                for (br, list) in tail {
+                    split_rec(ctx, s, leaf, br, list.as_deref().unwrap_or(rest), &mut own, forks + 1);
                 }
                 own.finish(ctx)
             },
@@ -729,12 +810,15 @@ fn fork_or_recurse<C: Collect>(
         sink.out.merge(right);
         return None;
     }
-    let largest = (0..branches.len()).max_by(|&x, &y| branches[x].poly.area().total_cmp(&branches[y].poly.area()))?;
-    let keep = branches.swap_remove(largest);
-    for br in branches {
-        split_rec(ctx, s, leaf, br, rest, sink, forks);
+    // The largest branch that keeps the caller's splitters continues in the caller's loop.
+    let largest = (0..branches.len())
+        .filter(|&x| branches[x].1.is_none())
+        .max_by(|&x, &y| branches[x].0.poly.area().total_cmp(&branches[y].0.poly.area()));
+    let keep = largest.map(|k| branches.swap_remove(k).0);
+    for (br, list) in branches {
+        split_rec(ctx, s, leaf, br, list.as_deref().unwrap_or(rest), sink, forks);
     }
-    Some(keep)
+    keep
 }
 
 /// Partitions the square `[-1, 1]²`: the root base, then every stage.

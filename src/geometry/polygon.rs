@@ -28,6 +28,39 @@ pub enum Split {
     Both(ConvexPolygon, ConvexPolygon),
 }
 
+/// Where a polygon lies relative to a line: [`Split`] without the pieces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Negative or zero everywhere (some vertex strictly negative).
+    Below,
+    /// Positive or zero everywhere (some vertex strictly positive).
+    Above,
+    /// Zero (within tolerance) at every vertex.
+    OnLine,
+    /// Vertices strictly on both sides: [`ConvexPolygon::split`] would cut.
+    Crossing,
+}
+
+/// The side of a polygon whose vertex values are `values`, by the tolerance rule: the same
+/// decision [`ConvexPolygon::split`] takes.
+pub fn side(values: &[f64], tol: f64) -> Side {
+    let mut has_pos = false;
+    let mut has_neg = false;
+    for &v in values {
+        match sign(v, tol) {
+            Sign::Pos => has_pos = true,
+            Sign::Neg => has_neg = true,
+            Sign::Zero => {}
+        }
+    }
+    match (has_neg, has_pos) {
+        (false, false) => Side::OnLine,
+        (true, false) => Side::Below,
+        (false, true) => Side::Above,
+        (true, true) => Side::Crossing,
+    }
+}
+
 impl ConvexPolygon {
     /// The axis-aligned rectangle `[u0, u1] × [v0, v1]`.
     pub fn rect(u0: f64, u1: f64, v0: f64, v1: f64) -> Self {
@@ -173,20 +206,11 @@ impl ConvexPolygon {
     /// creates a degenerate piece; a split happens only when vertices lie strictly on both sides.
     pub fn split(&self, values: &[f64], tol: f64) -> Split {
         debug_assert_eq!(values.len(), self.pts.len());
-        let mut has_pos = false;
-        let mut has_neg = false;
-        for &v in values {
-            match sign(v, tol) {
-                Sign::Pos => has_pos = true,
-                Sign::Neg => has_neg = true,
-                Sign::Zero => {}
-            }
-        }
-        match (has_neg, has_pos) {
-            (false, false) => return Split::OnLine,
-            (true, false) => return Split::Below,
-            (false, true) => return Split::Above,
-            (true, true) => {}
+        match side(values, tol) {
+            Side::OnLine => return Split::OnLine,
+            Side::Below => return Split::Below,
+            Side::Above => return Split::Above,
+            Side::Crossing => {}
         }
         let n = self.pts.len();
         let mut neg = Vec::with_capacity(n + 2);

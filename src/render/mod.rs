@@ -158,7 +158,7 @@ pub fn render_rgb(scene: &Scene<'_>, opts: &RenderOptions) -> Vec<u8> {
             reg.map.offset.clone(),
         ]
         .concat();
-        r.add(&Finished { poly: reg.polygon.clone(), map, pattern: reg.pattern.clone() });
+        r.add(&Finished { poly: reg.polygon.clone(), area: reg.polygon.area(), map, pattern: reg.pattern.clone() });
     }
     if opts.edges == EdgeMode::Layer {
         let layered: Vec<_> = part

@@ -229,7 +229,7 @@ fn poly_key(poly: &ConvexPolygon) -> u64 {
 
 fn prepare(cfg: &Config, r: &Finished) -> Painted {
     let key = poly_key(&r.poly);
-    let area = r.poly.area();
+    let area = r.area;
     let mut boundary = Vec::new();
     let mut classes = 0;
     let pieces = match (&cfg.decision, r.map.is_empty()) {
@@ -444,7 +444,7 @@ impl Collect for Raster {
     fn add(&mut self, r: &Finished) -> u64 {
         // Maps and patterns are not kept: only what the pieces need.
         let map = if self.needs_maps() { r.map.clone() } else { Vec::new() };
-        self.pending.push(Finished { poly: r.poly.clone(), map, pattern: Default::default() });
+        self.pending.push(Finished { poly: r.poly.clone(), area: r.area, map, pattern: Default::default() });
         if self.pending.len() >= BATCH {
             self.flush();
         }
