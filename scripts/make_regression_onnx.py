@@ -80,6 +80,57 @@ def main():
         opset=17,
     )
 
+    # Found by review of the loader (each must be refused with an error, not a panic):
+    def raw(name, nodes, inputs, outputs, inits=()):
+        graph = helper.make_graph(nodes, name, inputs, outputs, initializer=list(inits))
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.save(model, os.path.join(OUT, name + ".onnx"))  # invalid on purpose: no checker
+
+    # Add of an empty constant and a scalar: the broadcast indexed the empty operand.
+    raw(
+        "fold_empty_operand",
+        [
+            helper.make_node("Constant", [], ["e"], value=helper.make_tensor("e", TensorProto.INT64, [0], [])),
+            helper.make_node("Constant", [], ["one"], value_int=1),
+            helper.make_node("Add", ["e", "one"], ["s"]),
+            helper.make_node("Reshape", ["x", "s"], ["y"]),
+        ],
+        [x],
+        [y],
+    )
+    # A 6-value weight reshaped to 3x3 by a constant Reshape: the Gemm read past its values.
+    w6 = numpy_helper.from_array(np.arange(6, dtype=np.float32), "W6")
+    shp = numpy_helper.from_array(np.array([3, 3], dtype=np.int64), "S")
+    raw(
+        "reshape_weight_mismatch",
+        [helper.make_node("Reshape", ["W6", "S"], ["W"]), helper.make_node("Gemm", ["x", "W"], ["y"], transB=1)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [w6, shp],
+    )
+    # A weight with no values and dimensions [2^62, 0]: the Gemm sized its output by 2^62.
+    empty = helper.make_tensor("E", TensorProto.FLOAT, [1 << 62, 0], [])
+    raw(
+        "empty_weight_huge_dims",
+        [helper.make_node("Gemm", ["x", "E"], ["y"], transB=1)],
+        [x],
+        [y],
+        [empty],
+    )
+    # An input of 2^22 x 2^22 x 2^22 values.
+    raw(
+        "huge_input",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1 << 22, 1 << 22, 1 << 22])],
+        [y],
+    )
+    # Forty constant Concats, each of the previous one twice: 2^40 values.
+    nodes = [helper.make_node("Constant", [], ["c0"], value_floats=[1.0])]
+    for k in range(40):
+        nodes.append(helper.make_node("Concat", [f"c{k}", f"c{k}"], [f"c{k + 1}"], axis=0))
+    nodes.append(helper.make_node("Mul", ["x", "c40"], ["y"]))
+    raw("concat_doubling", nodes, [x], [y])
+
 
 if __name__ == "__main__":
     main()

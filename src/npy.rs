@@ -107,6 +107,17 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
             _ => {}
         }
     }
+    // The reader multiplies the shape's sizes unchecked: refuse shapes whose product overflows.
+    let text = String::from_utf8_lossy(header);
+    if let Some(tuple) = text.split_once("'shape'").and_then(|(_, rest)| {
+        let (_, after) = rest.split_once('(')?;
+        after.split_once(')').map(|(inside, _)| inside.to_string())
+    }) {
+        let sizes: Vec<u64> = tuple.split(',').filter_map(|d| d.trim().parse().ok()).collect();
+        if sizes.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_none() {
+            return Err(format!("not a valid .npy file: shape {sizes:?} overflows"));
+        }
+    }
     Ok(())
 }
 
@@ -163,5 +174,11 @@ mod tests {
         let mut long = b"\x93NUMPY\x02\x00".to_vec();
         long.extend_from_slice(&(1u32 << 20).to_le_bytes());
         assert!(parse(&long).unwrap_err().contains("header of"));
+        // A shape whose sizes multiply past 64 bits.
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551615, 2), }";
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(dict.as_bytes());
+        assert!(parse(&bytes).unwrap_err().contains("overflows"));
     }
 }

@@ -203,3 +203,50 @@ fn absurd_pooling_windows_are_refused_at_once() {
         assert!(e.contains("multiply-adds"), "{e}");
     }
 }
+
+/// Found by fuzzing (`fuzz/run.sh`, target `onnx`): a Reshape target whose two sizes multiply
+/// past `i64` panicked with an overflow instead of being refused.
+#[test]
+fn reshape_sizes_that_overflow_are_refused() {
+    let e = regression_onnx("fuzz_reshape_overflow.onnx").unwrap_err();
+    assert!(e.to_lowercase().contains("reshape") || e.contains("Reshape"), "{e}");
+}
+
+/// Found by review of the loader: malformed constants and shapes that used to panic or ask for
+/// absurd allocations are refused with an error naming the node.
+#[test]
+fn malformed_onnx_constants_and_shapes_are_refused() {
+    for (file, expect) in [
+        ("fold_empty_operand.onnx", "empty"),
+        ("reshape_weight_mismatch.onnx", "6 values for shape [3, 3]"),
+        ("empty_weight_huge_dims.onnx", "has no values"),
+        ("huge_input.onnx", "more than"),
+        ("concat_doubling.onnx", "exceeds"),
+    ] {
+        let start = std::time::Instant::now();
+        let e = regression_onnx(file).unwrap_err();
+        assert!(e.contains(expect), "{file}: {e}");
+        assert!(start.elapsed().as_secs() < 5, "{file} took {:?}", start.elapsed());
+    }
+}
+
+/// Found by review: JSON layers preallocated their weights from unchecked sizes (a 3 kB file
+/// asked for ~100 GB), a large max-pool window built every candidate list (16 GB) before any
+/// check, and many affordable layers added up without bound.
+#[test]
+fn json_models_are_bounded_before_allocating() {
+    let rows: Vec<serde_json::Value> = (0..1000).map(|_| json!([])).collect();
+    let e = load_err(json!([{"op": "linear", "weight": rows}]), json!([1 << 24]));
+    assert!(e.contains("row 0 has 0 columns"), "{e}");
+    let chans: Vec<serde_json::Value> = (0..1000).map(|k| if k == 0 { json!([[[0.0]]]) } else { json!([]) }).collect();
+    let e = load_err(json!([{"op": "conv2d", "weight": chans}]), json!([1 << 24, 1, 1]));
+    assert!(e.contains("input channels"), "{e}");
+    let start = std::time::Instant::now();
+    let e = load_err(json!([{"op": "max_pool2d", "kernel_size": 200, "stride": 1}]), json!([1, 512, 512]));
+    assert!(e.contains("candidates"), "{e}");
+    assert!(start.elapsed().as_secs() < 2);
+    let pools: Vec<serde_json::Value> =
+        (0..100).map(|_| json!({"op": "avg_pool2d", "kernel_size": 60, "stride": 1, "padding": 29})).collect();
+    let e = load_err(json!(pools), json!([1, 1000, 1000]));
+    assert!(e.contains("in all"), "{e}");
+}

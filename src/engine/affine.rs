@@ -465,6 +465,10 @@ impl Affine {
     }
 
     /// Whether every column is dense (a fully connected chain).
+    pub(crate) fn is_identity(&self) -> bool {
+        self.ops.is_empty()
+    }
+
     pub(crate) fn is_dense(&self) -> bool {
         matches!(self.columns, Columns::Dense(_))
     }

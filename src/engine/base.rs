@@ -98,7 +98,7 @@ impl Base {
     ) -> Self {
         let class = plan.stages.get(target).map(|stage| match &stage.nonlin {
             Nonlinearity::Pwl(l) => Class::Pwl(l.classify_all(&poly, &z, &stage.noise, scratch)),
-            Nonlinearity::Max(l) => Class::Max(l.classify_all(&poly, &z, &stage.noise)),
+            Nonlinearity::Max(l) => Class::Max(l.classify_all(&poly, &z, &stage.noise, scratch)),
         });
         Base { target, poly, z, partial, class, origin: None, next: OnceLock::new(), next_z: OnceLock::new() }
     }
@@ -209,6 +209,16 @@ impl Base {
         }
         let Some(first) = dense.first() else { return };
         let s = first.target;
+        let t0 = first.class.as_ref().expect("a dense stage base is classified").t();
+        if first.partial.is_empty() && identity_next(plan, s, t0).is_some() {
+            for b in dense {
+                let t = b.class.as_ref().expect("a dense stage base is classified").t();
+                let z = identity_next(plan, s, t).expect("same stage");
+                let next = Base::new(plan, s + 1, b.poly.clone(), z, b.partial.clone(), &mut scratch.pwl);
+                let _ = b.next.set(Arc::new(next));
+            }
+            return;
+        }
         let mut rows = Vec::with_capacity(dense.len() * 3 * plan.stages[s].n_out);
         for b in &dense {
             debug_assert_eq!(b.target, s);
@@ -334,6 +344,21 @@ fn patch(t: &mut [f64], bits: &mut [u64], verdicts: &[super::classify::Verdict],
             }
         }
     }
+}
+
+/// When stage `s` feeds only stage `s + 1`, by one identity edge covering it (a max-pool right
+/// after a ReLU): the next pre-activations of a base with post-activations `t` are `t` plus the
+/// bias, made without the batched product's copies (the same sums).
+fn identity_next(plan: &Plan, s: usize, t: &[f64]) -> Option<Vec<f64>> {
+    let edges = plan.edges(Source::Stage(s));
+    let [edge] = edges else { return None };
+    let n = plan.target_len(s + 1);
+    if edge.target != s + 1 || !edge.map.is_identity() || edge.offset != 0 || t.len() != 3 * n {
+        return None;
+    }
+    let mut z = t.to_vec();
+    z[2 * n..].iter_mut().zip(plan.target_bias(s + 1)).for_each(|(d, b)| *d += b);
+    Some(z)
 }
 
 /// Adds the edges of `source` applied to `m` maps (`rows`: `3·m` rows of the source's output)

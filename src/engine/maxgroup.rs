@@ -90,7 +90,13 @@ impl MaxLayer {
     }
 
     /// Classifies every group of the pre-activation map `z` (`3 × n`) over `poly`.
-    pub(crate) fn classify_all(&self, poly: &ConvexPolygon, z: &[f64], noise: &[f64]) -> Classified {
+    pub(crate) fn classify_all(
+        &self,
+        poly: &ConvexPolygon,
+        z: &[f64],
+        noise: &[f64],
+        scratch: &mut super::pwl::Scratch,
+    ) -> Classified {
         let n = z.len() / 3;
         let g_count = self.groups.len();
         let mut t = vec![0.0; 3 * g_count];
@@ -102,8 +108,9 @@ impl MaxLayer {
         // tolerance of their difference) is decided without looking at the vertices.
         let bb = poly.bbox();
         let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
-        let (mut lo, mut hi) = (vec![0.0; n], vec![0.0; n]);
-        super::kernels::box_bounds(&z[..n], &z[n..2 * n], &z[2 * n..], center, half, &mut lo, &mut hi);
+        let (lo, hi) = scratch.bounds(n);
+        super::kernels::box_bounds(&z[..n], &z[n..2 * n], &z[2 * n..], center, half, lo, hi);
+        let (lo, hi) = (&*lo, &*hi);
         let margin = |u: usize| tolerance(z[u], z[n + u], noise[u]);
         let mut cands = Vec::new();
         for (g, group) in self.groups.iter().enumerate() {

@@ -268,6 +268,13 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
+    /// Two work arrays of `n` entries (for the box bounds of a max layer's units).
+    pub(crate) fn bounds(&mut self, n: usize) -> (&mut [f64], &mut [f64]) {
+        self.lo.resize(n, 0.0);
+        self.hi.resize(n, 0.0);
+        (&mut self.lo[..n], &mut self.hi[..n])
+    }
+
     fn resize(&mut self, n: usize) {
         self.lo.resize(n, 0.0);
         self.hi.resize(n, 0.0);

@@ -146,8 +146,22 @@ pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
         .ok_or(ModelError::Field { field: "layers", message: "missing or not a list".into() })?;
     let mut shape = input_shape;
     let mut out = Vec::with_capacity(layers.len());
+    let mut work = 0u64;
     for (index, value) in layers.iter().enumerate() {
         let layer = parse_layer(index, value, shape)?;
+        // Each layer's work is bounded; so is the model's (many affordable layers add up).
+        work = work.saturating_add(layer.work().unwrap_or(u64::MAX));
+        if work > super::MAX_MODEL_WORK {
+            return Err(ModelError::Layer {
+                index,
+                op: value.get("op").and_then(Value::as_str).unwrap_or("?").to_string(),
+                field: None,
+                message: format!(
+                    "the layers up to this one take more than {} multiply-adds per input in all",
+                    super::MAX_MODEL_WORK
+                ),
+            });
+        }
         shape = layer.output;
         out.push(layer);
     }
@@ -365,9 +379,18 @@ pub(crate) fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<L
             ))
         }
     }
-    // After the work bound: the groups are built only once they are known to be affordable.
-    if matches!(layer.kind, LayerKind::MaxPool2d { .. }) && layer.max_groups().iter().any(Vec::is_empty) {
-        return Err(err(Some("padding"), "some pooling window lies entirely in the padding".into()));
+    if let (LayerKind::MaxPool2d { window }, Shape::Image { h, w, .. }, Shape::Image { h: oh, w: ow, .. }) =
+        (&layer.kind, layer.input, layer.output)
+    {
+        if layer.work().is_none_or(|w| w > super::MAX_POOL_ENTRIES) {
+            return Err(err(
+                None,
+                format!("the pooling windows hold more than {} candidates in all", super::MAX_POOL_ENTRIES),
+            ));
+        }
+        if window.has_empty_window(0, h, oh) || window.has_empty_window(1, w, ow) {
+            return Err(err(Some("padding"), "some pooling window lies entirely in the padding".into()));
+        }
     }
     let live = layer.live_entries();
     if live > super::MAX_LIVE_ELEMENTS {
@@ -413,7 +436,8 @@ fn parse_layer_fields(index: usize, value: &Value, input: Shape) -> Result<Layer
             if out == 0 {
                 return Err(cx.err(Some("weight"), "has no rows"));
             }
-            let mut weight = Vec::with_capacity(out * n_in);
+            // Not preallocated: the rows' lengths are checked first.
+            let mut weight = Vec::new();
             for (r, row) in s.weight.iter().enumerate() {
                 if row.len() != n_in {
                     return Err(cx.err(
@@ -446,7 +470,7 @@ fn parse_layer_fields(index: usize, value: &Value, input: Shape) -> Result<Layer
             if kh == 0 || kw == 0 {
                 return Err(cx.err(Some("weight"), "empty kernel"));
             }
-            let mut weight = Vec::with_capacity(oc * icg * kh * kw);
+            let mut weight = Vec::new();
             for (o, per_out) in s.weight.iter().enumerate() {
                 if per_out.len() != icg {
                     return Err(cx.err(

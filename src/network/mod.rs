@@ -87,6 +87,13 @@ pub const MAX_ELEMENTS: usize = 1 << 24;
 /// of loading a model and of every batched product before any of it is done.
 pub const MAX_LAYER_WORK: u64 = 1 << 32;
 
+/// Largest number of candidate entries of a max-pooling layer (outputs × window taps): 2^26.
+/// The engine keeps every group's candidate list.
+pub const MAX_POOL_ENTRIES: u64 = 1 << 26;
+
+/// Largest number of multiply-adds of all layers of a model together (2^34).
+pub const MAX_MODEL_WORK: u64 = 1 << 34;
+
 /// Largest number of entries alive at once across the tensors a model keeps for later (the
 /// inputs of enclosing two-branch blocks, waiting for their merge): 2^26.
 pub const MAX_LIVE_ELEMENTS: usize = 1 << 26;
@@ -134,6 +141,12 @@ impl Window {
 
     /// The kernel taps of output position `(oy, ox)` that fall inside an `h × w` input:
     /// `(ky, kx, iy, ix)` in row-major kernel order.
+    /// Whether some output's window along axis `i` (input size `n`, `outputs` outputs) holds no
+    /// input at all (lies entirely in the padding).
+    pub(crate) fn has_empty_window(&self, i: usize, n: usize, outputs: usize) -> bool {
+        (0..outputs).any(|o| self.axis_taps(o, i, n).next().is_none())
+    }
+
     pub fn taps(
         &self,
         oy: usize,

@@ -94,6 +94,13 @@ pub struct Lowered {
 /// Reads an ONNX file (external data is looked up next to it).
 pub fn load_path(path: &Path) -> Result<Lowered, OnnxError> {
     let name = path.display().to_string();
+    let size = std::fs::metadata(path).map_err(|source| OnnxError::Io { path: name.clone(), source })?.len();
+    if size > super::json::MAX_FILE_BYTES {
+        return Err(OnnxError::Decode {
+            path: name,
+            message: format!("{size} bytes, above the limit of {}", super::json::MAX_FILE_BYTES),
+        });
+    }
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: name.clone(), source })?;
     parse_bytes(&bytes, &name, path.parent())
 }
@@ -105,6 +112,29 @@ struct Tensor {
     dims: Vec<usize>,
     data: Vec<f64>,
     int: bool,
+}
+
+impl Tensor {
+    /// Checks the invariants every tensor keeps: its dimensions multiply to its number of
+    /// values, within the element limit.
+    fn checked(self) -> Result<Tensor, String> {
+        let count = self.dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if count != Some(self.data.len()) {
+            return Err(format!("{} values for shape {:?}", self.data.len(), self.dims));
+        }
+        if self.data.len() > super::MAX_ELEMENTS {
+            return Err(format!("{} values, above the limit of {}", self.data.len(), super::MAX_ELEMENTS));
+        }
+        Ok(self)
+    }
+
+    /// A weight: a tensor with at least one value.
+    fn weight(self) -> Result<Tensor, String> {
+        if self.data.is_empty() {
+            return Err(format!("the weight of shape {:?} has no values", self.dims));
+        }
+        Ok(self)
+    }
 }
 
 fn tensor(t: &pb::TensorProto, dir: Option<&Path>) -> Result<Tensor, String> {
@@ -123,14 +153,23 @@ fn tensor(t: &pb::TensorProto, dir: Option<&Path>) -> Result<Tensor, String> {
         if file.contains("..") || Path::new(&file).is_absolute() {
             return Err(format!("external data location `{file}` must be a file next to the model"));
         }
-        let bytes = std::fs::read(dir.unwrap_or(Path::new(".")).join(&file))
-            .map_err(|e| format!("external data `{file}`: {e}"))?;
-        let offset: usize = entry("offset").map_or(Ok(0), |v| v.parse()).map_err(|_| "bad external data offset")?;
-        let length: usize = entry("length")
-            .map_or(Ok(bytes.len().saturating_sub(offset)), |v| v.parse())
+        // Only the tensor's range is read (its length is bounded by the element count).
+        use std::io::{Read, Seek};
+        let ext = |e: std::io::Error| format!("external data `{file}`: {e}");
+        let mut f = std::fs::File::open(dir.unwrap_or(Path::new(".")).join(&file)).map_err(ext)?;
+        let size = f.metadata().map_err(ext)?.len();
+        let offset: u64 = entry("offset").map_or(Ok(0), |v| v.parse()).map_err(|_| "bad external data offset")?;
+        let length: u64 = entry("length")
+            .map_or(Ok(size.saturating_sub(offset)), |v| v.parse())
             .map_err(|_| "bad external data length")?;
-        let end = offset.checked_add(length).filter(|&e| e <= bytes.len()).ok_or("external data out of range")?;
-        std::borrow::Cow::Owned(bytes[offset..end].to_vec())
+        let end = offset.checked_add(length).filter(|&e| e <= size).ok_or("external data out of range")?;
+        if length > 8 * count as u64 {
+            return Err(format!("external data of {length} bytes for {count} values"));
+        }
+        f.seek(std::io::SeekFrom::Start(offset)).map_err(ext)?;
+        let mut buf = vec![0u8; (end - offset) as usize];
+        f.read_exact(&mut buf).map_err(ext)?;
+        std::borrow::Cow::Owned(buf)
     } else {
         std::borrow::Cow::Borrowed(&t.raw_data[..])
     };
@@ -247,6 +286,9 @@ impl Lowering<'_> {
     }
 }
 
+/// Largest number of values all initializers may hold together (2^27: 1 GiB as f64).
+const MAX_WEIGHTS: usize = 1 << 27;
+
 /// Parses ONNX bytes; `origin` names them in errors, `dir` holds external data files.
 pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Lowered, OnnxError> {
     let model: pb::ModelProto = prost::Message::decode(bytes)
@@ -254,8 +296,14 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
     let graph =
         model.graph.ok_or_else(|| OnnxError::Decode { path: origin.to_string(), message: "no graph".into() })?;
     let mut consts = HashMap::new();
+    let mut total = 0usize;
     for t in &graph.initializer {
         let value = tensor(t, dir).map_err(|m| OnnxError::Graph(format!("initializer `{}`: {m}", t.name)))?;
+        // All weights together are bounded too (each tensor is by MAX_ELEMENTS).
+        total += value.data.len();
+        if total > MAX_WEIGHTS {
+            return Err(OnnxError::Graph(format!("the initializers hold more than {MAX_WEIGHTS} values")));
+        }
         consts.insert(t.name.clone(), value);
     }
     let inputs: Vec<&pb::ValueInfoProto> = graph.input.iter().filter(|i| !consts.contains_key(&i.name)).collect();
@@ -281,6 +329,14 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
         )))
         }
     };
+    let size = known.as_deref().unwrap_or(&[]).iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if size.is_none_or(|n| n > super::MAX_ELEMENTS) {
+        return Err(OnnxError::Graph(format!(
+            "input `{}` of shape {dims:?} has more than {} values",
+            input.name,
+            super::MAX_ELEMENTS
+        )));
+    }
     let input_shape = shape;
     let mut st = Lowering {
         consts,
@@ -294,15 +350,14 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
     // Data-path consumers of every tensor (Shape nodes only read the known shape).
     let mut consumers: HashMap<&str, usize> = HashMap::new();
     for n in graph.node.iter().filter(|n| n.op_type != "Shape") {
-        let mut seen: Vec<&str> = Vec::new();
+        let mut seen: std::collections::HashSet<&str> = Default::default();
         for i in n.input.iter().map(String::as_str).filter(|i| !i.is_empty()) {
-            if !seen.contains(&i) {
-                seen.push(i);
+            if seen.insert(i) {
                 *consumers.entry(i).or_default() += 1;
             }
         }
     }
-    let mut dead: Vec<String> = Vec::new();
+    let mut dead: std::collections::HashSet<String> = Default::default();
     // Inside a residual block: the model's layers so far, the fork tensor, the other branch
     // (`st` holds the first), and whether the first branch has taken a node yet.
     let mut block: Option<(Branch, String, Branch, bool)> = None;
@@ -335,7 +390,7 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
             }
             continue;
         }
-        if let Some(old) = node.input.iter().find(|i| dead.contains(i)) {
+        if let Some(old) = node.input.iter().find(|i| dead.contains(i.as_str())) {
             return Err(err(format!(
                 "reads `{old}`, an earlier tensor of the data path: only blocks of two branches from one fork, joined by Add, Max or Concat, are supported"
             )));
@@ -381,7 +436,7 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
             };
             st.restore(outer);
             st.push(layer).map_err(OnnxError::Model)?;
-            dead.push(fork);
+            dead.insert(fork);
             st.data = out;
             continue;
         }
@@ -432,13 +487,13 @@ pub fn parse_bytes(bytes: &[u8], origin: &str, dir: Option<&Path>) -> Result<Low
             st.swap(other);
             result?;
             if old != *fork {
-                dead.push(old);
+                dead.insert(old);
             }
         } else {
             to_lower(&mut st)?;
             let old = std::mem::replace(&mut st.data, out);
             if block.as_ref().is_none_or(|b| b.1 != old) {
-                dead.push(old);
+                dead.insert(old);
             }
         }
     }
@@ -536,7 +591,11 @@ fn fold(st: &mut Lowering<'_>, node: &pb::NodeProto) -> Result<(), String> {
             let dims = if node.op_type == "Reshape" {
                 let s = get(1)?;
                 let mut d: Vec<i64> = s.data.iter().map(|&x| x as i64).collect();
-                let known: i64 = d.iter().filter(|&&x| x > 0).product();
+                let known = d
+                    .iter()
+                    .filter(|&&x| x > 0)
+                    .try_fold(1i64, |p, &x| p.checked_mul(x))
+                    .ok_or("the reshape target overflows")?;
                 for x in d.iter_mut() {
                     if *x == -1 {
                         *x = a.data.len() as i64 / known.max(1);
@@ -555,6 +614,9 @@ fn fold(st: &mut Lowering<'_>, node: &pb::NodeProto) -> Result<(), String> {
             for i in 0..node.input.len() {
                 let t = get(i)?;
                 int &= t.int;
+                if data.len() + t.data.len() > super::MAX_ELEMENTS {
+                    return Err(format!("the concatenation exceeds {} values", super::MAX_ELEMENTS));
+                }
                 data.extend(t.data);
             }
             Tensor { dims: vec![data.len()], data, int }
@@ -576,6 +638,9 @@ fn fold(st: &mut Lowering<'_>, node: &pb::NodeProto) -> Result<(), String> {
         "Add" | "Sub" | "Mul" | "Div" => {
             let (a, b) = (get(0)?, get(1)?);
             let n = a.data.len().max(b.data.len());
+            if a.data.is_empty() || b.data.is_empty() {
+                return Err(format!("a constant operand of {} is empty", node.op_type));
+            }
             if a.data.len() != b.data.len() && a.data.len() != 1 && b.data.len() != 1 {
                 return Err(format!(
                     "constant operands of {} and {} values do not broadcast",
@@ -600,9 +665,11 @@ fn fold(st: &mut Lowering<'_>, node: &pb::NodeProto) -> Result<(), String> {
         }
         other => return Err(format!("constant folding of {other} is not supported")),
     };
-    for o in &node.output {
-        st.consts.insert(o.clone(), out.clone());
-    }
+    let out = out.checked()?;
+    let [o] = &node.output[..] else {
+        return Err(format!("expected one output, found {}", node.output.len()));
+    };
+    st.consts.insert(o.clone(), out);
     Ok(())
 }
 
@@ -670,7 +737,7 @@ fn lower(st: &mut Lowering<'_>, node: &pb::NodeProto, last: bool) -> Result<(), 
             if attr_i(node, "transA", 0) != 0 {
                 return Err("transA is not supported".into());
             }
-            let (b, alpha, beta) = (konst(1)?, attr_f(node, "alpha", 1.0), attr_f(node, "beta", 1.0));
+            let (b, alpha, beta) = (konst(1)?.weight()?, attr_f(node, "alpha", 1.0), attr_f(node, "beta", 1.0));
             let [r, c] = b.dims[..] else { return Err("B must be a matrix".into()) };
             let trans_b = attr_i(node, "transB", 0) != 0;
             let (out, inp) = if trans_b { (r, c) } else { (c, r) };
@@ -694,14 +761,14 @@ fn lower(st: &mut Lowering<'_>, node: &pb::NodeProto, last: bool) -> Result<(), 
             st.push(j!({"op": "linear", "weight": weight, "bias": bias}))?
         }
         "MatMul" if data_first => {
-            let b = konst(1)?;
+            let b = konst(1)?.weight()?;
             let [r, c] = b.dims[..] else { return Err("the weight must be a matrix".into()) };
             let weight: Vec<Vec<f64>> = (0..c).map(|o| (0..r).map(|i| b.data[i * c + o]).collect()).collect();
             st.push(j!({"op": "linear", "weight": weight, "bias": vec![0.0; c]}))?
         }
         "Add" | "Sub" | "Mul" | "Div" => elementwise(st, node)?,
         "Conv" => {
-            let w = konst(1)?;
+            let w = konst(1)?.weight()?;
             let [oc, icg, kh, kw] = w.dims[..] else { return Err("the kernel must be 4-D".into()) };
             let weight: Vec<Vec<Vec<Vec<f64>>>> = (0..oc)
                 .map(|o| {
@@ -774,7 +841,7 @@ fn lower(st: &mut Lowering<'_>, node: &pb::NodeProto, last: bool) -> Result<(), 
             let n = st.shape.numel() as i64;
             match target.as_slice() {
                 [_, f] if *f == n || *f == -1 => st.push(j!({"op": "flatten"}))?,
-                [_, g, k] if *g > 0 && *k > 0 && g * k == n => st.pending_maxout = Some(*k as usize),
+                [_, g, k] if *g > 0 && *k > 0 && g.checked_mul(*k) == Some(n) => st.pending_maxout = Some(*k as usize),
                 [_, -1, k] if *k > 0 && n % k == 0 => st.pending_maxout = Some(*k as usize),
                 [_, g, -1] if *g > 0 && n % g == 0 => st.pending_maxout = Some((n / g) as usize),
                 _ => {
