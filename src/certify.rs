@@ -48,6 +48,15 @@ pub struct Certificate {
     pub area_bound: f64,
     /// Every violated check, described (at most 100).
     pub violations: Vec<String>,
+    /// Decisions the tolerance rule leaves open: a region's interior point on the other side of
+    /// a line than its pattern says, but within the line's tolerance `τ` (every vertex too, or a
+    /// violation is reported). They are consistent with the rule; see [`Certificate::max_delta`].
+    pub within_tolerance: u64,
+    /// The largest `δ = τ / (|a| + |b|)` (normalised coordinates, domain side 2) among those
+    /// decisions: regions thinner than this may have been merged. Near `DIST` (1e-10) for
+    /// well-scaled networks; large when huge terms (weights, offsets) make the noise floor
+    /// swamp the differences that decide a region.
+    pub max_delta: f64,
 }
 
 impl Certificate {
@@ -286,6 +295,17 @@ struct Walker<'a> {
 struct Trace {
     violations: Vec<String>,
     comparisons: u64,
+    within_tolerance: u64,
+    max_delta: f64,
+}
+
+impl Trace {
+    /// Records a decision left open by the tolerance `tol` of a quantity with gradient `grad`.
+    fn open(&mut self, tol: f64, grad: f64) {
+        self.within_tolerance += 1;
+        let delta = if grad > 0.0 { tol / grad } else { f64::INFINITY };
+        self.max_delta = self.max_delta.max(delta);
+    }
 }
 
 /// The checks of one nonlinear stage on one region.
@@ -508,7 +528,13 @@ impl Walker<'_> {
             Ordering::Equal => true,
         };
         if !consistent {
-            self.violation(tr, format!("region {}: {what}: the interior point is on the other side", ck.region));
+            let within =
+                q.cmp(ck.interior, bp - tol) != Ordering::Less && q.cmp(ck.interior, bp + tol) != Ordering::Greater;
+            if within {
+                tr.open(tol, z.grad(u));
+            } else {
+                self.violation(tr, format!("region {}: {what}: the interior point is on the other side", ck.region));
+            }
         }
         let mut on = Vec::with_capacity(ck.verts.len());
         for (k, v) in ck.verts.iter().enumerate() {
@@ -558,7 +584,10 @@ impl Walker<'_> {
                 // at least as large as later ones (ties to the lowest position).
                 let side = Quantity::new(&diff, 0).cmp(ck.interior, 0.0);
                 let ok = if q < pos { side == Ordering::Greater } else { side != Ordering::Less };
-                if !ok {
+                let within = || Quantity::new(&diff, 0).cmp(ck.interior, -tol) != Ordering::Less;
+                if !ok && within() {
+                    tr.open(tol, diff.grad(0));
+                } else if !ok {
                     self.violation(
                         tr,
                         format!(
@@ -701,6 +730,8 @@ pub fn certify(net: &Network, slice: &Slice, part: &Partition) -> Certificate {
         .collect();
     for t in traces {
         cert.comparisons += t.comparisons;
+        cert.within_tolerance += t.within_tolerance;
+        cert.max_delta = cert.max_delta.max(t.max_delta);
         for v in t.violations {
             if cert.violations.len() < 100 {
                 cert.violations.push(v);

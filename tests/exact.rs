@@ -219,3 +219,38 @@ fn the_bundled_reference_network_is_certified() {
     assert!(cert.is_ok(), "{:?}", &cert.violations[..cert.violations.len().min(5)]);
     assert!(cert.area_discrepancy.abs() <= cert.area_bound);
 }
+
+/// Found by fuzzing (`fuzz/run.sh`, target `partition`): a unit with a 6.7·10^24 weight makes
+/// the noise floor of everything after it larger than the differences of the maxout's
+/// candidates, so the maxout's line cannot be placed and a region is merged. That is what the
+/// tolerance rule states; the certificate used to call it a wrong pattern, and now counts it as
+/// a decision within tolerance and reports how large `δ` was. With a sane weight the same
+/// network is split at the line and certified with `δ` at `DIST`.
+#[test]
+fn huge_terms_are_reported_as_noise_limited_not_hidden() {
+    let net = |w: f64| {
+        model(
+            &[2],
+            vec![
+                json!({"op": "linear", "weight": [[0.0, 0.0], [-0.3, 0.0], [0.6, w]], "bias": [0.1, -0.2, 0.3]}),
+                json!({"op": "relu"}),
+                json!({"op": "linear", "weight": [[2.0, -1.0, 0.5], [0.2, 0.4, -1.0]]}),
+                json!({"op": "maxout", "pool_size": 2}),
+            ],
+        )
+    };
+    let slice = plane_slice([-1.5, 1.0, -1.0, 2.0]);
+    let opts = Options { threads: 1, ..Default::default() };
+    let huge = net(-6.666_666_666_666_667e24);
+    let part = tessera::partition(&huge, &slice, &opts).unwrap();
+    let cert = certify(&huge, &slice, &part);
+    assert!(cert.is_ok(), "{:?}", cert.violations);
+    assert!(cert.within_tolerance >= 1 && cert.max_delta > 1.0, "{} {}", cert.within_tolerance, cert.max_delta);
+    let sane = net(-6.0);
+    let part = certified(&sane, &slice);
+    let cert = certify(&sane, &slice, &part);
+    assert!(cert.max_delta <= 1e-9, "{}", cert.max_delta);
+    // The maxout's line x = -1.095... (where h1 = 0.18 / 1.4) crosses the part where the third
+    // unit is off: more regions than with the huge weight.
+    assert!(part.regions.len() > 4, "{}", part.regions.len());
+}

@@ -457,6 +457,19 @@ fn verify(a: VerifyArgs) -> Result<i32, CliError> {
             cert.area_bound,
             start.elapsed().as_secs_f64()
         );
+        if cert.within_tolerance > 0 {
+            // δ in normalised coordinates (side 2): as a fraction of the domain's side.
+            let frac = cert.max_delta / 2.0;
+            eprintln!(
+                "note: {} decisions were within the tolerance of their line (up to {frac:.1e} of the domain's side){}",
+                cert.within_tolerance,
+                if frac > 1e-6 {
+                    ": huge terms in the network make the rounding noise this large, and regions thinner than that may be merged"
+                } else {
+                    ""
+                }
+            );
+        }
         if cert.is_ok() {
             eprintln!("ok: certified in exact arithmetic");
         } else {

@@ -41,7 +41,11 @@
 //!
 //! What the rule cannot do: decide the sign of a value that f64 cannot compute (closer to zero than
 //! its noise floor). Such a vertex counts as on the line, which is also what
-//! `Partition::certify` accepts, with the same `τ` recomputed in exact arithmetic.
+//! `certify::certify` accepts, with the same `τ` recomputed in exact arithmetic. The noise floor
+//! is bounded over the whole domain, so a unit with huge terms (a 1e20 weight, say) raises it for
+//! every unit after it, and `δ` can then exceed the domain: whole regions merge. The certificate
+//! counts the decisions that were open only within `τ` and reports the largest `δ` among them
+//! (`Certificate::max_delta`; `tessera verify --exact` prints it), so this never goes unseen.
 
 /// Distance (max-norm, in normalised coordinates where the domain is `[-1, 1]²`) within which a
 /// point counts as on a line: 5·10⁻¹¹ of the domain's side.
