@@ -107,9 +107,7 @@ impl Op {
             Op::Dense { w, .. } => dense_rows(w, n_in, n_out, x, rows, &mut y),
             Op::Conv { weight, input, output, window, groups } => {
                 let im2col = Im2col { input: *input, output: *output, window: *window, groups: *groups };
-                for (xr, yr) in x.chunks_exact(n_in.max(1)).zip(y.chunks_exact_mut(n_out)) {
-                    im2col.conv(weight, xr, yr);
-                }
+                im2col.conv_rows(weight, x, rows, &mut y);
             }
             Op::AvgPool { input, output, window } => {
                 let [c, h, w] = *input;
@@ -264,37 +262,79 @@ struct Im2col {
 }
 
 impl Im2col {
-    /// `y = conv(x)` for one input `x` (no bias): per group, the patches of `x` as a matrix
-    /// (positions × taps) times the group's kernels.
-    fn conv(&self, weight: &[f64], x: &[f64], y: &mut [f64]) {
+    /// For every output position and tap (`positions × icg·kh·kw`, tap order `(ci, ky, kx)`),
+    /// the offset of the input pixel it reads within a channel group (`ci·h·w + iy·w + ix`), or
+    /// `u32::MAX` in the padding. Computed once per product, shared by every row and group.
+    fn gather_table(&self) -> Vec<u32> {
+        let [ic, h, w] = self.input;
+        let [_, oh, ow] = self.output;
+        let icg = ic / self.groups;
+        let [kh, kw] = self.window.kernel;
+        let k = icg * kh * kw;
+        let mut table = vec![u32::MAX; oh * ow * k];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &mut table[(oy * ow + ox) * k..(oy * ow + ox + 1) * k];
+                for (ky, kx, iy, ix) in self.window.taps(oy, ox, h, w) {
+                    for ci in 0..icg {
+                        row[(ci * kh + ky) * kw + kx] = ((ci * h + iy) * w + ix) as u32;
+                    }
+                }
+            }
+        }
+        table
+    }
+
+    /// `y = conv(x)` for `rows` inputs stored one after another (no bias): per group, the
+    /// patches of every row as one matrix (`rows·positions × taps`) times the group's kernels,
+    /// so that the product runs at matrix-multiply speed however few positions a layer has.
+    fn conv_rows(&self, weight: &[f64], x: &[f64], rows: usize, y: &mut [f64]) {
+        let [ic, h, w] = self.input;
+        let [oc, oh, ow] = self.output;
+        let (n_in, n_out) = (ic * h * w, oc * oh * ow);
+        let k = ic / self.groups * self.window.kernel[0] * self.window.kernel[1];
+        // Rows in blocks whose patch matrix stays around a megabyte (cache-sized, and no
+        // allocation growing with the batch).
+        let block = ((1usize << 17) / (oh * ow * k).max(1)).clamp(1, rows.max(1));
+        let table = self.gather_table();
+        for start in (0..rows).step_by(block) {
+            let r = block.min(rows - start);
+            self.conv_block(
+                weight,
+                &table,
+                &x[start * n_in..(start + r) * n_in],
+                r,
+                &mut y[start * n_out..(start + r) * n_out],
+            );
+        }
+    }
+
+    fn conv_block(&self, weight: &[f64], table: &[u32], x: &[f64], rows: usize, y: &mut [f64]) {
         let [ic, h, w] = self.input;
         let [oc, oh, ow] = self.output;
         let (icg, ocg) = (ic / self.groups, oc / self.groups);
         let [kh, kw] = self.window.kernel;
         let k = icg * kh * kw;
         let positions = oh * ow;
-        let mut cols = vec![0.0; positions * k];
+        let (n_in, n_out) = (ic * h * w, oc * positions);
+        let m = rows * positions;
+        let mut cols = vec![0.0; m * k];
+        let mut out = vec![0.0; m * ocg];
         for g in 0..self.groups {
-            cols.iter_mut().for_each(|c| *c = 0.0);
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let row = &mut cols[(oy * ow + ox) * k..(oy * ow + ox + 1) * k];
-                    for (ky, kx, iy, ix) in self.window.taps(oy, ox, h, w) {
-                        for ci in 0..icg {
-                            row[(ci * kh + ky) * kw + kx] = x[((g * icg + ci) * h + iy) * w + ix];
-                        }
-                    }
+            for r in 0..rows {
+                let xg = &x[r * n_in + g * icg * h * w..r * n_in + (g + 1) * icg * h * w];
+                let dst = &mut cols[r * positions * k..(r + 1) * positions * k];
+                for (d, &t) in dst.iter_mut().zip(table) {
+                    *d = if t == u32::MAX { 0.0 } else { xg[t as usize] };
                 }
             }
             let wg = &weight[g * ocg * k..(g + 1) * ocg * k];
-            let yg = &mut y[g * ocg * positions..(g + 1) * ocg * positions];
-            // yg[o, pos] = Σ_k cols[pos, k] · wg[o, k]: an (positions × k)·(k × ocg) product
-            // written channel-major.
-            // SAFETY: `cols` is positions×k, `wg` ocg×k and `yg` ocg×positions elements; the
-            // strides read `wg` as its transpose and write `yg` transposed.
+            // out[i, o] = Σ_k cols[i, k] · wg[o, k], i = row·positions + position.
+            // SAFETY: `cols` is m×k, `wg` ocg×k (read as its transpose) and `out` m×ocg
+            // elements, row-major, matching the dimensions and strides passed.
             unsafe {
                 matrixmultiply::dgemm(
-                    positions,
+                    m,
                     k,
                     ocg,
                     1.0,
@@ -305,10 +345,20 @@ impl Im2col {
                     1,
                     k as isize,
                     0.0,
-                    yg.as_mut_ptr(),
+                    out.as_mut_ptr(),
+                    ocg as isize,
                     1,
-                    positions as isize,
                 );
+            }
+            // Channel-major outputs: y[row][(g·ocg + o)·positions + position].
+            for r in 0..rows {
+                let yr = &mut y[r * n_out + g * ocg * positions..r * n_out + (g + 1) * ocg * positions];
+                let src = &out[r * positions * ocg..(r + 1) * positions * ocg];
+                for (p, vals) in src.chunks_exact(ocg).enumerate() {
+                    for (o, &v) in vals.iter().enumerate() {
+                        yr[o * positions + p] = v;
+                    }
+                }
             }
         }
     }
