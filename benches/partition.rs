@@ -1,5 +1,7 @@
-//! Whole-partition benchmarks: the reference 2-64-64-64-2 network (12,042 regions over [-2, 2]²)
-//! and PyTorch's 2-256-256-256-2 ReLU MLP with `torch.manual_seed(0)` (162,097 regions).
+//! Whole-partition benchmarks: the reference 2-64-64-64-2 network (12,042 regions over [-2, 2]²),
+//! PyTorch's 2-256-256-256-2 ReLU MLP with `torch.manual_seed(0)` (162,097 regions), and the
+//! trained CNNs of `assets/bench/` on small boxes of their anchor planes. The full table, at the
+//! sizes of the performance targets and with peak memory, comes from `scripts/bench_table.py`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tessera::network::json as model_json;
@@ -27,6 +29,28 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("count", |b| b.iter(|| tessera::count(&big, &box2, &count).unwrap().regions));
     g.finish();
+
+    // The trained CNNs on boxes of their anchor planes (counts as in assets/bench/README.md).
+    let mut g = c.benchmark_group("cnn");
+    g.sample_size(10);
+    for (name, half) in [("lenet5", 1.0), ("allconv", 1.0), ("resnet8", 0.01)] {
+        let (net, slice) = anchor_plane(name, half);
+        g.bench_function(format!("{name}_count_{half}"), |b| {
+            b.iter(|| tessera::count(&net, &slice, &count).unwrap().regions)
+        });
+    }
+    g.finish();
+}
+
+/// A benchmark CNN and the box `[-half, half]²` of the plane through its three anchors.
+fn anchor_plane(name: &str, half: f64) -> (tessera::Network, Slice) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bench");
+    let net = tessera::network::onnx::load_path(&dir.join(format!("{name}.onnx"))).expect("benchmark model").network;
+    let anchor = |k: &str| tessera::npy::read(&dir.join(format!("{name}_{k}.npy"))).expect("anchor").data;
+    let n = net.input_shape.numel();
+    let (plane, _) =
+        Plane::from_anchors(&anchor("a"), &anchor("b"), &anchor("c"), n).expect("three independent anchors");
+    (net, Slice { plane, domain: Domain::new(-half, half, -half, half).unwrap(), anchors: None })
 }
 
 criterion_group!(partition, benches);

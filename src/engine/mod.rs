@@ -153,6 +153,7 @@ pub(crate) fn run<C: collect::Collect>(
         kept_bytes: AtomicU64::new(0),
         stop: AtomicU8::new(0),
         start: std::time::Instant::now(),
+        timing: std::env::var_os("TESSERA_DEBUG").is_some(),
     };
     let mut rows = Vec::with_capacity(3 * plane.origin.len());
     rows.extend_from_slice(&plane.du);
@@ -163,14 +164,17 @@ pub(crate) fn run<C: collect::Collect>(
         for (s, d) in out.debug.iter().enumerate() {
             let cells = (d[0] + d[1]).max(1) as f64;
             eprintln!(
-                "stage {s} ({} units): {} sparse, {} rebased; per cell: {:.1} corrections, {:.1} touched, {:.1} candidates, {:.1} splitters",
+                "stage {s} ({} units): {} sparse, {} rebased; per cell: {:.1} corrections, {:.1} touched, {:.1} candidates, {:.1} splitters; thread-seconds: classify {:.3}, dense-path bases {:.3}, next bases {:.3}",
                 plan.stages[s].n_in,
                 d[0],
                 d[1],
                 d[5] as f64 / cells,
                 d[2] as f64 / cells,
                 d[3] as f64 / cells,
-                d[4] as f64 / cells
+                d[4] as f64 / cells,
+                d[6] as f64 * 1e-9,
+                d[7] as f64 * 1e-9,
+                d[8] as f64 * 1e-9
             );
         }
     }

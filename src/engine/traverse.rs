@@ -38,7 +38,7 @@ const MIN_FORK_SPLITTERS: usize = 12;
 /// A batch forks into halves while it holds at least this many splitters in all.
 const MIN_FORK_BATCH: usize = 64;
 /// A cell is rebased when its candidate units exceed this fraction of the stage.
-const REBASE_FRACTION: f64 = 0.5;
+const REBASE_FRACTION: f64 = 0.25;
 /// In the split tree of a cell that is its own base, a piece whose area fell by this factor
 /// since its base's, and which at least [`SUB_CROSSING`] of the remaining lines cross, gets a
 /// (virtual) base of its own: the many pieces below it then share one next base.
@@ -67,8 +67,10 @@ pub(crate) struct Output<C> {
     /// Pieces dropped for having no positive area (the tolerance rule guarantees none).
     pub dropped: u64,
     /// Per stage, for tuning (`TESSERA_DEBUG`): cells classified sparsely against a shared
-    /// base, cells rebased, corrections scattered, candidate units, splitters, corrections.
-    pub debug: Vec<[u64; 6]>,
+    /// base, cells rebased, corrections scattered, candidate units, splitters, corrections, and
+    /// nanoseconds spent classifying, making dense-path next bases, and moving bases to the next
+    /// stage (timed only with `TESSERA_DEBUG`).
+    pub debug: Vec<[u64; DEBUG_FIELDS]>,
     /// The regions went here.
     pub collect: C,
 }
@@ -88,6 +90,14 @@ impl<C: Collect> Output<C> {
     }
 }
 
+/// Entries of [`Output::debug`] per stage.
+pub(crate) const DEBUG_FIELDS: usize = 9;
+
+/// Nanoseconds since `t` when timing (`TESSERA_DEBUG`), else 0.
+fn nanos(t: Option<std::time::Instant>) -> u64 {
+    t.map_or(0, |t| t.elapsed().as_nanos() as u64)
+}
+
 /// Why a run stopped early (0: it did not).
 pub(crate) const STOP_REGIONS: u8 = 1;
 pub(crate) const STOP_TIME: u8 = 2;
@@ -105,6 +115,14 @@ pub(crate) struct Ctx<'a, C> {
     pub kept_bytes: AtomicU64,
     pub stop: AtomicU8,
     pub start: std::time::Instant,
+    /// Whether to time the phases of every stage (`TESSERA_DEBUG`).
+    pub timing: bool,
+}
+
+impl<C> Ctx<'_, C> {
+    fn clock(&self) -> Option<std::time::Instant> {
+        self.timing.then(std::time::Instant::now)
+    }
 }
 
 impl<C: Collect> Ctx<'_, C> {
@@ -114,7 +132,14 @@ impl<C: Collect> Ctx<'_, C> {
 
     fn output(&self, collect: C) -> Output<C> {
         let n = self.plan.stages.len();
-        Output { per_stage: vec![0; n], count: 0, area_sum: 0.0, dropped: 0, debug: vec![[0; 6]; n], collect }
+        Output {
+            per_stage: vec![0; n],
+            count: 0,
+            area_sum: 0.0,
+            dropped: 0,
+            debug: vec![[0; DEBUG_FIELDS]; n],
+            collect,
+        }
     }
 
     fn aborted(&self) -> bool {
@@ -359,7 +384,9 @@ impl<C: Collect> Sink<C> {
                     bases.push(&c.base);
                 }
             }
+            let t0 = ctx.clock();
             SCRATCH.with(|s| Base::compute_next(ctx.plan, &bases, &mut s.borrow_mut().base));
+            self.out.debug[self.stage][8] += nanos(t0);
             for c in cells.iter_mut().filter(|c| c.dense.is_none()) {
                 let next = Arc::clone(c.base.next().expect("just computed"));
                 c.base = next;
@@ -433,6 +460,7 @@ pub(crate) fn process_batch<C: Collect>(ctx: &Ctx<'_, C>, s: usize, cells: Vec<C
     if ctx.out_of_time() {
         return;
     }
+    let t0 = ctx.clock();
     let ready: Vec<Ready> = SCRATCH.with(|sc| {
         let sc = &mut *sc.borrow_mut();
         cells
@@ -449,6 +477,8 @@ pub(crate) fn process_batch<C: Collect>(ctx: &Ctx<'_, C>, s: usize, cells: Vec<C
             })
             .collect()
     });
+    out.debug[s][6] += nanos(t0);
+    let t0 = ctx.clock();
     if dense_next(ctx, s) {
         // The pieces' next pre-activations are made in the split trees: the cells' next bases
         // first, in one batched product.
@@ -460,6 +490,7 @@ pub(crate) fn process_batch<C: Collect>(ctx: &Ctx<'_, C>, s: usize, cells: Vec<C
         }
         SCRATCH.with(|sc| Base::compute_next_unclassified(ctx.plan, &bases, &mut sc.borrow_mut().base));
     }
+    out.debug[s][7] += nanos(t0);
     let mut sink = Sink::new(ctx, s);
     split_cells(ctx, s, ready, &mut sink);
     out.merge(sink.finish(ctx));
