@@ -311,7 +311,7 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
         opts,
         if opts.color == ColorScheme::Class { classes } else { 0 },
         &layer_names(&part.layout),
-        scene.boundary.is_some(),
+        scene.boundary.is_some_and(|b| !b.polylines.is_empty()),
     );
     let edges =
         if opts.edges != EdgeMode::None || opts.color == ColorScheme::Pattern { part.edges() } else { Vec::new() };
