@@ -26,7 +26,7 @@
 //! from the exact maps; every comparison against them is exact.
 
 use crate::geometry::predicates::{DIST, NOISE};
-use crate::network::{Activation, Layer, LayerKind, Merge, Network, Shape};
+use crate::network::{Activation, Gather, Layer, LayerKind, Merge, Network, Shape, Src};
 use crate::partition::{Partition, MAP_TOL};
 use crate::pattern::Pattern;
 use crate::slice::Slice;
@@ -160,6 +160,36 @@ impl Maps {
         let terms: Vec<(u32, u32, BigInt)> =
             (0..n).filter(|&i| !ints[i].is_zero()).map(|i| (i as u32, i as u32, ints[i].clone())).collect();
         self.linear(n, &terms, &ints[n..], e)
+    }
+
+    /// `y_o = x_{index[o]}`, or 0 for [`Gather::ZERO`].
+    fn select(&self, index: &[u32]) -> Maps {
+        let pick = |v: &[BigInt]| {
+            index.iter().map(|&i| if i == Gather::ZERO { BigInt::zero() } else { v[i as usize].clone() }).collect()
+        };
+        Maps { a: pick(&self.a), b: pick(&self.b), c: pick(&self.c), den: self.den.clone() }
+    }
+
+    /// `−x`.
+    fn neg(self) -> Maps {
+        let neg = |v: Vec<BigInt>| v.into_iter().map(|x| -x).collect();
+        Maps { a: neg(self.a), b: neg(self.b), c: neg(self.c), den: self.den }
+    }
+
+    /// The maps over one common denominator (the product of theirs, reduced).
+    fn common(ms: Vec<Maps>) -> Vec<Maps> {
+        let total = ms.iter().fold(BigInt::from(1), |acc, m| acc * &m.den);
+        ms.into_iter()
+            .map(|m| {
+                let k = &total / &m.den;
+                Maps {
+                    a: m.a.iter().map(|v| v * &k).collect(),
+                    b: m.b.iter().map(|v| v * &k).collect(),
+                    c: m.c.iter().map(|v| v * &k).collect(),
+                    den: total.clone(),
+                }
+            })
+            .collect()
     }
 
     /// `y_o = x_{src[o]}`.
@@ -319,12 +349,47 @@ struct Check<'a> {
 }
 
 impl Walker<'_> {
-    /// Runs `layers` on `x` from stage `stage`, checking every nonlinear stage on the region.
-    fn run(&self, layers: &[Layer], mut x: Maps, stage: &mut usize, ck: &mut Check<'_>, tr: &mut Trace) -> Maps {
-        for l in layers {
-            x = self.layer(l, x, stage, ck, tr);
+    /// A join of `ins` at stage `stage` (max and min joins are a stage).
+    fn merge(&self, merge: Merge, ins: Vec<Maps>, stage: &mut usize, ck: &mut Check<'_>, tr: &mut Trace) -> Maps {
+        let (k, n) = (ins.len(), ins[0].len());
+        let ins = Maps::common(ins);
+        let den = ins[0].den.clone();
+        match merge {
+            Merge::Add => {
+                let mut it = ins.into_iter();
+                let first = it.next().expect("joins have inputs");
+                it.fold(first, |acc, m| Maps {
+                    a: acc.a.iter().zip(&m.a).map(|(p, q)| p + q).collect(),
+                    b: acc.b.iter().zip(&m.b).map(|(p, q)| p + q).collect(),
+                    c: acc.c.iter().zip(&m.c).map(|(p, q)| p + q).collect(),
+                    den: acc.den,
+                })
+                .reduce()
+            }
+            Merge::Concat | Merge::Max | Merge::Min => {
+                let neg = merge == Merge::Min;
+                let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+                for m in ins {
+                    let m = if neg { m.neg() } else { m };
+                    a.extend(m.a);
+                    b.extend(m.b);
+                    c.extend(m.c);
+                }
+                let all = Maps { a, b, c, den }.reduce();
+                if merge == Merge::Concat {
+                    return all;
+                }
+                // min(x, y) = −max(−x, −y): the same winners, ties to the first input.
+                let groups: Vec<Vec<u32>> =
+                    (0..n as u32).map(|i| (0..k as u32).map(|q| q * n as u32 + i).collect()).collect();
+                let y = self.max(&groups, all, stage, ck, tr);
+                if neg {
+                    y.neg()
+                } else {
+                    y
+                }
+            }
         }
-        x
     }
 
     fn layer(&self, l: &Layer, x: Maps, stage: &mut usize, ck: &mut Check<'_>, tr: &mut Trace) -> Maps {
@@ -383,10 +448,17 @@ impl Walker<'_> {
                 let t: Vec<f64> = (0..n).map(|i| shift[i / per]).collect();
                 x.diagonal(&s, &t)
             }
-            LayerKind::AvgPool2d { window } => {
+            LayerKind::Scale { scale, shift } => x.diagonal(scale, shift),
+            LayerKind::Gather(g) => x.select(&g.index),
+            LayerKind::AvgPool2d { window, count_include_pad } => {
                 let (Shape::Image { c, h, w }, Shape::Image { h: oh, w: ow, .. }) = (l.input, l.output) else {
                     unreachable!("validated pool shapes")
                 };
+                // Every position's divisor d_p: the terms carry L / d_p over a denominator L, the
+                // least common multiple of the divisors.
+                let divisors: Vec<u64> =
+                    (0..oh * ow).map(|p| window.avg_divisor(p / ow, p % ow, h, w, *count_include_pad) as u64).collect();
+                let lcm = divisors.iter().fold(1u64, |l, &d| l / gcd(l, d) * d);
                 let mut terms = Vec::new();
                 for ch in 0..c {
                     for oy in 0..oh {
@@ -397,7 +469,8 @@ impl Walker<'_> {
                                     let ix = (ox * window.stride[1] + kx) as i64 - window.padding[1] as i64;
                                     if iy >= 0 && ix >= 0 && iy < h as i64 && ix < w as i64 {
                                         let i = (ch * h + iy as usize) * w + ix as usize;
-                                        terms.push((((ch * oh + oy) * ow + ox) as u32, i as u32, BigInt::from(1)));
+                                        let k = BigInt::from(lcm / divisors[oy * ow + ox]);
+                                        terms.push((((ch * oh + oy) * ow + ox) as u32, i as u32, k));
                                     }
                                 }
                             }
@@ -405,49 +478,15 @@ impl Walker<'_> {
                     }
                 }
                 let mut y = x.linear(c * oh * ow, &terms, &[], 0);
-                // The divisor counts the padding (PyTorch's default).
-                y.den *= BigInt::from(window.kernel[0] * window.kernel[1]);
+                y.den *= BigInt::from(lcm);
                 y
             }
-            LayerKind::Flatten => x,
+            LayerKind::Reshape => x,
+            LayerKind::Merge(_) => unreachable!("joins go through Walker::merge"),
             LayerKind::Activation(act) => self.activation(l, act, x, stage, ck, tr),
             LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
                 let groups = l.max_groups();
                 self.max(&groups, x, stage, ck, tr)
-            }
-            LayerKind::Residual { body, shortcut, merge } => {
-                let a = self.run(body, x.clone(), stage, ck, tr);
-                let b = self.run(shortcut, x, stage, ck, tr);
-                // Bring both to one denominator.
-                let (da, db) = (a.den.clone(), b.den.clone());
-                let scale = |m: Maps, k: &BigInt| Maps {
-                    a: m.a.iter().map(|v| v * k).collect(),
-                    b: m.b.iter().map(|v| v * k).collect(),
-                    c: m.c.iter().map(|v| v * k).collect(),
-                    den: &m.den * k,
-                };
-                let (a, b) = (scale(a, &db), scale(b, &da));
-                match merge {
-                    Merge::Add => Maps {
-                        a: a.a.iter().zip(&b.a).map(|(p, q)| p + q).collect(),
-                        b: a.b.iter().zip(&b.b).map(|(p, q)| p + q).collect(),
-                        c: a.c.iter().zip(&b.c).map(|(p, q)| p + q).collect(),
-                        den: a.den,
-                    }
-                    .reduce(),
-                    Merge::Concat | Merge::Max => {
-                        let n = a.len();
-                        let both =
-                            Maps { a: [a.a, b.a].concat(), b: [a.b, b.b].concat(), c: [a.c, b.c].concat(), den: a.den }
-                                .reduce();
-                        if *merge == Merge::Concat {
-                            both
-                        } else {
-                            let groups: Vec<Vec<u32>> = (0..n as u32).map(|i| vec![i, n as u32 + i]).collect();
-                            self.max(&groups, both, stage, ck, tr)
-                        }
-                    }
-                }
             }
         }
     }
@@ -626,29 +665,11 @@ impl Walker<'_> {
 /// Bounds on every nonlinear stage's pre-activation term magnitudes over the frame square, in
 /// the engine's stage order (plain f64: a bound for the noise floor, not a decision).
 fn magnitudes(net: &Network, input: Vec<f64>) -> (Vec<Vec<f64>>, Vec<f64>) {
-    fn run(layers: &[Layer], mut m: Vec<f64>, out: &mut Vec<Vec<f64>>) -> Vec<f64> {
-        for l in layers {
-            m = step(l, m, out);
-        }
-        m
-    }
-    fn step(l: &Layer, m: Vec<f64>, out: &mut Vec<Vec<f64>>) -> Vec<f64> {
+    fn step(l: &Layer, m: &[f64], out: &mut Vec<Vec<f64>>) -> Vec<f64> {
         let mut y = vec![0.0; l.output.numel()];
         match &l.kind {
-            LayerKind::Residual { body, shortcut, merge } => {
-                let a = run(body, m.clone(), out);
-                let b = run(shortcut, m, out);
-                match merge {
-                    Merge::Add => a.iter().zip(&b).map(|(p, q)| p + q).collect(),
-                    Merge::Concat => [a, b].concat(),
-                    Merge::Max => {
-                        out.push([a.clone(), b.clone()].concat());
-                        a.iter().zip(&b).map(|(p, q)| p.max(*q)).collect()
-                    }
-                }
-            }
             LayerKind::Activation(act) => {
-                out.push(m.clone());
+                out.push(m.to_vec());
                 let per = l.input.per_channel();
                 m.iter()
                     .enumerate()
@@ -659,7 +680,7 @@ fn magnitudes(net: &Network, input: Vec<f64>) -> (Vec<Vec<f64>>, Vec<f64>) {
                     .collect()
             }
             LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
-                out.push(m.clone());
+                out.push(m.to_vec());
                 l.max_groups().iter().map(|g| g.iter().map(|&i| m[i as usize]).fold(0.0, f64::max)).collect()
             }
             _ => {
@@ -671,19 +692,42 @@ fn magnitudes(net: &Network, input: Vec<f64>) -> (Vec<Vec<f64>>, Vec<f64>) {
                         a(weight);
                         a(bias);
                     }
-                    LayerKind::BatchNorm { scale, shift } => {
+                    LayerKind::BatchNorm { scale, shift } | LayerKind::Scale { scale, shift } => {
                         a(scale);
                         a(shift);
                     }
                     _ => {}
                 }
-                abs.apply(&m, &mut y);
+                abs.apply(m, &mut y);
                 y
             }
         }
     }
     let mut out = Vec::new();
-    let last = run(&net.layers, input, &mut out);
+    let mut values: Vec<Vec<f64>> = Vec::with_capacity(net.nodes.len());
+    for node in &net.nodes {
+        let read = |s: &Src| -> &[f64] {
+            match *s {
+                Src::Input => &input,
+                Src::Node(j) => &values[j],
+            }
+        };
+        let y = match &node.layer.kind {
+            LayerKind::Merge(m) => {
+                let ins: Vec<&[f64]> = node.inputs.iter().map(read).collect();
+                match m {
+                    Merge::Add | Merge::Concat => Layer::merge(*m, &ins),
+                    Merge::Max | Merge::Min => {
+                        out.push(ins.concat());
+                        Layer::merge(Merge::Max, &ins)
+                    }
+                }
+            }
+            _ => step(&node.layer, read(&node.inputs[0]), &mut out),
+        };
+        values.push(y);
+    }
+    let last = values.pop().unwrap_or(input);
     // A small margin over f64 rounding of the bound itself.
     let widen = |v: Vec<f64>| v.into_iter().map(|x| x * (1.0 + 1e-9)).collect();
     (out.into_iter().map(widen).collect(), widen(last))
@@ -724,7 +768,7 @@ pub fn certify(net: &Network, slice: &Slice, part: &Partition) -> Certificate {
     let traces: Vec<Trace> = order
         .par_chunks(chunk)
         .flat_map_iter(|ids| {
-            let mut cache: Vec<Option<(Vec<u64>, Maps)>> = vec![None; net.layers.len()];
+            let mut cache: Vec<Option<(Vec<u64>, Maps)>> = vec![None; net.nodes.len()];
             ids.iter().map(|&i| region(&walker, net, &input, &out_mag, i, &words, &mut cache)).collect::<Vec<_>>()
         })
         .collect();
@@ -740,6 +784,14 @@ pub fn certify(net: &Network, slice: &Slice, part: &Partition) -> Certificate {
     }
     cover(part, &mut cert);
     cert
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// The plane's three vectors in frame coordinates, exactly: `x(s, t) = c + s·a + t·b`.
@@ -779,25 +831,16 @@ fn input_maps(slice: &Slice, part: &Partition) -> Maps {
     m.reduce()
 }
 
-/// For every top-level layer, how many words of a pattern hold the stages before it (the bits
-/// that determine the layer's input).
+/// For every node, how many words of a pattern hold the stages before it (the bits that
+/// determine the node's inputs).
 fn prefix_words(net: &Network, part: &Partition) -> Vec<usize> {
-    fn stages(l: &Layer) -> usize {
-        match &l.kind {
-            LayerKind::Residual { body, shortcut, merge } => {
-                body.iter().chain(shortcut).map(stages).sum::<usize>() + usize::from(*merge == Merge::Max)
-            }
-            _ if l.is_affine() => 0,
-            _ => 1,
-        }
-    }
     let words = part.regions.first().map_or(0, |r| r.pattern.0.len());
     let mut before = 0;
-    net.layers
+    net.nodes
         .iter()
-        .map(|l| {
+        .map(|n| {
             let w = part.layout.get(before).map_or(words, |b| b.offset / 64);
-            before += stages(l);
+            before += usize::from(!n.layer.is_affine());
             w
         })
         .collect()
@@ -844,23 +887,49 @@ fn region(
     let mut ck =
         Check { verts: &verts, interior: &interior, pattern: &r.pattern, edge_on_line: &mut edge_on_line, region: i };
     let mut stage = 0;
-    let mut x = input.clone();
-    for (l, layer) in net.layers.iter().enumerate() {
-        let cacheable = layer.is_affine() && !matches!(layer.kind, LayerKind::Residual { .. });
-        if !cacheable {
-            x = w.layer(layer, x, &mut stage, &mut ck, &mut tr);
-            continue;
-        }
+    // Node outputs, dropped after their last reader.
+    let (_, last) = net.last_uses();
+    let mut values: Vec<Option<Maps>> = Vec::with_capacity(net.nodes.len());
+    for (l, node) in net.nodes.iter().enumerate() {
         let key = &r.pattern.0[..words[l].min(r.pattern.0.len())];
-        match &cache[l] {
-            Some((k, out)) if k.as_slice() == key => x = out.clone(),
-            _ => {
-                x = w.layer(layer, x, &mut stage, &mut ck, &mut tr);
-                cache[l] = Some((key.to_vec(), x.clone()));
+        let cached = match &cache[l] {
+            Some((k, out)) if node.layer.is_affine() && k.as_slice() == key => Some(out.clone()),
+            _ => None,
+        };
+        let y = match cached {
+            Some(y) => y,
+            None => {
+                let mut ins: Vec<Maps> = Vec::with_capacity(node.inputs.len());
+                for (q, s) in node.inputs.iter().enumerate() {
+                    ins.push(match *s {
+                        Src::Input => input.clone(),
+                        // The last reader takes the tensor (unless it reads it twice).
+                        Src::Node(j) if last[j] == Some(l) && !node.inputs[q + 1..].contains(s) => {
+                            values[j].take().expect("alive until its last reader")
+                        }
+                        Src::Node(j) => values[j].clone().expect("alive until its last reader"),
+                    });
+                }
+                let y = match &node.layer.kind {
+                    LayerKind::Merge(m) => w.merge(*m, ins, &mut stage, &mut ck, &mut tr),
+                    _ => w.layer(&node.layer, ins.pop().expect("one input"), &mut stage, &mut ck, &mut tr),
+                };
+                if node.layer.is_affine() {
+                    cache[l] = Some((key.to_vec(), y.clone()));
+                }
+                y
+            }
+        };
+        for s in &node.inputs {
+            if let Src::Node(j) = *s {
+                if last[j] == Some(l) {
+                    values[j] = None;
+                }
             }
         }
+        values.push(Some(y));
     }
-    let out = x;
+    let out = values.pop().flatten().unwrap_or_else(|| input.clone());
     if stage != w.stages.len() {
         tr.violations
             .push(format!("region {i}: the network has {stage} nonlinear stages, the layout {}", w.stages.len()));

@@ -1,19 +1,16 @@
 //! The affine map of any layer's output on a region, rebuilt from the region's activation
-//! pattern: the plane's three vectors are pushed through the layers with every nonlinearity fixed
-//! to the piece (or winner) the pattern records, in the stage order of the pattern layout (a
-//! block's main branch, then its shortcut, then a max merge). Independent of the engine: it reads
-//! only the network, the plane and the pattern.
+//! pattern: the plane's three vectors are pushed through the nodes with every nonlinearity fixed
+//! to the piece (or winner) the pattern records, in the stage order of the pattern layout (the
+//! nonlinear nodes and max/min joins in node order). Independent of the engine: it reads only the
+//! network, the plane and the pattern.
 
-use crate::network::{Layer, LayerKind, Merge, Network};
+use crate::network::{Layer, LayerKind, Merge, Network, Src};
 use crate::partition::AffineMap;
 use crate::pattern::{LayerBits, Pattern};
 use crate::slice::Plane;
 
 /// Three vectors: `∂/∂u`, `∂/∂v`, value at `(0, 0)`.
 type Rows = [Vec<f64>; 3];
-
-/// How two branches' vectors combine.
-type Combine = dyn Fn(&[f64], &[f64]) -> Vec<f64>;
 
 struct Walk<'a> {
     layout: &'a [LayerBits],
@@ -22,13 +19,6 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn run(&mut self, layers: &[Layer], mut x: Rows) -> Option<Rows> {
-        for l in layers {
-            x = self.layer(l, x)?;
-        }
-        Some(x)
-    }
-
     fn bits(&mut self) -> Option<&LayerBits> {
         let b = self.layout.get(self.stage)?;
         self.stage += 1;
@@ -47,6 +37,23 @@ impl Walk<'_> {
             }
         }
         Some(y)
+    }
+
+    /// A join of `ins`: sums and concatenations directly, max and min joins by the winners the
+    /// pattern records.
+    fn merge(&mut self, merge: Merge, ins: &[&Rows]) -> Option<Rows> {
+        let row = |r: usize| -> Vec<&[f64]> { ins.iter().map(|x| x[r].as_slice()).collect() };
+        match merge {
+            Merge::Add | Merge::Concat => {
+                Some([Layer::merge(merge, &row(0)), Layer::merge(merge, &row(1)), Layer::merge(merge, &row(2))])
+            }
+            Merge::Max | Merge::Min => {
+                let (k, n) = (ins.len() as u32, ins[0][0].len() as u32);
+                let both: Rows = [row(0).concat(), row(1).concat(), row(2).concat()];
+                let groups: Vec<Vec<u32>> = (0..n).map(|i| (0..k).map(|b| b * n + i).collect()).collect();
+                self.max(&groups, &both)
+            }
+        }
     }
 
     fn layer(&mut self, l: &Layer, x: Rows) -> Option<Rows> {
@@ -74,21 +81,6 @@ impl Walk<'_> {
                 Some(y)
             }
             LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => self.max(&l.max_groups(), &x),
-            LayerKind::Residual { body, shortcut, merge } => {
-                let a = self.run(body, x.clone())?;
-                let b = self.run(shortcut, x)?;
-                let join = |f: &Combine| -> Rows { [f(&a[0], &b[0]), f(&a[1], &b[1]), f(&a[2], &b[2])] };
-                match merge {
-                    Merge::Add => Some(join(&|p, q| p.iter().zip(q).map(|(s, t)| s + t).collect())),
-                    Merge::Concat => Some(join(&|p, q| [p, q].concat())),
-                    Merge::Max => {
-                        let n = a[0].len() as u32;
-                        let both = join(&|p, q| [p, q].concat());
-                        let groups: Vec<Vec<u32>> = (0..n).map(|i| vec![i, n + i]).collect();
-                        self.max(&groups, &both)
-                    }
-                }
-            }
             _ => {
                 let mut y: Rows = [vec![0.0; n_out], vec![0.0; n_out], vec![0.0; n_out]];
                 l.apply_linear(&x[0], &mut y[0]);
@@ -100,11 +92,11 @@ impl Walk<'_> {
     }
 }
 
-/// The affine map, as a function of `plane`'s coordinates, of the output of top-level layer
-/// `layer` (or of the network's output when `None`) on the region with activation pattern
-/// `pattern`, for a partition whose pattern layout is `layout`.
+/// The affine map, as a function of `plane`'s coordinates, of the output of node `layer` (or of
+/// the network's output when `None`) on the region with activation pattern `pattern`, for a
+/// partition whose pattern layout is `layout`.
 ///
-/// Costs one forward pass of three vectors. `None` when `layer` is not a layer index or the
+/// Costs one forward pass of three vectors. `None` when `layer` is not a node index or the
 /// pattern does not fit the layout.
 pub fn layer_map(
     net: &Network,
@@ -113,15 +105,36 @@ pub fn layer_map(
     pattern: &Pattern,
     layer: Option<usize>,
 ) -> Option<AffineMap> {
-    let upto = layer.unwrap_or(net.layers.len().saturating_sub(1));
-    if upto >= net.layers.len() && !net.layers.is_empty() {
+    let upto = layer.unwrap_or(net.nodes.len().saturating_sub(1));
+    if upto >= net.nodes.len() && !net.nodes.is_empty() {
         return None;
     }
     let mut walk = Walk { layout, pattern, stage: 0 };
-    let mut x: Rows = [plane.du.clone(), plane.dv.clone(), plane.origin.clone()];
-    for l in net.layers.iter().take(upto + 1) {
-        x = walk.layer(l, x)?;
+    let input: Rows = [plane.du.clone(), plane.dv.clone(), plane.origin.clone()];
+    // Tensors are dropped after their last reader.
+    let (_, last) = net.last_uses();
+    let mut values: Vec<Option<Rows>> = Vec::with_capacity(upto + 1);
+    for (i, node) in net.nodes.iter().enumerate().take(upto + 1) {
+        let read = |s: &Src| match *s {
+            Src::Input => &input,
+            Src::Node(j) => values[j].as_ref().expect("alive until its last reader"),
+        };
+        let y = match &node.layer.kind {
+            LayerKind::Merge(m) => {
+                let ins: Vec<&Rows> = node.inputs.iter().map(read).collect();
+                walk.merge(*m, &ins)?
+            }
+            _ => walk.layer(&node.layer, read(&node.inputs[0]).clone())?,
+        };
+        for s in &node.inputs {
+            if let Src::Node(j) = *s {
+                if last[j] == Some(i) && j != upto {
+                    values[j] = None;
+                }
+            }
+        }
+        values.push(Some(y));
     }
-    let [du, dv, value] = x;
+    let [du, dv, value] = values.pop().flatten().unwrap_or(input);
     Some(AffineMap { jacobian: du.iter().zip(&dv).map(|(a, b)| [*a, *b]).collect(), offset: value })
 }

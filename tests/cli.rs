@@ -324,7 +324,7 @@ fn pictures_plots_and_layer_maps_through_the_binary() {
     let verts: Vec<[f64; 2]> = serde_json::from_value(r["vertices"].clone()).unwrap();
     let c = verts.iter().fold([0.0, 0.0], |a, p| [a[0] + p[0] / verts.len() as f64, a[1] + p[1] / verts.len() as f64]);
     let mut h = vec![0.0; 64];
-    net.layers[0].apply(&c, &mut h);
+    net.nodes[0].layer.apply(&c, &mut h);
     let jac: Vec<[f64; 2]> = serde_json::from_value(r["layer_map"]["jacobian"].clone()).unwrap();
     let off: Vec<f64> = serde_json::from_value(r["layer_map"]["offset"].clone()).unwrap();
     for k in 0..64 {

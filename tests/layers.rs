@@ -47,7 +47,7 @@ fn arrangement_count(lines: &[[f64; 3]], b: [f64; 4]) -> usize {
 }
 
 fn first_layer_lines(net: &tessera::Network, breakpoints: &[f64]) -> Vec<[f64; 3]> {
-    let tessera::network::LayerKind::Linear { weight, bias } = &net.layers[0].kind else { panic!() };
+    let tessera::network::LayerKind::Linear { weight, bias } = &net.nodes[0].layer.kind else { panic!() };
     let mut lines = Vec::new();
     for (k, &bk) in bias.iter().enumerate() {
         for &t in breakpoints {
@@ -81,7 +81,7 @@ fn one_layer_counts_match_the_line_arrangement() {
 
 fn scale_first_layer(net: &tessera::Network, s: f64) -> tessera::Network {
     let mut net = net.clone();
-    if let tessera::network::LayerKind::Linear { weight, bias } = &mut net.layers[0].kind {
+    if let tessera::network::LayerKind::Linear { weight, bias } = &mut net.nodes[0].layer.kind {
         weight.iter_mut().for_each(|w| *w *= s);
         bias.iter_mut().for_each(|w| *w *= s);
     }
@@ -414,10 +414,27 @@ fn layer_maps_of(net: &tessera::Network, r: &mut rand_chacha::ChaCha8Rng) {
     for (i, region) in part.regions.iter().enumerate().step_by(3) {
         let c = part.frame.to_uv(region.polygon.centroid());
         let mut x = slice.plane.point(c[0], c[1]);
-        for (layer, l) in net.layers.iter().enumerate() {
-            let mut y = vec![0.0; l.output.numel()];
-            l.apply(&x, &mut y);
-            x = y;
+        // Every node's output, by a walk of the graph.
+        let input = x.clone();
+        let mut outs: Vec<Vec<f64>> = Vec::new();
+        for (layer, node) in net.nodes.iter().enumerate() {
+            let read = |s: &tessera::network::Src| match *s {
+                tessera::network::Src::Input => input.clone(),
+                tessera::network::Src::Node(j) => outs[j].clone(),
+            };
+            let l = &node.layer;
+            let ins: Vec<Vec<f64>> = node.inputs.iter().map(read).collect();
+            x = match &l.kind {
+                tessera::network::LayerKind::Merge(m) => {
+                    tessera::network::Layer::merge(*m, &ins.iter().map(|v| v.as_slice()).collect::<Vec<_>>())
+                }
+                _ => {
+                    let mut y = vec![0.0; l.output.numel()];
+                    l.apply(&ins[0], &mut y);
+                    y
+                }
+            };
+            outs.push(x.clone());
             let map = tessera::layer_map(&net, &slice, &part, i, layer).expect("valid layer");
             let got = map.eval(c);
             let err = got.iter().zip(&x).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));

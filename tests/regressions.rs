@@ -119,11 +119,12 @@ fn layers_inside_blocks_are_size_checked() {
         json!([1, 1, 1]),
     );
     assert!(e.contains("padding"), "{e}");
-    // Each nesting level keeps its input alive for the merge: 20 levels of 2^22 entries.
+    // Each nesting level keeps its own input alive for the merge (a ReLU of the level above
+    // feeds the next): 20 distinct tensors of 2^22 entries at once.
     let nest = |levels: usize| {
         let mut block = json!({"op": "relu"});
         for _ in 0..levels {
-            block = json!({"op": "residual", "layers": [block]});
+            block = json!({"op": "residual", "layers": [{"op": "relu"}, block]});
         }
         block
     };
@@ -155,7 +156,7 @@ fn constant_division_is_exact_for_floats_and_truncates_for_integers() {
 #[test]
 fn gemm_bias_of_the_wrong_length_is_refused() {
     let e = regression_onnx("gemm_bias_length.onnx").unwrap_err();
-    assert!(e.contains("bad_gemm") && e.contains("2 values for 3 outputs"), "{e}");
+    assert!(e.contains("bad_gemm") && e.contains("does not broadcast to 3 outputs"), "{e}");
 }
 
 /// `Shape`'s `start`/`end` attributes used to be ignored, so `Reshape(x, Concat(Shape(x, end=1),
@@ -217,10 +218,10 @@ fn reshape_sizes_that_overflow_are_refused() {
 #[test]
 fn malformed_onnx_constants_and_shapes_are_refused() {
     for (file, expect) in [
-        ("fold_empty_operand.onnx", "empty"),
-        ("reshape_weight_mismatch.onnx", "6 values for shape [3, 3]"),
+        ("fold_empty_operand.onnx", "cannot reshape [1, 4] to []"),
+        ("reshape_weight_mismatch.onnx", "cannot reshape [6] to [3, 3]"),
         ("empty_weight_huge_dims.onnx", "has no values"),
-        ("huge_input.onnx", "more than"),
+        ("huge_input.onnx", "at most 16777216 values"),
         ("concat_doubling.onnx", "exceeds"),
     ] {
         let start = std::time::Instant::now();

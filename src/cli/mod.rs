@@ -157,10 +157,10 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
     let net = Arc::new(config::load_model(&a.model)?);
     let slice = config::build_slice(&net, &a.slice)?;
     let decision = config::decision(&a.decision, net.output_shape().numel())?;
-    if let Some(l) = a.layer_map.filter(|&l| l >= net.layers.len()) {
+    if let Some(l) = a.layer_map.filter(|&l| l >= net.nodes.len()) {
         return Err(CliError::Usage(format!(
-            "--layer-map {l}: the model has layers 0 to {}",
-            net.layers.len().saturating_sub(1)
+            "--layer-map {l}: the model has layers (nodes) 0 to {}",
+            net.nodes.len().saturating_sub(1)
         )));
     }
     let render_opts = config::render_options(&a.picture)?;
@@ -504,11 +504,33 @@ fn info(model: &std::path::Path) -> Result<i32, CliError> {
     let mut text = String::new();
     let _ = writeln!(text, "model {}", model.display());
     let _ = writeln!(text, "input shape {}", net.input_shape);
-    for (i, l) in net.layers.iter().enumerate() {
+    let chain = net.is_chain();
+    for (i, n) in net.nodes.iter().enumerate() {
+        let l = &n.layer;
         let units =
             if l.is_affine() { String::new() } else { format!("  ({} piecewise-linear units)", l.pwl_unit_count()) };
-        let _ =
-            writeln!(text, "  {i:>3}  {:<12} {} -> {}  params {}{units}", l.op, l.input, l.output, l.parameter_count());
+        // Graphs also show each node's name and what it reads.
+        let reads = if chain {
+            String::new()
+        } else {
+            let names: Vec<String> = n
+                .inputs
+                .iter()
+                .map(|s| match *s {
+                    tessera::network::Src::Input => "input".to_string(),
+                    tessera::network::Src::Node(j) => j.to_string(),
+                })
+                .collect();
+            format!("  `{}` <- {}", n.name, names.join(", "))
+        };
+        let _ = writeln!(
+            text,
+            "  {i:>3}  {:<12} {} -> {}  params {}{units}{reads}",
+            l.op,
+            l.input,
+            l.output,
+            l.parameter_count()
+        );
     }
     let _ = writeln!(text, "parameters {}", net.parameter_count());
     let _ = writeln!(text, "piecewise-linear units {}", net.pwl_unit_count());

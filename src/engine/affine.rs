@@ -12,7 +12,35 @@
 //! column structure is what makes a convolution's rank-1 updates sparse.
 
 use super::acc::Acc;
-use crate::network::{Layer, LayerKind, Shape, Window};
+use crate::network::{Gather, Layer, LayerKind, Shape, Window};
+use std::sync::Arc;
+
+/// A gather with its inverse (shared by the chains that copy it).
+#[derive(Debug)]
+pub(crate) struct GatherMap {
+    index: Vec<u32>,
+    ptr: Vec<u32>,
+    inv: Vec<u32>,
+}
+
+impl GatherMap {
+    fn new(index: &[u32], n_in: usize) -> Self {
+        let mut count = vec![0u32; n_in + 1];
+        for &j in index.iter().filter(|&&j| j != Gather::ZERO) {
+            count[j as usize + 1] += 1;
+        }
+        for j in 0..n_in {
+            count[j + 1] += count[j];
+        }
+        let mut fill = count.clone();
+        let mut inv = vec![0u32; count[n_in] as usize];
+        for (i, &j) in index.iter().enumerate().filter(|(_, &j)| j != Gather::ZERO) {
+            inv[fill[j as usize] as usize] = i as u32;
+            fill[j as usize] += 1;
+        }
+        GatherMap { index: index.to_vec(), ptr: count, inv }
+    }
+}
 
 /// Largest chain composed into one dense matrix (entries): 32 MB of f64.
 const MAX_DENSE_ENTRIES: usize = 4 << 20;
@@ -26,8 +54,11 @@ pub(crate) enum Op {
     Dense { w: Vec<f64>, n_in: usize, n_out: usize },
     /// 2D convolution in PyTorch's layout (weight `[c_out, c_in / groups, kh, kw]`).
     Conv { weight: Vec<f64>, input: [usize; 3], output: [usize; 3], window: Window, groups: usize },
-    /// Average pooling (divisor `kh·kw`, padding counted).
-    AvgPool { input: [usize; 3], output: [usize; 3], window: Window },
+    /// Average pooling, with the inverse divisor of every output position (`oh·ow`).
+    AvgPool { input: [usize; 3], output: [usize; 3], window: Window, inv: Arc<Vec<f64>> },
+    /// `y_i = x[index_i]` (0 for [`Gather::ZERO`]), with the inverse map for columns: the
+    /// outputs reading input `j` are `inv[ptr[j]..ptr[j + 1]]`.
+    Gather { map: Arc<GatherMap>, n_in: usize },
     /// `y_i = scale[i / per] · x_i`.
     Scale { scale: Vec<f64>, per: usize },
     /// `x` placed at `offset` in a zero vector of length `n_out`.
@@ -58,8 +89,22 @@ impl Op {
             LayerKind::BatchNorm { scale, .. } => {
                 Some(Op::Scale { scale: scale.clone(), per: layer.input.per_channel() })
             }
-            LayerKind::AvgPool2d { window } => {
-                Some(Op::AvgPool { input: dims(layer.input), output: dims(layer.output), window: *window })
+            LayerKind::Scale { scale, .. } => Some(Op::Scale { scale: scale.clone(), per: 1 }),
+            LayerKind::AvgPool2d { window, count_include_pad } => {
+                let ([_, h, w], [_, oh, ow]) = (dims(layer.input), dims(layer.output));
+                let inv = (0..oh * ow)
+                    .map(|p| 1.0 / window.avg_divisor(p / ow, p % ow, h, w, *count_include_pad) as f64)
+                    .collect();
+                Some(Op::AvgPool {
+                    input: dims(layer.input),
+                    output: dims(layer.output),
+                    window: *window,
+                    inv: Arc::new(inv),
+                })
+            }
+            LayerKind::Gather(g) => {
+                let n_in = layer.input.numel();
+                Some(Op::Gather { map: Arc::new(GatherMap::new(&g.index, n_in)), n_in })
             }
             _ => None,
         }
@@ -67,7 +112,7 @@ impl Op {
 
     pub(crate) fn n_in(&self) -> usize {
         match self {
-            Op::Dense { n_in, .. } | Op::Embed { n_in, .. } => *n_in,
+            Op::Dense { n_in, .. } | Op::Embed { n_in, .. } | Op::Gather { n_in, .. } => *n_in,
             Op::Conv { input, .. } | Op::AvgPool { input, .. } => input.iter().product(),
             Op::Scale { scale, per } => scale.len() * per,
         }
@@ -76,6 +121,7 @@ impl Op {
     pub(crate) fn n_out(&self) -> usize {
         match self {
             Op::Dense { n_out, .. } | Op::Embed { n_out, .. } => *n_out,
+            Op::Gather { map, .. } => map.index.len(),
             Op::Conv { output, .. } | Op::AvgPool { output, .. } => output.iter().product(),
             Op::Scale { scale, per } => scale.len() * per,
         }
@@ -109,10 +155,9 @@ impl Op {
                 let im2col = Im2col { input: *input, output: *output, window: *window, groups: *groups };
                 im2col.conv_rows(weight, x, rows, &mut y);
             }
-            Op::AvgPool { input, output, window } => {
+            Op::AvgPool { input, output, window, inv } => {
                 let [c, h, w] = *input;
                 let [_, oh, ow] = *output;
-                let inv = 1.0 / (window.kernel[0] * window.kernel[1]) as f64;
                 for (xr, yr) in x.chunks_exact(n_in.max(1)).zip(y.chunks_exact_mut(n_out)) {
                     for ch in 0..c {
                         for oy in 0..oh {
@@ -121,7 +166,7 @@ impl Op {
                                 for (_, _, iy, ix) in window.taps(oy, ox, h, w) {
                                     acc += xr[(ch * h + iy) * w + ix];
                                 }
-                                yr[(ch * oh + oy) * ow + ox] = acc * inv;
+                                yr[(ch * oh + oy) * ow + ox] = acc * inv[oy * ow + ox];
                             }
                         }
                     }
@@ -141,6 +186,15 @@ impl Op {
                     yr[*offset..offset + n_in].copy_from_slice(xr);
                 }
             }
+            Op::Gather { map, .. } => {
+                for (xr, yr) in x.chunks_exact(n_in.max(1)).zip(y.chunks_exact_mut(n_out)) {
+                    for (yi, &j) in yr.iter_mut().zip(&map.index) {
+                        if j != Gather::ZERO {
+                            *yi = xr[j as usize];
+                        }
+                    }
+                }
+            }
         }
         y
     }
@@ -158,9 +212,14 @@ impl Op {
                 Op::Conv { weight, input, output, window, groups } => {
                     conv_column(weight, *input, *output, window, *groups, j, |i, w| out.add(i, v * w));
                 }
-                Op::AvgPool { input, output, window } => {
-                    let inv = 1.0 / (window.kernel[0] * window.kernel[1]) as f64;
-                    pool_column(*input, *output, window, j, |i| out.add(i, v * inv));
+                Op::AvgPool { input, output, window, inv } => {
+                    let pixels = output[1] * output[2];
+                    pool_column(*input, *output, window, j, |i| out.add(i, v * inv[i % pixels]));
+                }
+                Op::Gather { map, .. } => {
+                    for &i in &map.inv[map.ptr[j] as usize..map.ptr[j + 1] as usize] {
+                        out.add(i as usize, v);
+                    }
                 }
                 Op::Scale { scale, per } => out.add(j, v * scale[j / per]),
                 Op::Embed { offset, .. } => out.add(offset + j, v),
@@ -708,7 +767,7 @@ mod tests {
     use super::*;
 
     fn window(k: usize, s: usize, p: usize, d: usize) -> Window {
-        Window { kernel: [k, k], stride: [s, s], padding: [p, p], dilation: [d, d] }
+        Window::symmetric([k, k], [s, s], [p, p], [d, d])
     }
 
     /// The plain definition of a convolution, written separately from `Im2col` and
@@ -791,7 +850,12 @@ mod tests {
             window: window(3, 1, 1, 1),
             groups: 1,
         };
-        let pool = Op::AvgPool { input: [2, 6, 6], output: [2, 3, 3], window: window(2, 2, 0, 1) };
+        let pool = Op::AvgPool {
+            input: [2, 6, 6],
+            output: [2, 3, 3],
+            window: window(2, 2, 0, 1),
+            inv: Arc::new(vec![0.25; 9]),
+        };
         let bn = Op::Scale { scale: vec![2.0, -0.5], per: 9 };
         let dense = Op::Dense { w: (0..18 * 4).map(|t| ((t * 7) % 11) as f64 - 5.0).collect(), n_in: 18, n_out: 4 };
         let ops = vec![conv, pool, bn, dense];

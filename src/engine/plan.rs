@@ -17,7 +17,7 @@ use super::affine::{Affine, Op};
 use super::maxgroup::MaxLayer;
 use super::pwl::PwlLayer;
 use crate::geometry::predicates::noise_floor;
-use crate::network::{Layer, LayerKind, Merge, Network};
+use crate::network::{Layer, LayerKind, Merge, Network, Src};
 use crate::pattern::LayerBits;
 use crate::slice::Plane;
 
@@ -132,10 +132,40 @@ impl Plan {
     pub(crate) fn new(net: &Network, plane: &Plane) -> Self {
         let mut b = Builder { stages: Vec::new(), pending: Vec::new(), bits: 0, layer: 0 };
         let n_input = net.input_shape.numel();
+        // Each tensor's expression, alive until its last reader; a tensor read again later is
+        // copied (the copy shares the sources: no state is duplicated).
+        let (input_last, last) = net.last_uses();
+        let mut input = Some(Expr::source(Source::Input, n_input));
+        let mut values: Vec<Option<Expr>> = (0..net.nodes.len()).map(|_| None).collect();
         let mut x = Expr::source(Source::Input, n_input);
-        for (index, layer) in net.layers.iter().enumerate() {
+        for (index, node) in net.nodes.iter().enumerate() {
             b.layer = index;
-            x = b.layer(x, layer);
+            // The last reader takes a tensor (unless it reads it twice); others copy it.
+            let mut ins = Vec::with_capacity(node.inputs.len());
+            for (k, &src) in node.inputs.iter().enumerate() {
+                let (slot, last_reader) = match src {
+                    Src::Input => (&mut input, input_last),
+                    Src::Node(j) => (&mut values[j], last[j]),
+                };
+                let alive = "a tensor is alive until its last reader";
+                ins.push(if last_reader == Some(index) && !node.inputs[k + 1..].contains(&src) {
+                    slot.take().expect(alive)
+                } else {
+                    slot.as_ref().expect(alive).copy()
+                });
+            }
+            let y = match &node.layer.kind {
+                LayerKind::Merge(m) => b.merge(*m, ins, &node.layer),
+                _ => b.layer(ins.pop().expect("one input"), &node.layer),
+            };
+            if index + 1 == net.nodes.len() {
+                x = y;
+            } else {
+                values[index] = Some(y);
+            }
+        }
+        if net.nodes.is_empty() {
+            x = input.take().expect("the input is alive");
         }
         let n_out = x.n;
         let out_bias = x.bias.clone();
@@ -213,6 +243,53 @@ impl Expr {
     fn source(source: Source, n: usize) -> Self {
         Expr { n, bias: vec![0.0; n], terms: vec![Term { source, source_len: n, ops: Vec::new(), offset: 0, len: n }] }
     }
+
+    /// The same expression for a second reader (terms name their sources; nothing is applied).
+    fn copy(&self) -> Self {
+        Expr {
+            n: self.n,
+            bias: self.bias.clone(),
+            terms: self
+                .terms
+                .iter()
+                .map(|t| Term {
+                    source: t.source,
+                    source_len: t.source_len,
+                    ops: t.ops.clone(),
+                    offset: t.offset,
+                    len: t.len,
+                })
+                .collect(),
+        }
+    }
+
+    /// `op(self) + bias` (the bias already mapped through the op's affine layer).
+    fn then(self, op: Op, bias: Vec<f64>) -> Self {
+        let n = op.n_out();
+        let n_in = self.n;
+        let terms = self
+            .terms
+            .into_iter()
+            .map(|mut t| {
+                if t.offset != 0 || t.len != n_in {
+                    t.ops.push(Op::Embed { offset: t.offset, n_in: t.len, n_out: n_in });
+                }
+                t.ops.push(op.clone());
+                Term { offset: 0, len: n, ..t }
+            })
+            .collect();
+        Expr { n, bias, terms }
+    }
+
+    /// `sign · self` (identity for `sign = 1`).
+    fn scaled(self, sign: f64) -> Self {
+        if sign == 1.0 {
+            return self;
+        }
+        let n = self.n;
+        let bias = self.bias.iter().map(|b| sign * b).collect();
+        self.then(Op::Scale { scale: vec![sign; n], per: 1 }, bias)
+    }
 }
 
 struct Builder {
@@ -225,42 +302,15 @@ struct Builder {
 }
 
 impl Builder {
-    /// Lowers one layer applied to `x`.
+    /// Lowers one single-input layer applied to `x`.
     fn layer(&mut self, x: Expr, layer: &Layer) -> Expr {
         match &layer.kind {
-            LayerKind::Flatten => x,
-            LayerKind::Residual { body, shortcut, merge } => {
-                let (a, b) = self.branches(x, body, shortcut);
-                match merge {
-                    Merge::Add => add(a, b),
-                    Merge::Concat => concat(a, b),
-                    Merge::Max => {
-                        let n = a.n;
-                        let both = concat(a, b);
-                        let groups = (0..n as u32).map(|i| vec![i, n as u32 + i]).collect();
-                        // Both branches side by side: twice the channels of the output.
-                        let (c, p) = layout_of(layer.output);
-                        self.stage(both, layer, Nonlinearity::Max(MaxLayer::new(groups)), (2 * c, p))
-                    }
-                }
-            }
+            LayerKind::Reshape => x,
             _ if layer.is_affine() => {
-                let op = Op::from_layer(layer).expect("affine layers other than flatten have a linear part");
+                let op = Op::from_layer(layer).expect("affine layers other than reshape have a linear part");
                 let mut bias = vec![0.0; layer.output.numel()];
                 layer.apply(&x.bias, &mut bias);
-                let n = layer.output.numel();
-                let terms = x
-                    .terms
-                    .into_iter()
-                    .map(|mut t| {
-                        if t.offset != 0 || t.len != x.n {
-                            t.ops.push(Op::Embed { offset: t.offset, n_in: t.len, n_out: x.n });
-                        }
-                        t.ops.push(op.clone());
-                        Term { offset: 0, len: n, ..t }
-                    })
-                    .collect();
-                Expr { n, bias, terms }
+                x.then(op, bias)
             }
             _ => {
                 let nonlin = match layer.hinge_forms() {
@@ -272,33 +322,23 @@ impl Builder {
         }
     }
 
-    /// Both branches of a block from the same input: the input's terms are shared by reference
-    /// (the expression is rebuilt for each branch, so no state is duplicated).
-    fn branches(&mut self, x: Expr, body: &[Layer], shortcut: &[Layer]) -> (Expr, Expr) {
-        let copy = Expr {
-            n: x.n,
-            bias: x.bias.clone(),
-            terms: x
-                .terms
-                .iter()
-                .map(|t| Term {
-                    source: t.source,
-                    source_len: t.source_len,
-                    ops: t.ops.clone(),
-                    offset: t.offset,
-                    len: t.len,
-                })
-                .collect(),
-        };
-        let mut a = x;
-        for l in body {
-            a = self.layer(a, l);
+    /// Lowers a join of `inputs`.
+    fn merge(&mut self, merge: Merge, inputs: Vec<Expr>, layer: &Layer) -> Expr {
+        match merge {
+            Merge::Add => inputs.into_iter().reduce(add).expect("joins have inputs"),
+            Merge::Concat => inputs.into_iter().reduce(concat).expect("joins have inputs"),
+            Merge::Max | Merge::Min => {
+                // A max stage over the inputs side by side (min(a, b) = −max(−a, −b): the same
+                // winners, ties to the first input).
+                let k = inputs.len();
+                let n = inputs[0].n;
+                let sign = if merge == Merge::Min { -1.0 } else { 1.0 };
+                let all = inputs.into_iter().map(|e| e.scaled(sign)).reduce(concat).expect("joins have inputs");
+                let groups = (0..n as u32).map(|i| (0..k as u32).map(|b| b * n as u32 + i).collect()).collect();
+                let (c, p) = layout_of(layer.output);
+                self.stage(all, layer, Nonlinearity::Max(MaxLayer::new(groups)), (k * c, p)).scaled(sign)
+            }
         }
-        let mut b = copy;
-        for l in shortcut {
-            b = self.layer(b, l);
-        }
-        (a, b)
     }
 
     /// A new stage with pre-activations `x`.

@@ -1,10 +1,15 @@
 //! Loader for the native `tessera-model/1` JSON format.
 //!
-//! A sequential list of `{"op": ...}` layers with PyTorch names and layouts. Every field is
-//! validated on load (shapes, finiteness, unknown ops and fields); errors name the layer index,
-//! its op and the field at fault.
+//! Two forms of one format. `layers`: a sequential list of `{"op": ...}` layers with PyTorch
+//! names and layouts, where two-branch blocks (`residual`, `concat`, `max`, `min`) nest. `graph`:
+//! named nodes, each with the names of its `inputs` (`"input"` is the network input), joined by
+//! `add`, `concat`, `max` and `min` nodes: any DAG. Both become the same [`Network`]. Every field
+//! is validated on load (shapes, finiteness, unknown ops and fields, work bounds, through
+//! [`super::build`]); errors name the layer index or node name, its op and the field at fault.
+//! One parser per op (`parse_op`).
 
-use super::{Activation, Layer, LayerKind, Network, Shape, Window};
+use super::build::{self, LayerError};
+use super::{Activation, Gather, Layer, LayerKind, Merge, Network, Node, Shape, Src, Window};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -47,11 +52,23 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
-    /// A layer is invalid.
+    /// A layer of the sequential form is invalid.
     #[error("layer {index} (op `{op}`){}: {message}", field_suffix(.field))]
     Layer {
         /// Index in `layers`.
         index: usize,
+        /// The op name.
+        op: String,
+        /// The field at fault, when one is.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A node of the graph form is invalid.
+    #[error("node `{name}` (op `{op}`){}: {message}", field_suffix(.field))]
+    Node {
+        /// Its name.
+        name: String,
         /// The op name.
         op: String,
         /// The field at fault, when one is.
@@ -101,10 +118,10 @@ pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
         .as_object()
         .ok_or(ModelError::Field { field: "format", message: "the document must be a JSON object".into() })?;
     for key in obj.keys() {
-        if !matches!(key.as_str(), "format" | "input_shape" | "layers" | "metadata") {
+        if !matches!(key.as_str(), "format" | "input_shape" | "layers" | "graph" | "metadata") {
             return Err(ModelError::Field {
                 field: "(top level)",
-                message: format!("unknown field `{key}`; expected format, input_shape, layers, metadata"),
+                message: format!("unknown field `{key}`; expected format, input_shape, layers or graph, metadata"),
             });
         }
     }
@@ -123,109 +140,332 @@ pub fn parse_value(doc: &Value) -> Result<Network, ModelError> {
         .and_then(|v| {
             Vec::<usize>::deserialize(v).map_err(|e| ModelError::Field { field: "input_shape", message: e.to_string() })
         })?;
-    let too_big = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > super::MAX_ELEMENTS);
-    if too_big {
-        return Err(ModelError::Field {
-            field: "input_shape",
-            message: format!("{dims:?} has more than {} entries", super::MAX_ELEMENTS),
-        });
-    }
-    let input_shape = match dims.as_slice() {
-        [n] if *n > 0 => Shape::Flat(*n),
-        [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Shape::Image { c: *c, h: *h, w: *w },
-        _ => {
+    let input_shape = shape_of_dims(&dims).map_err(|message| ModelError::Field { field: "input_shape", message })?;
+    let mut nodes = Vec::new();
+    match (obj.get("layers"), obj.get("graph")) {
+        (Some(layers), None) => {
+            let layers =
+                layers.as_array().ok_or(ModelError::Field { field: "layers", message: "not a list".into() })?;
+            let mut seq = Seq { nodes: &mut nodes };
+            seq.chain(layers, Src::Input, input_shape, "").map_err(|e| e.top())?;
+        }
+        (None, Some(graph)) => {
+            let graph = graph.as_array().ok_or(ModelError::Field { field: "graph", message: "not a list".into() })?;
+            parse_graph(graph, input_shape, &mut nodes)?;
+        }
+        (Some(_), Some(_)) => {
             return Err(ModelError::Field {
-                field: "input_shape",
-                message: format!("must be [features] or [channels, height, width] with positive sizes, got {dims:?}"),
+                field: "graph",
+                message: "give either `layers` or `graph`, not both".into(),
             })
         }
-    };
-    let layers = obj
-        .get("layers")
-        .and_then(Value::as_array)
-        .ok_or(ModelError::Field { field: "layers", message: "missing or not a list".into() })?;
-    let mut shape = input_shape;
-    let mut out = Vec::with_capacity(layers.len());
-    let mut work = 0u64;
-    for (index, value) in layers.iter().enumerate() {
-        let layer = parse_layer(index, value, shape)?;
-        // Each layer's work is bounded; so is the model's (many affordable layers add up).
-        work = work.saturating_add(layer.work().unwrap_or(u64::MAX));
-        if work > super::MAX_MODEL_WORK {
-            return Err(ModelError::Layer {
-                index,
-                op: value.get("op").and_then(Value::as_str).unwrap_or("?").to_string(),
-                field: None,
-                message: format!(
-                    "the layers up to this one take more than {} multiply-adds per input in all",
-                    super::MAX_MODEL_WORK
-                ),
-            });
-        }
-        shape = layer.output;
-        out.push(layer);
+        (None, None) => return Err(ModelError::Field { field: "layers", message: "missing (or `graph`)".into() }),
     }
-    Ok(Network { input_shape, layers: out })
+    Network::new(input_shape, nodes).map_err(|e| ModelError::Node {
+        name: e.name,
+        op: "?".into(),
+        field: None,
+        message: e.message,
+    })
 }
 
-/// Error builder for one layer.
-struct Ctx<'a> {
+/// A shape from its dimensions: `[n]`, `[c, l]` (a 1D signal, held as a height-1 image) or
+/// `[c, h, w]`, positive and within tessera's size limit.
+pub(crate) fn shape_of_dims(dims: &[usize]) -> Result<Shape, String> {
+    let too_big = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > super::MAX_ELEMENTS);
+    if too_big {
+        return Err(format!("{dims:?} has more than {} entries", super::MAX_ELEMENTS));
+    }
+    match *dims {
+        [n] if n > 0 => Ok(Shape::Flat(n)),
+        [c, l] if c > 0 && l > 0 => Ok(Shape::Image { c, h: 1, w: l }),
+        [c, h, w] if c > 0 && h > 0 && w > 0 => Ok(Shape::Image { c, h, w }),
+        _ => Err(format!(
+            "must be [features], [channels, length] or [channels, height, width] with positive sizes, got {dims:?}"
+        )),
+    }
+}
+
+/// An error inside the sequential form, before it is attached to its top-level layer: the path
+/// of layer indices and block fields from the top.
+struct SeqError {
+    /// Innermost first: `(index, op)` of every enclosing layer, with the block field and label.
+    path: Vec<(usize, String, Option<String>, String)>,
     index: usize,
-    op: &'a str,
+    op: String,
+    field: Option<String>,
+    message: String,
 }
 
-impl Ctx<'_> {
-    fn err(&self, field: Option<&str>, message: impl Into<String>) -> ModelError {
-        ModelError::Layer {
-            index: self.index,
-            op: self.op.to_string(),
-            field: field.map(str::to_string),
-            message: message.into(),
+impl SeqError {
+    /// The error as reported: the top-level layer, the block field, and the inner layers in the
+    /// message (`layers layer 0 (op ...)`).
+    fn top(self) -> ModelError {
+        let mut err = ModelError::Layer { index: self.index, op: self.op, field: self.field, message: self.message };
+        for (index, op, field, label) in self.path {
+            err = ModelError::Layer { index, op, field, message: format!("{label} {err}") };
         }
+        err
+    }
+}
+
+/// Builds the nodes of the sequential form, flattening nested blocks into joins.
+struct Seq<'a> {
+    nodes: &'a mut Vec<Node>,
+}
+
+impl Seq<'_> {
+    /// The chain `values` applied to `src` (of shape `shape`); returns its output.
+    fn chain(
+        &mut self,
+        values: &[Value],
+        mut src: Src,
+        mut shape: Shape,
+        prefix: &str,
+    ) -> Result<(Src, Shape), SeqError> {
+        for (index, value) in values.iter().enumerate() {
+            let name = format!("{prefix}{index}");
+            (src, shape) = self.layer(index, value, src, shape, &name)?;
+        }
+        Ok((src, shape))
     }
 
-    fn finite(&self, field: &str, values: &[f64]) -> Result<(), ModelError> {
-        match values.iter().position(|v| !v.is_finite()) {
-            Some(i) => Err(self.err(Some(field), format!("entry {i} is not finite ({})", values[i]))),
-            None => Ok(()),
-        }
+    fn push(&mut self, layer: Layer, inputs: Vec<Src>, name: String) -> (Src, Shape) {
+        let out = layer.output;
+        self.nodes.push(Node { layer, inputs, name });
+        (Src::Node(self.nodes.len() - 1), out)
     }
 
-    fn len(&self, field: &str, values: &[f64], expected: usize) -> Result<(), ModelError> {
-        if values.len() == expected {
-            Ok(())
+    fn layer(
+        &mut self,
+        index: usize,
+        value: &Value,
+        src: Src,
+        shape: Shape,
+        name: &str,
+    ) -> Result<(Src, Shape), SeqError> {
+        let plain = |op: &str, e: LayerError| SeqError {
+            path: Vec::new(),
+            index,
+            op: op.to_string(),
+            field: e.field.map(str::to_string),
+            message: e.message,
+        };
+        let (op, rest) = op_and_fields(value).map_err(|e| plain("?", e))?;
+        let merge = match op.as_str() {
+            "residual" => Some(Merge::Add),
+            "concat" => Some(Merge::Concat),
+            "max" => Some(Merge::Max),
+            "min" => Some(Merge::Min),
+            _ => None,
+        };
+        let Some(merge) = merge else {
+            let layer = parse_op(&op, &rest, &[shape]).map_err(|e| plain(&op, e))?;
+            return Ok(self.push(layer, vec![src], name.to_string()));
+        };
+        // A two-branch block: both branches from the block's input, then the join.
+        let nest = |e: SeqError, field: &str, label: String| SeqError {
+            path: {
+                let mut p = e.path;
+                p.push((index, op.clone(), Some(field.to_string()), label));
+                p
+            },
+            ..e
+        };
+        let (first, second, fields): (Vec<Value>, Vec<Value>, [(&str, String); 2]) = if merge == Merge::Add {
+            let s: ResidualSpec = spec(&rest).map_err(|e| plain(&op, e))?;
+            if s.layers.is_empty() {
+                return Err(plain(
+                    &op,
+                    LayerError { field: Some("layers"), message: "the main branch is empty".into() },
+                ));
+            }
+            (s.layers, s.shortcut.unwrap_or_default(), [("layers", "layers".into()), ("shortcut", "shortcut".into())])
         } else {
-            Err(self.err(Some(field), format!("expected {expected} values, found {}", values.len())))
+            let s: BranchesSpec = spec(&rest).map_err(|e| plain(&op, e))?;
+            let n = s.branches.len();
+            let Ok::<[Vec<Value>; 2], _>([a, b]) = s.branches.try_into() else {
+                return Err(plain(
+                    &op,
+                    LayerError { field: Some("branches"), message: format!("expected two branches, found {n}") },
+                ));
+            };
+            (a, b, [("branches", "branch 0:".into()), ("branches", "branch 1:".into())])
+        };
+        let (a, sa) = self
+            .chain(&first, src, shape, &format!("{name}.{}.", fields[0].0))
+            .map_err(|e| nest(e, fields[0].0, fields[0].1.clone()))?;
+        let (b, sb) = self
+            .chain(&second, src, shape, &format!("{name}.{}.", fields[1].0))
+            .map_err(|e| nest(e, fields[1].0, fields[1].1.clone()))?;
+        let layer = build::layer(LayerKind::Merge(merge), &[sa, sb], &op, None).map_err(|e| {
+            let message = if merge == Merge::Add {
+                format!("the main branch gives {sa} but the shortcut gives {sb}: they must match")
+            } else {
+                e.message
+            };
+            plain(&op, LayerError { field: if merge == Merge::Add { None } else { Some("branches") }, message })
+        })?;
+        Ok(self.push(layer, vec![a, b], name.to_string()))
+    }
+}
+
+/// Parses the graph form: nodes in any order (sorted topologically here), each reading named
+/// tensors.
+fn parse_graph(graph: &[Value], input_shape: Shape, nodes: &mut Vec<Node>) -> Result<(), ModelError> {
+    let err = |name: &str, op: &str, e: LayerError| ModelError::Node {
+        name: name.to_string(),
+        op: op.to_string(),
+        field: e.field.map(str::to_string),
+        message: e.message,
+    };
+    struct Raw {
+        name: String,
+        op: String,
+        inputs: Vec<String>,
+        rest: Value,
+    }
+    let mut raw = Vec::with_capacity(graph.len().min(1 << 16));
+    let mut by_name = std::collections::HashMap::new();
+    for (i, v) in graph.iter().enumerate() {
+        let (op, mut rest) = op_and_fields(v).map_err(|e| err(&format!("#{i}"), "?", e))?;
+        let obj = rest.as_object_mut().expect("op_and_fields returns an object");
+        let name = match obj.remove("name") {
+            Some(Value::String(s)) => s,
+            None => i.to_string(),
+            Some(_) => {
+                return Err(err(
+                    &format!("#{i}"),
+                    &op,
+                    LayerError { field: Some("name"), message: "not a string".into() },
+                ))
+            }
+        };
+        let inputs: Vec<String> = match obj.remove("inputs") {
+            None if i == 0 => vec!["input".into()],
+            None => vec![raw.last().map_or("input".into(), |r: &Raw| r.name.clone())],
+            Some(v) => Vec::<String>::deserialize(&v).map_err(|e| {
+                err(&name, &op, LayerError { field: Some("inputs"), message: format!("a list of node names: {e}") })
+            })?,
+        };
+        if name == "input" || by_name.insert(name.clone(), i).is_some() {
+            return Err(err(
+                &name,
+                &op,
+                LayerError { field: Some("name"), message: "names must be unique and not `input`".into() },
+            ));
+        }
+        raw.push(Raw { name, op, inputs, rest });
+    }
+    // Topological order (Kahn), keeping the file order among ready nodes; a cycle or an unknown
+    // name is an error naming the node.
+    let mut indegree = vec![0usize; raw.len()];
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); raw.len()];
+    for (i, r) in raw.iter().enumerate() {
+        for inp in &r.inputs {
+            if inp == "input" {
+                continue;
+            }
+            let Some(&j) = by_name.get(inp) else {
+                return Err(err(
+                    &r.name,
+                    &r.op,
+                    LayerError { field: Some("inputs"), message: format!("no node is named `{inp}`") },
+                ));
+            };
+            indegree[i] += 1;
+            readers[j].push(i);
         }
     }
-
-    fn image(&self, shape: Shape) -> Result<(usize, usize, usize), ModelError> {
-        match shape {
-            Shape::Image { c, h, w } => Ok((c, h, w)),
-            Shape::Flat(n) => {
-                Err(self.err(None, format!("needs an image input [channels, height, width], got flat [{n}]")))
+    let mut ready: std::collections::BTreeSet<usize> = (0..raw.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(raw.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &k in &readers[i] {
+            indegree[k] -= 1;
+            if indegree[k] == 0 {
+                ready.insert(k);
             }
         }
     }
+    if order.len() < raw.len() {
+        let stuck = (0..raw.len()).find(|&i| indegree[i] > 0).expect("some node is on a cycle");
+        return Err(err(
+            &raw[stuck].name,
+            &raw[stuck].op,
+            LayerError { field: Some("inputs"), message: "the graph has a cycle through this node".into() },
+        ));
+    }
+    let mut position = vec![0usize; raw.len()];
+    for (k, &i) in order.iter().enumerate() {
+        position[i] = k;
+    }
+    // The output is the last node in the file; it must come last in the order too.
+    if let Some(last) = raw.len().checked_sub(1) {
+        if position[last] != raw.len() - 1 {
+            let r = &raw[last];
+            return Err(err(
+                &r.name,
+                &r.op,
+                LayerError {
+                    field: None,
+                    message: "the last node is the output, but other nodes read it or come after it".into(),
+                },
+            ));
+        }
+    }
+    for &i in &order {
+        let r = &raw[i];
+        let srcs: Vec<Src> =
+            r.inputs.iter().map(|n| if n == "input" { Src::Input } else { Src::Node(position[by_name[n]]) }).collect();
+        let shapes: Vec<Shape> = srcs
+            .iter()
+            .map(|s| match *s {
+                Src::Input => input_shape,
+                Src::Node(j) => nodes[j].layer.output,
+            })
+            .collect();
+        let merge = match r.op.as_str() {
+            "add" => Some(Merge::Add),
+            "concat" => Some(Merge::Concat),
+            "max" => Some(Merge::Max),
+            "min" => Some(Merge::Min),
+            _ => None,
+        };
+        let layer = match merge {
+            Some(m) => {
+                let _: Empty = spec(&r.rest).map_err(|e| err(&r.name, &r.op, e))?;
+                build::layer(LayerKind::Merge(m), &shapes, &r.op, None)
+            }
+            None if shapes.len() != 1 => Err(LayerError {
+                field: Some("inputs"),
+                message: format!("op `{}` takes one input, got {}", r.op, shapes.len()),
+            }),
+            None => parse_op(&r.op, &r.rest, &shapes),
+        }
+        .map_err(|e| err(&r.name, &r.op, e))?;
+        nodes.push(Node { layer, inputs: srcs, name: r.name.clone() });
+    }
+    Ok(())
 }
 
-/// Parses the chain of layers of a block's branch, starting from `input`; errors name the
-/// block (through `cx`), the `field` and, in the message, the branch (`label`).
-fn parse_chain(
-    cx: &Ctx<'_>,
-    values: &[Value],
-    input: Shape,
-    field: &str,
-    label: &str,
-) -> Result<(Vec<Layer>, Shape), ModelError> {
-    let mut shape = input;
-    let mut layers = Vec::with_capacity(values.len());
-    for (k, v) in values.iter().enumerate() {
-        let inner = parse_layer(k, v, shape).map_err(|e| cx.err(Some(field), format!("{label} {e}")))?;
-        shape = inner.output;
-        layers.push(inner);
+/// The `op` of a layer object and its other fields.
+fn op_and_fields(value: &Value) -> Result<(String, Value), LayerError> {
+    let mut obj =
+        value.as_object().ok_or(LayerError { field: None, message: "a layer must be a JSON object".into() })?.clone();
+    match obj.remove("op") {
+        Some(Value::String(s)) => Ok((s, Value::Object(obj))),
+        _ => Err(LayerError { field: Some("op"), message: "missing or not a string".into() }),
     }
-    Ok((layers, shape))
+}
+
+/// Deserialises an op's fields, naming the field serde complains about.
+fn spec<T: for<'de> Deserialize<'de>>(v: &Value) -> Result<T, LayerError> {
+    T::deserialize(v).map_err(|e| {
+        let msg = e.to_string();
+        let field = msg.split('`').nth(1).map(str::to_string);
+        LayerError { field: None, message: if let Some(f) = field { format!("{msg} (field `{f}`)") } else { msg } }
+    })
 }
 
 /// A pair given either as one number or as `[h, w]`.
@@ -259,6 +499,7 @@ struct ConvSpec {
     bias: Option<Vec<f64>>,
     stride: Option<Pair>,
     padding: Option<Pair>,
+    padding_end: Option<Pair>,
     dilation: Option<Pair>,
     groups: Option<usize>,
 }
@@ -279,7 +520,10 @@ struct PoolSpec {
     kernel_size: Pair,
     stride: Option<Pair>,
     padding: Option<Pair>,
+    padding_end: Option<Pair>,
     dilation: Option<Pair>,
+    ceil_mode: Option<bool>,
+    count_include_pad: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -309,6 +553,26 @@ struct MaxoutSpec {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ScaleSpec {
+    scale: Vec<f64>,
+    shift: Option<Vec<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatherSpec {
+    index: Vec<i64>,
+    shape: Vec<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReshapeSpec {
+    shape: Vec<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Empty {}
 
 #[derive(Deserialize)]
@@ -324,14 +588,18 @@ struct ResidualSpec {
     shortcut: Option<Vec<Value>>,
 }
 
-/// Ops this loader understands, for error messages.
+/// Ops this loader understands, for error messages (blocks in the sequential form, joins in
+/// the graph form).
 pub const SUPPORTED_OPS: &[&str] = &[
     "linear",
     "conv2d",
     "batch_norm",
+    "scale",
     "avg_pool2d",
     "max_pool2d",
     "flatten",
+    "reshape",
+    "gather",
     "relu",
     "leaky_relu",
     "prelu",
@@ -342,352 +610,269 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "residual",
     "concat",
     "max",
+    "min",
+    "add",
 ];
 
-/// Validates one layer given as a JSON object (with its `op`) for an input of `input` shape,
-/// including tessera's size limit and, for max-pooling, windows that only see padding.
-pub(crate) fn parse_layer(index: usize, value: &Value, input: Shape) -> Result<Layer, ModelError> {
-    let layer = parse_layer_fields(index, value, input)?;
-    let err = |field: Option<&str>, message: String| ModelError::Layer {
-        index,
-        op: layer.op.clone(),
-        field: field.map(str::to_string),
-        message,
-    };
-    match layer.output.checked_numel() {
-        Some(n) if n > 0 && n <= super::MAX_ELEMENTS => {}
-        _ => {
-            return Err(err(
-                None,
-                format!(
-                    "output shape {} is empty or has more than {} entries (tessera's size limit)",
-                    layer.output,
-                    super::MAX_ELEMENTS
-                ),
-            ))
+/// Parses one non-join op with inputs of `inputs` shapes: the fields into a layer kind (with
+/// the structural checks of nested arrays), then [`build::layer`] for everything else.
+fn parse_op(op: &str, rest: &Value, inputs: &[Shape]) -> Result<Layer, LayerError> {
+    let input = inputs[0];
+    let (kind, to) = match op {
+        "linear" => parse_linear(spec(rest)?, input)?,
+        "conv2d" => parse_conv(spec(rest)?)?,
+        "batch_norm" => parse_batch_norm(spec(rest)?, input)?,
+        "scale" => {
+            let s: ScaleSpec = spec(rest)?;
+            let shift = s.shift.unwrap_or_else(|| vec![0.0; s.scale.len()]);
+            (LayerKind::Scale { scale: s.scale, shift }, None)
         }
-    }
-    match layer.work() {
-        Some(w) if w <= super::MAX_LAYER_WORK => {}
-        _ => {
-            return Err(err(
-                None,
-                format!(
-                    "one application takes more than {} multiply-adds (kernel or window too large for tessera)",
-                    super::MAX_LAYER_WORK
-                ),
-            ))
-        }
-    }
-    if let (LayerKind::MaxPool2d { window }, Shape::Image { h, w, .. }, Shape::Image { h: oh, w: ow, .. }) =
-        (&layer.kind, layer.input, layer.output)
-    {
-        if layer.work().is_none_or(|w| w > super::MAX_POOL_ENTRIES) {
-            return Err(err(
-                None,
-                format!("the pooling windows hold more than {} candidates in all", super::MAX_POOL_ENTRIES),
-            ));
-        }
-        if window.has_empty_window(0, h, oh) || window.has_empty_window(1, w, ow) {
-            return Err(err(Some("padding"), "some pooling window lies entirely in the padding".into()));
-        }
-    }
-    let live = layer.live_entries();
-    if live > super::MAX_LIVE_ELEMENTS {
-        return Err(err(
-            None,
-            format!(
-                "the nested blocks keep {live} tensor entries alive at once, above tessera's limit of {}",
-                super::MAX_LIVE_ELEMENTS
-            ),
-        ));
-    }
-    Ok(layer)
-}
-
-fn parse_layer_fields(index: usize, value: &Value, input: Shape) -> Result<Layer, ModelError> {
-    let unknown = Ctx { index, op: "?" };
-    let mut obj = value.as_object().ok_or_else(|| unknown.err(None, "a layer must be a JSON object"))?.clone();
-    let op = match obj.remove("op") {
-        Some(Value::String(s)) => s,
-        _ => return Err(unknown.err(Some("op"), "missing or not a string")),
-    };
-    let cx = Ctx { index, op: &op };
-    let rest = Value::Object(obj);
-    fn spec<T: for<'de> Deserialize<'de>>(cx: &Ctx<'_>, v: &Value) -> Result<T, ModelError> {
-        T::deserialize(v).map_err(|e| {
-            let msg = e.to_string();
-            let field = msg.split('`').nth(1).map(str::to_string);
-            cx.err(None, if let Some(f) = field { format!("{msg} (field `{f}`)") } else { msg })
-        })
-    }
-    let (kind, output) = match op.as_str() {
-        "linear" => {
-            let s: LinearSpec = spec(&cx, &rest)?;
-            let n_in = match input {
-                Shape::Flat(n) => n,
-                other => {
-                    return Err(
-                        cx.err(None, format!("needs a flat input, got {other}; add {{\"op\": \"flatten\"}} before it"))
-                    )
-                }
-            };
-            let out = s.weight.len();
-            if out == 0 {
-                return Err(cx.err(Some("weight"), "has no rows"));
-            }
-            // Not preallocated: the rows' lengths are checked first.
-            let mut weight = Vec::new();
-            for (r, row) in s.weight.iter().enumerate() {
-                if row.len() != n_in {
-                    return Err(cx.err(
-                        Some("weight"),
-                        format!("row {r} has {} columns but the input has {n_in} features", row.len()),
-                    ));
-                }
-                weight.extend_from_slice(row);
-            }
-            cx.finite("weight", &weight)?;
-            let bias = s.bias.unwrap_or_else(|| vec![0.0; out]);
-            cx.len("bias", &bias, out)?;
-            cx.finite("bias", &bias)?;
-            (LayerKind::Linear { weight, bias }, Shape::Flat(out))
-        }
-        "conv2d" => {
-            let s: ConvSpec = spec(&cx, &rest)?;
-            let (c, h, w) = cx.image(input)?;
-            let groups = s.groups.unwrap_or(1);
-            let oc = s.weight.len();
-            if groups == 0 || oc == 0 || c % groups != 0 || oc % groups != 0 {
-                return Err(cx.err(
-                    Some("groups"),
-                    format!("{groups} groups must divide the {c} input and {oc} output channels"),
-                ));
-            }
-            let icg = c / groups;
-            let kh = s.weight[0].first().map_or(0, Vec::len);
-            let kw = s.weight[0].first().and_then(|k| k.first()).map_or(0, Vec::len);
-            if kh == 0 || kw == 0 {
-                return Err(cx.err(Some("weight"), "empty kernel"));
-            }
-            let mut weight = Vec::new();
-            for (o, per_out) in s.weight.iter().enumerate() {
-                if per_out.len() != icg {
-                    return Err(cx.err(
-                        Some("weight"),
-                        format!(
-                            "output channel {o} has {} input channels, expected {icg} (= {c} / {groups} groups)",
-                            per_out.len()
-                        ),
-                    ));
-                }
-                for k in per_out {
-                    if k.len() != kh || k.iter().any(|row| row.len() != kw) {
-                        return Err(cx.err(Some("weight"), "kernels must all be kh × kw"));
-                    }
-                    for row in k {
-                        weight.extend_from_slice(row);
-                    }
-                }
-            }
-            cx.finite("weight", &weight)?;
-            let bias = s.bias.unwrap_or_else(|| vec![0.0; oc]);
-            cx.len("bias", &bias, oc)?;
-            cx.finite("bias", &bias)?;
-            let window = Window {
-                kernel: [kh, kw],
-                stride: s.stride.map_or([1, 1], |p| p.get()),
-                padding: s.padding.map_or([0, 0], |p| p.get()),
-                dilation: s.dilation.map_or([1, 1], |p| p.get()),
-            };
-            if window.stride.contains(&0) || window.dilation.contains(&0) {
-                return Err(cx.err(Some("stride"), "stride and dilation must be positive"));
-            }
-            let (oh, ow) = window
-                .output_size(h, w)
-                .ok_or_else(|| cx.err(None, format!("a {kh}×{kw} kernel does not fit the {h}×{w} input")))?;
-            (LayerKind::Conv2d { weight, bias, window, groups }, Shape::Image { c: oc, h: oh, w: ow })
-        }
-        "batch_norm" => {
-            let s: BatchNormSpec = spec(&cx, &rest)?;
-            let ch = input.channels();
-            let weight = s.weight.unwrap_or_else(|| vec![1.0; ch]);
-            let bias = s.bias.unwrap_or_else(|| vec![0.0; ch]);
-            for (name, v) in [
-                ("weight", &weight),
-                ("bias", &bias),
-                ("running_mean", &s.running_mean),
-                ("running_var", &s.running_var),
-            ] {
-                cx.len(name, v, ch)?;
-                cx.finite(name, v)?;
-            }
-            let eps = s.eps.unwrap_or(1e-5);
-            if !eps.is_finite() || eps < 0.0 {
-                return Err(cx.err(Some("eps"), format!("must be finite and non-negative, got {eps}")));
-            }
-            let mut scale = Vec::with_capacity(ch);
-            let mut shift = Vec::with_capacity(ch);
-            for i in 0..ch {
-                let var = s.running_var[i] + eps;
-                if var <= 0.0 {
-                    return Err(
-                        cx.err(Some("running_var"), format!("channel {i}: running_var + eps = {var} must be positive"))
-                    );
-                }
-                let sc = weight[i] / var.sqrt();
-                scale.push(sc);
-                shift.push(bias[i] - s.running_mean[i] * sc);
-            }
-            cx.finite("running_var", &scale)?;
-            cx.finite("running_mean", &shift)?;
-            (LayerKind::BatchNorm { scale, shift }, input)
-        }
-        "avg_pool2d" | "max_pool2d" => {
-            let s: PoolSpec = spec(&cx, &rest)?;
-            let (c, h, w) = cx.image(input)?;
-            let kernel = s.kernel_size.get();
-            let window = Window {
-                kernel,
-                stride: s.stride.map_or(kernel, |p| p.get()),
-                padding: s.padding.map_or([0, 0], |p| p.get()),
-                dilation: s.dilation.map_or([1, 1], |p| p.get()),
-            };
-            if kernel.contains(&0) || window.stride.contains(&0) || window.dilation.contains(&0) {
-                return Err(cx.err(Some("kernel_size"), "kernel, stride and dilation must be positive"));
-            }
-            if window.padding[0] > kernel[0] / 2 || window.padding[1] > kernel[1] / 2 {
-                return Err(cx.err(Some("padding"), "padding must be at most half the kernel size"));
-            }
-            if op == "avg_pool2d" && window.dilation != [1, 1] {
-                return Err(cx.err(Some("dilation"), "avg_pool2d has no dilation"));
-            }
-            let (oh, ow) = window.output_size(h, w).ok_or_else(|| {
-                cx.err(None, format!("a {}×{} window does not fit the {h}×{w} input", kernel[0], kernel[1]))
-            })?;
-            let kind =
-                if op == "avg_pool2d" { LayerKind::AvgPool2d { window } } else { LayerKind::MaxPool2d { window } };
-            (kind, Shape::Image { c, h: oh, w: ow })
-        }
+        "avg_pool2d" | "max_pool2d" => parse_pool(op, spec(rest)?)?,
         "flatten" => {
-            let _: Empty = spec(&cx, &rest)?;
-            (LayerKind::Flatten, Shape::Flat(input.numel()))
+            let _: Empty = spec(rest)?;
+            (LayerKind::Reshape, None)
         }
-        "relu" => {
-            let _: Empty = spec(&cx, &rest)?;
-            (LayerKind::Activation(Activation::Relu), input)
+        "reshape" => {
+            let s: ReshapeSpec = spec(rest)?;
+            let to = shape_of_dims(&s.shape).map_err(|message| LayerError { field: Some("shape"), message })?;
+            (LayerKind::Reshape, Some(to))
         }
-        "abs" => {
-            let _: Empty = spec(&cx, &rest)?;
-            (LayerKind::Activation(Activation::Abs), input)
+        "gather" => {
+            let s: GatherSpec = spec(rest)?;
+            let to = shape_of_dims(&s.shape).map_err(|message| LayerError { field: Some("shape"), message })?;
+            let mut index = Vec::new();
+            for (i, &j) in s.index.iter().enumerate() {
+                index.push(match j {
+                    -1 => Gather::ZERO,
+                    0..=0xFFFF_FFFE => j as u32,
+                    _ => {
+                        return Err(LayerError {
+                            field: Some("index"),
+                            message: format!("entry {i} is {j}: indices are entries of the input, or -1 for zero"),
+                        })
+                    }
+                });
+            }
+            (LayerKind::Gather(Gather { index }), Some(to))
         }
-        "relu6" => {
-            let _: Empty = spec(&cx, &rest)?;
-            (LayerKind::Activation(Activation::HardTanh { min: 0.0, max: 6.0 }), input)
+        "relu" | "abs" | "relu6" => {
+            let _: Empty = spec(rest)?;
+            let act = match op {
+                "relu" => Activation::Relu,
+                "abs" => Activation::Abs,
+                _ => Activation::HardTanh { min: 0.0, max: 6.0 },
+            };
+            (LayerKind::Activation(act), None)
         }
         "leaky_relu" => {
-            let s: LeakySpec = spec(&cx, &rest)?;
-            let slope = s.negative_slope.unwrap_or(0.01);
-            cx.finite("negative_slope", &[slope])?;
-            (LayerKind::Activation(Activation::LeakyRelu { slope }), input)
+            let s: LeakySpec = spec(rest)?;
+            (LayerKind::Activation(Activation::LeakyRelu { slope: s.negative_slope.unwrap_or(0.01) }), None)
         }
         "prelu" => {
-            let s: PReluSpec = spec(&cx, &rest)?;
-            let ch = input.channels();
-            if s.weight.len() != 1 && s.weight.len() != ch {
-                return Err(cx.err(
-                    Some("weight"),
-                    format!("expected 1 or {ch} (one per channel) values, found {}", s.weight.len()),
-                ));
-            }
-            cx.finite("weight", &s.weight)?;
-            (LayerKind::Activation(Activation::PRelu { slopes: s.weight }), input)
+            let s: PReluSpec = spec(rest)?;
+            (LayerKind::Activation(Activation::PRelu { slopes: s.weight }), None)
         }
         "hardtanh" => {
-            let s: HardTanhSpec = spec(&cx, &rest)?;
-            let min = s.min_val.unwrap_or(-1.0);
-            let max = s.max_val.unwrap_or(1.0);
-            cx.finite("min_val", &[min])?;
-            cx.finite("max_val", &[max])?;
-            if min >= max {
-                return Err(cx.err(Some("max_val"), format!("max_val {max} must exceed min_val {min}")));
-            }
-            (LayerKind::Activation(Activation::HardTanh { min, max }), input)
-        }
-        "residual" => {
-            let s: ResidualSpec = spec(&cx, &rest)?;
-            let (body, out) = parse_chain(&cx, &s.layers, input, "layers", "layers")?;
-            let (shortcut, skip_out) =
-                parse_chain(&cx, &s.shortcut.unwrap_or_default(), input, "shortcut", "shortcut")?;
-            if body.is_empty() {
-                return Err(cx.err(Some("layers"), "the main branch is empty"));
-            }
-            if out != skip_out {
-                return Err(cx.err(
-                    None,
-                    format!("the main branch gives {out} but the shortcut gives {skip_out}: they must match"),
-                ));
-            }
-            (LayerKind::Residual { body, shortcut, merge: super::Merge::Add }, out)
-        }
-        "concat" | "max" => {
-            let s: BranchesSpec = spec(&cx, &rest)?;
-            let chain =
-                |values: &[Value], k: usize| parse_chain(&cx, values, input, "branches", &format!("branch {k}:"));
-            let [a, b] = s.branches.as_slice() else {
-                return Err(cx.err(Some("branches"), format!("expected two branches, found {}", s.branches.len())));
-            };
-            let ((first, sa), (second, sb)) = (chain(a, 0)?, chain(b, 1)?);
-            let (merge, out) = if op == "max" {
-                if sa != sb {
-                    return Err(cx.err(Some("branches"), format!("branches give {sa} and {sb}: they must match")));
-                }
-                (super::Merge::Max, sa)
-            } else {
-                let sum = |p: usize, q: usize| {
-                    p.checked_add(q).ok_or_else(|| cx.err(Some("branches"), "concatenation too large".to_string()))
-                };
-                let out = match (sa, sb) {
-                    (Shape::Flat(p), Shape::Flat(q)) => Shape::Flat(sum(p, q)?),
-                    (Shape::Image { c: p, h, w }, Shape::Image { c: q, h: h2, w: w2 }) if h == h2 && w == w2 => {
-                        Shape::Image { c: sum(p, q)?, h, w }
-                    }
-                    _ => {
-                        return Err(cx.err(Some("branches"), format!("cannot concatenate {sa} and {sb} along channels")))
-                    }
-                };
-                (super::Merge::Concat, out)
-            };
-            (LayerKind::Residual { body: first, shortcut: second, merge }, out)
+            let s: HardTanhSpec = spec(rest)?;
+            let (min, max) = (s.min_val.unwrap_or(-1.0), s.max_val.unwrap_or(1.0));
+            (LayerKind::Activation(Activation::HardTanh { min, max }), None)
         }
         "maxout" => {
-            let s: MaxoutSpec = spec(&cx, &rest)?;
-            let n = input.numel();
-            if s.pool_size == 0 || n % s.pool_size != 0 {
-                return Err(cx.err(
-                    Some("pool_size"),
-                    format!("{} must be positive and divide the {n} input features", s.pool_size),
-                ));
-            }
-            (LayerKind::Maxout { pool: s.pool_size }, Shape::Flat(n / s.pool_size))
+            let s: MaxoutSpec = spec(rest)?;
+            (LayerKind::Maxout { pool: s.pool_size }, None)
         }
-        _ => return Err(cx.err(Some("op"), format!("unknown op `{op}`; supported: {}", SUPPORTED_OPS.join(", ")))),
+        "add" => {
+            return Err(LayerError {
+                field: Some("op"),
+                message: "`add` is a join of the graph form; in `layers`, use a `residual` block".into(),
+            })
+        }
+        _ => {
+            return Err(LayerError {
+                field: Some("op"),
+                message: format!("unknown op `{op}`; supported: {}", SUPPORTED_OPS.join(", ")),
+            })
+        }
     };
-    Ok(Layer { kind, input, output, op })
+    build::layer(kind, inputs, op, to)
 }
 
-/// Serialises a network back to `tessera-model/1` (batch-norm is written folded, as
-/// `running_mean = 0`, `running_var = 1`, `eps = 0`).
+type Parsed = (LayerKind, Option<Shape>);
+
+fn parse_linear(s: LinearSpec, input: Shape) -> Result<Parsed, LayerError> {
+    let field = Some("weight");
+    let n_in = match input {
+        Shape::Flat(n) => n,
+        other => {
+            return Err(LayerError {
+                field: None,
+                message: format!("needs a flat input, got {other}; add {{\"op\": \"flatten\"}} before it"),
+            })
+        }
+    };
+    let out = s.weight.len();
+    if out == 0 {
+        return Err(LayerError { field, message: "has no rows".into() });
+    }
+    // Not preallocated: the rows' lengths are checked first.
+    let mut weight = Vec::new();
+    for (r, row) in s.weight.iter().enumerate() {
+        if row.len() != n_in {
+            return Err(LayerError {
+                field,
+                message: format!("row {r} has {} columns but the input has {n_in} features", row.len()),
+            });
+        }
+        weight.extend_from_slice(row);
+    }
+    let bias = s.bias.unwrap_or_else(|| vec![0.0; out]);
+    if bias.len() != out {
+        return Err(LayerError {
+            field: Some("bias"),
+            message: format!("expected {out} values, found {}", bias.len()),
+        });
+    }
+    Ok((LayerKind::Linear { weight, bias }, None))
+}
+
+fn parse_conv(s: ConvSpec) -> Result<Parsed, LayerError> {
+    let field = Some("weight");
+    let oc = s.weight.len();
+    let icg = s.weight.first().map_or(0, Vec::len);
+    let kh = s.weight.first().and_then(|o| o.first()).map_or(0, Vec::len);
+    let kw = s.weight.first().and_then(|o| o.first()).and_then(|k| k.first()).map_or(0, Vec::len);
+    if oc == 0 || icg == 0 || kh == 0 || kw == 0 {
+        return Err(LayerError { field, message: "empty kernel".into() });
+    }
+    let mut weight = Vec::new();
+    for (o, per_out) in s.weight.iter().enumerate() {
+        if per_out.len() != icg {
+            return Err(LayerError {
+                field,
+                message: format!("output channel {o} has {} input channels, output channel 0 has {icg}", per_out.len()),
+            });
+        }
+        for k in per_out {
+            if k.len() != kh || k.iter().any(|row| row.len() != kw) {
+                return Err(LayerError { field, message: "kernels must all be kh × kw".into() });
+            }
+            for row in k {
+                weight.extend_from_slice(row);
+            }
+        }
+    }
+    let bias = s.bias.unwrap_or_else(|| vec![0.0; oc]);
+    if bias.len() != oc {
+        return Err(LayerError { field: Some("bias"), message: format!("expected {oc} values, found {}", bias.len()) });
+    }
+    let padding = s.padding.map_or([0, 0], |p| p.get());
+    let window = Window {
+        kernel: [kh, kw],
+        stride: s.stride.map_or([1, 1], |p| p.get()),
+        padding,
+        padding_end: s.padding_end.map_or(padding, |p| p.get()),
+        dilation: s.dilation.map_or([1, 1], |p| p.get()),
+        ceil_mode: false,
+    };
+    Ok((LayerKind::Conv2d { weight, bias, window, groups: s.groups.unwrap_or(1) }, None))
+}
+
+fn parse_batch_norm(s: BatchNormSpec, input: Shape) -> Result<Parsed, LayerError> {
+    let ch = input.channels();
+    let weight = s.weight.unwrap_or_else(|| vec![1.0; ch]);
+    let bias = s.bias.unwrap_or_else(|| vec![0.0; ch]);
+    for (name, v) in
+        [("weight", &weight), ("bias", &bias), ("running_mean", &s.running_mean), ("running_var", &s.running_var)]
+    {
+        if v.len() != ch {
+            return Err(LayerError { field: Some(name), message: format!("expected {ch} values, found {}", v.len()) });
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(LayerError { field: Some(name), message: format!("entry {i} is not finite ({})", v[i]) });
+        }
+    }
+    let eps = s.eps.unwrap_or(1e-5);
+    if !eps.is_finite() || eps < 0.0 {
+        return Err(LayerError { field: Some("eps"), message: format!("must be finite and non-negative, got {eps}") });
+    }
+    let mut scale = Vec::with_capacity(ch);
+    let mut shift = Vec::with_capacity(ch);
+    for i in 0..ch {
+        let var = s.running_var[i] + eps;
+        if var <= 0.0 {
+            return Err(LayerError {
+                field: Some("running_var"),
+                message: format!("channel {i}: running_var + eps = {var} must be positive"),
+            });
+        }
+        let sc = weight[i] / var.sqrt();
+        scale.push(sc);
+        shift.push(bias[i] - s.running_mean[i] * sc);
+    }
+    Ok((LayerKind::BatchNorm { scale, shift }, None))
+}
+
+fn parse_pool(op: &str, s: PoolSpec) -> Result<Parsed, LayerError> {
+    let kernel = s.kernel_size.get();
+    let padding = s.padding.map_or([0, 0], |p| p.get());
+    let window = Window {
+        kernel,
+        stride: s.stride.map_or(kernel, |p| p.get()),
+        padding,
+        padding_end: s.padding_end.map_or(padding, |p| p.get()),
+        dilation: s.dilation.map_or([1, 1], |p| p.get()),
+        ceil_mode: s.ceil_mode.unwrap_or(false),
+    };
+    if op == "avg_pool2d" {
+        Ok((LayerKind::AvgPool2d { window, count_include_pad: s.count_include_pad.unwrap_or(true) }, None))
+    } else {
+        if s.count_include_pad.is_some() {
+            return Err(LayerError { field: Some("count_include_pad"), message: "only avg_pool2d has it".into() });
+        }
+        Ok((LayerKind::MaxPool2d { window }, None))
+    }
+}
+
+/// Serialises a network to `tessera-model/1`: the sequential form for chains, the graph form
+/// otherwise (batch-norm is written folded, as `running_mean = 0`, `running_var = 1`, `eps = 0`).
 pub fn to_value(net: &Network) -> Value {
     use serde_json::json;
-    let layers: Vec<Value> = net.layers.iter().map(layer_value).collect();
-    json!({"format": FORMAT, "input_shape": net.input_shape.dims(), "layers": layers})
+    if net.is_chain() {
+        let layers: Vec<Value> = net.nodes.iter().map(|n| layer_value(&n.layer)).collect();
+        return json!({"format": FORMAT, "input_shape": net.input_shape.dims(), "layers": layers});
+    }
+    // Graph form: names made unique and never `input`.
+    let names: Vec<String> = net.nodes.iter().enumerate().map(|(i, _)| format!("n{i}")).collect();
+    let graph: Vec<Value> = net
+        .nodes
+        .iter()
+        .zip(&names)
+        .map(|(n, name)| {
+            let mut v = match &n.layer.kind {
+                LayerKind::Merge(m) => json!({"op": m.name()}),
+                _ => layer_value(&n.layer),
+            };
+            let inputs: Vec<&str> = n
+                .inputs
+                .iter()
+                .map(|s| match *s {
+                    Src::Input => "input",
+                    Src::Node(j) => names[j].as_str(),
+                })
+                .collect();
+            v["inputs"] = json!(inputs);
+            v["name"] = json!(name);
+            v
+        })
+        .collect();
+    json!({"format": FORMAT, "input_shape": net.input_shape.dims(), "graph": graph})
 }
 
-/// One layer as `tessera-model/1` JSON (residual blocks recursively).
+/// One non-join layer as `tessera-model/1` JSON.
 fn layer_value(l: &Layer) -> Value {
     use serde_json::json;
     let pair = |p: [usize; 2]| json!([p[0], p[1]]);
+    let dims = |s: Shape| s.dims();
     match &l.kind {
         LayerKind::Linear { weight, bias } => {
             let n_in = l.input.numel();
@@ -702,32 +887,33 @@ fn layer_value(l: &Layer) -> Value {
                 .map(|o| o.chunks(kh * kw).map(|k| k.chunks(kw).collect()).collect())
                 .collect();
             json!({"op": "conv2d", "weight": w4, "bias": bias, "stride": pair(window.stride),
-                       "padding": pair(window.padding), "dilation": pair(window.dilation),
-                       "groups": groups})
+                       "padding": pair(window.padding), "padding_end": pair(window.padding_end),
+                       "dilation": pair(window.dilation), "groups": groups})
         }
         LayerKind::BatchNorm { scale, shift } => {
             let n = scale.len();
             json!({"op": "batch_norm", "weight": scale, "bias": shift,
                        "running_mean": vec![0.0; n], "running_var": vec![1.0; n], "eps": 0.0})
         }
-        LayerKind::AvgPool2d { window } => json!({"op": "avg_pool2d",
+        LayerKind::Scale { scale, shift } => json!({"op": "scale", "scale": scale, "shift": shift}),
+        LayerKind::AvgPool2d { window, count_include_pad } => json!({"op": "avg_pool2d",
                 "kernel_size": pair(window.kernel), "stride": pair(window.stride),
-                "padding": pair(window.padding)}),
+                "padding": pair(window.padding), "padding_end": pair(window.padding_end),
+                "ceil_mode": window.ceil_mode, "count_include_pad": count_include_pad}),
         LayerKind::MaxPool2d { window } => json!({"op": "max_pool2d",
                 "kernel_size": pair(window.kernel), "stride": pair(window.stride),
-                "padding": pair(window.padding), "dilation": pair(window.dilation)}),
-        LayerKind::Flatten => json!({"op": "flatten"}),
-        LayerKind::Maxout { pool } => json!({"op": "maxout", "pool_size": pool}),
-        LayerKind::Residual { body, shortcut, merge } => {
-            let (a, b): (Vec<Value>, Vec<Value>) =
-                (body.iter().map(layer_value).collect(), shortcut.iter().map(layer_value).collect());
-            match merge {
-                super::Merge::Add => json!({"op": "residual", "layers": a, "shortcut": b}),
-                super::Merge::Concat => json!({"op": "concat", "branches": [a, b]}),
-                super::Merge::Max => json!({"op": "max", "branches": [a, b]}),
-            }
+                "padding": pair(window.padding), "padding_end": pair(window.padding_end),
+                "dilation": pair(window.dilation), "ceil_mode": window.ceil_mode}),
+        LayerKind::Reshape => match l.output {
+            Shape::Flat(_) => json!({"op": "flatten"}),
+            out => json!({"op": "reshape", "shape": dims(out)}),
+        },
+        LayerKind::Gather(g) => {
+            let index: Vec<i64> = g.index.iter().map(|&j| if j == Gather::ZERO { -1 } else { j as i64 }).collect();
+            json!({"op": "gather", "index": index, "shape": dims(l.output)})
         }
-        // Engine-internal layers never appear in a loaded network.
+        LayerKind::Maxout { pool } => json!({"op": "maxout", "pool_size": pool}),
+        LayerKind::Merge(m) => json!({"op": m.name()}),
         LayerKind::Activation(a) => match a {
             Activation::Relu => json!({"op": "relu"}),
             Activation::Abs => json!({"op": "abs"}),

@@ -4,6 +4,7 @@
 //! Loaders (`json`) build a [`Network`]; the engine lowers it further (see `crate::engine`).
 //! Everything here is f64; f32 weights from PyTorch are represented exactly.
 
+pub mod build;
 pub mod json;
 pub mod onnx;
 mod onnx_proto;
@@ -98,33 +99,70 @@ pub const MAX_MODEL_WORK: u64 = 1 << 34;
 /// inputs of enclosing two-branch blocks, waiting for their merge): 2^26.
 pub const MAX_LIVE_ELEMENTS: usize = 1 << 26;
 
-/// Geometry of a 2D window operation (convolution or pooling).
+/// Geometry of a 2D window operation (convolution or pooling). A 1D operation is the 2D one
+/// on a height-1 image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
     /// Kernel size (height, width).
     pub kernel: [usize; 2],
     /// Stride (height, width).
     pub stride: [usize; 2],
-    /// Zero (or -inf for max pooling) padding on each side (height, width).
+    /// Zero (or -inf for max pooling) padding before the first row and column (height, width).
     pub padding: [usize; 2],
+    /// Padding after the last row and column (height, width); equal to `padding` for PyTorch's
+    /// symmetric padding.
+    pub padding_end: [usize; 2],
     /// Dilation (height, width).
     pub dilation: [usize; 2],
+    /// Pooling's `ceil_mode`: the output size rounds up, as long as the last window starts
+    /// inside the input or its leading padding.
+    pub ceil_mode: bool,
 }
 
 impl Window {
+    /// A window with symmetric padding and floor rounding (PyTorch's layers).
+    pub fn symmetric(kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2]) -> Self {
+        Window { kernel, stride, padding, padding_end: padding, dilation, ceil_mode: false }
+    }
+
     /// Output spatial size for an input of `(h, w)`, or `None` when the window does not fit.
     /// Arithmetic is checked: absurd sizes give `None`, never an overflow.
     pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let dim = |n: usize, i: usize| -> Option<usize> {
             let span = self.dilation[i].checked_mul(self.kernel[i].checked_sub(1)?)?.checked_add(1)?;
-            let padded = n.checked_add(self.padding[i].checked_mul(2)?)?;
+            let padded = n.checked_add(self.padding[i])?.checked_add(self.padding_end[i])?;
             if padded < span || self.stride[i] == 0 {
-                None
-            } else {
-                Some((padded - span) / self.stride[i] + 1)
+                return None;
             }
+            let s = self.stride[i];
+            let mut out = if self.ceil_mode { (padded - span).div_ceil(s) + 1 } else { (padded - span) / s + 1 };
+            // PyTorch's and ONNX's rule: the last window must start inside the input or the
+            // leading padding.
+            if self.ceil_mode && (out - 1).checked_mul(s)? >= n.checked_add(self.padding[i])? {
+                out -= 1;
+            }
+            Some(out)
         };
         Some((dim(h, 0)?, dim(w, 1)?))
+    }
+
+    /// The divisor of average pooling at output `(oy, ox)` of an `h × w` input: the window's
+    /// taps inside the input, plus (with `count_include_pad`) those in the padding, never those
+    /// beyond it (a ceil-mode window overhanging the padded input).
+    pub fn avg_divisor(&self, oy: usize, ox: usize, h: usize, w: usize, count_include_pad: bool) -> usize {
+        let axis = |o: usize, i: usize, n: usize| -> usize {
+            if count_include_pad {
+                let (s, d, p) = (self.stride[i] as i128, self.dilation[i] as i128, self.padding[i] as i128);
+                let start = o as i128 * s - p;
+                let end = n as i128 + self.padding_end[i] as i128;
+                // Taps k >= 0 (all at or after -p, since start >= -p) with start + k·d < end.
+                let hi = (end - start + d - 1).div_euclid(d).clamp(0, self.kernel[i] as i128);
+                hi as usize
+            } else {
+                self.axis_taps(o, i, n).count()
+            }
+        };
+        axis(oy, 0, h) * axis(ox, 1, w)
     }
 
     /// The kernel taps along axis `i` of output position `o` that fall inside an input of
@@ -277,7 +315,7 @@ impl Activation {
 /// What a layer computes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
-    /// `y = W x + b`, `weight` row-major `out × in`.
+    /// `y = W x + b`, `weight` row-major `out × in` (`out` is the bias length).
     Linear {
         /// Weights, `out × in`, row-major.
         weight: Vec<f64>,
@@ -302,18 +340,30 @@ pub enum LayerKind {
         /// Per-channel offset `bias − running_mean·scale`.
         shift: Vec<f64>,
     },
-    /// Average pooling (zero padding counted in the divisor, as PyTorch's default).
-    AvgPool2d {
-        /// Kernel, stride, padding (dilation 1).
-        window: Window,
+    /// `y_i = scale_i·x_i + shift_i` per entry (constant `Mul`, `Div`, `Add`, `Sub`, `Neg`).
+    Scale {
+        /// One multiplier per entry.
+        scale: Vec<f64>,
+        /// One offset per entry.
+        shift: Vec<f64>,
     },
-    /// Reshape an image to a flat vector (row-major, as `torch.flatten(x, 1)`).
-    Flatten,
+    /// Average pooling (dilation 1).
+    AvgPool2d {
+        /// Kernel, stride, padding, ceil mode.
+        window: Window,
+        /// Whether the divisor counts padded positions (PyTorch's default) or only the inputs.
+        count_include_pad: bool,
+    },
+    /// The same entries under another shape (flatten, reshape, squeeze): no data moves.
+    Reshape,
+    /// `y_i = x[index_i]`, or 0 where `index_i` is [`Gather::ZERO`]: every reordering, slice,
+    /// padding (zero, reflect, edge), nearest upsampling and constant gather.
+    Gather(Gather),
     /// Elementwise piecewise-linear activation.
     Activation(Activation),
     /// Max pooling; padded positions never win.
     MaxPool2d {
-        /// Kernel, stride, padding, dilation.
+        /// Kernel, stride, padding, dilation, ceil mode.
         window: Window,
     },
     /// Max over consecutive groups of `pool` features (`x.view(n, out, pool).max(-1)`).
@@ -321,28 +371,45 @@ pub enum LayerKind {
         /// Group size.
         pool: usize,
     },
-    /// Two branches from one input, merged: `body(x) + shortcut(x)` (a residual block),
-    /// `concat(body(x), shortcut(x))` along channels, or their elementwise maximum. An empty
-    /// chain is the identity.
-    Residual {
-        /// The first (main) branch.
-        body: Vec<Layer>,
-        /// The second (skip) branch.
-        shortcut: Vec<Layer>,
-        /// How the branches are merged.
-        merge: Merge,
-    },
+    /// A join of two or more tensors (the node's inputs, in order).
+    Merge(Merge),
 }
 
-/// How the two branches of a block are merged.
+/// The index map of a [`LayerKind::Gather`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gather {
+    /// Per output entry, the input entry it copies, or [`Gather::ZERO`].
+    pub index: Vec<u32>,
+}
+
+impl Gather {
+    /// The index of an output that is zero (constant padding).
+    pub const ZERO: u32 = u32::MAX;
+}
+
+/// How the inputs of a join are merged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Merge {
-    /// `a + b`.
+    /// `a + b + ...`.
     Add,
-    /// `a` then `b` (channels of `a`, then channels of `b`).
+    /// `a`, then `b`, ... along channels (flat vectors: one after another).
     Concat,
-    /// Elementwise `max(a, b)`; ties go to `a`.
+    /// Elementwise maximum; ties go to the first input.
     Max,
+    /// Elementwise minimum; ties go to the first input.
+    Min,
+}
+
+impl Merge {
+    /// The op name in `tessera-model/1`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Merge::Add => "add",
+            Merge::Concat => "concat",
+            Merge::Max => "max",
+            Merge::Min => "min",
+        }
+    }
 }
 
 /// A layer with its input and output shapes and where it came from.
@@ -350,7 +417,8 @@ pub enum Merge {
 pub struct Layer {
     /// What the layer computes.
     pub kind: LayerKind,
-    /// Shape consumed.
+    /// Shape consumed (of every input: joins of several inputs record the first; a concat's
+    /// inputs may differ in channels).
     pub input: Shape,
     /// Shape produced.
     pub output: Shape,
@@ -359,18 +427,12 @@ pub struct Layer {
 }
 
 impl Layer {
-    /// True for layers that never split regions (affine maps).
+    /// True for layers that never split regions (affine maps, including add and concat joins).
     pub fn is_affine(&self) -> bool {
         match &self.kind {
-            LayerKind::Linear { .. }
-            | LayerKind::Conv2d { .. }
-            | LayerKind::BatchNorm { .. }
-            | LayerKind::AvgPool2d { .. }
-            | LayerKind::Flatten => true,
-            LayerKind::Residual { body, shortcut, merge } => {
-                *merge != Merge::Max && body.iter().chain(shortcut).all(Layer::is_affine)
-            }
-            _ => false,
+            LayerKind::Activation(_) | LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => false,
+            LayerKind::Merge(m) => matches!(m, Merge::Add | Merge::Concat),
+            _ => true,
         }
     }
 
@@ -392,7 +454,6 @@ impl Layer {
             LayerKind::Linear { weight, bias } | LayerKind::Conv2d { weight, bias, .. } => weight.len() + bias.len(),
             LayerKind::BatchNorm { scale, .. } => 4 * scale.len(),
             LayerKind::Activation(Activation::PRelu { slopes }) => slopes.len(),
-            LayerKind::Residual { body, shortcut, .. } => body.iter().chain(shortcut).map(Layer::parameter_count).sum(),
             _ => 0,
         }
     }
@@ -407,66 +468,57 @@ impl Layer {
                 let icg = (self.input.channels() / (*groups).max(1)) as u64;
                 out.checked_mul(icg)?.checked_mul(window.kernel[0] as u64)?.checked_mul(window.kernel[1] as u64)
             }
-            LayerKind::AvgPool2d { window } | LayerKind::MaxPool2d { window } => {
+            LayerKind::AvgPool2d { window, .. } | LayerKind::MaxPool2d { window } => {
                 out.checked_mul(window.kernel[0] as u64)?.checked_mul(window.kernel[1] as u64)
             }
             LayerKind::Maxout { pool } => out.checked_mul(*pool as u64),
-            LayerKind::Residual { body, shortcut, .. } => {
-                body.iter().chain(shortcut).try_fold(out, |acc, l| acc.checked_add(l.work()?))
-            }
             _ => Some(out.max(self.input.numel() as u64)),
         }
     }
 
-    /// The largest number of entries alive at once while the layer runs: its input and output,
-    /// and inside a two-branch block the block's input, kept for the second branch and the merge,
-    /// plus what the branches keep.
-    pub fn live_entries(&self) -> usize {
-        let own = self.input.numel().saturating_add(self.output.numel());
-        match &self.kind {
-            LayerKind::Residual { body, shortcut, .. } => {
-                let inner = body.iter().chain(shortcut).map(Layer::live_entries).max().unwrap_or(0);
-                own.max(self.input.numel().saturating_add(inner))
-            }
-            _ => own,
-        }
-    }
-
-    /// Piecewise-linear units of the layer (its outputs for a nonlinear layer, recursively for
-    /// residual blocks).
+    /// Piecewise-linear units of the layer (its outputs for a nonlinear layer).
     pub fn pwl_unit_count(&self) -> usize {
-        match &self.kind {
-            LayerKind::Residual { body, shortcut, merge } => {
-                let units: usize = body.iter().chain(shortcut).map(Layer::pwl_unit_count).sum();
-                units + if *merge == Merge::Max { self.output.numel() } else { 0 }
-            }
-            _ if self.is_affine() => 0,
-            _ => self.output.numel(),
+        if self.is_affine() {
+            0
+        } else {
+            self.output.numel()
         }
     }
 
-    /// Applies the layer's *linear part* (no bias) to `x`, adding into `y` (same as `apply`
-    /// minus `apply` of the zero vector). Only for affine layers.
+    /// Applies a one-input layer's *linear part* (no bias) to `x`, writing `y` (`apply` minus
+    /// `apply` of the zero vector). Only for affine one-input layers.
     pub fn apply_linear(&self, x: &[f64], y: &mut [f64]) {
         self.apply_affine(x, y, false);
     }
 
-    /// Applies the layer to `x`, writing `y` (biases included).
+    /// Applies a one-input layer to `x`, writing `y` (biases included). Joins go through
+    /// [`Layer::merge`].
     pub fn apply(&self, x: &[f64], y: &mut [f64]) {
-        if let LayerKind::Residual { body, shortcut, merge } = &self.kind {
-            let (b, s) = (run_chain(body, x), run_chain(shortcut, x));
-            match merge {
-                Merge::Add => y.iter_mut().zip(b.iter().zip(&s)).for_each(|(yi, (bi, si))| *yi = bi + si),
-                Merge::Max => y.iter_mut().zip(b.iter().zip(&s)).for_each(|(yi, (bi, si))| *yi = bi.max(*si)),
-                Merge::Concat => {
-                    y[..b.len()].copy_from_slice(&b);
-                    y[b.len()..].copy_from_slice(&s);
-                }
-            }
-        } else if self.is_affine() {
+        if self.is_affine() {
             self.apply_affine(x, y, true);
         } else {
             self.apply_nonlinear(x, y);
+        }
+    }
+
+    /// A join of `inputs` (for [`LayerKind::Merge`] layers).
+    pub fn merge(merge: Merge, inputs: &[&[f64]]) -> Vec<f64> {
+        let first = inputs[0].to_vec();
+        match merge {
+            Merge::Concat => inputs.concat(),
+            Merge::Add => inputs[1..].iter().fold(first, |mut acc, x| {
+                acc.iter_mut().zip(x.iter()).for_each(|(a, b)| *a += b);
+                acc
+            }),
+            Merge::Max | Merge::Min => inputs[1..].iter().fold(first, |mut acc, x| {
+                for (a, &b) in acc.iter_mut().zip(x.iter()) {
+                    // Strict comparisons: ties keep the earlier input.
+                    if (merge == Merge::Max && b > *a) || (merge == Merge::Min && b < *a) {
+                        *a = b;
+                    }
+                }
+                acc
+            }),
         }
     }
 
@@ -515,12 +567,15 @@ impl Layer {
                     *yi = scale[c] * xi + if with_bias { shift[c] } else { 0.0 };
                 }
             }
-            LayerKind::AvgPool2d { window } => {
+            LayerKind::Scale { scale, shift } => {
+                for (i, (yi, xi)) in y.iter_mut().zip(x).enumerate() {
+                    *yi = scale[i] * xi + if with_bias { shift[i] } else { 0.0 };
+                }
+            }
+            LayerKind::AvgPool2d { window, count_include_pad } => {
                 let (Shape::Image { c, h, w }, Shape::Image { h: oh, w: ow, .. }) = (self.input, self.output) else {
                     unreachable!("avg_pool2d shapes are validated as images")
                 };
-                let [kh, kw] = window.kernel;
-                let inv = 1.0 / (kh * kw) as f64;
                 for ch in 0..c {
                     for oy in 0..oh {
                         for ox in 0..ow {
@@ -528,13 +583,19 @@ impl Layer {
                             for (_, _, iy, ix) in window.taps(oy, ox, h, w) {
                                 acc += x[(ch * h + iy) * w + ix];
                             }
-                            y[(ch * oh + oy) * ow + ox] = acc * inv;
+                            let div = window.avg_divisor(oy, ox, h, w, *count_include_pad);
+                            y[(ch * oh + oy) * ow + ox] = acc / div as f64;
                         }
                     }
                 }
             }
-            LayerKind::Flatten => y.copy_from_slice(x),
-            _ => unreachable!("apply_affine on a nonlinear layer"),
+            LayerKind::Reshape => y.copy_from_slice(x),
+            LayerKind::Gather(g) => {
+                for (yi, &j) in y.iter_mut().zip(&g.index) {
+                    *yi = if j == Gather::ZERO { 0.0 } else { x[j as usize] };
+                }
+            }
+            _ => unreachable!("apply_affine on a nonlinear layer or a join"),
         }
     }
 
@@ -551,7 +612,7 @@ impl Layer {
                     *yg = g.iter().map(|&i| x[i as usize]).fold(f64::NEG_INFINITY, f64::max);
                 }
             }
-            _ => unreachable!("apply_nonlinear on an affine layer"),
+            _ => unreachable!("apply_nonlinear on an affine layer or a join"),
         }
     }
 
@@ -587,34 +648,172 @@ impl Layer {
     }
 }
 
-/// Runs a chain of layers on one input.
-pub(crate) fn run_chain(layers: &[Layer], x: &[f64]) -> Vec<f64> {
-    run(layers, x, Layer::apply)
+/// Where a node reads a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Src {
+    /// The network input.
+    Input,
+    /// The output of node `i` (an earlier node).
+    Node(usize),
 }
 
-fn run(layers: &[Layer], x: &[f64], step: fn(&Layer, &[f64], &mut [f64])) -> Vec<f64> {
-    let mut cur = x.to_vec();
-    for l in layers {
-        let mut next = vec![0.0; l.output.numel()];
-        step(l, &cur, &mut next);
-        cur = next;
-    }
-    cur
+/// One node of the network graph: a layer applied to the outputs of earlier nodes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// What it computes, with its shapes.
+    pub layer: Layer,
+    /// What it reads: one tensor, or two or more for a join.
+    pub inputs: Vec<Src>,
+    /// Its name in the source file (a layer index path for sequential models, the node name in
+    /// graph models and ONNX files).
+    pub name: String,
 }
 
-/// A validated sequential network.
+/// A validated network: a DAG of nodes in topological order; the last node's output is the
+/// network's output. Sequential models are chains (each node reads the one before).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Network {
     /// Shape of one input.
     pub input_shape: Shape,
-    /// Layers in order; `layers[i].input == layers[i-1].output`.
-    pub layers: Vec<Layer>,
+    /// Nodes in topological order: every input of node `i` is the network input or a node
+    /// before `i`.
+    pub nodes: Vec<Node>,
+}
+
+/// Why a set of nodes is not a valid network (the node is named by index and name).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("node {index} (`{name}`): {message}")]
+pub struct GraphError {
+    /// Node index.
+    pub index: usize,
+    /// Node name.
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
 }
 
 impl Network {
+    /// Checks the graph: inputs are earlier nodes with the shapes the layers expect, joins
+    /// agree, and the model's work and live memory are within tessera's limits.
+    pub fn new(input_shape: Shape, nodes: Vec<Node>) -> Result<Network, GraphError> {
+        let err = |i: usize, n: &Node, message: String| GraphError { index: i, name: n.name.clone(), message };
+        let shape_of = |src: Src, nodes: &[Node]| match src {
+            Src::Input => input_shape,
+            Src::Node(j) => nodes[j].layer.output,
+        };
+        let mut work = 0u64;
+        for (i, n) in nodes.iter().enumerate() {
+            if n.inputs.is_empty() {
+                return Err(err(i, n, "has no inputs".into()));
+            }
+            if let Some(&Src::Node(j)) = n.inputs.iter().find(|s| matches!(s, Src::Node(j) if *j >= i)) {
+                return Err(err(i, n, format!("reads node {j}, which does not come before it")));
+            }
+            let shapes: Vec<Shape> = n.inputs.iter().map(|&s| shape_of(s, &nodes)).collect();
+            match &n.layer.kind {
+                LayerKind::Merge(m) => {
+                    if shapes.len() < 2 {
+                        return Err(err(i, n, format!("a `{}` join needs two or more inputs", m.name())));
+                    }
+                    let want = merged_shape(*m, &shapes).map_err(|e| err(i, n, e))?;
+                    if want != n.layer.output || shapes[0] != n.layer.input {
+                        return Err(err(i, n, format!("the join gives {want}, not {}", n.layer.output)));
+                    }
+                }
+                _ => {
+                    if shapes.len() != 1 {
+                        return Err(err(i, n, format!("op `{}` takes one input, got {}", n.layer.op, shapes.len())));
+                    }
+                    if shapes[0] != n.layer.input {
+                        return Err(err(i, n, format!("expects {} but its input is {}", n.layer.input, shapes[0])));
+                    }
+                }
+            }
+            work = work.saturating_add(n.layer.work().unwrap_or(u64::MAX));
+            if work > MAX_MODEL_WORK {
+                return Err(err(
+                    i,
+                    n,
+                    format!("the nodes up to this one take more than {MAX_MODEL_WORK} multiply-adds per input in all"),
+                ));
+            }
+        }
+        let net = Network { input_shape, nodes };
+        let (live, at) = net.peak_live_entries();
+        if live > MAX_LIVE_ELEMENTS {
+            let n = &net.nodes[at];
+            return Err(err(
+                at,
+                n,
+                format!("{live} tensor entries are alive at once here, above tessera's limit of {MAX_LIVE_ELEMENTS}"),
+            ));
+        }
+        Ok(net)
+    }
+
+    /// A chain of layers (each reads the one before), named by index.
+    pub fn sequential(input_shape: Shape, layers: Vec<Layer>) -> Result<Network, GraphError> {
+        let nodes = layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, layer)| Node {
+                layer,
+                inputs: vec![if i == 0 { Src::Input } else { Src::Node(i - 1) }],
+                name: i.to_string(),
+            })
+            .collect();
+        Network::new(input_shape, nodes)
+    }
+
     /// Shape of the output.
     pub fn output_shape(&self) -> Shape {
-        self.layers.last().map_or(self.input_shape, |l| l.output)
+        self.nodes.last().map_or(self.input_shape, |n| n.layer.output)
+    }
+
+    /// For every tensor (the input, then each node), the last node that reads it (`None` when
+    /// no node does: the output, or an unused tensor).
+    pub fn last_uses(&self) -> (Option<usize>, Vec<Option<usize>>) {
+        let mut input = None;
+        let mut nodes = vec![None; self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for s in &n.inputs {
+                match *s {
+                    Src::Input => input = Some(i),
+                    Src::Node(j) => nodes[j] = Some(i),
+                }
+            }
+        }
+        (input, nodes)
+    }
+
+    /// The largest number of tensor entries alive at once while the nodes run in order (the
+    /// tensors still to be read, plus the node's output), and the node where it happens.
+    pub fn peak_live_entries(&self) -> (usize, usize) {
+        let (input_last, last) = self.last_uses();
+        // Tensors whose last reader is node i die after it.
+        let mut dying: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        for (j, l) in last.iter().enumerate() {
+            if let Some(i) = *l {
+                dying[i].push(j);
+            }
+        }
+        let mut alive: usize = self.input_shape.numel();
+        let mut input_alive = true;
+        let (mut peak, mut at) = (alive, 0);
+        for (i, n) in self.nodes.iter().enumerate() {
+            alive = alive.saturating_add(n.layer.output.numel());
+            if alive > peak {
+                (peak, at) = (alive, i);
+            }
+            if input_alive && input_last.is_none_or(|l| l <= i) {
+                alive = alive.saturating_sub(self.input_shape.numel());
+                input_alive = false;
+            }
+            for &j in &dying[i] {
+                alive = alive.saturating_sub(self.nodes[j].layer.output.numel());
+            }
+        }
+        (peak, at)
     }
 
     /// Plain forward pass of one input (flattened row-major), in f64.
@@ -622,21 +821,90 @@ impl Network {
     /// This is the reference every partition is checked against; it shares no code with the
     /// partition engine beyond the layer definitions.
     pub fn forward(&self, x: &[f64]) -> Vec<f64> {
-        run_chain(&self.layers, x)
+        self.forward_all(x).pop().flatten().unwrap_or_else(|| x.to_vec())
+    }
+
+    /// Every node's output (dropped after its last use, so only the last one and unused ones
+    /// remain `Some`).
+    fn forward_all(&self, x: &[f64]) -> Vec<Option<Vec<f64>>> {
+        let (_, last) = self.last_uses();
+        let mut out: Vec<Option<Vec<f64>>> = vec![None; self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            let y = {
+                let read = |s: &Src| -> &[f64] {
+                    match *s {
+                        Src::Input => x,
+                        Src::Node(j) => out[j].as_deref().expect("inputs run before their readers"),
+                    }
+                };
+                match &n.layer.kind {
+                    LayerKind::Merge(m) => {
+                        let ins: Vec<&[f64]> = n.inputs.iter().map(read).collect();
+                        Layer::merge(*m, &ins)
+                    }
+                    _ => {
+                        let mut y = vec![0.0; n.layer.output.numel()];
+                        n.layer.apply(read(&n.inputs[0]), &mut y);
+                        y
+                    }
+                }
+            };
+            for s in &n.inputs {
+                if let Src::Node(j) = *s {
+                    if last[j] == Some(i) {
+                        out[j] = None;
+                    }
+                }
+            }
+            out[i] = Some(y);
+        }
+        out
     }
 
     /// Total parameter count.
     pub fn parameter_count(&self) -> usize {
-        self.layers.iter().map(Layer::parameter_count).sum()
+        self.nodes.iter().map(|n| n.layer.parameter_count()).sum()
     }
 
     /// Number of piecewise-linear units (activation units plus max groups).
     pub fn pwl_unit_count(&self) -> usize {
-        self.layers.iter().map(Layer::pwl_unit_count).sum()
+        self.nodes.iter().map(|n| n.layer.pwl_unit_count()).sum()
     }
 
-    /// Whether any layer is a two-branch block (residual, max or concat).
-    pub fn has_residual(&self) -> bool {
-        self.layers.iter().any(|l| matches!(l.kind, LayerKind::Residual { .. }))
+    /// Whether the network is a chain (no node reads anything but the node before it).
+    pub fn is_chain(&self) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .all(|(i, n)| n.inputs.len() == 1 && n.inputs[0] == if i == 0 { Src::Input } else { Src::Node(i - 1) })
+    }
+}
+
+/// The shape a join of `shapes` gives, or why they cannot be joined.
+pub fn merged_shape(merge: Merge, shapes: &[Shape]) -> Result<Shape, String> {
+    let first = shapes[0];
+    match merge {
+        Merge::Add | Merge::Max | Merge::Min => match shapes.iter().find(|&&s| s != first) {
+            Some(s) => Err(format!("cannot join {first} and {s} elementwise: shapes must match")),
+            None => Ok(first),
+        },
+        Merge::Concat => {
+            let mut total = 0usize;
+            for s in shapes {
+                let ok = match (first, *s) {
+                    (Shape::Flat(_), Shape::Flat(_)) => true,
+                    (Shape::Image { h, w, .. }, Shape::Image { h: h2, w: w2, .. }) => h == h2 && w == w2,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(format!("cannot concatenate {first} and {s} along channels"));
+                }
+                total = total.checked_add(s.channels()).ok_or("concatenation too large")?;
+            }
+            Ok(match first {
+                Shape::Flat(_) => Shape::Flat(total),
+                Shape::Image { h, w, .. } => Shape::Image { c: total, h, w },
+            })
+        }
     }
 }

@@ -145,6 +145,9 @@ pub struct Dimension {
 /// ONNX tensor element types used here.
 pub mod dtype {
     pub const FLOAT: i32 = 1;
+    pub const UINT8: i32 = 2;
+    pub const INT8: i32 = 3;
+    pub const BOOL: i32 = 9;
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
     pub const DOUBLE: i32 = 11;

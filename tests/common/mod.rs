@@ -79,18 +79,39 @@ pub fn checked(net: &Network, slice: &Slice, threads: usize) -> tessera::Partiti
 /// A forward pass written with plain loops from the layers' definitions (PyTorch semantics),
 /// sharing no code with the library's `Layer::apply`.
 pub fn naive_forward(net: &Network, x: &[f64]) -> Vec<f64> {
-    naive_layers(&net.layers, x.to_vec())
-}
-
-fn naive_layers(layers: &[tessera::network::Layer], mut x: Vec<f64>) -> Vec<f64> {
-    for l in layers {
-        x = naive_layer(l, &x);
+    use tessera::network::{LayerKind, Merge, Src};
+    let mut outs: Vec<Vec<f64>> = Vec::new();
+    for n in &net.nodes {
+        let read = |s: &Src| match *s {
+            Src::Input => x.to_vec(),
+            Src::Node(j) => outs[j].clone(),
+        };
+        let y = match &n.layer.kind {
+            LayerKind::Merge(m) => {
+                let ins: Vec<Vec<f64>> = n.inputs.iter().map(read).collect();
+                match m {
+                    Merge::Concat => ins.concat(),
+                    _ => (0..ins[0].len())
+                        .map(|i| {
+                            let vals = ins.iter().map(|v| v[i]);
+                            match m {
+                                Merge::Add => vals.sum(),
+                                Merge::Max => vals.fold(f64::NEG_INFINITY, f64::max),
+                                _ => vals.fold(f64::INFINITY, f64::min),
+                            }
+                        })
+                        .collect(),
+                }
+            }
+            _ => naive_layer(&n.layer, &read(&n.inputs[0])),
+        };
+        outs.push(y);
     }
-    x
+    outs.pop().unwrap_or_else(|| x.to_vec())
 }
 
 fn naive_layer(l: &tessera::network::Layer, x: &[f64]) -> Vec<f64> {
-    use tessera::network::{Activation, LayerKind, Merge, Shape};
+    use tessera::network::{Activation, Gather, LayerKind, Shape};
     let dims = |s: Shape| match s {
         Shape::Image { c, h, w } => (c, h, w),
         Shape::Flat(n) => (n, 1, 1),
@@ -137,13 +158,16 @@ fn naive_layer(l: &tessera::network::Layer, x: &[f64]) -> Vec<f64> {
             let per = x.len() / scale.len();
             x.iter().enumerate().map(|(i, v)| scale[i / per] * v + shift[i / per]).collect()
         }
-        LayerKind::AvgPool2d { window } | LayerKind::MaxPool2d { window } => {
+        LayerKind::Scale { scale, shift } => x.iter().enumerate().map(|(i, v)| scale[i] * v + shift[i]).collect(),
+        LayerKind::Gather(g) => g.index.iter().map(|&j| if j == Gather::ZERO { 0.0 } else { x[j as usize] }).collect(),
+        LayerKind::AvgPool2d { window, .. } | LayerKind::MaxPool2d { window } => {
             let avg = matches!(l.kind, LayerKind::AvgPool2d { .. });
+            let include_pad = matches!(l.kind, LayerKind::AvgPool2d { count_include_pad: true, .. });
             let mut y = vec![0.0; oc * oh * ow];
             for c in 0..oc {
                 for r in 0..oh {
                     for q in 0..ow {
-                        let (mut sum, mut best) = (0.0, f64::NEG_INFINITY);
+                        let (mut sum, mut best, mut count) = (0.0, f64::NEG_INFINITY, 0usize);
                         for ky in 0..window.kernel[0] {
                             for kx in 0..window.kernel[1] {
                                 let yy =
@@ -153,18 +177,23 @@ fn naive_layer(l: &tessera::network::Layer, x: &[f64]) -> Vec<f64> {
                                 if let Some(v) = at(c, yy, xx) {
                                     sum += v;
                                     best = best.max(v);
+                                    count += 1;
+                                } else if include_pad
+                                    && yy < (ih + window.padding_end[0]) as i64
+                                    && xx < (iw + window.padding_end[1]) as i64
+                                {
+                                    // Padding counts in the divisor, what lies beyond it does not.
+                                    count += 1;
                                 }
                             }
                         }
-                        // Average pooling divides by the whole window (padding counted).
-                        y[(c * oh + r) * ow + q] =
-                            if avg { sum / (window.kernel[0] * window.kernel[1]) as f64 } else { best };
+                        y[(c * oh + r) * ow + q] = if avg { sum / count as f64 } else { best };
                     }
                 }
             }
             y
         }
-        LayerKind::Flatten => x.to_vec(),
+        LayerKind::Reshape => x.to_vec(),
         LayerKind::Maxout { pool } => {
             x.chunks(*pool).map(|g| g.iter().copied().fold(f64::NEG_INFINITY, f64::max)).collect()
         }
@@ -194,33 +223,44 @@ fn naive_layer(l: &tessera::network::Layer, x: &[f64]) -> Vec<f64> {
                 })
                 .collect()
         }
-        LayerKind::Residual { body, shortcut, merge } => {
-            let a = naive_layers(body, x.to_vec());
-            let b = naive_layers(shortcut, x.to_vec());
-            match merge {
-                Merge::Add => a.iter().zip(&b).map(|(p, q)| p + q).collect(),
-                Merge::Concat => [a, b].concat(),
-                Merge::Max => a.iter().zip(&b).map(|(p, q)| p.max(*q)).collect(),
-            }
-        }
+        LayerKind::Merge(_) => unreachable!("joins are handled by naive_forward"),
     }
 }
 
 /// Distinct activation patterns seen on an `n × n` grid (cell centres): a lower bound on the
 /// region count, computed by a forward pass that records every unit's piece.
 pub fn grid_patterns(net: &Network, slice: &Slice, n: usize) -> usize {
-    use tessera::network::LayerKind;
+    use tessera::network::{LayerKind, Merge, Src};
     let d = slice.domain;
     let mut seen = std::collections::HashSet::new();
     for i in 0..n {
         for j in 0..n {
             let u = d.u0 + (i as f64 + 0.5) / n as f64 * (d.u1 - d.u0);
             let v = d.v0 + (j as f64 + 0.5) / n as f64 * (d.v1 - d.v0);
-            let mut x = slice.plane.point(u, v);
+            let x = slice.plane.point(u, v);
             let mut code: Vec<u8> = Vec::new();
-            for l in &net.layers {
+            let mut outs: Vec<Vec<f64>> = Vec::new();
+            for n in &net.nodes {
+                let read = |s: &Src| match *s {
+                    Src::Input => x.clone(),
+                    Src::Node(j) => outs[j].clone(),
+                };
+                let l = &n.layer;
                 let mut y = vec![0.0; l.output.numel()];
-                l.apply(&x, &mut y);
+                let x = read(&n.inputs[0]);
+                match &l.kind {
+                    LayerKind::Merge(m) => {
+                        let ins: Vec<Vec<f64>> = n.inputs.iter().map(read).collect();
+                        let refs: Vec<&[f64]> = ins.iter().map(|v| v.as_slice()).collect();
+                        y = tessera::network::Layer::merge(*m, &refs);
+                        if matches!(m, Merge::Max | Merge::Min) {
+                            for i in 0..y.len() {
+                                code.push(ins.iter().position(|v| v[i] == y[i]).unwrap_or(0) as u8);
+                            }
+                        }
+                    }
+                    _ => l.apply(&x, &mut y),
+                }
                 match &l.kind {
                     LayerKind::Activation(a) => {
                         let per = l.input.per_channel();
@@ -243,7 +283,7 @@ pub fn grid_patterns(net: &Network, slice: &Slice, n: usize) -> usize {
                     }
                     _ => {}
                 }
-                x = y;
+                outs.push(y);
             }
             seen.insert(code);
         }
