@@ -14,7 +14,7 @@ if ! rustc --version | grep -q nightly; then
   export RUSTC_BOOTSTRAP=1
 fi
 mkdir -p corpus/model_json corpus/partition corpus/npy corpus/onnx
-cp ../assets/onnx/*_ts.onnx corpus/onnx/ 2>/dev/null || true
+cp ../assets/onnx/*_ts.onnx ../assets/onnx/ops/*_ts*.onnx corpus/onnx/ 2>/dev/null || true
 cp ../assets/networks/cnn_1x8x8.json corpus/model_json/ 2>/dev/null || true
 # Small seeds for the partition target: each run partitions and self-checks.
 echo '{"format":"tessera-model/1","input_shape":[2],"layers":[{"op":"linear","weight":[[1,0.5],[-0.3,1],[0.7,-0.2]],"bias":[0.1,-0.2,0.3]},{"op":"relu"},{"op":"linear","weight":[[1,-1,0.5],[0.2,0.4,-1]]},{"op":"maxout","pool_size":2}]}' > corpus/partition/mlp.json

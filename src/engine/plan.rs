@@ -193,8 +193,16 @@ impl Plan {
         plan
     }
 
-    /// Bounds over the domain of the magnitude of every term behind every pre-activation
-    /// (`|W|·bound + |b|` through the layers before), and the noise floors they give.
+    /// Bounds over the domain of the magnitude of every term behind every pre-activation, and
+    /// the noise floors they give.
+    ///
+    /// Two bounds, the smaller one used: `|W|·bound + |b|` propagated through every layer before
+    /// (rigorous, but it grows like the product of the layers' absolute norms, so on deep
+    /// networks it exceeds the real values by many orders of magnitude and the noise floor would
+    /// swallow them: every unit "on its line"), and the magnitudes of one layer's own terms,
+    /// `|W|·V + |b|`, with `V` twice the largest value each source takes at a 9 × 9 grid of the
+    /// domain, times one plus the number of stages before (each layer adds its own rounding to
+    /// what it inherits, and inherited errors travel through the weights as the values do).
     fn bound_magnitudes(&mut self, plane: &Plane) {
         let n_targets = self.stages.len() + 1;
         let mut mags: Vec<Vec<f64>> =
@@ -208,18 +216,87 @@ impl Plan {
                 }
             }
         };
+        let (v_input, v_stage) = self.sampled_values(plane);
+        let mut own: Vec<Vec<f64>> =
+            (0..n_targets).map(|t| self.target_bias(t).iter().map(|b| b.abs()).collect()).collect();
         add(&mut mags, &self.input_edges, &input);
+        add(&mut own, &self.input_edges, &v_input);
         for s in 0..self.stages.len() {
             let stage = &self.stages[s];
             let out = match &stage.nonlin {
                 Nonlinearity::Pwl(l) => l.output_magnitude(&mags[s]),
                 Nonlinearity::Max(l) => l.output_magnitude(&mags[s]),
             };
-            let noise = mags[s].iter().map(|&m| noise_floor(m)).collect();
+            let depth = (s + 1) as f64;
+            let noise = mags[s].iter().zip(&own[s]).map(|(&m, &o)| noise_floor(m.min(depth * o))).collect();
             self.stages[s].noise = noise;
             add(&mut mags, &self.stages[s].edges, &out);
+            add(&mut own, &self.stages[s].edges, &v_stage[s]);
         }
+        // The outputs' magnitude only scales the comparison of maps with a forward pass (it
+        // makes no decision): the rigorous bound, which also covers errors inherited from
+        // layers whose values are far larger than the outputs (a deep zoom).
         self.output_magnitude = mags.pop().unwrap_or_default();
+    }
+
+    /// Twice the largest absolute value of every input entry and every stage output over a
+    /// 9 × 9 grid of the (normalised) domain, by a plain evaluation of the plan.
+    fn sampled_values(&self, plane: &Plane) -> (Vec<f64>, Vec<Vec<f64>>) {
+        const GRID: usize = 9;
+        let rows = GRID * GRID;
+        let n = plane.origin.len();
+        let mut x = Vec::with_capacity(rows * n);
+        for i in 0..GRID {
+            for j in 0..GRID {
+                let (s, t) = (-1.0 + 2.0 * i as f64 / (GRID - 1) as f64, -1.0 + 2.0 * j as f64 / (GRID - 1) as f64);
+                x.extend((0..n).map(|k| plane.origin[k] + s * plane.du[k] + t * plane.dv[k]));
+            }
+        }
+        // Pre-activations of every target, rows × units, starting from the biases.
+        let mut pre: Vec<Vec<f64>> = (0..=self.stages.len())
+            .map(|t| {
+                let b = self.target_bias(t);
+                (0..rows).flat_map(|_| b.iter().copied()).collect()
+            })
+            .collect();
+        let push = |pre: &mut Vec<Vec<f64>>, edges: &[Edge], src: &[f64], plan: &Plan| {
+            for e in edges {
+                let y = e.map.apply_rows(src, rows);
+                let (len, width) = (e.map.n_out(), plan.target_len(e.target));
+                for r in 0..rows {
+                    let dst = &mut pre[e.target][r * width + e.offset..r * width + e.offset + len];
+                    dst.iter_mut().zip(&y[r * len..(r + 1) * len]).for_each(|(d, v)| *d += v);
+                }
+            }
+        };
+        let peak = |v: &[f64], width: usize| -> Vec<f64> {
+            let mut m = vec![0.0f64; width];
+            for row in v.chunks_exact(width.max(1)) {
+                m.iter_mut().zip(row).for_each(|(a, b)| *a = a.max(2.0 * b.abs()));
+            }
+            m
+        };
+        push(&mut pre, &self.input_edges, &x, self);
+        let v_input = peak(&x, n);
+        let mut v_stage = Vec::with_capacity(self.stages.len());
+        for s in 0..self.stages.len() {
+            let stage = &self.stages[s];
+            let z = std::mem::take(&mut pre[s]);
+            let out: Vec<f64> = match &stage.nonlin {
+                Nonlinearity::Pwl(l) => z.chunks_exact(stage.n_in.max(1)).flat_map(|r| l.eval(r)).collect(),
+                Nonlinearity::Max(l) => z
+                    .chunks_exact(stage.n_in.max(1))
+                    .flat_map(|r| {
+                        (0..l.groups())
+                            .map(|g| l.group(g).iter().map(|&u| r[u as usize]).fold(f64::NEG_INFINITY, f64::max))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect(),
+            };
+            push(&mut pre, &stage.edges, &out, self);
+            v_stage.push(peak(&out, stage.n_out));
+        }
+        (v_input, v_stage)
     }
 }
 

@@ -67,6 +67,19 @@ impl PwlLayer {
         (self.slots[slot].bp[unit], self.slots[slot].da[unit])
     }
 
+    /// The activation of every unit of `z` (one value per unit).
+    pub(crate) fn eval(&self, z: &[f64]) -> Vec<f64> {
+        (0..z.len())
+            .map(|i| {
+                let mut y = self.slope0[i] * z[i] + self.intercept0[i];
+                for s in &self.slots {
+                    y += s.da[i] * (z[i] - s.bp[i]).max(0.0);
+                }
+                y
+            })
+            .collect()
+    }
+
     /// Bound on every output's term magnitude, given the inputs' (`|slope|·m + |offsets|`).
     pub(crate) fn output_magnitude(&self, m: &[f64]) -> Vec<f64> {
         (0..m.len())

@@ -17,10 +17,16 @@
 //!
 //! Because `|f(p)| / (|a| + |b|)` is the distance from `p` to the line in the max-norm, the rule
 //! reads: `p` is on the line when it is within [`DIST`] of it, plus `ν / (|a| + |b|)`, the distance
-//! by which the rounding of `f`'s own value can move the line. `ν` (the *noise floor*) bounds that
-//! rounding: [`NOISE`] times the magnitude of every term that produced the value (`Σ|w|·|x| + |b|`
-//! through all the layers before, bounded over the domain), so a threshold is never below what the
-//! network's own f64 forward pass can resolve. Values outside `±τ` have a definite sign.
+//! by which the rounding of `f`'s own value can move the line. `ν` (the *noise floor*) estimates
+//! that rounding: [`NOISE`] times the magnitude of the terms that produced the value, the smaller
+//! of two bounds (see `engine::plan`): `Σ|w|·|x| + |b|` propagated through all the layers before
+//! and bounded over the domain (rigorous, but on deep networks it exceeds the true values by
+//! orders of magnitude, since it grows like the product of the layers' absolute norms), and the
+//! layer's own terms `Σ|w|·V + |b|`, with `V` twice the largest value each input of the layer
+//! takes on a 9 × 9 grid of the domain, times the number of nonlinear layers so far (each adds
+//! its rounding; inherited errors travel through the weights as the values do). The second is an
+//! estimate, not a bound: the exact certificate (below) is the referee. Values outside `±τ` have
+//! a definite sign.
 //!
 //! # What this guarantees
 //!

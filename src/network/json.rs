@@ -976,4 +976,54 @@ mod tests {
             assert!((p - q).abs() < 1e-12);
         }
     }
+
+    #[test]
+    fn graph_form_expresses_nested_forks_and_round_trips() {
+        // y = max(relu(conv(x)) + x, concat-free skip): a fork inside a branch.
+        let text = r#"{"format":"tessera-model/1","input_shape":[1,3,3],"graph":[
+            {"name":"c","op":"conv2d","inputs":["input"],"weight":[[[[0.5,-1],[1,0.25]]]],"padding":[1,1],"padding_end":[0,0]},
+            {"name":"r","op":"relu","inputs":["c"]},
+            {"name":"a","op":"add","inputs":["r","input"]},
+            {"name":"n","op":"abs","inputs":["input"]},
+            {"name":"m","op":"min","inputs":["a","n"]},
+            {"name":"f","op":"flatten"}]}"#;
+        let net = parse_str(text, "g").unwrap();
+        assert_eq!(net.nodes.len(), 6);
+        assert!(!net.is_chain());
+        let x: Vec<f64> = (0..9).map(|i| (i as f64 * 0.9).cos()).collect();
+        // By hand: conv with padding 1 before and 0 after keeps 3×3.
+        let w = [[0.5, -1.0], [1.0, 0.25]];
+        let at =
+            |r: i64, c: i64| if (0..3).contains(&r) && (0..3).contains(&c) { x[(r * 3 + c) as usize] } else { 0.0 };
+        let y = net.forward(&x);
+        for r in 0..3i64 {
+            for c in 0..3i64 {
+                let conv: f64 = (0..2)
+                    .flat_map(|ky| (0..2).map(move |kx| (ky, kx)))
+                    .map(|(ky, kx)| w[ky][kx] * at(r + ky as i64 - 1, c + kx as i64 - 1))
+                    .sum();
+                let a = conv.max(0.0) + at(r, c);
+                let want = a.min(at(r, c).abs());
+                assert!((y[(r * 3 + c) as usize] - want).abs() < 1e-12);
+            }
+        }
+        // export-json writes the graph form; it loads back to the same function.
+        let again = parse_value(&to_value(&net)).unwrap();
+        assert_eq!(again.forward(&x), y);
+    }
+
+    #[test]
+    fn graph_form_errors_name_the_node() {
+        let doc = |graph: &str| format!(r#"{{"format":"tessera-model/1","input_shape":[2],"graph":[{graph}]}}"#);
+        let e = err_of(&doc(r#"{"name":"a","op":"relu","inputs":["b"]},{"name":"b","op":"relu","inputs":["a"]}"#));
+        assert!(e.contains("cycle") && e.contains("node `a`"), "{e}");
+        let e = err_of(&doc(r#"{"name":"a","op":"relu","inputs":["ghost"]}"#));
+        assert!(e.contains("ghost") && e.contains("node `a`"), "{e}");
+        let e = err_of(&doc(
+            r#"{"name":"a","op":"linear","weight":[[1,0],[0,1],[1,1]]},{"name":"j","op":"add","inputs":["a","input"]}"#,
+        ));
+        assert!(e.contains("node `j`") && e.contains("[3]") && e.contains("[2]"), "{e}");
+        let e = err_of(&doc(r#"{"name":"a","op":"relu","inputs":["input","input"]}"#));
+        assert!(e.contains("node `a`") && e.contains("one input"), "{e}");
+    }
 }

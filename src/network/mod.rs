@@ -542,17 +542,19 @@ impl Layer {
                 let icg = ic / groups;
                 let ocg = oc / groups;
                 let [kh, kw] = window.kernel;
-                for o in 0..oc {
-                    let g = o / ocg;
-                    let b = if with_bias { bias[o] } else { 0.0 };
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let mut acc = b;
+                // The taps of each output position, computed once for every channel.
+                let mut taps = Vec::new();
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        taps.clear();
+                        taps.extend(window.taps(oy, ox, h, w).map(|(ky, kx, iy, ix)| (ky * kw + kx, iy * w + ix)));
+                        for o in 0..oc {
+                            let g = o / ocg;
+                            let mut acc = if with_bias { bias[o] } else { 0.0 };
                             for ci in 0..icg {
-                                let cin = g * icg + ci;
-                                for (ky, kx, iy, ix) in window.taps(oy, ox, h, w) {
-                                    let wv = weight[((o * icg + ci) * kh + ky) * kw + kx];
-                                    acc += wv * x[(cin * h + iy) * w + ix];
+                                let (wk, xc) = (&weight[(o * icg + ci) * kh * kw..], &x[(g * icg + ci) * h * w..]);
+                                for &(k, p) in &taps {
+                                    acc += wk[k] * xc[p];
                                 }
                             }
                             y[(o * oh + oy) * ow + ox] = acc;

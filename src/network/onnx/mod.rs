@@ -108,15 +108,15 @@ enum Val {
     Data(Data),
 }
 
-/// The network shape of a data tensor of ONNX shape `dims` (batch first).
+/// The network shape of a data tensor of ONNX shape `dims`: `[1, n]`, `[1, c, l]` and
+/// `[1, c, h, w]` are what they say (the batch is one input); any other shape is a flat vector
+/// of its entries (one input is mapped, so a size-1 batch axis may move anywhere).
 fn canonical(dims: &[usize]) -> Result<Shape, String> {
     match dims {
         [1, n] => Ok(Shape::Flat(*n)),
         [1, c, l] => Ok(Shape::Image { c: *c, h: 1, w: *l }),
         [1, c, h, w] => Ok(Shape::Image { c: *c, h: *h, w: *w }),
-        [1, rest @ ..] => Ok(Shape::Flat(tensor::numel(rest).ok_or("shape overflows")?)),
-        [] => Err("a scalar on the data path".into()),
-        _ => Err(format!("the data path's batch axis must stay first and of size 1, got shape {dims:?}")),
+        other => Ok(Shape::Flat(tensor::numel(other).ok_or("shape overflows")?)),
     }
 }
 

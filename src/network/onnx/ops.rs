@@ -30,6 +30,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Expand",
     "Flatten",
     "Gather",
+    "GatherND",
     "Gemm",
     "GlobalAveragePool",
     "GlobalMaxPool",
@@ -132,6 +133,7 @@ pub(super) fn lower(cx: &mut Cx<'_>, node: &pb::NodeProto, a: &Attrs<'_>) -> Res
         "Transpose" => transpose,
         "Slice" => slice,
         "Gather" => gather,
+        "GatherND" => gather_nd,
         "Expand" => expand,
         "Pad" => pad,
         "Concat" => concat,
@@ -221,14 +223,6 @@ fn dims_of(v: &Val) -> &[usize] {
         Val::Const(t) => &t.dims,
         Val::Data(d) => &d.dims,
     }
-}
-
-/// The data tensor must keep its batch axis: `ax` must not be 0.
-fn not_batch(v: &Val, ax: usize, what: &str) -> Res {
-    if matches!(v, Val::Data(_)) && ax == 0 {
-        return Err(format!("{what} the batch axis"));
-    }
-    Ok(())
 }
 
 /// `y = scale·x + shift` per entry of `d` (a batch-norm node when both are constant per
@@ -401,11 +395,9 @@ fn squeeze(cx: &mut Cx<'_>, node: &pb::NodeProto, a: &Attrs<'_>) -> Res {
     let d = dims_of(&v).to_vec();
     let axes = match ints_from(cx, node, a, "axes", 1)? {
         Some(ax) => ax.iter().map(|&x| tensor::axis(x, d.len())).collect::<Result<Vec<_>, _>>()?,
-        // All axes of size 1, but a data tensor's batch.
-        None => (usize::from(matches!(v, Val::Data(_)))..d.len()).filter(|&i| d[i] == 1).collect(),
+        None => (0..d.len()).filter(|&i| d[i] == 1).collect(),
     };
     for &ax in &axes {
-        not_batch(&v, ax, "squeezes")?;
         if d[ax] != 1 {
             return Err(format!("axis {ax} has size {}, not 1", d[ax]));
         }
@@ -423,9 +415,6 @@ fn unsqueeze(cx: &mut Cx<'_>, node: &pb::NodeProto, a: &Attrs<'_>) -> Res {
     axes.sort_unstable();
     let mut rest = d.into_iter();
     let dims: Vec<usize> = (0..r).map(|i| if axes.contains(&i) { 1 } else { rest.next().unwrap_or(1) }).collect();
-    if matches!(v, Val::Data(_)) && axes.first() == Some(&0) {
-        return Err("unsqueezes before the batch axis".into());
-    }
     with_dims(cx, node, v, dims)
 }
 
@@ -436,9 +425,6 @@ fn transpose(cx: &mut Cx<'_>, node: &pb::NodeProto, a: &Attrs<'_>) -> Res {
         Some(p) => p.iter().map(|&x| tensor::axis(x, r)).collect::<Result<_, _>>()?,
         None => (0..r).rev().collect(),
     };
-    if matches!(v, Val::Data(_)) && perm.first() != Some(&0) {
-        return Err("the permutation moves the batch axis".into());
-    }
     let m = tensor::transpose(dims_of(&v), &perm)?;
     let out = map_val(cx, &v, m, "transpose")?;
     cx.set(node, 0, out)
@@ -458,9 +444,6 @@ fn slice(cx: &mut Cx<'_>, node: &pb::NodeProto, a: &Attrs<'_>) -> Res {
         return Err("starts, ends, axes and steps differ in length".into());
     }
     let m = tensor::slice(&d, &starts, &ends, &axes, &steps)?;
-    if matches!(v, Val::Data(_)) && m.dims.first() != Some(&1) {
-        return Err("slices the batch axis to nothing".into());
-    }
     let out = map_val(cx, &v, m, "slice")?;
     cx.set(node, 0, out)
 }
@@ -469,8 +452,18 @@ fn gather(cx: &mut Cx<'_>, node: &pb::NodeProto, a: &Attrs<'_>) -> Res {
     let v = val(cx, node, 0)?;
     let indices = cx.konst(node, 1)?.ok_or("indices are missing")?;
     let ax = tensor::axis(a.int("axis", 0), dims_of(&v).len())?;
-    not_batch(&v, ax, "gathers along")?;
     let m = tensor::gather(dims_of(&v), ax, &indices)?;
+    let out = map_val(cx, &v, m, "gather")?;
+    cx.set(node, 0, out)
+}
+
+fn gather_nd(cx: &mut Cx<'_>, node: &pb::NodeProto, a: &Attrs<'_>) -> Res {
+    if a.int("batch_dims", 0) != 0 {
+        return Err("batch_dims other than 0 is not supported".into());
+    }
+    let v = val(cx, node, 0)?;
+    let indices = cx.konst(node, 1)?.ok_or("indices are missing")?;
+    let m = tensor::gather_nd(dims_of(&v), &indices)?;
     let out = map_val(cx, &v, m, "gather")?;
     cx.set(node, 0, out)
 }
@@ -510,9 +503,6 @@ fn pad(cx: &mut Cx<'_>, node: &pb::NodeProto, a: &Attrs<'_>) -> Res {
         begin[ax] = pads[k];
         end[ax] = pads[k + axes.len()];
     }
-    if matches!(v, Val::Data(_)) && (begin[0] != 0 || end[0] != 0) {
-        return Err("pads the batch axis".into());
-    }
     let mode = match a.string("mode", "constant").as_str() {
         "constant" => PadMode::Constant,
         "reflect" => PadMode::Reflect,
@@ -548,7 +538,6 @@ fn concat(cx: &mut Cx<'_>, node: &pb::NodeProto, a: &Attrs<'_>) -> Res {
         let int = t.iter().all(|t| t.int);
         return cx.set(node, 0, Val::Const(Tensor { dims: out_dims, data, int }.checked()?));
     }
-    not_batch(&vals[0], ax, "concatenates along")?;
     let data: Vec<(usize, Data)> = vals
         .iter()
         .enumerate()
@@ -602,7 +591,6 @@ fn split(cx: &mut Cx<'_>, node: &pb::NodeProto, a: &Attrs<'_>) -> Res {
     let v = val(cx, node, 0)?;
     let d = dims_of(&v).to_vec();
     let ax = tensor::axis(a.int("axis", 0), d.len())?;
-    not_batch(&v, ax, "splits")?;
     let k = node.output.len();
     let sizes: Vec<i64> = match ints_from(cx, node, a, "split", 1)? {
         Some(s) => s,
@@ -638,9 +626,6 @@ fn nearest(
     coord: &str,
     round: &str,
 ) -> Res {
-    if matches!(v, Val::Data(_)) && out.first() != Some(&1) {
-        return Err("resizes the batch axis".into());
-    }
     let m = tensor::resize_nearest(dims_of(&v), &out, &scales, coord, round)?;
     let y = map_val(cx, &v, m, "resize")?;
     cx.set(node, 0, y)
@@ -983,7 +968,7 @@ fn prelu(cx: &mut Cx<'_>, node: &pb::NodeProto, _: &Attrs<'_>) -> Res {
     let w = cx.need_konst(node, 1)?;
     let ch = super::canonical(&d.dims)?.channels();
     // One slope, or one per channel ([C], [C, 1], [C, 1, 1]).
-    let per_channel = w.data.len() == ch && w.dims.iter().rev().skip_while(|&&x| x == 1).count() <= 1;
+    let per_channel = w.data.len() == ch && w.dims.iter().filter(|&&x| x != 1).count() <= 1;
     if w.data.len() != 1 && !per_channel {
         return Err(format!("slope of shape {:?}: expected one value or one per channel", w.dims));
     }
@@ -1435,9 +1420,6 @@ fn reduce(cx: &mut Cx<'_>, node: &pb::NodeProto, v: Val, axes: Vec<usize>, keep:
         );
     }
     let Val::Data(data) = v else { unreachable!() };
-    if axes.contains(&0) {
-        return Err("reduces over the batch axis".into());
-    }
     if k == 0 {
         return Err("reduces over an empty axis".into());
     }

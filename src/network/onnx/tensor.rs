@@ -4,6 +4,10 @@
 
 use super::super::onnx_proto as pb;
 use super::super::{Gather, MAX_ELEMENTS};
+
+/// Largest constant (a weight) one tensor may hold: 2^27 values (VGG's 25088 × 4096 classifier
+/// fits). Tensors of the data path stay within `MAX_ELEMENTS`.
+pub(super) const MAX_CONST: usize = 1 << 27;
 use std::path::Path;
 
 /// A constant tensor (integers are exact in f64 up to 2^53), and whether its element type is an
@@ -31,8 +35,8 @@ impl Tensor {
         if count != Some(self.data.len()) {
             return Err(format!("{} values for shape {:?}", self.data.len(), self.dims));
         }
-        if self.data.len() > MAX_ELEMENTS {
-            return Err(format!("{} values, above the limit of {MAX_ELEMENTS}", self.data.len()));
+        if self.data.len() > MAX_CONST {
+            return Err(format!("{} values, above the limit of {MAX_CONST}", self.data.len()));
         }
         Ok(self)
     }
@@ -70,8 +74,8 @@ pub(super) fn decode(t: &pb::TensorProto, dir: Option<&Path>) -> Result<Tensor, 
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
         .collect::<Result<_, _>>()?;
     let count = numel(&dims).ok_or("dimensions overflow")?;
-    if count > MAX_ELEMENTS {
-        return Err(format!("{count} values, above the limit of {MAX_ELEMENTS}"));
+    if count > MAX_CONST {
+        return Err(format!("{count} values, above the limit of {MAX_CONST}"));
     }
     let raw: std::borrow::Cow<'_, [u8]> = if t.data_location == 1 {
         let entry = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.clone());
@@ -157,7 +161,7 @@ fn strides(dims: &[usize]) -> Vec<usize> {
 
 /// Builds a map of output shape `out` from `f(output multi-index) -> input flat index`.
 fn build(out: Vec<usize>, mut f: impl FnMut(&[usize]) -> Option<usize>) -> Result<IndexMap, String> {
-    let n = numel(&out).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| format!("shape {out:?} is too large"))?;
+    let n = numel(&out).filter(|&n| n <= MAX_CONST).ok_or_else(|| format!("shape {out:?} is too large"))?;
     let mut index = Vec::with_capacity(n);
     let mut idx = vec![0usize; out.len()];
     for _ in 0..n {
@@ -253,6 +257,39 @@ pub(super) fn gather(dims: &[usize], ax: usize, indices: &Tensor) -> Result<Inde
         for a in ax + 1..dims.len() {
             j += o[a - 1 + r] * st[a];
         }
+        Some(j)
+    })
+}
+
+/// ONNX `GatherND` (no batch dimensions) with constant `indices` of shape `[..., k]`.
+pub(super) fn gather_nd(dims: &[usize], indices: &Tensor) -> Result<IndexMap, String> {
+    let k = *indices.dims.last().ok_or("indices must have at least one axis")?;
+    if k == 0 || k > dims.len() {
+        return Err(format!("index tuples of {k} entries for a tensor of rank {}", dims.len()));
+    }
+    let st = strides(dims);
+    let tuples = indices.as_ints();
+    let block: usize = dims[k..].iter().product();
+    let mut out: Vec<usize> = indices.dims[..indices.dims.len() - 1].to_vec();
+    out.extend(&dims[k..]);
+    let count = tuples.len() / k;
+    let mut starts = Vec::with_capacity(count);
+    for t in tuples.chunks(k) {
+        let mut j = 0usize;
+        for (a, &i) in t.iter().enumerate() {
+            let n = dims[a] as i64;
+            let i = if i < 0 { i + n } else { i };
+            if !(0..n).contains(&i) {
+                return Err(format!("index {i} is out of range for a dimension of {n}"));
+            }
+            j += i as usize * st[a];
+        }
+        starts.push(j);
+    }
+    let mut flat = 0usize;
+    build(out, |_| {
+        let j = starts[flat / block.max(1)] + flat % block.max(1);
+        flat += 1;
         Some(j)
     })
 }
