@@ -9,7 +9,6 @@ mod common;
 
 use std::path::PathBuf;
 use tessera::network::onnx;
-use tessera::slice::{Domain, Plane, Slice};
 
 #[test]
 fn torchvision_architectures_match_onnxruntime() {
@@ -18,18 +17,7 @@ fn torchvision_architectures_match_onnxruntime() {
     let mut ran = 0;
     for model in m["models"].as_array().unwrap() {
         let name = model["name"].as_str().unwrap();
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.ref.json"))).unwrap()).unwrap();
-        let vec = |k: &str| -> Vec<f64> { serde_json::from_value(v["plane"][k].clone()).unwrap() };
-        let b: Vec<f64> = serde_json::from_value(v["box"].clone()).unwrap();
-        let n = vec("origin").len();
-        let slice = Slice {
-            plane: Plane::from_vectors(vec("origin"), vec("du"), vec("dv"), n).unwrap(),
-            domain: Domain::new(b[0], b[1], b[2], b[3]).unwrap(),
-            anchors: None,
-        };
-        let uv: Vec<[f64; 2]> = serde_json::from_value(v["probe_uv"].clone()).unwrap();
-        let want: Vec<Vec<f64>> = serde_json::from_value(v["probe_out"].clone()).unwrap();
+        let (slice, uv, want, _) = common::onnx_reference(&dir.join(format!("{name}.ref.json")));
         // onnxruntime computes in f32: MobileNetV2's outputs differ from an exact (f64) forward
         // pass by up to 4e-5 relative (measured against PyTorch in float64), the others by
         // under 1e-5.

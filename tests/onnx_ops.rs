@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::checked;
+use common::{checked, onnx_reference as reference};
 use std::path::PathBuf;
 use tessera::network::onnx;
-use tessera::slice::{Domain, Plane, Slice};
+use tessera::slice::Slice;
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/onnx/ops")
@@ -18,29 +18,6 @@ fn dir() -> PathBuf {
 
 fn manifest() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir().join("MANIFEST.json")).expect("assets/onnx/ops/MANIFEST.json")).unwrap()
-}
-
-/// A `.ref.json`: the slice, the probe points, onnxruntime's outputs there, the exporter tags.
-type Reference = (Slice, Vec<[f64; 2]>, Vec<Vec<f64>>, Vec<String>);
-
-/// The slice, probes and onnxruntime outputs of a `.ref.json`.
-pub fn reference(path: &std::path::Path) -> Reference {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let vec = |k: &str| -> Vec<f64> { serde_json::from_value(v["plane"][k].clone()).unwrap() };
-    let b: Vec<f64> = serde_json::from_value(v["box"].clone()).unwrap();
-    let n = vec("origin").len();
-    let slice = Slice {
-        plane: Plane::from_vectors(vec("origin"), vec("du"), vec("dv"), n).unwrap(),
-        domain: Domain::new(b[0], b[1], b[2], b[3]).unwrap(),
-        anchors: None,
-    };
-    let tags = serde_json::from_value(v["exporters"].clone()).unwrap_or_else(|_| vec!["ts".to_string()]);
-    (
-        slice,
-        serde_json::from_value(v["probe_uv"].clone()).unwrap(),
-        serde_json::from_value(v["probe_out"].clone()).unwrap(),
-        tags,
-    )
 }
 
 /// Maps `net` on `slice` and compares every probe with onnxruntime (relative `tol`); returns

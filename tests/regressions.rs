@@ -251,3 +251,14 @@ fn json_models_are_bounded_before_allocating() {
     let e = load_err(json!(pools), json!([1, 1000, 1000]));
     assert!(e.contains("in all"), "{e}");
 }
+
+/// Found by fuzzing the rewritten ONNX loader (`fuzz/run.sh 180 onnx`, a mutation of the U-Net
+/// test model): a Resize whose scales make the output absurdly large built its per-axis index
+/// tables before any size check and hung allocating them; it is refused at once.
+#[test]
+fn resize_to_an_absurd_size_is_refused_at_once() {
+    let start = std::time::Instant::now();
+    let e = regression_onnx("fuzz_resize_huge_scale.onnx").unwrap_err();
+    assert!(e.contains("Resize") && e.contains("too large"), "{e}");
+    assert!(start.elapsed().as_secs() < 5, "took {:?}", start.elapsed());
+}

@@ -357,15 +357,12 @@ fn parse_graph(graph: &[Value], input_shape: Shape, nodes: &mut Vec<Node>) -> Re
         }
         raw.push(Raw { name, op, inputs, rest });
     }
-    // Topological order (Kahn), keeping the file order among ready nodes; a cycle or an unknown
-    // name is an error naming the node.
-    let mut indegree = vec![0usize; raw.len()];
-    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); raw.len()];
-    for (i, r) in raw.iter().enumerate() {
-        for inp in &r.inputs {
-            if inp == "input" {
-                continue;
-            }
+    // Topological order, keeping the file order among ready nodes; a cycle or an unknown name
+    // is an error naming the node.
+    let mut reads: Vec<Vec<usize>> = Vec::with_capacity(raw.len());
+    for r in &raw {
+        let mut deps = Vec::new();
+        for inp in r.inputs.iter().filter(|i| *i != "input") {
             let Some(&j) = by_name.get(inp) else {
                 return Err(err(
                     &r.name,
@@ -373,29 +370,17 @@ fn parse_graph(graph: &[Value], input_shape: Shape, nodes: &mut Vec<Node>) -> Re
                     LayerError { field: Some("inputs"), message: format!("no node is named `{inp}`") },
                 ));
             };
-            indegree[i] += 1;
-            readers[j].push(i);
+            deps.push(j);
         }
+        reads.push(deps);
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..raw.len()).filter(|&i| indegree[i] == 0).collect();
-    let mut order = Vec::with_capacity(raw.len());
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &k in &readers[i] {
-            indegree[k] -= 1;
-            if indegree[k] == 0 {
-                ready.insert(k);
-            }
-        }
-    }
-    if order.len() < raw.len() {
-        let stuck = (0..raw.len()).find(|&i| indegree[i] > 0).expect("some node is on a cycle");
-        return Err(err(
+    let order = super::topological_order(&reads).map_err(|stuck| {
+        err(
             &raw[stuck].name,
             &raw[stuck].op,
             LayerError { field: Some("inputs"), message: "the graph has a cycle through this node".into() },
-        ));
-    }
+        )
+    })?;
     let mut position = vec![0usize; raw.len()];
     for (k, &i) in order.iter().enumerate() {
         position[i] = k;

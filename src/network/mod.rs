@@ -882,6 +882,36 @@ impl Network {
     }
 }
 
+/// An order of `n` nodes in which every node comes after those it reads (`reads[i]`: the nodes
+/// node `i` reads, duplicates allowed), keeping the given order among nodes that are ready
+/// together (Kahn's algorithm). On a cycle, `Err` holds a node on it (or waiting for it).
+pub(crate) fn topological_order(reads: &[Vec<usize>]) -> Result<Vec<usize>, usize> {
+    let n = reads.len();
+    let mut indegree = vec![0usize; n];
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, r) in reads.iter().enumerate() {
+        for &j in r {
+            indegree[i] += 1;
+            readers[j].push(i);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &k in &readers[i] {
+            indegree[k] -= 1;
+            if indegree[k] == 0 {
+                ready.insert(k);
+            }
+        }
+    }
+    match (0..n).find(|&i| indegree[i] > 0) {
+        Some(stuck) => Err(stuck),
+        None => Ok(order),
+    }
+}
+
 /// The shape a join of `shapes` gives, or why they cannot be joined.
 pub fn merged_shape(merge: Merge, shapes: &[Shape]) -> Result<Shape, String> {
     let first = shapes[0];

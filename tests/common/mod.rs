@@ -334,3 +334,24 @@ pub fn random_plane(r: &mut ChaCha8Rng, n: usize, domain: [f64; 4]) -> Slice {
         anchors: None,
     }
 }
+
+/// An onnxruntime reference (`.ref.json`, written by scripts/make_assets.py and
+/// scripts/make_op_assets.py): the slice, the probe points, onnxruntime's outputs there, and the
+/// exporter tags of the files it covers.
+pub type OnnxReference = (Slice, Vec<[f64; 2]>, Vec<Vec<f64>>, Vec<String>);
+
+/// Reads an onnxruntime reference.
+pub fn onnx_reference(path: &std::path::Path) -> OnnxReference {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let vec = |k: &str| -> Vec<f64> { serde_json::from_value(v["plane"][k].clone()).unwrap() };
+    let b: Vec<f64> = serde_json::from_value(v["box"].clone()).unwrap();
+    let n = vec("origin").len();
+    let slice = Slice {
+        plane: tessera::slice::Plane::from_vectors(vec("origin"), vec("du"), vec("dv"), n).unwrap(),
+        domain: tessera::slice::Domain::new(b[0], b[1], b[2], b[3]).unwrap(),
+        anchors: None,
+    };
+    let tags = serde_json::from_value(v["exporters"].clone()).unwrap_or_else(|_| vec!["ts".to_string()]);
+    let probes = serde_json::from_value(v["probe_uv"].clone()).unwrap();
+    (slice, probes, serde_json::from_value(v["probe_out"].clone()).unwrap(), tags)
+}

@@ -412,15 +412,12 @@ fn topological(nodes: &[pb::NodeProto], known: &HashMap<String, Val>) -> Result<
             }
         }
     }
-    let mut indegree = vec![0usize; nodes.len()];
-    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
-    for (k, n) in nodes.iter().enumerate() {
+    let mut reads: Vec<Vec<usize>> = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let mut deps = Vec::new();
         for i in n.input.iter().filter(|i| !i.is_empty()) {
             match producer.get(i.as_str()) {
-                Some(&p) => {
-                    indegree[k] += 1;
-                    readers[p].push(k);
-                }
+                Some(&p) => deps.push(p),
                 None if known.contains_key(i) => {}
                 None => {
                     return Err(OnnxError::Node {
@@ -431,26 +428,13 @@ fn topological(nodes: &[pb::NodeProto], known: &HashMap<String, Val>) -> Result<
                 }
             }
         }
+        reads.push(deps);
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..nodes.len()).filter(|&k| indegree[k] == 0).collect();
-    let mut order = Vec::with_capacity(nodes.len());
-    while let Some(k) = ready.pop_first() {
-        order.push(k);
-        for &r in &readers[k] {
-            indegree[r] -= 1;
-            if indegree[r] == 0 {
-                ready.insert(r);
-            }
-        }
-    }
-    if let Some(k) = (0..nodes.len()).find(|&k| indegree[k] > 0) {
-        return Err(OnnxError::Node {
-            node: node_name(&nodes[k]),
-            op: nodes[k].op_type.clone(),
-            message: "the graph has a cycle through this node".into(),
-        });
-    }
-    Ok(order)
+    super::topological_order(&reads).map_err(|k| OnnxError::Node {
+        node: node_name(&nodes[k]),
+        op: nodes[k].op_type.clone(),
+        message: "the graph has a cycle through this node".into(),
+    })
 }
 
 /// The nodes `last` depends on, renumbered in order (the others do not change the output, and

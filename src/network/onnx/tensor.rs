@@ -379,6 +379,9 @@ pub(super) fn resize_nearest(
     coord: &str,
     rounding: &str,
 ) -> Result<IndexMap, String> {
+    if numel(out).is_none_or(|n| n > MAX_CONST) {
+        return Err(format!("the resized shape {out:?} is too large"));
+    }
     let st = strides(dims);
     let src = |a: usize, i: usize| -> Result<usize, String> {
         let (n_in, n_out, s) = (dims[a] as f64, out[a] as f64, scales[a]);
