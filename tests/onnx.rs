@@ -20,20 +20,8 @@ struct Reference {
 }
 
 fn reference(name: &str) -> Reference {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(asset(&format!("{name}.ref.json"))).unwrap()).unwrap();
-    let vec = |k: &str| -> Vec<f64> { serde_json::from_value(v["plane"][k].clone()).unwrap() };
-    let b: Vec<f64> = serde_json::from_value(v["box"].clone()).unwrap();
-    let n = vec("origin").len();
-    Reference {
-        slice: Slice {
-            plane: Plane::from_vectors(vec("origin"), vec("du"), vec("dv"), n).unwrap(),
-            domain: Domain::new(b[0], b[1], b[2], b[3]).unwrap(),
-            anchors: None,
-        },
-        probe_uv: serde_json::from_value(v["probe_uv"].clone()).unwrap(),
-        probe_out: serde_json::from_value(v["probe_out"].clone()).unwrap(),
-    }
+    let (slice, probe_uv, probe_out, _) = common::onnx_reference(&asset(&format!("{name}.ref.json")));
+    Reference { slice, probe_uv, probe_out }
 }
 
 #[test]
