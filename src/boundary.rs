@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// Which function of the outputs defines the classes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Decision {
     /// The predicted class: the index of the largest output (ties to the lower index).
     Argmax,
@@ -303,6 +303,20 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
     b
 }
 
+/// The boundary made of `segments` (frame coordinates; each found in one region or in two
+/// neighbours), stitched into polylines: `crossed` regions were crossed and split into `pieces`
+/// class cells. Its `region_classes` and `split_cells` are empty. Used to join the boundaries of
+/// tiles (see `tile`).
+pub fn from_segments(
+    decision: &Decision,
+    segments: Vec<Segment>,
+    frame: &Normalization,
+    crossed: usize,
+    pieces: usize,
+) -> Boundary {
+    finish(decision, segments, frame, crossed, pieces)
+}
+
 /// Stitches the segments into a boundary (without per-region classes or cells).
 fn finish(
     decision: &Decision,
@@ -359,6 +373,12 @@ impl Segments {
             crossed: 0,
             pieces: 0,
         }
+    }
+
+    /// The segments found so far (not stitched: a segment on an edge shared by two regions is
+    /// there twice), the regions crossed and their class cells.
+    pub fn finish_raw(self) -> (Vec<Segment>, usize, usize) {
+        (self.segments, self.crossed, self.pieces)
     }
 
     /// The stitched boundary (its `region_classes` and `split_cells` are empty).

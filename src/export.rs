@@ -74,10 +74,15 @@ pub fn boundary_json(b: &Boundary, frame: &Normalization) -> Value {
 
 /// The opening of a document, up to the regions' array.
 pub fn header(slice: &Slice) -> String {
+    header_of(&slice.domain, slice.anchors)
+}
+
+/// The opening of a document over `domain` with optional anchors, up to the regions' array.
+pub fn header_of(domain: &crate::slice::Domain, anchors: Option<[[f64; 2]; 3]>) -> String {
     format!(
         "{{\"format\":\"{FORMAT}\",\"domain\":{},\"anchors\":{},\"regions\":[",
-        json!(slice.domain.corners()),
-        json!(slice.anchors)
+        json!(domain.corners()),
+        json!(anchors)
     )
 }
 

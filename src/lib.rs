@@ -39,6 +39,7 @@ pub mod pattern;
 pub mod render;
 pub mod sample;
 pub mod slice;
+pub mod tile;
 
 pub use engine::collect::{Collect, Finished, Keep, Tally};
 pub use engine::{EngineError, Options, Pattern, Progress};
@@ -67,6 +68,9 @@ pub enum Error {
     /// The engine stopped.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// Tiles could not be made or merged.
+    #[error(transparent)]
+    Tile(#[from] tile::TileError),
 }
 
 fn check_slice(net: &Network, slice: &Slice) -> Result<(), slice::SliceError> {
@@ -106,7 +110,22 @@ pub fn stream<C: Collect>(net: &Network, slice: &Slice, opts: &Options, collect:
         .map(|(s, &regions)| LayerCount { layer: s.layer, op: s.op.clone(), regions })
         .collect();
     let (collect, tally) = out.collect;
-    let domain_area = slice.domain.area();
+    let summary = summarize(out.count, slice.domain, scale, out.area_sum, &tally, regions_per_layer, out.dropped);
+    Ok(Run { summary, collect, frame, layout: plan.layout(), output_scale: plan.output_magnitude.clone() })
+}
+
+/// The summary of `regions` regions over `domain` with statistics `tally` and total area
+/// `area_sum` in frame units (`scale`: the frame's area unit in `(u, v)`).
+pub(crate) fn summarize(
+    regions: u64,
+    domain: slice::Domain,
+    scale: f64,
+    area_sum: f64,
+    tally: &Tally,
+    regions_per_layer: Vec<LayerCount>,
+    dropped: u64,
+) -> Summary {
+    let domain_area = domain.area();
     let area_histogram = tally
         .area_bins
         .iter()
@@ -117,18 +136,17 @@ pub fn stream<C: Collect>(net: &Network, slice: &Slice, opts: &Options, collect:
             AreaBin { min: at(k + 1), max: at(k), regions }
         })
         .collect();
-    let summary = Summary {
-        regions: out.count,
+    Summary {
+        regions,
         domain_area,
-        area_sum: out.area_sum * scale,
-        vertices: Some(tally.vertices(out.count)),
+        area_sum: area_sum * scale,
+        vertices: Some(tally.vertices(regions)),
         regions_per_layer,
-        dropped_slivers: out.dropped,
+        dropped_slivers: dropped,
         area_histogram,
         min_area: tally.min_area * scale,
         max_area: tally.max_area * scale,
-    };
-    Ok(Run { summary, collect, frame, layout: plan.layout(), output_scale: plan.output_magnitude.clone() })
+    }
 }
 
 /// Computes the partition of `slice`'s domain, keeping every region.
@@ -155,6 +173,26 @@ pub fn into_partition(run: Run<Keep>, domain: slice::Domain, outputs: usize) -> 
         })
         .collect();
     Partition { domain, frame, regions, summary, layout, output_scale }
+}
+
+/// Feeds the regions of `part` to `collect` as a run would stream them (after
+/// [`Collect::begin`]): pictures, boundaries and JSON of a partition that was computed earlier
+/// or merged from tiles, with the same collectors as a streaming run.
+pub fn replay<C: Collect>(part: &Partition, collect: &mut C) {
+    let outputs = part.output_scale.len();
+    collect.begin(&engine::collect::Start {
+        frame: part.frame,
+        outputs,
+        output_scale: &part.output_scale,
+        layout: &part.layout,
+    });
+    for r in &part.regions {
+        let mut map = Vec::with_capacity(3 * outputs);
+        map.extend(r.map.jacobian.iter().map(|j| j[0]));
+        map.extend(r.map.jacobian.iter().map(|j| j[1]));
+        map.extend_from_slice(&r.map.offset);
+        collect.add(&Finished { poly: r.polygon.clone(), area: r.polygon.area(), map, pattern: r.pattern.clone() });
+    }
 }
 
 /// Counts the regions of `slice`'s domain without keeping them, in memory independent of the

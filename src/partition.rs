@@ -47,7 +47,7 @@ pub struct Region {
 }
 
 /// Region count after one nonlinear layer.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerCount {
     /// Index of the layer in the model.
     pub layer: usize,

@@ -61,7 +61,7 @@ impl Pattern {
 }
 
 /// Where one nonlinear layer's units sit in an activation pattern.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerBits {
     /// Index of the layer in the model.
     pub layer: usize,

@@ -152,7 +152,7 @@ impl Plane {
 }
 
 /// An axis-aligned rectangle `[u0, u1] × [v0, v1]` in slice coordinates.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Domain {
     /// Lower u.
     pub u0: f64,
@@ -221,7 +221,7 @@ pub struct Slice {
 }
 
 /// Maps normalised coordinates `(s, t) ∈ [-1, 1]²` to slice coordinates `(u, v)`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Normalization {
     /// Centre of the domain in `(u, v)`.
     pub center: [f64; 2],

@@ -348,3 +348,79 @@ fn pictures_plots_and_layer_maps_through_the_binary() {
     let o = tessera(&["map", EXAMPLE, "--time-limit", "1e30"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// `map --tile I/N` jobs merged by `merge` give the single run's statistics (every field but
+/// the time) and the same PNG, byte for byte; a missing tile is named.
+#[test]
+fn tiles_merge_into_the_single_run() {
+    let dir = tempdir("tiles");
+    let d = |name: &str| dir.join(name).display().to_string();
+    let single = tessera(&["map", EXAMPLE, "--box", "-2,2,-2,2", "--stats", "--boundary", "--png", &d("single.png")]);
+    assert!(single.status.success(), "{}", stderr(&single));
+    let mut want: Value = serde_json::from_slice(&single.stdout).unwrap();
+    want.as_object_mut().unwrap().remove("elapsed_s");
+    for n in [2, 9] {
+        let mut files = Vec::new();
+        for i in 1..=n {
+            let f = d(&format!("t{n}-{i}.json"));
+            let spec = format!("{i}/{n}");
+            let o =
+                tessera(&["map", EXAMPLE, "--box", "-2,2,-2,2", "--tile", &spec, "--tile-out", &f, "--tile-regions"]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            files.push(f);
+        }
+        let png = d(&format!("merged{n}.png"));
+        let mut args = vec!["merge", "--stats", "--boundary", "--png", &png];
+        args.extend(files.iter().map(String::as_str));
+        let o = tessera(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut got: Value = serde_json::from_slice(&o.stdout).unwrap();
+        got.as_object_mut().unwrap().remove("elapsed_s");
+        for key in ["boundary_length", "area_sum", "min_area", "max_area"] {
+            let (g, w) = (got[key].as_f64().unwrap(), want[key].as_f64().unwrap());
+            assert!((g - w).abs() <= 1e-9 * w.abs(), "N = {n}: {key} {g} vs {w}");
+            got[key] = want[key].clone();
+        }
+        let bins = |v: &Value| {
+            v["area_histogram"].as_array().unwrap().iter().map(|b| b["regions"].clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(bins(&got), bins(&want), "N = {n}: area histogram");
+        got["area_histogram"] = want["area_histogram"].clone();
+        assert_eq!(got, want, "N = {n}: merged statistics differ from the single run's");
+        assert!(std::fs::read(&png).unwrap() == std::fs::read(d("single.png")).unwrap(), "N = {n}: PNG differs");
+    }
+    // A failed job leaves no file: merge names the missing tile.
+    let o = tessera(&[
+        "merge",
+        &d("t9-1.json"),
+        &d("t9-2.json"),
+        &d("t9-4.json"),
+        &d("t9-5.json"),
+        &d("t9-6.json"),
+        &d("t9-7.json"),
+        &d("t9-8.json"),
+        &d("t9-9.json"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("tile 3/9 is missing"), "{}", stderr(&o));
+    // Count-only tiles merge statistics, and refuse pictures with a message.
+    let (a, b) = (d("c1.json"), d("c2.json"));
+    for (spec, f) in [("1/2", &a), ("2/2", &b)] {
+        let o = tessera(&["map", EXAMPLE, "--box", "-2,2,-2,2", "--tile", spec, "--tile-out", f]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = tessera(&["merge", &a, &b, "--stats"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(got["regions"], 12_042);
+    let o = tessera(&["merge", &a, &b, "--png", &d("x.png")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--tile-regions"), "{}", stderr(&o));
+    assert!(!dir.join("x.png").exists());
+    // Bad tile specs.
+    for spec in ["0/4", "5/4", "x"] {
+        let o = tessera(&["map", EXAMPLE, "--tile", spec, "--tile-out", &d("y.json")]);
+        assert_eq!(o.status.code(), Some(2), "{spec}");
+        assert!(stderr(&o).contains("bad tile"), "{}", stderr(&o));
+    }
+}

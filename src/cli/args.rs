@@ -19,6 +19,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Sample points on the decision boundary, inside regions, or in pairs across the boundary.
     Sample(SampleArgs),
+    /// Join the tile results of `map --tile I/N` into the single run's statistics, JSON and pictures.
+    Merge(MergeArgs),
     /// Show the model's layers, shapes, parameters and piecewise-linear units.
     Info {
         /// Model file (tessera-model/1 JSON or ONNX).
@@ -86,6 +88,36 @@ pub struct MapArgs {
     pub layer_map: Option<usize>,
     #[command(flatten)]
     pub decision: DecisionArgs,
+    #[command(flatten)]
+    pub picture: PictureArgs,
+    /// Compute only tile I (from 1) of a grid of N tiles of the domain and write it to
+    /// --tile-out; `tessera merge` joins the N tile results into the single run's.
+    #[arg(long, value_name = "I/N", requires = "tile_out",
+          conflicts_with_all = ["json", "stats", "svg", "png", "plots", "layer_map"])]
+    pub tile: Option<String>,
+    /// Where the tile result goes (JSON).
+    #[arg(long, value_name = "TILE.json", requires = "tile")]
+    pub tile_out: Option<PathBuf>,
+    /// Keep every region of the tile (not only those on its borders), so that `merge` can
+    /// write --json and pictures; without it the tile holds counts and border regions only.
+    #[arg(long, requires = "tile")]
+    pub tile_regions: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Tile results of one run (every tile of its grid, each once).
+    #[arg(required = true, value_name = "TILE.json")]
+    pub tiles: Vec<PathBuf>,
+    /// Write every region to this JSON file (tiles made with --tile-regions).
+    #[arg(long, value_name = "OUT.json")]
+    pub json: Option<PathBuf>,
+    /// Print statistics as one JSON object on stdout.
+    #[arg(long)]
+    pub stats: bool,
+    /// Add the decision boundary (of the tiles' --threshold/--level) to --stats and --json.
+    #[arg(long)]
+    pub boundary: bool,
     #[command(flatten)]
     pub picture: PictureArgs,
 }

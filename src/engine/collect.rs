@@ -97,7 +97,7 @@ pub const AREA_BINS_PER_DECADE: usize = 4;
 /// Counts and statistics in memory independent of the region count: the region area histogram
 /// (log-spaced bins relative to the domain area), polygon sides, and the pieces of Euler's
 /// formula for the number of distinct vertices.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
     /// Regions by `floor(-log10(area / domain area) · AREA_BINS_PER_DECADE)`.
     pub area_bins: Vec<u64>,
@@ -118,8 +118,8 @@ impl Tally {
         self.polygon_with_area(poly, poly.area());
     }
 
-    /// Counts one polygon whose area is known.
-    fn polygon_with_area(&mut self, poly: &ConvexPolygon, area: f64) {
+    /// Counts one polygon whose frame area is known.
+    pub fn polygon_with_area(&mut self, poly: &ConvexPolygon, area: f64) {
         let rel = (area / 4.0).max(f64::MIN_POSITIVE);
         let bin = ((-rel.log10()) * AREA_BINS_PER_DECADE as f64).floor().max(0.0) as usize;
         let bin = bin.min(400);

@@ -90,6 +90,11 @@ pub struct Options {
     /// its own at every stage (no sparse corrections, no shared or virtual bases, no split-tree
     /// maps). Much slower on convolutional networks; the same partition.
     pub dense_reference: bool,
+    /// Partition only this rectangle `[s0, s1, t0, t1]` of the frame square `[-1, 1]²` (a tile
+    /// of the domain: see `tile`). Everything else — the noise floors, the tolerance, the frame —
+    /// stays the whole domain's, so a tile's regions are the whole run's regions cut by the
+    /// rectangle. `None`: the whole square.
+    pub clip: Option<[f64; 4]>,
 }
 
 /// How far a run is, readable from another thread while it runs.

@@ -150,6 +150,11 @@ impl<C: Collect> Ctx<'_, C> {
         let _ = self.stop.compare_exchange(0, reason, Ordering::Relaxed, Ordering::Relaxed);
     }
 
+    /// Frame area of the root polygon (the square, or the clip rectangle): progress shares.
+    fn root_area(&self) -> f64 {
+        self.opts.clip.map_or(4.0, |[s0, s1, t0, t1]| (s1 - s0) * (t1 - t0))
+    }
+
     /// Checks the time budget; true when the run must stop.
     fn out_of_time(&self) -> bool {
         if self.opts.time_limit.is_some_and(|t| self.start.elapsed() > t) {
@@ -428,7 +433,7 @@ pub(crate) fn emit<C: Collect>(ctx: &Ctx<'_, C>, cell: Cell, out: &mut Output<C>
         return;
     }
     if let Some(p) = &ctx.opts.progress {
-        p.add(area / 4.0);
+        p.add(area / ctx.root_area());
     }
     out.count += 1;
     out.area_sum += area;
@@ -852,10 +857,12 @@ fn fork_or_recurse<C: Collect>(
     keep
 }
 
-/// Partitions the square `[-1, 1]²`: the root base, then every stage.
+/// Partitions the square `[-1, 1]²` (or the clip rectangle of the options): the root base, then
+/// every stage.
 pub(crate) fn run<C: Collect>(ctx: &Ctx<'_, C>, plane_rows: &[f64], collect: C) -> Output<C> {
     let plan = ctx.plan;
-    let square = ConvexPolygon::rect(-1.0, 1.0, -1.0, 1.0);
+    let [s0, s1, t0, t1] = ctx.opts.clip.unwrap_or([-1.0, 1.0, -1.0, 1.0]);
+    let square = ConvexPolygon::rect(s0, s1, t0, t1);
     let pattern = if ctx.full { Pattern::zeros(plan.pattern_bits) } else { Pattern::default() };
     let mut out = ctx.output(collect);
     let root = SCRATCH.with(|s| Base::root(plan, plane_rows, square.clone(), &mut s.borrow_mut().base.pwl));

@@ -216,19 +216,25 @@ struct Painted {
     classes: usize,
 }
 
-/// A stable 64-bit key of a polygon (its vertices' bits), never 0.
-fn poly_key(poly: &ConvexPolygon) -> u64 {
+/// A stable 64-bit key of a region, never 0: a hash of its activation pattern (unique to the
+/// region), or without one, of its centroid on a grid of 2^-26 of the frame. Not the vertices'
+/// bits: a region rejoined from tiles (see `tile`) has the same polygon up to rounding but not
+/// the same vertex list, and must paint the same.
+fn region_key(r: &Finished) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = rustc_hash::FxHasher::default();
-    for p in &poly.pts {
-        p[0].to_bits().hash(&mut h);
-        p[1].to_bits().hash(&mut h);
+    if r.pattern.0.is_empty() {
+        let c = r.poly.centroid();
+        let grid = |x: f64| (x * (1u64 << 26) as f64).round() as i64;
+        (grid(c[0]), grid(c[1])).hash(&mut h);
+    } else {
+        r.pattern.hash(&mut h);
     }
     h.finish() | 1
 }
 
 fn prepare(cfg: &Config, r: &Finished) -> Painted {
-    let key = poly_key(&r.poly);
+    let key = region_key(r);
     let area = r.area;
     let mut boundary = Vec::new();
     let mut classes = 0;
@@ -444,7 +450,7 @@ impl Collect for Raster {
     fn add(&mut self, r: &Finished) -> u64 {
         // Maps and patterns are not kept: only what the pieces need.
         let map = if self.needs_maps() { r.map.clone() } else { Vec::new() };
-        self.pending.push(Finished { poly: r.poly.clone(), area: r.area, map, pattern: Default::default() });
+        self.pending.push(Finished { poly: r.poly.clone(), area: r.area, map, pattern: r.pattern.clone() });
         if self.pending.len() >= BATCH {
             self.flush();
         }
