@@ -45,7 +45,7 @@ pub enum SliceError {
     #[error("degenerate slice: {0}")]
     Degenerate(&'static str),
     /// The model input is not two-dimensional and no plane was given.
-    #[error("the model input has {0} features: give a plane with --origin/--du/--dv or --anchors")]
+    #[error("the model input has {0} features: give a plane (an origin and two directions, or three anchors)")]
     NeedPlane(usize),
 }
 
@@ -278,7 +278,55 @@ impl Normalization {
     }
 }
 
+/// How a slice's plane is given.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlaneSpec {
+    /// The input itself (2-input networks only).
+    Identity,
+    /// `origin + u·du + v·dv`.
+    Vectors {
+        /// The origin.
+        origin: Vec<f64>,
+        /// Direction of u.
+        du: Vec<f64>,
+        /// Direction of v.
+        dv: Vec<f64>,
+    },
+    /// The plane through three inputs, origin at `a`, with orthonormal `(u, v)`.
+    Anchors {
+        /// Anchor A.
+        a: Vec<f64>,
+        /// Anchor B.
+        b: Vec<f64>,
+        /// Anchor C.
+        c: Vec<f64>,
+    },
+}
+
+/// Padding of the default domain around three anchors, as a fraction of their bounding box.
+pub const ANCHOR_PAD: f64 = 0.25;
+
 impl Slice {
+    /// The slice of a network with `n` inputs on `plane` over `domain` `[u0, u1, v0, v1]`; the
+    /// default domain is `[-1, 1]²`, or for anchors their bounding box padded by [`ANCHOR_PAD`].
+    pub fn build(n: usize, plane: PlaneSpec, domain: Option<[f64; 4]>) -> Result<Slice, SliceError> {
+        let (plane, anchors) = match plane {
+            PlaneSpec::Identity if n == 2 => (Plane::identity2(), None),
+            PlaneSpec::Identity => return Err(SliceError::NeedPlane(n)),
+            PlaneSpec::Vectors { origin, du, dv } => (Plane::from_vectors(origin, du, dv, n)?, None),
+            PlaneSpec::Anchors { a, b, c } => {
+                let (plane, coords) = Plane::from_anchors(&a, &b, &c, n)?;
+                (plane, Some(coords))
+            }
+        };
+        let domain = match (domain, anchors) {
+            (Some([u0, u1, v0, v1]), _) => Domain::new(u0, u1, v0, v1),
+            (None, Some(coords)) => Domain::around(&coords, ANCHOR_PAD),
+            (None, None) => Domain::new(-1.0, 1.0, -1.0, 1.0),
+        }?;
+        Ok(Slice { plane, domain, anchors })
+    }
+
     /// The plane whose `[-1, 1]²` is this slice's domain, and the map back to `(u, v)`.
     pub fn normalized(&self) -> (Plane, Normalization) {
         let d = &self.domain;

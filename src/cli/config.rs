@@ -4,7 +4,7 @@ use super::args::SliceArgs;
 use super::CliError;
 use std::path::Path;
 use tessera::network::{json, Network};
-use tessera::slice::{Domain, Plane, Slice, SliceError};
+use tessera::slice::{PlaneSpec, Slice};
 
 pub fn decision(args: &super::args::DecisionArgs, outputs: usize) -> Result<tessera::boundary::Decision, CliError> {
     use tessera::boundary::Decision;
@@ -93,37 +93,30 @@ pub fn build_slice(net: &Network, args: &SliceArgs) -> Result<Slice, CliError> {
     }
     let n = net.input_shape.numel();
     let user_box = args.box_.as_deref().map(parse_box).transpose()?;
-    let (plane, anchors) = if let Some(list) = &args.anchors {
+    let plane = if let Some(list) = &args.anchors {
         let files: Vec<&str> = list.split(',').collect();
         if files.len() != 3 {
             return Err(CliError::Usage(format!("--anchors expects three files A,B,C, got `{list}`")));
         }
-        let a = read_vector(Path::new(files[0]), n, "anchor A")?;
-        let b = read_vector(Path::new(files[1]), n, "anchor B")?;
-        let c = read_vector(Path::new(files[2]), n, "anchor C")?;
-        let (plane, coords) = Plane::from_anchors(&a, &b, &c, n).map_err(tessera::Error::from)?;
-        (plane, Some(coords))
+        PlaneSpec::Anchors {
+            a: read_vector(Path::new(files[0]), n, "anchor A")?,
+            b: read_vector(Path::new(files[1]), n, "anchor B")?,
+            c: read_vector(Path::new(files[2]), n, "anchor C")?,
+        }
     } else if let (Some(o), Some(du), Some(dv)) = (&args.origin, &args.du, &args.dv) {
-        let plane = Plane::from_vectors(
-            read_vector(o, n, "--origin")?,
-            read_vector(du, n, "--du")?,
-            read_vector(dv, n, "--dv")?,
-            n,
-        )
-        .map_err(tessera::Error::from)?;
-        (plane, None)
+        PlaneSpec::Vectors {
+            origin: read_vector(o, n, "--origin")?,
+            du: read_vector(du, n, "--du")?,
+            dv: read_vector(dv, n, "--dv")?,
+        }
     } else if n == 2 {
-        (Plane::identity2(), None)
+        PlaneSpec::Identity
     } else {
-        return Err(tessera::Error::from(SliceError::NeedPlane(n)).into());
+        return Err(CliError::Usage(format!(
+            "the model input has {n} features: give a plane with --origin/--du/--dv or --anchors"
+        )));
     };
-    let domain = match (user_box, anchors) {
-        (Some([u0, u1, v0, v1]), _) => Domain::new(u0, u1, v0, v1),
-        (None, Some(coords)) => Domain::around(&coords, 0.25),
-        (None, None) => Domain::new(-1.0, 1.0, -1.0, 1.0),
-    }
-    .map_err(tessera::Error::from)?;
-    Ok(Slice { plane, domain, anchors })
+    Ok(Slice::build(n, plane, user_box).map_err(tessera::Error::from)?)
 }
 
 #[cfg(test)]

@@ -372,16 +372,8 @@ fn merge(a: MergeArgs) -> Result<i32, CliError> {
         let title = Some(format!("{}: {} regions", m.name, summary.regions));
         let opts = tessera::render::RenderOptions { title: title.clone(), ..render_opts.clone() };
         if let Some(path) = &a.picture.png {
-            let png = if render_opts.edges == EdgeMode::Layer {
-                let scene = tessera::render::Scene { partition: p, boundary: Some(&boundary), anchors: m.anchors };
-                tessera::render::render_png(&scene, &opts)
-            } else {
-                // The streaming rasteriser of `map --png`: the same picture as the single run.
-                let mut raster = Raster::new(m.domain, render_opts.clone(), Some(m.decision.clone()));
-                tessera::replay(p, &mut raster);
-                let rgb = raster.finish(title.clone(), m.anchors);
-                tessera::render::encode_png(&rgb, render_opts.size.0, render_opts.size.1)
-            };
+            // Drawn as `map --png` draws the single run: the same picture.
+            let png = tessera::render::partition_png(p, &m.decision, Some(&boundary), m.anchors, &opts);
             output::write_atomically(path, |w| w.write_all(&png))?;
             eprintln!("wrote {}", path.display());
         }

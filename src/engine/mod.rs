@@ -63,6 +63,9 @@ pub enum EngineError {
         /// The limit in megabytes.
         megabytes: u64,
     },
+    /// The caller cancelled the run (see [`Options::cancel`]).
+    #[error("cancelled")]
+    Cancelled,
     /// The thread pool could not be created.
     #[error("cannot start {threads} worker threads: {message}")]
     Threads {
@@ -95,6 +98,10 @@ pub struct Options {
     /// stays the whole domain's, so a tile's regions are the whole run's regions cut by the
     /// rectangle. `None`: the whole square.
     pub clip: Option<[f64; 4]>,
+    /// Stop with [`EngineError::Cancelled`] soon after this becomes true (checked with the time
+    /// limit: every 1024 regions and at every batch): another thread's interrupt, e.g. Ctrl-C
+    /// in a notebook.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// How far a run is, readable from another thread while it runs.

@@ -102,6 +102,7 @@ fn nanos(t: Option<std::time::Instant>) -> u64 {
 pub(crate) const STOP_REGIONS: u8 = 1;
 pub(crate) const STOP_TIME: u8 = 2;
 pub(crate) const STOP_MEMORY: u8 = 3;
+pub(crate) const STOP_CANCEL: u8 = 4;
 
 /// Shared state of one run.
 pub(crate) struct Ctx<'a, C> {
@@ -160,6 +161,9 @@ impl<C: Collect> Ctx<'_, C> {
         if self.opts.time_limit.is_some_and(|t| self.start.elapsed() > t) {
             self.halt(STOP_TIME);
         }
+        if self.opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            self.halt(STOP_CANCEL);
+        }
         self.aborted()
     }
 
@@ -168,6 +172,7 @@ impl<C: Collect> Ctx<'_, C> {
             0 => Ok(()),
             STOP_REGIONS => Err(EngineError::TooManyRegions { limit: self.opts.max_regions.unwrap_or(0) }),
             STOP_TIME => Err(EngineError::TimeLimit { seconds: self.opts.time_limit.map_or(0.0, |t| t.as_secs_f64()) }),
+            STOP_CANCEL => Err(EngineError::Cancelled),
             _ => Err(EngineError::MemoryLimit { megabytes: self.opts.memory_limit.unwrap_or(0) >> 20 }),
         }
     }

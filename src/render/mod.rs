@@ -294,6 +294,25 @@ struct Piece<'a> {
     class: Option<usize>,
 }
 
+/// The PNG of a kept partition as `tessera map --png` draws it: the streaming rasteriser fed with
+/// the regions (edges coloured by layer need the whole partition: the scene renderer then).
+/// `opts.title` is the title.
+pub fn partition_png(
+    part: &Partition,
+    decision: &crate::boundary::Decision,
+    boundary: Option<&crate::boundary::Boundary>,
+    anchors: Option<[[f64; 2]; 3]>,
+    opts: &RenderOptions,
+) -> Vec<u8> {
+    if opts.edges == EdgeMode::Layer {
+        return render_png(&Scene { partition: part, boundary, anchors }, opts);
+    }
+    let mut raster = raster::Raster::new(part.domain, opts.clone(), Some(decision.clone()));
+    crate::replay(part, &mut raster);
+    let rgb = raster.finish(opts.title.clone(), anchors);
+    encode_png(&rgb, opts.size.0, opts.size.1)
+}
+
 /// Draws the whole picture on `c`.
 pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
     let part = scene.partition;
