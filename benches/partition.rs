@@ -40,6 +40,25 @@ fn benches(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // Exact 1D paths (`tessera line`): a diagonal of the MLP's box, and LeNet-5 from anchor A
+    // to anchor B (two test images).
+    let mut g = c.benchmark_group("line");
+    g.sample_size(10);
+    let argmax = tessera::boundary::Decision::Argmax;
+    let diagonal = [vec![-2.0, -2.0], vec![2.0, 1.5]];
+    g.bench_function("mlp_2_256x3_2_diagonal", |b| {
+        b.iter(|| tessera::line::trace(&big, &diagonal, &argmax).unwrap().pieces.len())
+    });
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bench");
+    let lenet = tessera::network::onnx::load_path(&dir.join("lenet5.onnx")).expect("benchmark model").network;
+    let anchor = |k: &str| tessera::npy::read(&dir.join(format!("lenet5_{k}.npy"))).expect("anchor").data;
+    let ab = [anchor("a"), anchor("b")];
+    g.bench_function("lenet5_a_to_b", |b| b.iter(|| tessera::line::trace(&lenet, &ab, &argmax).unwrap().pieces.len()));
+    g.bench_function("lenet5_a_to_b_integrated_gradients", |b| {
+        b.iter(|| tessera::line::integrated_gradients(&lenet, &ab[0], &ab[1], 1).unwrap().sum)
+    });
+    g.finish();
 }
 
 /// A benchmark CNN and the box `[-half, half]²` of the plane through its three anchors.

@@ -32,6 +32,7 @@ pub mod engine;
 pub mod export;
 pub mod geometry;
 pub mod layer_map;
+pub mod line;
 pub mod network;
 pub mod npy;
 pub mod partition;
@@ -68,6 +69,9 @@ pub enum Error {
     /// The engine stopped.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A path could not be traced.
+    #[error(transparent)]
+    Line(#[from] line::LineError),
     /// Tiles could not be made or merged.
     #[error(transparent)]
     Tile(#[from] tile::TileError),

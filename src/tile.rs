@@ -569,7 +569,10 @@ pub fn merge(tiles: Vec<(String, TileResult)>) -> Result<Merged, TileError> {
         }
         let repeats: u64 = tiles_of.values().map(|s| s.len() as u64 - 1).sum();
         let total: u64 = ordered.iter().map(|t| t.regions_per_layer[k].regions).sum();
-        lc.regions = total - repeats;
+        lc.regions = total.checked_sub(repeats).ok_or_else(|| TileError::Corrupt {
+            name: first_name.clone(),
+            reason: format!("the tiles' counts after layer {} are smaller than their border cells", lc.layer),
+        })?;
     }
 
     let mut tally = Tally::default();

@@ -424,3 +424,62 @@ fn tiles_merge_into_the_single_run() {
         assert!(stderr(&o).contains("bad tile"), "{}", stderr(&o));
     }
 }
+
+/// `tessera line`: pieces, class changes and exact integrated gradients of a segment, written
+/// as statistics, JSON, attributions shaped like the input, and pictures; bad paths exit 2.
+#[test]
+fn line_traces_a_segment() {
+    let dir = tempdir("line");
+    let d = |name: &str| dir.join(name).display().to_string();
+    let o = tessera(&[
+        "line",
+        EXAMPLE,
+        "--from",
+        "-1.7,-0.4",
+        "--to",
+        "1.3,1.9",
+        "--stats",
+        "--json",
+        &d("l.json"),
+        "--png",
+        &d("l.png"),
+        "--svg",
+        &d("l.svg"),
+        "--integrated-gradients",
+        "--target",
+        "1",
+        "--ig-out",
+        &d("ig.npy"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pieces = stats["pieces"].as_u64().unwrap();
+    assert!(pieces > 10);
+    assert_eq!(stats["pieces_per_layer"].as_array().unwrap().last().unwrap().as_u64(), Some(pieces));
+    let ig = &stats["integrated_gradients"];
+    assert!((ig["sum"].as_f64().unwrap() - ig["difference"].as_f64().unwrap()).abs() < 1e-9);
+    let doc: Value = serde_json::from_slice(&std::fs::read(d("l.json")).unwrap()).unwrap();
+    assert_eq!(doc["format"], "tessera-line/1");
+    let recs = doc["pieces"].as_array().unwrap();
+    assert_eq!(recs.len() as u64, pieces);
+    assert_eq!(recs[0]["t"][0], 0.0);
+    assert_eq!(recs.last().unwrap()["t"][1], 1.0);
+    // The attributions: shaped like the input, summing to f(B) - f(A) of output 1.
+    let arr = tessera::npy::read(&dir.join("ig.npy")).unwrap();
+    assert_eq!(arr.shape, vec![2]);
+    assert!((arr.data.iter().sum::<f64>() - ig["difference"].as_f64().unwrap()).abs() < 1e-9);
+    assert_eq!(&std::fs::read(d("l.png")).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(std::fs::read_to_string(d("l.svg")).unwrap().contains("<svg"));
+    for (args, msg) in [
+        (vec!["--from", "1,1", "--to", "1,1"], "zero length"),
+        (vec!["--from", "1,1,1", "--to", "1,1"], "has 3 values but the model input has 2"),
+        (vec!["--from", "a,b", "--to", "1,1"], "expected an .npy file or comma-separated numbers"),
+        (vec!["--path", "0,0"], "at least two points"),
+    ] {
+        let mut full = vec!["line", EXAMPLE];
+        full.extend(args);
+        let o = tessera(&full);
+        assert_eq!(o.status.code(), Some(2), "{msg}");
+        assert!(stderr(&o).contains(msg), "{}", stderr(&o));
+    }
+}

@@ -341,8 +341,13 @@ struct Partition {
 }
 
 impl Partition {
-    fn boundary(&self) -> &Boundary {
-        self.boundary.get_or_init(|| decision_boundary(&self.part, &self.decision))
+    /// The decision boundary, computed once (without the GIL: it can take a while).
+    fn boundary_of(&self, py: Python<'_>) -> &Boundary {
+        if let Some(b) = self.boundary.get() {
+            return b;
+        }
+        let b = py.detach(|| decision_boundary(&self.part, &self.decision));
+        self.boundary.get_or_init(|| b)
     }
 
     fn render_options(&self, color: &str, edges: &str, size: (u32, u32), axes: bool) -> PyResult<RenderOptions> {
@@ -460,7 +465,7 @@ impl Partition {
     /// Each region's class under the decision, or -1 where the boundary crosses it, `(N,)`.
     #[getter]
     fn classes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        let b = self.boundary();
+        let b = self.boundary_of(py);
         b.region_classes
             .iter()
             .map(|c| match c {
@@ -473,21 +478,21 @@ impl Partition {
 
     /// Length of the decision boundary in `(u, v)`.
     #[getter]
-    fn boundary_length(&self) -> f64 {
-        self.boundary().length
+    fn boundary_length(&self, py: Python<'_>) -> f64 {
+        self.boundary_of(py).length
     }
 
     /// Connected components of the decision boundary.
     #[getter]
-    fn boundary_components(&self) -> usize {
-        self.boundary().components
+    fn boundary_components(&self, py: Python<'_>) -> usize {
+        self.boundary_of(py).components
     }
 
     /// The decision boundary as polylines in `(u, v)`: a list of `(m, 2)` arrays.
     #[getter]
     fn boundary_polylines<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyArray2<f64>>> {
         let f = self.part.frame;
-        self.boundary()
+        self.boundary_of(py)
             .polylines
             .iter()
             .map(|p| {
@@ -501,7 +506,7 @@ impl Partition {
     #[getter]
     fn class_cells<'py>(&self, py: Python<'py>) -> Vec<(usize, usize, Bound<'py, PyArray2<f64>>)> {
         let f = self.part.frame;
-        self.boundary()
+        self.boundary_of(py)
             .split_cells
             .iter()
             .map(|(r, c, poly)| {
@@ -513,13 +518,13 @@ impl Partition {
 
     /// The class pair `(lower, upper)` of each polyline.
     #[getter]
-    fn boundary_classes(&self) -> Vec<(usize, usize)> {
-        self.boundary().polylines.iter().map(|p| p.classes).collect()
+    fn boundary_classes(&self, py: Python<'_>) -> Vec<(usize, usize)> {
+        self.boundary_of(py).polylines.iter().map(|p| p.classes).collect()
     }
 
     /// Statistics JSON (as `map --stats --boundary`).
-    fn _stats(&self) -> String {
-        tessera::export::stats_json(&self.part.summary, Some(self.boundary()), self.elapsed).to_string()
+    fn _stats(&self, py: Python<'_>) -> String {
+        tessera::export::stats_json(&self.part.summary, Some(self.boundary_of(py)), self.elapsed).to_string()
     }
 
     /// `n` points uniform in arc length on the boundary, as flat inputs `(n, numel)`, each
@@ -528,27 +533,33 @@ impl Partition {
         if n > 10_000_000 {
             return Err(TesseraError::new_err("at most 10000000 points can be sampled"));
         }
-        let b = self.boundary();
+        let b = self.boundary_of(py);
         let pts = tessera::sample::boundary_points(&self.part, b, &self.decision, n, seed);
         if pts.len() < n {
             return Err(CheckError::new_err("the decision boundary is empty on this domain: no boundary points"));
         }
         let numel = self.net.input_shape.numel();
-        let mut flat = Vec::with_capacity(n * numel);
-        for p in &pts {
-            let x = self.slice.plane.point(p.uv[0], p.uv[1]);
-            let y = self.net.forward(&x);
-            match tessera::sample::boundary_gap(&self.decision, &y, p.classes, 1e-9) {
-                Some(gap) if gap <= 1e-9 => {}
-                gap => {
-                    return Err(CheckError::new_err(format!(
-                        "boundary point at (u, v) = ({}, {}) fails the forward-pass check (gap {gap:?})",
-                        p.uv[0], p.uv[1]
-                    )))
+        // Forward passes without the GIL.
+        let flat = py
+            .detach(|| {
+                let mut flat = Vec::with_capacity(n * numel);
+                for p in &pts {
+                    let x = self.slice.plane.point(p.uv[0], p.uv[1]);
+                    let y = self.net.forward(&x);
+                    match tessera::sample::boundary_gap(&self.decision, &y, p.classes, 1e-9) {
+                        Some(gap) if gap <= 1e-9 => {}
+                        gap => {
+                            return Err(format!(
+                                "boundary point at (u, v) = ({}, {}) fails the forward-pass check (gap {gap:?})",
+                                p.uv[0], p.uv[1]
+                            ))
+                        }
+                    }
+                    flat.extend_from_slice(&x);
                 }
-            }
-            flat.extend_from_slice(&x);
-        }
+                Ok(flat)
+            })
+            .map_err(CheckError::new_err)?;
         Ok(Array2::from_shape_vec((pts.len(), numel), flat).expect("sizes agree").into_pyarray(py))
     }
 
@@ -582,7 +593,7 @@ impl Partition {
     #[pyo3(signature = (color="pattern", edges="plain", size=(1000, 1000), axes=true))]
     fn svg(&self, py: Python<'_>, color: &str, edges: &str, size: (u32, u32), axes: bool) -> PyResult<String> {
         let opts = self.render_options(color, edges, size, axes)?;
-        let b = self.boundary();
+        let b = self.boundary_of(py);
         let scene = tessera::render::Scene { partition: &self.part, boundary: Some(b), anchors: self.slice.anchors };
         Ok(py.detach(|| tessera::render::render_svg(&scene, &opts)))
     }
@@ -598,7 +609,7 @@ impl Partition {
         axes: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let opts = self.render_options(color, edges, size, axes)?;
-        let b = self.boundary();
+        let b = self.boundary_of(py);
         let png = py
             .detach(|| tessera::render::partition_png(&self.part, &self.decision, Some(b), self.slice.anchors, &opts));
         Ok(PyBytes::new(py, &png))

@@ -80,14 +80,25 @@ def from_torch(module, input_shape: Sequence[int], name: Optional[str] = None) -
         import torch
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("from_torch needs PyTorch: pip install torch") from e
-    module = module.eval()
-    dummy = torch.zeros((1, *tuple(int(d) for d in input_shape)), dtype=torch.float32)
+    import inspect
+
+    # The exported graph is the module in eval mode (batch-norm statistics, no dropout), on the
+    # device and dtype of its parameters; the caller's module is left as it was.
+    param = next(iter(module.parameters()), None)
+    device = param.device if param is not None else "cpu"
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    dummy = torch.zeros((1, *tuple(int(d) for d in input_shape)), dtype=dtype, device=device)
     buf = io.BytesIO()
     kwargs = dict(input_names=["input"], output_names=["output"], opset_version=17)
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False  # the TorchScript exporter: no onnxscript needed
+    was_training = module.training
+    module.eval()
     try:
-        torch.onnx.export(module, (dummy,), buf, dynamo=False, **kwargs)
-    except TypeError:  # older torch without the `dynamo` argument
-        torch.onnx.export(module, (dummy,), buf, **kwargs)
+        with torch.no_grad():
+            torch.onnx.export(module, (dummy,), buf, **kwargs)
+    finally:
+        module.train(was_training)
     return Network(_tessera.load_bytes(buf.getvalue(), name or type(module).__name__))
 
 
@@ -207,8 +218,8 @@ class Network:
 
     def merge_tiles(self, tiles: Iterable, box=None, anchors=None, origin=None, du=None, dv=None):
         """Joins every tile result of one run (bytes, or paths of files written by
-        ``tessera map --tile``) on the same slice: a :class:`Partition` equal to the single run
-        when every tile kept its regions, else the statistics dict. Missing, repeated or foreign
+        ``tessera map --tile``) on the same slice: a :class:`Partition` with the single run's
+        regions (in another order) when every tile kept its regions, else the statistics dict. Missing, repeated or foreign
         tiles raise :class:`TileError` naming them."""
         kind, vs = self._plane(anchors, origin, du, dv)
         named = []

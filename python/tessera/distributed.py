@@ -7,7 +7,7 @@ and arrays through Ray's object store, so workers need no shared file system, on
 ``tessera`` package.
 
 - :func:`map_tiles` fans the tiles of one map out as tasks and merges them exactly: the result
-  equals the single run (counts, per-layer counts, areas, boundary; the whole partition with
+  equals the single run (counts, per-layer counts, areas, boundary; the single run's regions, in another order, with
   ``keep_regions=True``).
 - :func:`map_checkpoints` maps one slice for many checkpoints, one task each, and returns one
   row of statistics per checkpoint (optionally a PNG each); :func:`write_csv` writes the table.
@@ -59,6 +59,9 @@ def map_tiles(model, tiles: int = 16, anchors=None, box=None, origin=None, du=No
     if n < 1:
         raise ValueError(f"tiles must be at least 1, got {tiles}")
     sargs = _slice_args(anchors, box, origin, du, dv)
+
+    if "threads" in engine_args:
+        raise TypeError("map_tiles takes threads_per_task, not threads")
 
     @ray.remote(num_cpus=num_cpus)
     def tile_task(net, i, sargs):
@@ -121,9 +124,11 @@ def map_checkpoints(paths: Sequence, anchors=None, box=None, origin=None, du=Non
     names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     refs = [checkpoint_task.remote(b, nm, sargs_ref) for b, nm in zip(blobs, names)]
     rows = []
-    for k, (p, ref) in enumerate(zip(paths, refs)):
+    for k, p in enumerate(paths):
         try:
-            s, png = ray.get(ref)
+            s, png = ray.get(refs[k])
+            # Let Ray free the checkpoint and its result once read.
+            refs[k] = blobs[k] = None
         except Exception as e:
             cause = getattr(e, "cause", None) or e
             raise TileError(f"checkpoint {p} failed: {cause}") from e

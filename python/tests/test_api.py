@@ -60,7 +60,9 @@ def test_reference_through_from_torch():
             mods.append(lin)
         else:
             mods.append(torch.nn.ReLU())
-    net = tessera.from_torch(torch.nn.Sequential(*mods), input_shape=(2,))
+    module = torch.nn.Sequential(*mods).train()
+    net = tessera.from_torch(module, input_shape=(2,))
+    assert module.training, "from_torch leaves the caller's module in its mode"
     check_reference(net.map(box=BOX))
 
 

@@ -19,6 +19,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Sample points on the decision boundary, inside regions, or in pairs across the boundary.
     Sample(SampleArgs),
+    /// The exact pieces of a network along a segment or a polyline, class changes, and exact
+    /// integrated gradients.
+    Line(LineArgs),
     /// Join the tile results of `map --tile I/N` into the single run's statistics, JSON and pictures.
     Merge(MergeArgs),
     /// Show the model's layers, shapes, parameters and piecewise-linear units.
@@ -102,6 +105,50 @@ pub struct MapArgs {
     /// write --json and pictures; without it the tile holds counts and border regions only.
     #[arg(long, requires = "tile")]
     pub tile_regions: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LineArgs {
+    /// Model file (tessera-model/1 JSON, or .onnx).
+    pub model: PathBuf,
+    /// Start of the segment: an .npy file shaped like the input, or comma-separated numbers.
+    #[arg(long, value_name = "A.npy|x0,x1,...", allow_hyphen_values = true, requires = "to", conflicts_with = "path")]
+    pub from: Option<String>,
+    /// End of the segment.
+    #[arg(long, value_name = "B.npy|x0,x1,...", allow_hyphen_values = true, requires = "from")]
+    pub to: Option<String>,
+    /// A polyline through these points (.npy files or number lists, separated by `;`).
+    #[arg(long, value_name = "P0.npy;P1.npy;...", allow_hyphen_values = true)]
+    pub path: Option<String>,
+    /// Write every piece (interval, pattern, outputs at both ends) and the class changes.
+    #[arg(long, value_name = "OUT.json")]
+    pub json: Option<PathBuf>,
+    /// Print statistics as one JSON object on stdout.
+    #[arg(long)]
+    pub stats: bool,
+    /// Draw the outputs along the path, breakpoints ticked, classes shaded.
+    #[arg(long, value_name = "OUT.png")]
+    pub png: Option<PathBuf>,
+    /// The same picture as SVG.
+    #[arg(long, value_name = "OUT.svg")]
+    pub svg: Option<PathBuf>,
+    /// Picture size in pixels.
+    #[arg(long, value_name = "W,H", default_value = "1000,500")]
+    pub size: String,
+    /// Exact integrated gradients of --target along the straight path from the baseline to --to.
+    #[arg(long, requires = "to")]
+    pub integrated_gradients: bool,
+    /// Baseline of the integrated gradients (default: --from).
+    #[arg(long, value_name = "A.npy|x0,...", allow_hyphen_values = true, requires = "integrated_gradients")]
+    pub baseline: Option<String>,
+    /// Output attributed (default: the class the decision gives at --to, for argmax).
+    #[arg(long, value_name = "K", requires = "integrated_gradients")]
+    pub target: Option<usize>,
+    /// Write the attributions, shaped like the input (float64 .npy).
+    #[arg(long, value_name = "IG.npy", requires = "integrated_gradients")]
+    pub ig_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
 }
 
 #[derive(Args, Debug)]

@@ -71,7 +71,7 @@ fn parse_box(text: &str) -> Result<[f64; 4], CliError> {
     Ok(out)
 }
 
-fn read_vector(path: &Path, n: usize, what: &str) -> Result<Vec<f64>, CliError> {
+pub fn read_vector(path: &Path, n: usize, what: &str) -> Result<Vec<f64>, CliError> {
     let arr = tessera::npy::read(path).map_err(tessera::Error::from)?;
     // Any shape with the input's number of values: the input's own shape, a batch of one, or flat.
     if arr.data.len() != n {

@@ -5,6 +5,8 @@ mod config;
 mod output;
 
 use args::{Cli, Command, MapArgs, MergeArgs, SampleArgs, SliceArgs, VerifyArgs};
+
+mod line;
 use std::io::IsTerminal;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +50,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Map(a) => a.slice.threads,
         Command::Verify(a) => a.slice.threads,
         Command::Sample(a) => a.slice.threads,
-        Command::Info { .. } | Command::ExportJson { .. } | Command::Merge(_) => 0,
+        Command::Info { .. } | Command::ExportJson { .. } | Command::Merge(_) | Command::Line(_) => 0,
     };
     output::clean_up_on_interrupt();
     if threads > 0 {
@@ -60,6 +62,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Verify(a) => verify(a),
         Command::Sample(a) => sample(a),
         Command::Merge(a) => merge(a),
+        Command::Line(a) => line::line(a),
         Command::Info { model } => info(&model),
         Command::ExportJson { model, out } => export_json(&model, out.as_deref()),
     }
@@ -621,7 +624,7 @@ fn export_json(model: &std::path::Path, out: Option<&std::path::Path>) -> Result
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
-fn print_stdout(text: &str) {
+pub(crate) fn print_stdout(text: &str) {
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

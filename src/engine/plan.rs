@@ -190,6 +190,8 @@ impl Plan {
             pattern_bits: b.bits,
         };
         plan.bound_magnitudes(plane);
+        // The 1D path engine (`line`) writes patterns in the network's own layout.
+        debug_assert_eq!(plan.layout(), net.pattern_layout(), "the plan's pattern layout is the network's");
         plan
     }
 

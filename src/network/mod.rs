@@ -448,6 +448,22 @@ impl Layer {
         }
     }
 
+    /// Pattern bits of this node when it is nonlinear (an elementwise activation, a max kind or a
+    /// max/min join): `Some((groups or units, bits per group or unit))`.
+    pub fn pattern_width(&self) -> Option<(usize, usize)> {
+        let max_bits = |largest: usize| (usize::BITS - (largest.max(2) - 1).leading_zeros()) as usize;
+        match &self.kind {
+            LayerKind::Activation(act) => Some((self.input.numel(), act.hinge_slots())),
+            LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
+                let groups = self.max_groups();
+                let largest = groups.iter().map(Vec::len).max().unwrap_or(1);
+                Some((groups.len(), max_bits(largest)))
+            }
+            LayerKind::Merge(Merge::Max | Merge::Min) => None,
+            _ => None,
+        }
+    }
+
     /// Number of trainable-style parameters (weights and biases; batch-norm counts 4 per channel).
     pub fn parameter_count(&self) -> usize {
         match &self.kind {
@@ -489,6 +505,80 @@ impl Layer {
     /// `apply` of the zero vector). Only for affine one-input layers.
     pub fn apply_linear(&self, x: &[f64], y: &mut [f64]) {
         self.apply_affine(x, y, false);
+    }
+
+    /// The transpose of [`Layer::apply_linear`]: `gx = Lᵀ·gy` for the layer's linear part `L`
+    /// (backpropagation of a gradient). Only for affine one-input layers.
+    pub fn apply_linear_transpose(&self, gy: &[f64], gx: &mut [f64]) {
+        debug_assert_eq!(gy.len(), self.output.numel());
+        debug_assert_eq!(gx.len(), self.input.numel());
+        gx.iter_mut().for_each(|v| *v = 0.0);
+        match &self.kind {
+            LayerKind::Linear { weight, .. } => {
+                let n_in = gx.len();
+                for (o, &g) in gy.iter().enumerate() {
+                    let row = &weight[o * n_in..(o + 1) * n_in];
+                    gx.iter_mut().zip(row).for_each(|(x, w)| *x += w * g);
+                }
+            }
+            LayerKind::Conv2d { weight, window, groups, .. } => {
+                let (Shape::Image { c: ic, h, w }, Shape::Image { c: oc, h: oh, w: ow }) = (self.input, self.output)
+                else {
+                    unreachable!("conv2d shapes are validated as images")
+                };
+                let (icg, ocg) = (ic / groups, oc / groups);
+                let [kh, kw] = window.kernel;
+                let mut taps = Vec::new();
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        taps.clear();
+                        taps.extend(window.taps(oy, ox, h, w).map(|(ky, kx, iy, ix)| (ky * kw + kx, iy * w + ix)));
+                        for o in 0..oc {
+                            let (g, go) = (o / ocg, gy[(o * oh + oy) * ow + ox]);
+                            for ci in 0..icg {
+                                let wk = &weight[(o * icg + ci) * kh * kw..];
+                                let base = (g * icg + ci) * h * w;
+                                for &(k, p) in &taps {
+                                    gx[base + p] += wk[k] * go;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            LayerKind::BatchNorm { scale, .. } => {
+                let per = self.input.per_channel();
+                for (i, (x, g)) in gx.iter_mut().zip(gy).enumerate() {
+                    *x = scale[i / per] * g;
+                }
+            }
+            LayerKind::Scale { scale, .. } => gx.iter_mut().zip(gy).zip(scale).for_each(|((x, g), s)| *x = s * g),
+            LayerKind::AvgPool2d { window, count_include_pad } => {
+                let (Shape::Image { c, h, w }, Shape::Image { h: oh, w: ow, .. }) = (self.input, self.output) else {
+                    unreachable!("avg_pool2d shapes are validated as images")
+                };
+                for ch in 0..c {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let div = window.avg_divisor(oy, ox, h, w, *count_include_pad) as f64;
+                            let g = gy[(ch * oh + oy) * ow + ox] / div;
+                            for (_, _, iy, ix) in window.taps(oy, ox, h, w) {
+                                gx[(ch * h + iy) * w + ix] += g;
+                            }
+                        }
+                    }
+                }
+            }
+            LayerKind::Reshape => gx.copy_from_slice(gy),
+            LayerKind::Gather(gather) => {
+                for (&g, &j) in gy.iter().zip(&gather.index) {
+                    if j != Gather::ZERO {
+                        gx[j as usize] += g;
+                    }
+                }
+            }
+            _ => unreachable!("apply_linear_transpose on a nonlinear layer or a join"),
+        }
     }
 
     /// Applies a one-input layer to `x`, writing `y` (biases included). Joins go through
@@ -824,6 +914,27 @@ impl Network {
     /// partition engine beyond the layer definitions.
     pub fn forward(&self, x: &[f64]) -> Vec<f64> {
         self.forward_all(x).pop().flatten().unwrap_or_else(|| x.to_vec())
+    }
+
+    /// Where each nonlinear node's units sit in activation patterns: one entry per elementwise
+    /// activation, max-type layer and max/min join, in node order, each starting on a 64-bit
+    /// word (the 2D engine's layout: `engine::plan` checks that it agrees).
+    pub fn pattern_layout(&self) -> Vec<crate::pattern::LayerBits> {
+        let max_bits = |largest: usize| (usize::BITS - (largest.max(2) - 1).leading_zeros()) as usize;
+        let mut out = Vec::new();
+        let mut next = 0usize;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let width = match &n.layer.kind {
+                LayerKind::Merge(Merge::Max | Merge::Min) => Some((n.layer.output.numel(), max_bits(n.inputs.len()))),
+                _ => n.layer.pattern_width(),
+            };
+            if let Some((units, bits)) = width {
+                let offset = next.next_multiple_of(64);
+                out.push(crate::pattern::LayerBits { layer: i, op: n.layer.op.clone(), offset, bits: units * bits });
+                next = offset + units * bits;
+            }
+        }
+        out
     }
 
     /// Every node's output (dropped after its last use, so only the last one and unused ones

@@ -8,6 +8,7 @@
 
 pub mod canvas;
 pub mod colors;
+pub mod line_plot;
 pub mod plots;
 pub mod raster;
 

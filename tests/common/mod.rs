@@ -230,68 +230,73 @@ fn naive_layer(l: &tessera::network::Layer, x: &[f64]) -> Vec<f64> {
 /// Distinct activation patterns seen on an `n × n` grid (cell centres): a lower bound on the
 /// region count, computed by a forward pass that records every unit's piece.
 pub fn grid_patterns(net: &Network, slice: &Slice, n: usize) -> usize {
-    use tessera::network::{LayerKind, Merge, Src};
     let d = slice.domain;
     let mut seen = std::collections::HashSet::new();
     for i in 0..n {
         for j in 0..n {
             let u = d.u0 + (i as f64 + 0.5) / n as f64 * (d.u1 - d.u0);
             let v = d.v0 + (j as f64 + 0.5) / n as f64 * (d.v1 - d.v0);
-            let x = slice.plane.point(u, v);
-            let mut code: Vec<u8> = Vec::new();
-            let mut outs: Vec<Vec<f64>> = Vec::new();
-            for n in &net.nodes {
-                let read = |s: &Src| match *s {
-                    Src::Input => x.clone(),
-                    Src::Node(j) => outs[j].clone(),
-                };
-                let l = &n.layer;
-                let mut y = vec![0.0; l.output.numel()];
-                let x = read(&n.inputs[0]);
-                match &l.kind {
-                    LayerKind::Merge(m) => {
-                        let ins: Vec<Vec<f64>> = n.inputs.iter().map(read).collect();
-                        let refs: Vec<&[f64]> = ins.iter().map(|v| v.as_slice()).collect();
-                        y = tessera::network::Layer::merge(*m, &refs);
-                        if matches!(m, Merge::Max | Merge::Min) {
-                            for i in 0..y.len() {
-                                code.push(ins.iter().position(|v| v[i] == y[i]).unwrap_or(0) as u8);
-                            }
-                        }
-                    }
-                    _ => l.apply(&x, &mut y),
-                }
-                match &l.kind {
-                    LayerKind::Activation(a) => {
-                        let per = l.input.per_channel();
-                        for (k, &z) in x.iter().enumerate() {
-                            let f = a.hinge_form(k / per);
-                            code.push(f.hinges().iter().filter(|h| z > h.0).count() as u8);
-                        }
-                    }
-                    LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
-                        for g in l.max_groups() {
-                            let best = g.iter().enumerate().fold((0, f64::NEG_INFINITY), |b, (p, &k)| {
-                                if x[k as usize] > b.1 {
-                                    (p, x[k as usize])
-                                } else {
-                                    b
-                                }
-                            });
-                            code.push(best.0 as u8);
-                        }
-                    }
-                    _ => {}
-                }
-                outs.push(y);
-            }
-            seen.insert(code);
+            seen.insert(pattern_code(net, &slice.plane.point(u, v)));
         }
     }
     seen.len()
 }
 
-/// The first seeded network whose classes (under `d`) take at least `k` values on a coarse grid.
+/// The activation pattern at input `x` as one code per unit (hinges passed, or the winner's
+/// position), by a plain forward pass written here.
+pub fn pattern_code(net: &Network, x: &[f64]) -> Vec<u8> {
+    use tessera::network::{LayerKind, Merge, Src};
+    let x = x.to_vec();
+    let mut code: Vec<u8> = Vec::new();
+    let mut outs: Vec<Vec<f64>> = Vec::new();
+    for n in &net.nodes {
+        let read = |s: &Src| match *s {
+            Src::Input => x.clone(),
+            Src::Node(j) => outs[j].clone(),
+        };
+        let l = &n.layer;
+        let mut y = vec![0.0; l.output.numel()];
+        let x = read(&n.inputs[0]);
+        match &l.kind {
+            LayerKind::Merge(m) => {
+                let ins: Vec<Vec<f64>> = n.inputs.iter().map(read).collect();
+                let refs: Vec<&[f64]> = ins.iter().map(|v| v.as_slice()).collect();
+                y = tessera::network::Layer::merge(*m, &refs);
+                if matches!(m, Merge::Max | Merge::Min) {
+                    for i in 0..y.len() {
+                        code.push(ins.iter().position(|v| v[i] == y[i]).unwrap_or(0) as u8);
+                    }
+                }
+            }
+            _ => l.apply(&x, &mut y),
+        }
+        match &l.kind {
+            LayerKind::Activation(a) => {
+                let per = l.input.per_channel();
+                for (k, &z) in x.iter().enumerate() {
+                    let f = a.hinge_form(k / per);
+                    code.push(f.hinges().iter().filter(|h| z > h.0).count() as u8);
+                }
+            }
+            LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
+                for g in l.max_groups() {
+                    let best = g.iter().enumerate().fold((0, f64::NEG_INFINITY), |b, (p, &k)| {
+                        if x[k as usize] > b.1 {
+                            (p, x[k as usize])
+                        } else {
+                            b
+                        }
+                    });
+                    code.push(best.0 as u8);
+                }
+            }
+            _ => {}
+        }
+        outs.push(y);
+    }
+    code
+}
+
 pub fn first_with_classes(
     widths: &[usize],
     act: Value,

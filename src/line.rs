@@ -1,0 +1,670 @@
+//! Exact 1D paths: the linear pieces of a network along a segment or a polyline in input space,
+//! the exact parameters of every class change, and exact integrated gradients.
+//!
+//! On a segment `x(t) = A + t·(B − A)`, `t ∈ [0, 1]`, the network is continuous and piecewise
+//! affine in `t`. The nodes are evaluated in order at a sorted set of breakpoints, all of them in
+//! lockstep. At a nonlinear node every interval between two breakpoints is one piece of all the
+//! nonlinearities before it, so the node's pre-activations are affine on it and known exactly at
+//! its ends: each unit whose value changes sign across a hinge (or each group whose winner
+//! changes) adds the exact parameter where it does, and the tensors still alive are interpolated
+//! there (they are affine on the interval). The new breakpoints then go through the node itself
+//! and the nodes after it like the others. The result: pieces with their activation pattern (in
+//! the 2D engine's layout, [`Network::pattern_layout`]) and the outputs' affine map in `t`.
+//!
+//! The tolerance rule is the plane's (`geometry::predicates`), with `t` as the normalised
+//! coordinate: a unit changes sign on an interval only when its values at the two ends are
+//! beyond `DIST·|slope| + noise` on opposite sides (the noise floor of the larger magnitude of
+//! the two values and the hinge), so no piece is shorter than `DIST` of the segment.
+
+use crate::boundary::Decision;
+use crate::engine::affine::Op;
+use crate::geometry::predicates::{self, Sign, DIST};
+use crate::network::{Layer, LayerKind, Merge, Network, Src};
+use crate::pattern::{LayerBits, Pattern};
+
+/// Why a path could not be traced.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum LineError {
+    /// Fewer than two points.
+    #[error("a path needs at least two points, got {0}")]
+    TooFewPoints(usize),
+    /// A point has the wrong number of values.
+    #[error("path point {index} has {found} values but the model input has {expected}")]
+    Length {
+        /// Which point (0-based).
+        index: usize,
+        /// Its length.
+        found: usize,
+        /// The input size.
+        expected: usize,
+    },
+    /// A point has NaN or infinite values.
+    #[error("path point {index} contains a non-finite value")]
+    NonFinite {
+        /// Which point.
+        index: usize,
+    },
+    /// Two consecutive points coincide.
+    #[error("segment {segment} of the path has zero length (points {segment} and {} coincide)", segment + 1)]
+    ZeroLength {
+        /// Which segment (0-based).
+        segment: usize,
+    },
+    /// The output index is out of range.
+    #[error("output {index} does not exist: the model has {outputs} outputs")]
+    BadOutput {
+        /// Requested output.
+        index: usize,
+        /// Outputs of the model.
+        outputs: usize,
+    },
+}
+
+/// One linear piece of the path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Piece {
+    /// The segment it lies on (0-based).
+    pub segment: usize,
+    /// Its interval `[t0, t1]` of the segment's parameter `t ∈ [0, 1]`.
+    pub t0: f64,
+    /// End of the interval.
+    pub t1: f64,
+    /// Activation pattern (layout: [`Line::layout`]).
+    pub pattern: Pattern,
+    /// Outputs at `t0`.
+    pub y0: Vec<f64>,
+    /// Outputs at `t1`.
+    pub y1: Vec<f64>,
+}
+
+impl Piece {
+    /// `dy/dt` on the piece.
+    pub fn slope(&self) -> Vec<f64> {
+        let dt = self.t1 - self.t0;
+        self.y0.iter().zip(&self.y1).map(|(a, b)| (b - a) / dt).collect()
+    }
+
+    /// The outputs at `t` (affine on the piece).
+    pub fn eval(&self, t: f64) -> Vec<f64> {
+        let l = (t - self.t0) / (self.t1 - self.t0);
+        self.y0.iter().zip(&self.y1).map(|(a, b)| a + l * (b - a)).collect()
+    }
+}
+
+/// A change of the decided class along the path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassChange {
+    /// The segment.
+    pub segment: usize,
+    /// Where on it.
+    pub t: f64,
+    /// The class before.
+    pub from: usize,
+    /// The class after.
+    pub to: usize,
+}
+
+/// The exact pieces of a path.
+#[derive(Clone, Debug)]
+pub struct Line {
+    /// Pieces in path order.
+    pub pieces: Vec<Piece>,
+    /// Pattern layout.
+    pub layout: Vec<LayerBits>,
+    /// Pieces after each nonlinear layer (summed over segments).
+    pub pieces_per_layer: Vec<usize>,
+    /// Class changes in path order.
+    pub class_changes: Vec<ClassChange>,
+    /// Euclidean length of each segment in input space.
+    pub segment_lengths: Vec<f64>,
+}
+
+/// Checks a path's points against the network's input size.
+fn check_path(net: &Network, path: &[Vec<f64>]) -> Result<(), LineError> {
+    let n = net.input_shape.numel();
+    if path.len() < 2 {
+        return Err(LineError::TooFewPoints(path.len()));
+    }
+    for (index, p) in path.iter().enumerate() {
+        if p.len() != n {
+            return Err(LineError::Length { index, found: p.len(), expected: n });
+        }
+        if p.iter().any(|x| !x.is_finite()) {
+            return Err(LineError::NonFinite { index });
+        }
+    }
+    for (segment, w) in path.windows(2).enumerate() {
+        if w[0] == w[1] {
+            return Err(LineError::ZeroLength { segment });
+        }
+    }
+    Ok(())
+}
+
+/// Traces the polyline through `path`'s points: every linear piece of every segment, and the
+/// changes of `decision`'s class along it.
+pub fn trace(net: &Network, path: &[Vec<f64>], decision: &Decision) -> Result<Line, LineError> {
+    check_path(net, path)?;
+    let layout = net.pattern_layout();
+    let mut pieces = Vec::new();
+    let mut per_layer = vec![0usize; layout.len()];
+    let ops = batched_ops(net);
+    for (s, w) in path.windows(2).enumerate() {
+        let (seg, counts) = trace_segment(net, &layout, &ops, (&w[0], &w[1]), s);
+        per_layer.iter_mut().zip(counts).for_each(|(a, b)| *a += b);
+        pieces.extend(seg);
+    }
+    let class_changes = class_changes(&pieces, decision, net.output_shape().numel());
+    let segment_lengths =
+        path.windows(2).map(|w| w[0].iter().zip(&w[1]).map(|(a, b)| (b - a) * (b - a)).sum::<f64>().sqrt()).collect();
+    Ok(Line { pieces, layout, pieces_per_layer: per_layer, class_changes, segment_lengths })
+}
+
+/// The tolerance of a value going from `a` to `b` over an interval of length `dt` in `t`,
+/// relative to level `h`.
+fn tol(a: f64, b: f64, h: f64, dt: f64) -> f64 {
+    let slope = (b - a) / dt;
+    predicates::tolerance(slope, 0.0, predicates::noise_floor(a.abs().max(b.abs()).max(h.abs())))
+}
+
+/// Where on `[0, 1]` (relative to an interval of length `dt`) a value going linearly from `a`
+/// to `b` crosses `h` under the tolerance rule, if it does.
+fn crossing(a: f64, b: f64, h: f64, dt: f64) -> Option<f64> {
+    crossing_scaled(a, b, h, dt, 0.0)
+}
+
+/// [`crossing`] of a difference of values whose own magnitude is up to `magnitude` (its
+/// rounding noise is theirs, not the difference's).
+fn crossing_scaled(a: f64, b: f64, h: f64, dt: f64, magnitude: f64) -> Option<f64> {
+    let t = tol(a, b, h.abs().max(magnitude), dt);
+    let (fa, fb) = (a - h, b - h);
+    match (predicates::sign(fa, t), predicates::sign(fb, t)) {
+        (Sign::Neg, Sign::Pos) | (Sign::Pos, Sign::Neg) => Some(fa / (fa - fb)),
+        _ => None,
+    }
+}
+
+/// The winner of `group` at relative position `l` between values `a` and `b` (first of equals).
+fn winner(group: &[u32], a: &[f64], b: &[f64], l: f64) -> usize {
+    let mut best = (0, f64::NEG_INFINITY);
+    for (p, &u) in group.iter().enumerate() {
+        let v = a[u as usize] + l * (b[u as usize] - a[u as usize]);
+        if v > best.1 {
+            best = (p, v);
+        }
+    }
+    best.0
+}
+
+/// The relative positions in `(0, 1)` where the winner of `group` changes between values `a`
+/// and `b` (the upper envelope's breakpoints: pairwise crossings where the winner differs on the
+/// two sides).
+fn group_changes(group: &[u32], a: &[f64], b: &[f64], dt: f64, out: &mut Vec<f64>) {
+    let mut cands = Vec::new();
+    for (i, &p) in group.iter().enumerate() {
+        for &q in &group[i + 1..] {
+            let (p, q) = (p as usize, q as usize);
+            let magnitude = a[p].abs().max(a[q].abs()).max(b[p].abs()).max(b[q].abs());
+            if let Some(l) = crossing_scaled(a[p] - a[q], b[p] - b[q], 0.0, dt, magnitude) {
+                cands.push(l);
+            }
+        }
+    }
+    if cands.is_empty() {
+        return;
+    }
+    cands.sort_by(f64::total_cmp);
+    let mut edges = vec![0.0];
+    edges.extend(&cands);
+    edges.push(1.0);
+    for k in 1..edges.len() - 1 {
+        let before = winner(group, a, b, 0.5 * (edges[k - 1] + edges[k]));
+        let after = winner(group, a, b, 0.5 * (edges[k] + edges[k + 1]));
+        if before != after {
+            out.push(edges[k]);
+        }
+    }
+}
+
+/// The values a nonlinear node's decision reads, and its groups: elementwise activations read
+/// their input; max kinds and joins read the (concatenated) inputs in groups.
+enum Nonlinear<'a> {
+    Activation(&'a Layer),
+    Max(Vec<Vec<u32>>, bool),
+}
+
+fn nonlinear(node: &crate::network::Node) -> Option<Nonlinear<'_>> {
+    match &node.layer.kind {
+        LayerKind::Activation(_) => Some(Nonlinear::Activation(&node.layer)),
+        LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => Some(Nonlinear::Max(node.layer.max_groups(), false)),
+        LayerKind::Merge(m @ (Merge::Max | Merge::Min)) => {
+            let (k, n) = (node.inputs.len() as u32, node.layer.output.numel() as u32);
+            Some(Nonlinear::Max((0..n).map(|i| (0..k).map(|b| b * n + i).collect()).collect(), *m == Merge::Min))
+        }
+        _ => None,
+    }
+}
+
+/// One breakpoint's live tensors: the input, and every node output still to be read.
+type Values = Vec<Option<Vec<f64>>>;
+
+/// The decision values of nonlinear node `node` at a breakpoint: its input, or its inputs
+/// concatenated (negated for a min join, whose winners are the largest negated values).
+fn decision_values(net: &Network, node: usize, x: &[f64], vals: &Values, negate: bool) -> Vec<f64> {
+    let read = |s: &Src| -> &[f64] {
+        match *s {
+            Src::Input => x,
+            Src::Node(j) => vals[j].as_deref().expect("alive until its last reader"),
+        }
+    };
+    let ins = &net.nodes[node].inputs;
+    let mut v: Vec<f64> =
+        if ins.len() == 1 { read(&ins[0]).to_vec() } else { ins.iter().flat_map(|s| read(s).to_vec()).collect() };
+    if negate {
+        v.iter_mut().for_each(|x| *x = -*x);
+    }
+    v
+}
+
+/// Per node, the batched linear part and the bias of affine one-input layers (`None` for the
+/// others, and for reshapes, which copy).
+type Ops = Vec<Option<(Op, Vec<f64>)>>;
+
+fn batched_ops(net: &Network) -> Ops {
+    net.nodes
+        .iter()
+        .map(|n| {
+            let l = &n.layer;
+            if !l.is_affine() || matches!(l.kind, LayerKind::Merge(_)) {
+                return None;
+            }
+            let op = Op::from_layer(l)?;
+            let mut bias = vec![0.0; l.output.numel()];
+            l.apply(&vec![0.0; l.input.numel()], &mut bias);
+            Some((op, bias))
+        })
+        .collect()
+}
+
+/// The pieces of one segment, and the pieces after each nonlinear layer.
+fn trace_segment(
+    net: &Network,
+    layout: &[LayerBits],
+    ops: &Ops,
+    (a, b): (&[f64], &[f64]),
+    segment: usize,
+) -> (Vec<Piece>, Vec<usize>) {
+    let point = |t: f64| -> Vec<f64> { a.iter().zip(b).map(|(p, q)| p + t * (q - p)).collect() };
+    let (_, last) = net.last_uses();
+    let words = layout.last().map_or(0, |l| (l.offset + l.bits).div_ceil(64));
+    let mut ts: Vec<f64> = vec![0.0, 1.0];
+    let mut xs: Vec<Vec<f64>> = vec![a.to_vec(), b.to_vec()];
+    let mut vals: Vec<Values> = vec![vec![None; net.nodes.len()]; 2];
+    let mut patterns: Vec<Pattern> = vec![Pattern(vec![0; words])];
+    let mut counts = Vec::with_capacity(layout.len());
+    let mut stage = 0;
+    for (i, node) in net.nodes.iter().enumerate() {
+        let kind = nonlinear(node);
+        if let Some(kind) = &kind {
+            let bits = &layout[stage];
+            stage += 1;
+            let negate = matches!(kind, Nonlinear::Max(_, true));
+            let dv: Vec<Vec<f64>> = (0..ts.len()).map(|k| decision_values(net, i, &xs[k], &vals[k], negate)).collect();
+            // Split every interval where a unit crosses a hinge or a group's winner changes.
+            let (mut nts, mut nxs, mut nvals, mut npats, mut ndv) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for k in 0..ts.len() - 1 {
+                let (va, vb) = (&dv[k], &dv[k + 1]);
+                let dt = ts[k + 1] - ts[k];
+                let mut cuts = Vec::new();
+                match kind {
+                    Nonlinear::Activation(layer) => {
+                        let (forms, _) = layer.hinge_forms().expect("an activation has hinge forms");
+                        for (u, f) in forms.iter().enumerate() {
+                            for &(bp, _) in f.hinges() {
+                                if let Some(l) = crossing(va[u], vb[u], bp, dt) {
+                                    cuts.push(l);
+                                }
+                            }
+                        }
+                    }
+                    Nonlinear::Max(groups, _) => {
+                        for g in groups {
+                            group_changes(g, va, vb, dt, &mut cuts);
+                        }
+                    }
+                }
+                cuts.sort_by(f64::total_cmp);
+                // Cuts closer than the tolerance in t are one breakpoint.
+                cuts.dedup_by(|x, y| (*x - *y) * dt <= DIST);
+                nts.push(ts[k]);
+                nxs.push(std::mem::take(&mut xs[k]));
+                nvals.push(std::mem::take(&mut vals[k]));
+                ndv.push(dv[k].clone());
+                npats.push(patterns[k].clone());
+                let (ka, kb) = (nvals.len() - 1, k + 1);
+                for &l in &cuts {
+                    let t = ts[k] + l * dt;
+                    // Every live tensor is affine on the interval: interpolate it.
+                    let lerp =
+                        |p: &[f64], q: &[f64]| -> Vec<f64> { p.iter().zip(q).map(|(x, y)| x + l * (y - x)).collect() };
+                    let live: Values = nvals[ka]
+                        .iter()
+                        .zip(&vals[kb])
+                        .map(|(p, q)| match (p, q) {
+                            (Some(p), Some(q)) => Some(lerp(p, q)),
+                            _ => None,
+                        })
+                        .collect();
+                    nts.push(t);
+                    nxs.push(point(t));
+                    nvals.push(live);
+                    ndv.push(lerp(va, vb));
+                    npats.push(patterns[k].clone());
+                }
+            }
+            nts.push(ts[ts.len() - 1]);
+            nxs.push(std::mem::take(xs.last_mut().expect("two breakpoints at least")));
+            nvals.push(std::mem::take(vals.last_mut().expect("two breakpoints at least")));
+            ndv.push(dv[dv.len() - 1].clone());
+            (ts, xs, vals, patterns) = (nts, nxs, nvals, npats);
+            // The node's bits on every piece, from its decision values at the piece's middle.
+            for (k, pat) in patterns.iter_mut().enumerate() {
+                let (va, vb) = (&ndv[k], &ndv[k + 1]);
+                let mid = |u: usize| 0.5 * (va[u] + vb[u]);
+                match kind {
+                    Nonlinear::Activation(layer) => {
+                        let (forms, slots) = layer.hinge_forms().expect("an activation has hinge forms");
+                        for (u, f) in forms.iter().enumerate() {
+                            for (j, &(bp, _)) in f.hinges().iter().enumerate() {
+                                if mid(u) > bp {
+                                    pat.set_bit(bits.offset + u * slots + j);
+                                }
+                            }
+                        }
+                    }
+                    Nonlinear::Max(groups, _) => {
+                        let width = bits.bits / groups.len().max(1);
+                        for (g, group) in groups.iter().enumerate() {
+                            let w = winner(group, va, vb, 0.5);
+                            pat.set_bits(bits.offset + g * width, width, w as u64);
+                        }
+                    }
+                }
+            }
+            counts.push(patterns.len());
+        }
+        // The node's output at every breakpoint: affine layers in one batched product (GEMM or
+        // im2col convolution) over all breakpoints, the others one breakpoint at a time.
+        if let Some((op, bias)) = &ops[i] {
+            let n_in = node.layer.input.numel();
+            let n_out = bias.len();
+            // In chunks: an im2col buffer of every breakpoint at once would take gigabytes.
+            const CHUNK: usize = 32;
+            let mut x = Vec::with_capacity(CHUNK * n_in);
+            for first in (0..ts.len()).step_by(CHUNK) {
+                let rows = CHUNK.min(ts.len() - first);
+                x.clear();
+                for k in first..first + rows {
+                    x.extend_from_slice(match node.inputs[0] {
+                        Src::Input => &xs[k],
+                        Src::Node(j) => vals[k][j].as_deref().expect("alive until its last reader"),
+                    });
+                }
+                let y = op.apply_rows(&x, rows);
+                for (r, k) in (first..first + rows).enumerate() {
+                    let mut row = y[r * n_out..(r + 1) * n_out].to_vec();
+                    row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+                    if let Src::Node(j) = node.inputs[0] {
+                        if last[j] == Some(i) {
+                            vals[k][j] = None;
+                        }
+                    }
+                    vals[k][i] = Some(row);
+                }
+            }
+            continue;
+        }
+        for k in 0..ts.len() {
+            let y = {
+                let read = |s: &Src| -> &[f64] {
+                    match *s {
+                        Src::Input => &xs[k],
+                        Src::Node(j) => vals[k][j].as_deref().expect("alive until its last reader"),
+                    }
+                };
+                match &node.layer.kind {
+                    LayerKind::Merge(m) => {
+                        let ins: Vec<&[f64]> = node.inputs.iter().map(read).collect();
+                        Layer::merge(*m, &ins)
+                    }
+                    // Max kinds from their groups, computed once for all breakpoints.
+                    LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
+                        let Some(Nonlinear::Max(groups, _)) = &kind else { unreachable!("max kinds have groups") };
+                        let x = read(&node.inputs[0]);
+                        groups
+                            .iter()
+                            .map(|g| g.iter().map(|&u| x[u as usize]).fold(f64::NEG_INFINITY, f64::max))
+                            .collect()
+                    }
+                    _ => {
+                        let mut y = vec![0.0; node.layer.output.numel()];
+                        node.layer.apply(read(&node.inputs[0]), &mut y);
+                        y
+                    }
+                }
+            };
+            for s in &node.inputs {
+                if let Src::Node(j) = *s {
+                    if last[j] == Some(i) {
+                        vals[k][j] = None;
+                    }
+                }
+            }
+            vals[k][i] = Some(y);
+        }
+    }
+    let out = |k: usize, vals: &mut Vec<Values>, xs: &[Vec<f64>]| -> Vec<f64> {
+        match net.nodes.len() {
+            0 => xs[k].clone(),
+            n => vals[k][n - 1].clone().expect("the output is alive"),
+        }
+    };
+    let ys: Vec<Vec<f64>> = (0..ts.len()).map(|k| out(k, &mut vals, &xs)).collect();
+    let pieces = patterns
+        .into_iter()
+        .enumerate()
+        .map(|(k, pattern)| Piece {
+            segment,
+            t0: ts[k],
+            t1: ts[k + 1],
+            pattern,
+            y0: ys[k].clone(),
+            y1: ys[k + 1].clone(),
+        })
+        .collect();
+    (pieces, counts)
+}
+
+/// The class changes along the pieces: inside a piece where the class scores' upper envelope
+/// changes, and between pieces (and segments) whose classes at the shared point differ.
+fn class_changes(pieces: &[Piece], decision: &Decision, outputs: usize) -> Vec<ClassChange> {
+    let classes = decision.classes(outputs);
+    let mut out = Vec::new();
+    let mut prev: Option<usize> = None;
+    for p in pieces {
+        let dt = p.t1 - p.t0;
+        let sa: Vec<f64> = (0..classes).map(|c| decision.score(&p.y0, c)).collect();
+        let sb: Vec<f64> = (0..classes).map(|c| decision.score(&p.y1, c)).collect();
+        let group: Vec<u32> = (0..classes as u32).collect();
+        let mut cuts = Vec::new();
+        group_changes(&group, &sa, &sb, dt, &mut cuts);
+        let mut edges = vec![0.0];
+        edges.extend(&cuts);
+        edges.push(1.0);
+        for k in 0..edges.len() - 1 {
+            let c = winner(&group, &sa, &sb, 0.5 * (edges[k] + edges[k + 1]));
+            if let Some(from) = prev.filter(|&f| f != c) {
+                out.push(ClassChange { segment: p.segment, t: p.t0 + edges[k] * dt, from, to: c });
+            }
+            prev = Some(c);
+        }
+    }
+    out
+}
+
+/// Exact integrated gradients of one output along the straight path from `baseline` to
+/// `input`.
+#[derive(Clone, Debug)]
+pub struct Attribution {
+    /// Per input value: `(input − baseline)ᵢ · ∫₀¹ ∂f/∂xᵢ(x(t)) dt`, summed exactly over the
+    /// pieces (each piece's constant gradient times its length in `t`).
+    pub values: Vec<f64>,
+    /// The output attributed.
+    pub output: usize,
+    /// `Σ values`.
+    pub sum: f64,
+    /// `f(input) − f(baseline)`, which the sum equals (completeness).
+    pub difference: f64,
+    /// Pieces of the path.
+    pub pieces: usize,
+}
+
+/// The gradient of output `output` with respect to the input at `x`, with every nonlinearity
+/// fixed to its piece at `x` (backpropagation through the node graph).
+fn gradient_at(net: &Network, x: &[f64], output: usize) -> Vec<f64> {
+    let n = net.nodes.len();
+    if n == 0 {
+        let mut g = vec![0.0; x.len()];
+        g[output] = 1.0;
+        return g;
+    }
+    // Every node's output (kept: the backward pass reads the nonlinear nodes' inputs).
+    let mut outs: Vec<Vec<f64>> = Vec::with_capacity(n);
+    for node in &net.nodes {
+        let read = |s: &Src| -> &[f64] {
+            match *s {
+                Src::Input => x,
+                Src::Node(j) => &outs[j],
+            }
+        };
+        let y = match &node.layer.kind {
+            LayerKind::Merge(m) => Layer::merge(*m, &node.inputs.iter().map(read).collect::<Vec<_>>()),
+            _ => {
+                let mut y = vec![0.0; node.layer.output.numel()];
+                node.layer.apply(read(&node.inputs[0]), &mut y);
+                y
+            }
+        };
+        outs.push(y);
+    }
+    let mut grads: Vec<Option<Vec<f64>>> = vec![None; n];
+    let mut g_in = vec![0.0; x.len()];
+    let mut last = vec![0.0; outs[n - 1].len()];
+    last[output] = 1.0;
+    grads[n - 1] = Some(last);
+    for i in (0..n).rev() {
+        let Some(gy) = grads[i].take() else { continue };
+        let node = &net.nodes[i];
+        let input = |k: usize| -> &[f64] {
+            match node.inputs[k] {
+                Src::Input => x,
+                Src::Node(j) => &outs[j],
+            }
+        };
+        let mut add = |k: usize, g: Vec<f64>, grads: &mut Vec<Option<Vec<f64>>>| match node.inputs[k] {
+            Src::Input => g_in.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+            Src::Node(j) => match &mut grads[j] {
+                Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+                slot => *slot = Some(g),
+            },
+        };
+        match &node.layer.kind {
+            LayerKind::Activation(_) => {
+                let z = input(0);
+                let (forms, _) = node.layer.hinge_forms().expect("an activation has hinge forms");
+                let g = forms
+                    .iter()
+                    .zip(z)
+                    .zip(&gy)
+                    .map(|((f, &zi), &gi)| {
+                        let slope = f.slope0 + f.hinges().iter().filter(|h| zi > h.0).map(|h| h.1).sum::<f64>();
+                        slope * gi
+                    })
+                    .collect();
+                add(0, g, &mut grads);
+            }
+            LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
+                let z = input(0);
+                let mut g = vec![0.0; z.len()];
+                for (group, &gi) in node.layer.max_groups().iter().zip(&gy) {
+                    let w = winner(group, z, z, 0.0);
+                    g[group[w] as usize] += gi;
+                }
+                add(0, g, &mut grads);
+            }
+            LayerKind::Merge(Merge::Add) => {
+                for k in 0..node.inputs.len() {
+                    add(k, gy.clone(), &mut grads);
+                }
+            }
+            LayerKind::Merge(Merge::Concat) => {
+                let mut at = 0;
+                for k in 0..node.inputs.len() {
+                    let len = input(k).len();
+                    add(k, gy[at..at + len].to_vec(), &mut grads);
+                    at += len;
+                }
+            }
+            LayerKind::Merge(Merge::Max | Merge::Min) => {
+                let y = &outs[i];
+                let mut parts: Vec<Vec<f64>> = (0..node.inputs.len()).map(|k| vec![0.0; input(k).len()]).collect();
+                for (e, (&ye, &ge)) in y.iter().zip(&gy).enumerate() {
+                    // The first input equal to the join's value wins (ties keep the earlier one).
+                    let k = (0..node.inputs.len()).find(|&k| input(k)[e] == ye).unwrap_or(0);
+                    parts[k][e] += ge;
+                }
+                for (k, g) in parts.into_iter().enumerate() {
+                    add(k, g, &mut grads);
+                }
+            }
+            _ => {
+                let mut g = vec![0.0; node.layer.input.numel()];
+                node.layer.apply_linear_transpose(&gy, &mut g);
+                add(0, g, &mut grads);
+            }
+        }
+    }
+    g_in
+}
+
+/// Exact integrated gradients of output `output` from `baseline` to `input` (see
+/// [`Attribution`]).
+pub fn integrated_gradients(
+    net: &Network,
+    baseline: &[f64],
+    input: &[f64],
+    output: usize,
+) -> Result<Attribution, LineError> {
+    let outputs = net.output_shape().numel();
+    if output >= outputs {
+        return Err(LineError::BadOutput { index: output, outputs });
+    }
+    let path = [baseline.to_vec(), input.to_vec()];
+    check_path(net, &path)?;
+    let layout = net.pattern_layout();
+    let (pieces, _) = trace_segment(net, &layout, &batched_ops(net), (baseline, input), 0);
+    let mut acc = vec![0.0; input.len()];
+    for p in &pieces {
+        let mid = 0.5 * (p.t0 + p.t1);
+        let x: Vec<f64> = baseline.iter().zip(input).map(|(a, b)| a + mid * (b - a)).collect();
+        let g = gradient_at(net, &x, output);
+        let w = p.t1 - p.t0;
+        acc.iter_mut().zip(&g).for_each(|(a, gi)| *a += w * gi);
+    }
+    let values: Vec<f64> = acc.iter().zip(baseline.iter().zip(input)).map(|(g, (a, b))| g * (b - a)).collect();
+    let sum = values.iter().sum();
+    let difference = net.forward(input)[output] - net.forward(baseline)[output];
+    Ok(Attribution { values, output, sum, difference, pieces: pieces.len() })
+}
