@@ -297,7 +297,7 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
         split_cells.extend(rb.cells.into_iter().map(|(c, poly)| (i, c, poly)));
         segments.extend(rb.segments);
     }
-    let mut b = finish(decision, segments, &part.frame, crossed, pieces);
+    let mut b = from_segments(decision, segments, &part.frame, crossed, pieces);
     b.region_classes = region_classes;
     b.split_cells = split_cells;
     b
@@ -308,17 +308,6 @@ pub fn decision_boundary(part: &Partition, decision: &Decision) -> Boundary {
 /// class cells. Its `region_classes` and `split_cells` are empty. Used to join the boundaries of
 /// tiles (see `tile`).
 pub fn from_segments(
-    decision: &Decision,
-    segments: Vec<Segment>,
-    frame: &Normalization,
-    crossed: usize,
-    pieces: usize,
-) -> Boundary {
-    finish(decision, segments, frame, crossed, pieces)
-}
-
-/// Stitches the segments into a boundary (without per-region classes or cells).
-fn finish(
     decision: &Decision,
     segments: Vec<Segment>,
     frame: &Normalization,
@@ -383,7 +372,7 @@ impl Segments {
 
     /// The stitched boundary (its `region_classes` and `split_cells` are empty).
     pub fn finish(self) -> Boundary {
-        finish(&self.decision, self.segments, &self.frame, self.crossed, self.pieces)
+        from_segments(&self.decision, self.segments, &self.frame, self.crossed, self.pieces)
     }
 }
 

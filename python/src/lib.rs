@@ -147,6 +147,22 @@ fn options(threads: usize, max_regions: Option<u64>, time_limit: Option<f64>) ->
 
 type Vectors = Option<(Vec<f64>, Vec<f64>, Vec<f64>)>;
 
+impl Network {
+    /// The slice and decision of a call's keyword arguments.
+    fn slice_and_decision(
+        &self,
+        kind: &str,
+        vectors: Vectors,
+        box_: Option<[f64; 4]>,
+        threshold: Option<f64>,
+        level: Option<&str>,
+    ) -> PyResult<(Slice, Decision)> {
+        let slice = Slice::build(self.net.input_shape.numel(), plane_spec(kind, vectors)?, box_)
+            .map_err(|e| py_err(e.into()))?;
+        Ok((slice, decision(self.outputs(), threshold, level)?))
+    }
+}
+
 #[pymethods]
 impl Network {
     /// The input shape (without batch dimension).
@@ -210,9 +226,7 @@ impl Network {
         threshold: Option<f64>,
         level: Option<&str>,
     ) -> PyResult<Partition> {
-        let slice = Slice::build(self.net.input_shape.numel(), plane_spec(kind, vectors)?, box_)
-            .map_err(|e| py_err(e.into()))?;
-        let decision = decision(self.outputs(), threshold, level)?;
+        let (slice, decision) = self.slice_and_decision(kind, vectors, box_, threshold, level)?;
         let opts = options(threads, max_regions, time_limit)?;
         let net = self.net.clone();
         let start = std::time::Instant::now();
@@ -244,9 +258,7 @@ impl Network {
         level: Option<&str>,
         boundary: bool,
     ) -> PyResult<String> {
-        let slice = Slice::build(self.net.input_shape.numel(), plane_spec(kind, vectors)?, box_)
-            .map_err(|e| py_err(e.into()))?;
-        let decision = decision(self.outputs(), threshold, level)?;
+        let (slice, decision) = self.slice_and_decision(kind, vectors, box_, threshold, level)?;
         let opts = options(threads, max_regions, time_limit)?;
         let net = self.net.clone();
         let start = std::time::Instant::now();
@@ -274,9 +286,7 @@ impl Network {
         threshold: Option<f64>,
         level: Option<&str>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let slice = Slice::build(self.net.input_shape.numel(), plane_spec(kind, vectors)?, box_)
-            .map_err(|e| py_err(e.into()))?;
-        let decision = decision(self.outputs(), threshold, level)?;
+        let (slice, decision) = self.slice_and_decision(kind, vectors, box_, threshold, level)?;
         let spec = TileSpec::new(index, count).map_err(|e| py_err(e.into()))?;
         let opts = options(threads, max_regions, time_limit)?;
         let id =

@@ -17,15 +17,21 @@ pub fn decision(args: &super::args::DecisionArgs, outputs: usize) -> Result<tess
     })
 }
 
-pub fn render_options(p: &super::args::PictureArgs) -> Result<tessera::render::RenderOptions, CliError> {
-    use super::args::{ColorArg, EdgesArg};
-    use tessera::render::{ColorScheme, EdgeMode, RenderOptions};
-    let bad = || CliError::Usage(format!("--size expects W,H in pixels (16 to 20000 each), got `{}`", p.size));
-    let (w, h) = p.size.split_once(',').ok_or_else(bad)?;
+/// `--size W,H`: 16 to 20000 pixels each way.
+pub fn picture_size(text: &str) -> Result<(u32, u32), CliError> {
+    let bad = || CliError::Usage(format!("--size expects W,H in pixels (16 to 20000 each), got `{text}`"));
+    let (w, h) = text.split_once(',').ok_or_else(bad)?;
     let (w, h): (u32, u32) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
     if !(16..=20_000).contains(&w) || !(16..=20_000).contains(&h) {
         return Err(bad());
     }
+    Ok((w, h))
+}
+
+pub fn render_options(p: &super::args::PictureArgs) -> Result<tessera::render::RenderOptions, CliError> {
+    use super::args::{ColorArg, EdgesArg};
+    use tessera::render::{ColorScheme, EdgeMode, RenderOptions};
+    let (w, h) = picture_size(&p.size)?;
     Ok(RenderOptions {
         size: (w, h),
         color: match p.color {

@@ -24,22 +24,12 @@ fn read_point(text: &str, n: usize, what: &str) -> Result<Vec<f64>, CliError> {
     Ok(values)
 }
 
-fn size(text: &str) -> Result<(u32, u32), CliError> {
-    let bad = || CliError::Usage(format!("--size expects W,H in pixels (16 to 20000 each), got `{text}`"));
-    let (w, h) = text.split_once(',').ok_or_else(bad)?;
-    let (w, h): (u32, u32) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
-    if !(16..=20_000).contains(&w) || !(16..=20_000).contains(&h) {
-        return Err(bad());
-    }
-    Ok((w, h))
-}
-
 pub fn line(a: LineArgs) -> Result<i32, CliError> {
     let net = config::load_model(&a.model)?;
     let n = net.input_shape.numel();
     let outputs = net.output_shape().numel();
     let decision = config::decision(&a.decision, outputs)?;
-    let picture_size = size(&a.size)?;
+    let picture_size = config::picture_size(&a.size)?;
     let points: Vec<Vec<f64>> = match (&a.from, &a.to, &a.path) {
         (Some(f), Some(t), None) => vec![read_point(f, n, "--from")?, read_point(t, n, "--to")?],
         (None, None, Some(p)) => p
