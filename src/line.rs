@@ -540,25 +540,8 @@ fn gradient_at(net: &Network, x: &[f64], output: usize) -> Vec<f64> {
         g[output] = 1.0;
         return g;
     }
-    // Every node's output (kept: the backward pass reads the nonlinear nodes' inputs).
-    let mut outs: Vec<Vec<f64>> = Vec::with_capacity(n);
-    for node in &net.nodes {
-        let read = |s: &Src| -> &[f64] {
-            match *s {
-                Src::Input => x,
-                Src::Node(j) => &outs[j],
-            }
-        };
-        let y = match &node.layer.kind {
-            LayerKind::Merge(m) => Layer::merge(*m, &node.inputs.iter().map(read).collect::<Vec<_>>()),
-            _ => {
-                let mut y = vec![0.0; node.layer.output.numel()];
-                node.layer.apply(read(&node.inputs[0]), &mut y);
-                y
-            }
-        };
-        outs.push(y);
-    }
+    // Every node's output, kept: the backward pass reads the nonlinear nodes' inputs.
+    let outs: Vec<Vec<f64>> = net.forward_all(x, true).into_iter().map(|o| o.expect("kept")).collect();
     let mut grads: Vec<Option<Vec<f64>>> = vec![None; n];
     let mut g_in = vec![0.0; x.len()];
     let mut last = vec![0.0; outs[n - 1].len()];

@@ -59,7 +59,7 @@ impl MaxLayer {
             }
         }
         let largest = groups.iter().map(Vec::len).max().unwrap_or(1);
-        let bits = (usize::BITS - (largest.max(2) - 1).leading_zeros()) as usize;
+        let bits = crate::network::Layer::max_bits(largest);
         MaxLayer { groups, unit_ptr: count, unit_groups, bits }
     }
 

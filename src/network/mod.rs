@@ -448,16 +448,20 @@ impl Layer {
         }
     }
 
+    /// Pattern bits per group of a max group of up to `largest` candidates: `⌈log2⌉`, at least one.
+    pub fn max_bits(largest: usize) -> usize {
+        (usize::BITS - (largest.max(2) - 1).leading_zeros()) as usize
+    }
+
     /// Pattern bits of this node when it is nonlinear (an elementwise activation, a max kind or a
     /// max/min join): `Some((groups or units, bits per group or unit))`.
     pub fn pattern_width(&self) -> Option<(usize, usize)> {
-        let max_bits = |largest: usize| (usize::BITS - (largest.max(2) - 1).leading_zeros()) as usize;
         match &self.kind {
             LayerKind::Activation(act) => Some((self.input.numel(), act.hinge_slots())),
             LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
                 let groups = self.max_groups();
                 let largest = groups.iter().map(Vec::len).max().unwrap_or(1);
-                Some((groups.len(), max_bits(largest)))
+                Some((groups.len(), Layer::max_bits(largest)))
             }
             LayerKind::Merge(Merge::Max | Merge::Min) => None,
             _ => None,
@@ -913,19 +917,20 @@ impl Network {
     /// This is the reference every partition is checked against; it shares no code with the
     /// partition engine beyond the layer definitions.
     pub fn forward(&self, x: &[f64]) -> Vec<f64> {
-        self.forward_all(x).pop().flatten().unwrap_or_else(|| x.to_vec())
+        self.forward_all(x, false).pop().flatten().unwrap_or_else(|| x.to_vec())
     }
 
     /// Where each nonlinear node's units sit in activation patterns: one entry per elementwise
     /// activation, max-type layer and max/min join, in node order, each starting on a 64-bit
     /// word (the 2D engine's layout: `engine::plan` checks that it agrees).
     pub fn pattern_layout(&self) -> Vec<crate::pattern::LayerBits> {
-        let max_bits = |largest: usize| (usize::BITS - (largest.max(2) - 1).leading_zeros()) as usize;
         let mut out = Vec::new();
         let mut next = 0usize;
         for (i, n) in self.nodes.iter().enumerate() {
             let width = match &n.layer.kind {
-                LayerKind::Merge(Merge::Max | Merge::Min) => Some((n.layer.output.numel(), max_bits(n.inputs.len()))),
+                LayerKind::Merge(Merge::Max | Merge::Min) => {
+                    Some((n.layer.output.numel(), Layer::max_bits(n.inputs.len())))
+                }
                 _ => n.layer.pattern_width(),
             };
             if let Some((units, bits)) = width {
@@ -937,9 +942,9 @@ impl Network {
         out
     }
 
-    /// Every node's output (dropped after its last use, so only the last one and unused ones
-    /// remain `Some`).
-    fn forward_all(&self, x: &[f64]) -> Vec<Option<Vec<f64>>> {
+    /// Every node's output: all of them with `keep` (a backward pass reads them), else each is
+    /// dropped after its last use, so only the last one and unused ones remain `Some`.
+    pub(crate) fn forward_all(&self, x: &[f64], keep: bool) -> Vec<Option<Vec<f64>>> {
         let (_, last) = self.last_uses();
         let mut out: Vec<Option<Vec<f64>>> = vec![None; self.nodes.len()];
         for (i, n) in self.nodes.iter().enumerate() {
@@ -964,7 +969,7 @@ impl Network {
             };
             for s in &n.inputs {
                 if let Src::Node(j) = *s {
-                    if last[j] == Some(i) {
+                    if last[j] == Some(i) && !keep {
                         out[j] = None;
                     }
                 }
