@@ -37,6 +37,7 @@ pub mod network;
 pub mod npy;
 pub mod partition;
 pub mod pattern;
+pub(crate) mod pointwise;
 pub mod render;
 pub mod sample;
 pub mod slice;

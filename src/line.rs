@@ -17,10 +17,10 @@
 //! the two values and the hinge), so no piece is shorter than `DIST` of the segment.
 
 use crate::boundary::Decision;
-use crate::engine::affine::Op;
 use crate::geometry::predicates::{self, Sign, DIST};
-use crate::network::{Layer, LayerKind, Merge, Network, Src};
+use crate::network::{LayerKind, Merge, Network, Src};
 use crate::pattern::{LayerBits, Pattern};
+use crate::pointwise::{self, apply_node, batched_ops, decision_values, nonlinear, Nonlinear, Ops};
 
 /// Why a path could not be traced.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -227,65 +227,8 @@ fn group_changes(group: &[u32], a: &[f64], b: &[f64], dt: f64, out: &mut Vec<f64
     }
 }
 
-/// The values a nonlinear node's decision reads, and its groups: elementwise activations read
-/// their input; max kinds and joins read the (concatenated) inputs in groups.
-enum Nonlinear<'a> {
-    Activation(&'a Layer),
-    Max(Vec<Vec<u32>>, bool),
-}
-
-fn nonlinear(node: &crate::network::Node) -> Option<Nonlinear<'_>> {
-    match &node.layer.kind {
-        LayerKind::Activation(_) => Some(Nonlinear::Activation(&node.layer)),
-        LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => Some(Nonlinear::Max(node.layer.max_groups(), false)),
-        LayerKind::Merge(m @ (Merge::Max | Merge::Min)) => {
-            let (k, n) = (node.inputs.len() as u32, node.layer.output.numel() as u32);
-            Some(Nonlinear::Max((0..n).map(|i| (0..k).map(|b| b * n + i).collect()).collect(), *m == Merge::Min))
-        }
-        _ => None,
-    }
-}
-
-/// One breakpoint's live tensors: the input, and every node output still to be read.
+/// One breakpoint's live tensors: every node output still to be read.
 type Values = Vec<Option<Vec<f64>>>;
-
-/// The decision values of nonlinear node `node` at a breakpoint: its input, or its inputs
-/// concatenated (negated for a min join, whose winners are the largest negated values).
-fn decision_values(net: &Network, node: usize, x: &[f64], vals: &Values, negate: bool) -> Vec<f64> {
-    let read = |s: &Src| -> &[f64] {
-        match *s {
-            Src::Input => x,
-            Src::Node(j) => vals[j].as_deref().expect("alive until its last reader"),
-        }
-    };
-    let ins = &net.nodes[node].inputs;
-    let mut v: Vec<f64> =
-        if ins.len() == 1 { read(&ins[0]).to_vec() } else { ins.iter().flat_map(|s| read(s).to_vec()).collect() };
-    if negate {
-        v.iter_mut().for_each(|x| *x = -*x);
-    }
-    v
-}
-
-/// Per node, the batched linear part and the bias of affine one-input layers (`None` for the
-/// others, and for reshapes, which copy).
-type Ops = Vec<Option<(Op, Vec<f64>)>>;
-
-fn batched_ops(net: &Network) -> Ops {
-    net.nodes
-        .iter()
-        .map(|n| {
-            let l = &n.layer;
-            if !l.is_affine() || matches!(l.kind, LayerKind::Merge(_)) {
-                return None;
-            }
-            let op = Op::from_layer(l)?;
-            let mut bias = vec![0.0; l.output.numel()];
-            l.apply(&vec![0.0; l.input.numel()], &mut bias);
-            Some((op, bias))
-        })
-        .collect()
-}
 
 /// The pieces of one segment, and the pieces after each nonlinear layer.
 fn trace_segment(
@@ -310,7 +253,17 @@ fn trace_segment(
             let bits = &layout[stage];
             stage += 1;
             let negate = matches!(kind, Nonlinear::Max(_, true));
-            let dv: Vec<Vec<f64>> = (0..ts.len()).map(|k| decision_values(net, i, &xs[k], &vals[k], negate)).collect();
+            let dv: Vec<Vec<f64>> = (0..ts.len())
+                .map(|k| {
+                    let read = |s: &Src| -> &[f64] {
+                        match *s {
+                            Src::Input => &xs[k],
+                            Src::Node(j) => vals[k][j].as_deref().expect("alive until its last reader"),
+                        }
+                    };
+                    decision_values(node, read, negate)
+                })
+                .collect();
             // Split every interval where a unit crosses a hinge or a group's winner changes.
             let (mut nts, mut nxs, mut nvals, mut npats, mut ndv) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -398,31 +351,20 @@ fn trace_segment(
         // The node's output at every breakpoint: affine layers in one batched product (GEMM or
         // im2col convolution) over all breakpoints, the others one breakpoint at a time.
         if let Some((op, bias)) = &ops[i] {
-            let n_in = node.layer.input.numel();
-            let n_out = bias.len();
-            // In chunks: an im2col buffer of every breakpoint at once would take gigabytes.
-            const CHUNK: usize = 32;
-            let mut x = Vec::with_capacity(CHUNK * n_in);
-            for first in (0..ts.len()).step_by(CHUNK) {
-                let rows = CHUNK.min(ts.len() - first);
-                x.clear();
-                for k in first..first + rows {
-                    x.extend_from_slice(match node.inputs[0] {
-                        Src::Input => &xs[k],
-                        Src::Node(j) => vals[k][j].as_deref().expect("alive until its last reader"),
-                    });
-                }
-                let y = op.apply_rows(&x, rows);
-                for (r, k) in (first..first + rows).enumerate() {
-                    let mut row = y[r * n_out..(r + 1) * n_out].to_vec();
-                    row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
-                    if let Src::Node(j) = node.inputs[0] {
-                        if last[j] == Some(i) {
-                            vals[k][j] = None;
-                        }
+            let rows: Vec<&[f64]> = (0..ts.len())
+                .map(|k| match node.inputs[0] {
+                    Src::Input => xs[k].as_slice(),
+                    Src::Node(j) => vals[k][j].as_deref().expect("alive until its last reader"),
+                })
+                .collect();
+            let ys = pointwise::apply_rows(op, bias, &rows);
+            for (k, row) in ys.into_iter().enumerate() {
+                if let Src::Node(j) = node.inputs[0] {
+                    if last[j] == Some(i) {
+                        vals[k][j] = None;
                     }
-                    vals[k][i] = Some(row);
                 }
+                vals[k][i] = Some(row);
             }
             continue;
         }
@@ -434,26 +376,7 @@ fn trace_segment(
                         Src::Node(j) => vals[k][j].as_deref().expect("alive until its last reader"),
                     }
                 };
-                match &node.layer.kind {
-                    LayerKind::Merge(m) => {
-                        let ins: Vec<&[f64]> = node.inputs.iter().map(read).collect();
-                        Layer::merge(*m, &ins)
-                    }
-                    // Max kinds from their groups, computed once for all breakpoints.
-                    LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
-                        let Some(Nonlinear::Max(groups, _)) = &kind else { unreachable!("max kinds have groups") };
-                        let x = read(&node.inputs[0]);
-                        groups
-                            .iter()
-                            .map(|g| g.iter().map(|&u| x[u as usize]).fold(f64::NEG_INFINITY, f64::max))
-                            .collect()
-                    }
-                    _ => {
-                        let mut y = vec![0.0; node.layer.output.numel()];
-                        node.layer.apply(read(&node.inputs[0]), &mut y);
-                        y
-                    }
-                }
+                apply_node(node, kind.as_ref(), read)
             };
             for s in &node.inputs {
                 if let Src::Node(j) = *s {
@@ -582,7 +505,7 @@ fn gradient_at(net: &Network, x: &[f64], output: usize) -> Vec<f64> {
                 let z = input(0);
                 let mut g = vec![0.0; z.len()];
                 for (group, &gi) in node.layer.max_groups().iter().zip(&gy) {
-                    let w = winner(group, z, z, 0.0);
+                    let w = pointwise::winner_at(group, z);
                     g[group[w] as usize] += gi;
                 }
                 add(0, g, &mut grads);
