@@ -59,6 +59,47 @@ fn benches(c: &mut Criterion) {
         b.iter(|| tessera::line::integrated_gradients(&lenet, &ab[0], &ab[1], 1).unwrap().sum)
     });
     g.finish();
+
+    // 3D (`map --dims 3`): a 3-64-64-2 ReLU MLP (seeded, PyTorch's default uniform
+    // initialisation) over [-1, 1]³, counting; and the bundled torus SDF with its zero-level mesh.
+    let mut g = c.benchmark_group("solid");
+    g.sample_size(10);
+    let cube = tessera::solid::Slice3::build(3, tessera::solid::Space3::Identity, None).unwrap();
+    let mlp3 = mlp(&[3, 64, 64, 2], 0);
+    let count3 = tessera::solid::Options3::default();
+    let regions = tessera::solid::partition3(&mlp3, &cube, &count3).unwrap().summary.regions;
+    eprintln!("solid/mlp_3_64x2_2: {regions} regions over [-1, 1]³");
+    g.bench_function("mlp_3_64x2_2_count", |b| {
+        b.iter(|| tessera::solid::partition3(&mlp3, &cube, &count3).unwrap().summary.regions)
+    });
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/networks/sdf_torus_3_32x2_1.json");
+    let torus = model_json::load_path(&path).expect("bundled example");
+    let mesh = tessera::solid::Options3 {
+        surface: Some(tessera::boundary::Decision::for_outputs(1, None)),
+        ..Default::default()
+    };
+    g.bench_function("sdf_torus_mesh", |b| {
+        b.iter(|| tessera::solid::partition3(&torus, &cube, &mesh).unwrap().surface.map(|m| m.triangles.len()))
+    });
+    g.finish();
+}
+
+/// A ReLU MLP of the given widths, weights and biases uniform in ±1/√fan_in (seeded).
+fn mlp(widths: &[usize], seed: u64) -> tessera::Network {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut layers = Vec::new();
+    for (k, w) in widths.windows(2).enumerate() {
+        let b = 1.0 / (w[0] as f64).sqrt();
+        let weight: Vec<Vec<f64>> = (0..w[1]).map(|_| (0..w[0]).map(|_| r.random_range(-b..b)).collect()).collect();
+        let bias: Vec<f64> = (0..w[1]).map(|_| r.random_range(-b..b)).collect();
+        layers.push(serde_json::json!({"op": "linear", "weight": weight, "bias": bias}));
+        if k + 2 < widths.len() {
+            layers.push(serde_json::json!({"op": "relu"}));
+        }
+    }
+    let doc = serde_json::json!({"format": "tessera-model/1", "input_shape": [widths[0]], "layers": layers});
+    model_json::parse_value(&doc).expect("a valid model")
 }
 
 /// A benchmark CNN and the box `[-half, half]²` of the plane through its three anchors.

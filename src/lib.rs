@@ -41,6 +41,7 @@ pub(crate) mod pointwise;
 pub mod render;
 pub mod sample;
 pub mod slice;
+pub mod solid;
 pub mod tile;
 
 pub use engine::collect::{Collect, Finished, Keep, Tally};
@@ -76,6 +77,9 @@ pub enum Error {
     /// Tiles could not be made or merged.
     #[error(transparent)]
     Tile(#[from] tile::TileError),
+    /// A decision (level set) does not fit the model.
+    #[error(transparent)]
+    Decision(#[from] boundary::DecisionError),
 }
 
 fn check_slice(net: &Network, slice: &Slice) -> Result<(), slice::SliceError> {

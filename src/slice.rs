@@ -44,6 +44,23 @@ pub enum SliceError {
     /// The two directions do not span a plane.
     #[error("degenerate slice: {0}")]
     Degenerate(&'static str),
+    /// A bound of a 3D box is invalid.
+    #[error("invalid box on the {axis} axis [{lo}, {hi}]: {reason}")]
+    BadBox3 {
+        /// The axis.
+        axis: &'static str,
+        /// Lower bound.
+        lo: f64,
+        /// Upper bound.
+        hi: f64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A 3D map of a model whose input is not three-dimensional, without anchors.
+    #[error(
+        "a 3D map needs a model with 3 inputs, or four anchors (--anchors A,B,C,D): the model input has {0} feature(s)"
+    )]
+    NeedSpace(usize),
     /// The model input is not two-dimensional and no plane was given.
     #[error("the model input has {0} features: give a plane (an origin and two directions, or three anchors)")]
     NeedPlane(usize),

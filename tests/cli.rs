@@ -483,3 +483,112 @@ fn line_traces_a_segment() {
         assert!(stderr(&o).contains(msg), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn map_in_3d_writes_polytopes_and_an_exact_mesh() {
+    let dir = tempdir("solid");
+    let d = |name: &str| dir.join(name).display().to_string();
+    // |x| + |y| + |z| − 0.5 with ReLUs: its zero set is an octahedron of area 4·√3·0.5².
+    let model = write(
+        &dir,
+        "octa.json",
+        r#"{"format": "tessera-model/1", "input_shape": [3], "layers": [
+            {"op": "linear", "weight": [[1,0,0],[-1,0,0],[0,1,0],[0,-1,0],[0,0,1],[0,0,-1]], "bias": [0,0,0,0,0,0]},
+            {"op": "relu"}, {"op": "linear", "weight": [[1,1,1,1,1,1]], "bias": [-0.5]}]}"#,
+    );
+    let o = tessera(&[
+        "map",
+        &model,
+        "--dims",
+        "3",
+        "--box",
+        "-1,1,-0.9,0.8,-0.7,1",
+        "--stats",
+        "--json",
+        &d("p.json"),
+        "--mesh",
+        &d("m.obj"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The six coordinate half-spaces: the eight octants.
+    assert_eq!(stats["regions"], 8);
+    let volume = 2.0 * 1.7 * 1.7;
+    assert!((stats["volume_sum"].as_f64().unwrap() - volume).abs() < 1e-12);
+    let surface = &stats["surface"];
+    assert_eq!(surface["watertight"], true);
+    assert!((surface["area"].as_f64().unwrap() - 4.0 * 3f64.sqrt() * 0.25).abs() < 1e-12);
+    let doc: Value = serde_json::from_slice(&std::fs::read(d("p.json")).unwrap()).unwrap();
+    assert_eq!(doc["format"], "tessera-partition3/1");
+    let regions = doc["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 8);
+    let sum: f64 = regions.iter().map(|r| r["volume"].as_f64().unwrap()).sum();
+    assert!((sum - volume).abs() < 1e-12);
+    // Every facet is a box face or a hinge of the first layer.
+    for r in regions {
+        for f in r["facets"].as_array().unwrap() {
+            assert!(matches!(f["label"]["kind"].as_str(), Some("box" | "hinge")), "{f}");
+        }
+    }
+    let obj = std::fs::read_to_string(d("m.obj")).unwrap();
+    let faces = obj.lines().filter(|l| l.starts_with("f ")).count();
+    assert_eq!(faces as u64, surface["triangles"].as_u64().unwrap());
+    // Every vertex of the mesh is on the octahedron.
+    for l in obj.lines().filter(|l| l.starts_with("v ")) {
+        let p: Vec<f64> = l[2..].split(' ').map(|x| x.parse().unwrap()).collect();
+        assert!((p[0].abs() + p[1].abs() + p[2].abs() - 0.5).abs() < 1e-12, "{l}");
+    }
+    // Another level, as PLY.
+    let o = tessera(&["map", &model, "--dims", "3", "--level", "0=0.1", "--stats", "--mesh", &d("m.ply")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((stats["surface"]["area"].as_f64().unwrap() - 4.0 * 3f64.sqrt() * 0.36).abs() < 1e-12);
+    let ply = std::fs::read_to_string(d("m.ply")).unwrap();
+    assert!(ply.starts_with("ply\nformat ascii 1.0\n"));
+    assert!(ply.contains(&format!("element face {}\n", stats["surface"]["triangles"])));
+}
+
+#[test]
+fn bad_3d_inputs_exit_2_with_a_clear_message() {
+    let dir = tempdir("solid_bad");
+    let model4 = write(
+        &dir,
+        "m4.json",
+        r#"{"format": "tessera-model/1", "input_shape": [4], "layers": [
+            {"op": "linear", "weight": [[1,0,0,1],[0,1,1,0]], "bias": [0,0]}, {"op": "relu"}]}"#,
+    );
+    let model1 =
+        write(&dir, "m1.json", r#"{"format": "tessera-model/1", "input_shape": [1], "layers": [{"op": "relu"}]}"#);
+    let a = write_npy(&dir, "a.npy", &[4], &[0.0, 0.0, 0.0, 0.0]);
+    let b = write_npy(&dir, "b.npy", &[4], &[1.0, 0.0, 0.0, 0.0]);
+    let c = write_npy(&dir, "c.npy", &[4], &[0.0, 1.0, 0.0, 0.0]);
+    let d = write_npy(&dir, "d.npy", &[4], &[0.0, 0.0, 1.0, 0.0]);
+    let flat = write_npy(&dir, "flat.npy", &[4], &[1.0, 1.0, 0.0, 0.0]);
+    let short = write_npy(&dir, "short.npy", &[3], &[0.0, 0.0, 1.0]);
+    let anchors = |list: [&str; 4]| list.join(",");
+    let ok = tessera(&["map", &model4, "--dims", "3", "--anchors", &anchors([&a, &b, &c, &d])]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--anchors".into(), anchors([&a, &b, &c, &flat])], "coplanar"),
+        (vec!["--anchors".into(), anchors([&a, &b, &c, &short])], "has shape [3] (3 values) but the model input has 4"),
+        (vec!["--anchors".into(), [a.as_str(), &b, &c].join(",")], "expects four files"),
+        (vec!["--box".into(), "0,1,0,1,0".into(), "--anchors".into(), anchors([&a, &b, &c, &d])], "six numbers"),
+        (vec!["--box".into(), "0,1,0,1,1,0".into(), "--anchors".into(), anchors([&a, &b, &c, &d])], "z axis"),
+        (vec!["--mesh".into(), "x.stl".into(), "--anchors".into(), anchors([&a, &b, &c, &d])], ".obj or .ply"),
+        (vec!["--png".into(), "x.png".into()], "--png cannot be used with --dims 3"),
+        (vec![], "a 3D map needs a model with 3 inputs"),
+    ];
+    for (extra, want) in cases {
+        let mut args: Vec<&str> = vec!["map", &model4, "--dims", "3"];
+        args.extend(extra.iter().map(String::as_str));
+        let o = tessera(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+    let o = tessera(&["map", &model1, "--dims", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("the model input has 1 feature"), "{}", stderr(&o));
+    let o = tessera(&["map", &model1, "--mesh", "m.obj"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--mesh needs --dims 3"), "{}", stderr(&o));
+}

@@ -42,7 +42,8 @@ pub enum Command {
 /// Which plane and domain to partition.
 #[derive(Args, Debug, Clone)]
 pub struct SliceArgs {
-    /// Domain in slice coordinates: U0,U1,V0,V1 (default -1,1,-1,1, or around the anchors).
+    /// Domain in slice coordinates: U0,U1,V0,V1 (default -1,1,-1,1, or around the anchors);
+    /// with --dims 3, X0,X1,Y0,Y1,Z0,Z1.
     #[arg(long = "box", value_name = "U0,U1,V0,V1", allow_hyphen_values = true)]
     pub box_: Option<String>,
     /// Origin of the plane (.npy shaped like the input, or flat).
@@ -54,7 +55,8 @@ pub struct SliceArgs {
     /// Direction of v (.npy).
     #[arg(long, value_name = "DV.npy", requires = "origin")]
     pub dv: Option<PathBuf>,
-    /// Plane through three inputs A,B,C (.npy files), with orthonormal (u, v).
+    /// Plane through three inputs A,B,C (.npy files), with orthonormal (u, v); with --dims 3,
+    /// the 3D slice through four inputs A,B,C,D.
     #[arg(long, value_name = "A.npy,B.npy,C.npy")]
     pub anchors: Option<String>,
     /// Worker threads (default: one per core).
@@ -105,6 +107,14 @@ pub struct MapArgs {
     /// write --json and pictures; without it the tile holds counts and border regions only.
     #[arg(long, requires = "tile")]
     pub tile_regions: bool,
+    /// Dimension of the slice: 2 (a plane) or 3 (a box of a 3-input model, or the 3D slice
+    /// through four anchors; --box then takes X0,X1,Y0,Y1,Z0,Z1).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub dims: u8,
+    /// With --dims 3: write the decision surface (or the --level/--threshold level set) as an
+    /// exact triangle mesh, Wavefront OBJ or PLY by the extension.
+    #[arg(long, value_name = "OUT.obj|OUT.ply")]
+    pub mesh: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -64,6 +64,13 @@ pub fn load_model(path: &Path) -> Result<Network, CliError> {
     Ok(json::load_path(path).map_err(tessera::Error::from)?)
 }
 
+/// `--box` of a 3D map: six numbers.
+pub fn parse_box3(text: &str) -> Result<[f64; 6], CliError> {
+    let bad = || CliError::Usage(format!("--box with --dims 3 expects six numbers X0,X1,Y0,Y1,Z0,Z1, got `{text}`"));
+    let parts: Vec<f64> = text.split(',').map(|p| p.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    parts.try_into().map_err(|_| bad())
+}
+
 fn parse_box(text: &str) -> Result<[f64; 4], CliError> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();
     let bad = || CliError::Usage(format!("--box expects four numbers U0,U1,V0,V1, got `{text}`"));

@@ -7,6 +7,7 @@ mod output;
 use args::{Cli, Command, MapArgs, SampleArgs, SliceArgs, VerifyArgs};
 
 mod line;
+mod solid;
 mod tiles;
 use std::io::IsTerminal;
 use std::io::Write;
@@ -159,6 +160,12 @@ type MapCollect = (
 );
 
 fn map(a: MapArgs) -> Result<i32, CliError> {
+    if a.dims == 3 {
+        return solid::map3(a);
+    }
+    if a.mesh.is_some() {
+        return Err(CliError::Usage("--mesh needs --dims 3 (a 2D map's boundary is in --json and --stats)".into()));
+    }
     let spec = a.tile.as_deref().map(tessera::tile::TileSpec::parse).transpose().map_err(tessera::Error::from)?;
     let net = Arc::new(config::load_model(&a.model)?);
     let slice = config::build_slice(&net, &a.slice)?;
