@@ -201,6 +201,11 @@ fn winner(group: &[u32], a: &[f64], b: &[f64], l: f64) -> usize {
 /// and `b` (the upper envelope's breakpoints: pairwise crossings where the winner differs on the
 /// two sides).
 fn group_changes(group: &[u32], a: &[f64], b: &[f64], dt: f64, out: &mut Vec<f64>) {
+    // Affine values: a candidate the winner beats at both ends it beats in between, so the
+    // same winner at both ends means no change (the common case).
+    if pointwise::winner_at(group, a) == pointwise::winner_at(group, b) {
+        return;
+    }
     let mut cands = Vec::new();
     for (i, &p) in group.iter().enumerate() {
         for &q in &group[i + 1..] {
@@ -264,6 +269,8 @@ fn trace_segment(
                     decision_values(node, read, negate)
                 })
                 .collect();
+            // Once per node: building the hinge forms is a pass over the layer.
+            let hinges = node.layer.hinge_forms();
             // Split every interval where a unit crosses a hinge or a group's winner changes.
             let (mut nts, mut nxs, mut nvals, mut npats, mut ndv) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -272,8 +279,8 @@ fn trace_segment(
                 let dt = ts[k + 1] - ts[k];
                 let mut cuts = Vec::new();
                 match kind {
-                    Nonlinear::Activation(layer) => {
-                        let (forms, _) = layer.hinge_forms().expect("an activation has hinge forms");
+                    Nonlinear::Activation(_) => {
+                        let (forms, _) = hinges.as_ref().expect("an activation has hinge forms");
                         for (u, f) in forms.iter().enumerate() {
                             for &(bp, _) in f.hinges() {
                                 if let Some(l) = crossing(va[u], vb[u], bp, dt) {
@@ -327,8 +334,9 @@ fn trace_segment(
                 let (va, vb) = (&ndv[k], &ndv[k + 1]);
                 let mid = |u: usize| 0.5 * (va[u] + vb[u]);
                 match kind {
-                    Nonlinear::Activation(layer) => {
-                        let (forms, slots) = layer.hinge_forms().expect("an activation has hinge forms");
+                    Nonlinear::Activation(_) => {
+                        let (forms, slots) = hinges.as_ref().expect("an activation has hinge forms");
+                        let slots = *slots;
                         for (u, f) in forms.iter().enumerate() {
                             for (j, &(bp, _)) in f.hinges().iter().enumerate() {
                                 if mid(u) > bp {

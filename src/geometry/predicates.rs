@@ -45,6 +45,11 @@
 //!   ([`same_point`]); computed copies of one vertex agree far better than that unless the
 //!   two lines defining it are nearly parallel.
 //!
+//! In 3D (`solid`) the same rule holds in the cube `[-1, 1]³`: `τ = DIST·(|a| + |b| + |c|) + ν` for
+//! `f = a·x + b·y + c·z + d`, a distance in the max-norm; there (as on 1D paths) the gradient
+//! and the noise floor come from the values at a cell's vertices, `ν = NOISE ×` the largest of
+//! their magnitudes and the breakpoint's.
+//!
 //! What the rule cannot do: decide the sign of a value that f64 cannot compute (closer to zero than
 //! its noise floor). Such a vertex counts as on the line, which is also what
 //! `certify::certify` accepts, with the same `τ` recomputed in exact arithmetic. The noise floor
@@ -82,6 +87,13 @@ pub fn noise_floor(magnitude: f64) -> f64 {
 #[inline(always)]
 pub fn tolerance(a: f64, b: f64, noise: f64) -> f64 {
     DIST * (a.abs() + b.abs()) + noise
+}
+
+/// The tolerance `τ` on the value of `a·x + b·y + c·z + d` (gradient `g`) in the cube
+/// `[-1, 1]³` of a 3D map, whose rounding is bounded by `noise`.
+#[inline]
+pub fn tolerance3(g: [f64; 3], noise: f64) -> f64 {
+    DIST * (g[0].abs() + g[1].abs() + g[2].abs()) + noise
 }
 
 /// Classifies `value` against the tolerance `tol` (from [`tolerance`]).

@@ -6,7 +6,7 @@
 //! them, and it must report where each new vertex lies on which old edge so that the caller can
 //! interpolate the network's tensors there.
 
-use crate::geometry::predicates::{self, Sign, DIST};
+use crate::geometry::predicates::{self, Sign};
 
 /// What made a facet of a region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -304,10 +304,9 @@ pub(crate) fn invert3(a: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
 }
 
 /// The signs of `s` (values of an affine function with gradient `g` and noise floor from
-/// `magnitude` at the points) under the tolerance rule: `DIST·|g|₁ + ν`, the 3D form of
-/// `predicates::tolerance` (distance in the max-norm of the normalised cube).
+/// `magnitude` at the points) under the tolerance rule (`predicates::tolerance3`).
 pub(crate) fn signs(s: &[f64], g: [f64; 3], magnitude: f64) -> (Vec<Sign>, bool, bool) {
-    let tol = DIST * (g[0].abs() + g[1].abs() + g[2].abs()) + predicates::noise_floor(magnitude);
+    let tol = predicates::tolerance3(g, predicates::noise_floor(magnitude));
     let mut out = Vec::with_capacity(s.len());
     let (mut neg, mut pos) = (false, false);
     for &v in s {
