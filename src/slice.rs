@@ -77,7 +77,8 @@ pub struct Plane {
     pub dv: Vec<f64>,
 }
 
-fn check(what: &'static str, v: &[f64], n: usize) -> Result<(), SliceError> {
+/// Checks a vector's length against the input size and that it is finite.
+pub(crate) fn check(what: &'static str, v: &[f64], n: usize) -> Result<(), SliceError> {
     if v.len() != n {
         return Err(SliceError::Length { what, found: v.len(), expected: n });
     }
@@ -100,7 +101,7 @@ fn sum3(o: f64, p: f64, pe: f64, q: f64, qe: f64) -> f64 {
     s2 + (e1 + e2 + pe + qe)
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 

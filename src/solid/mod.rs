@@ -59,19 +59,7 @@ pub struct Slice3 {
     pub anchors: Option<[[f64; 3]; 4]>,
 }
 
-fn check_vec(what: &'static str, v: &[f64], n: usize) -> Result<(), SliceError> {
-    if v.len() != n {
-        return Err(SliceError::Length { what, found: v.len(), expected: n });
-    }
-    match v.iter().position(|x| !x.is_finite()) {
-        Some(index) => Err(SliceError::NonFinite { what, index }),
-        None => Ok(()),
-    }
-}
-
-fn dotn(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+use crate::slice::{check as check_vec, dot as dotn};
 
 /// Validates a 3D box: finite, non-empty on every axis and resolvable in f64.
 fn check_bounds(b: [f64; 6]) -> Result<(), SliceError> {
