@@ -26,6 +26,7 @@
 //! network's function there up to f64 rounding, which `Partition::sanity_check` verifies
 //! against a plain forward pass.
 
+pub mod analysis;
 pub mod boundary;
 pub mod certify;
 pub mod engine;
@@ -80,6 +81,9 @@ pub enum Error {
     /// A decision (level set) does not fit the model.
     #[error(transparent)]
     Decision(#[from] boundary::DecisionError),
+    /// An analysis of a partition could not be done.
+    #[error(transparent)]
+    Analysis(#[from] analysis::AnalysisError),
 }
 
 fn check_slice(net: &Network, slice: &Slice) -> Result<(), slice::SliceError> {

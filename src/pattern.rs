@@ -47,6 +47,14 @@ impl Pattern {
         (0..width).filter(|&k| self.bit(offset + k)).fold(0, |a, k| a | (1 << k))
     }
 
+    /// A short stable id (a 64-bit hash of the bits): tooltips, graph nodes.
+    pub fn id(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        self.hash(&mut h);
+        h.finish()
+    }
+
     /// Compact hexadecimal id (little-endian words, trailing zero words trimmed).
     pub fn to_hex(&self) -> String {
         let mut words = self.0.as_slice();

@@ -282,10 +282,7 @@ fn slope(part: &Partition, region: usize, boundary: Option<&Boundary>, class: us
 
 /// A short stable id of a pattern for tooltips.
 fn pattern_id(p: &crate::pattern::Pattern) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = rustc_hash::FxHasher::default();
-    p.hash(&mut h);
-    h.finish()
+    p.id()
 }
 
 /// A filled piece: a region, or one class's cell of a region the boundary crosses.
