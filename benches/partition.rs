@@ -82,6 +82,24 @@ fn benches(c: &mut Criterion) {
         b.iter(|| tessera::solid::partition3(&torus, &cube, &mesh).unwrap().surface.map(|m| m.triangles.len()))
     });
     g.finish();
+
+    // Analyses of a finished partition (`tessera::analysis`): the 162,097-region MLP (768 units)
+    // and LeNet-5 on [-1, 1]² of its anchor plane (its conv and pool units).
+    let mut g = c.benchmark_group("analysis");
+    g.sample_size(10);
+    let part = tessera::partition(&big, &box2, &count).unwrap();
+    g.bench_function("mlp_2_256x3_2_neurons", |b| {
+        b.iter(|| tessera::analysis::neurons::neuron_report(&big, &part).unwrap().units())
+    });
+    g.bench_function("mlp_2_256x3_2_pieces", |b| {
+        b.iter(|| tessera::analysis::pieces::linear_pieces(&part).pieces.len())
+    });
+    let (lenet, lenet_slice) = anchor_plane("lenet5", 1.0);
+    let lenet_part = tessera::partition(&lenet, &lenet_slice, &count).unwrap();
+    g.bench_function("lenet5_neurons_1.0", |b| {
+        b.iter(|| tessera::analysis::neurons::neuron_report(&lenet, &lenet_part).unwrap().units())
+    });
+    g.finish();
 }
 
 /// A ReLU MLP of the given widths, weights and biases uniform in ±1/√fan_in (seeded).

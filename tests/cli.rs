@@ -592,3 +592,213 @@ fn bad_3d_inputs_exit_2_with_a_clear_message() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--mesh needs --dims 3"), "{}", stderr(&o));
 }
+
+/// Rows of a CSV file as maps from column name to text.
+fn read_csv(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            assert_eq!(cells.len(), header.len(), "row `{l}`");
+            header.iter().cloned().zip(cells.iter().map(|c| c.to_string())).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn neurons_report_and_a_rewrite_with_the_same_partition() {
+    let dir = tempdir("neurons");
+    let (csv, small, plots) = (dir.join("n.csv"), dir.join("small.json"), dir.join("plots"));
+    let o = tessera(&[
+        "neurons",
+        EXAMPLE,
+        "--box",
+        "-2,2,-2,2",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--rewrite",
+        small.to_str().unwrap(),
+        "--plots",
+        plots.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = read_csv(&csv);
+    assert_eq!(rows.len(), 192, "one row per unit of the 2-64-64-64-2 net");
+    let switching = rows.iter().filter(|r| r["verdict"] == "switching").count();
+    for r in &rows {
+        let fractions: f64 = r["piece_area_fraction"].split(';').map(|x| x.parse::<f64>().unwrap()).sum();
+        assert!((fractions - 1.0).abs() < 1e-9);
+        let pieces = r["piece_regions"].split(';').filter(|x| *x != "0").count();
+        assert_eq!(pieces > 1, r["verdict"] == "switching");
+        assert_eq!(r["edge_length"].parse::<f64>().unwrap() > 0.0, r["verdict"] == "switching");
+    }
+    assert!(switching < 192, "some units never switch on [-2, 2]²");
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(table.contains(&format!("{switching:>10}")), "{table}");
+    for stem in ["verdicts", "edge_length"] {
+        assert!(std::fs::read(plots.join(format!("{stem}.png"))).unwrap().starts_with(b"\x89PNG"));
+    }
+    // The rewritten network: as many piecewise-linear units as switching ones, same partition.
+    let info = tessera(&["info", small.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&info.stdout).contains(&format!("piecewise-linear units {switching}")));
+    let a = tessera(&["map", EXAMPLE, "--box", "-2,2,-2,2", "--stats", "--boundary"]);
+    let b = tessera(&["map", small.to_str().unwrap(), "--box", "-2,2,-2,2", "--stats", "--boundary"]);
+    let (a, b): (Value, Value) =
+        (serde_json::from_slice(&a.stdout).unwrap(), serde_json::from_slice(&b.stdout).unwrap());
+    for key in ["regions", "vertices", "boundary_components"] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+    assert!((a["boundary_length"].as_f64().unwrap() - b["boundary_length"].as_f64().unwrap()).abs() < 1e-9);
+}
+
+#[test]
+fn map_pieces_and_the_region_graph() {
+    let dir = tempdir("pieces");
+    let (graph, svg) = (dir.join("g.graphml"), dir.join("p.svg"));
+    let o = tessera(&[
+        "map",
+        EXAMPLE,
+        "--box",
+        "-2,2,-2,2",
+        "--stats",
+        "--pieces",
+        "--graph",
+        graph.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    // A generic trained net: no two neighbours share a map.
+    assert_eq!(stats["pieces"], stats["regions"]);
+    let text = std::fs::read_to_string(&graph).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    assert_eq!(doc.descendants().filter(|n| n.has_tag_name("node")).count(), 12_042);
+    // Every interior vertex of degree 3 (generic): edges = regions + vertices − 1 − boundary sides.
+    let edges = doc.descendants().filter(|n| n.has_tag_name("edge")).count();
+    assert!(edges > 12_042 && edges < 3 * 12_042, "{edges} adjacencies");
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("12042 linear pieces"));
+
+    // Redundant units (zero outgoing weights): fewer pieces than regions.
+    let model = write(
+        &dir,
+        "red.json",
+        r#"{"format": "tessera-model/1", "input_shape": [2], "layers": [
+            {"op": "linear", "weight": [[1.0, 0.3], [-0.4, 1.0], [0.7, -0.7]], "bias": [0.1, -0.2, 0.05]},
+            {"op": "relu"},
+            {"op": "linear", "weight": [[1.0, -0.5, 0.0], [0.3, 1.2, 0.0]], "bias": [0.0, 0.1]}]}"#,
+    );
+    let o = tessera(&["map", &model, "--stats", "--pieces"]);
+    let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(stats["pieces"], 4, "the lines of units 0 and 1 cross inside the square: four pieces");
+    assert!(stats["regions"].as_u64().unwrap() > 4);
+}
+
+#[test]
+fn local_complexity_through_the_binary() {
+    let dir = tempdir("local");
+    let pts = write_npy(&dir, "x.npy", &[3, 2], &[0.1, -0.2, 0.5, 0.4, -0.7, 0.0]);
+    let csv = dir.join("l.csv");
+    let plot = dir.join("l.png");
+    let o = tessera(&[
+        "local",
+        EXAMPLE,
+        "--points",
+        &pts,
+        "--radius",
+        "0.3",
+        "--planes",
+        "2",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = read_csv(&csv);
+    assert_eq!(rows.len(), 6);
+    // Both planes through a point of a 2-input model are its input plane.
+    for p in rows.chunks(2) {
+        assert_eq!(p[0]["regions"], p[1]["regions"]);
+        let per: u64 =
+            ["units_relu#1", "units_relu#3", "units_relu#5"].iter().map(|k| p[0][*k].parse::<u64>().unwrap()).sum();
+        assert_eq!(per, p[0]["units"].parse::<u64>().unwrap());
+    }
+    assert!(std::fs::read(&plot).unwrap().starts_with(b"\x89PNG"));
+    // Bad input.
+    let bad = write_npy(&dir, "bad.npy", &[2, 3], &[0.0; 6]);
+    for (args, needle) in [
+        (vec!["--points", bad.as_str(), "--radius", "0.3"], "has shape [2, 3]"),
+        (vec!["--points", pts.as_str(), "--radius", "-1"], "--radius must be a positive number"),
+        (vec!["--points", pts.as_str(), "--radius", "0.3", "--planes", "0"], "--planes must be at least 1"),
+    ] {
+        let mut all = vec!["local", EXAMPLE];
+        all.extend(args);
+        let o = tessera(&all);
+        assert_eq!(o.status.code(), Some(2), "{all:?}");
+        assert!(stderr(&o).contains(needle), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn series_rows_equal_separate_maps_of_each_checkpoint() {
+    let dir = tempdir("series");
+    let base: Value = serde_json::from_slice(&std::fs::read(EXAMPLE).unwrap()).unwrap();
+    // Checkpoints: the bundled net with its even hidden rows scaled down step by step.
+    let mut ckpts = Vec::new();
+    for (k, s) in [1.0, 0.7, 0.4].iter().enumerate() {
+        let mut doc = base.clone();
+        for layer in doc["layers"].as_array_mut().unwrap() {
+            if let Some(w) = layer.get_mut("weight") {
+                for (i, row) in w.as_array_mut().unwrap().iter_mut().enumerate() {
+                    for x in row.as_array_mut().unwrap() {
+                        if i % 2 == 0 {
+                            *x = serde_json::json!(x.as_f64().unwrap() * s);
+                        }
+                    }
+                }
+            }
+        }
+        ckpts.push(write(&dir, &format!("ck{k}.json"), &doc.to_string()));
+    }
+    let (csv, gif, plots) = (dir.join("s.csv"), dir.join("s.gif"), dir.join("plots"));
+    let mut args = vec!["series"];
+    args.extend(ckpts.iter().map(String::as_str));
+    args.extend(["--box", "-2,2,-2,2", "--csv", csv.to_str().unwrap(), "--gif", gif.to_str().unwrap()]);
+    args.extend(["--plots", plots.to_str().unwrap(), "--size", "200,200"]);
+    let o = tessera(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = read_csv(&csv);
+    assert_eq!(rows.len(), 3);
+    for (row, ck) in rows.iter().zip(&ckpts) {
+        let m = tessera(&["map", ck, "--box", "-2,2,-2,2", "--stats", "--boundary"]);
+        let s: Value = serde_json::from_slice(&m.stdout).unwrap();
+        assert_eq!(row["regions"], s["regions"].to_string());
+        let per: Vec<String> = s["regions_per_layer"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+        assert_eq!(row["regions_per_layer"], per.join(";"));
+        for key in ["vertices", "boundary_components", "boundary_closed_components", "boundary_crossed_regions"] {
+            assert_eq!(row[key], s[key].to_string(), "{key}");
+        }
+        let length: f64 = row["boundary_length"].parse().unwrap();
+        assert!((length - s["boundary_length"].as_f64().unwrap()).abs() <= 1e-12 * length.max(1.0));
+        let units: usize =
+            ["dead_units", "linear_units", "switching_units"].iter().map(|k| row[*k].parse::<usize>().unwrap()).sum();
+        assert_eq!(units, 192);
+    }
+    assert_ne!(rows[0]["regions"], rows[2]["regions"], "the checkpoints differ");
+    // One frame per checkpoint, at the asked size.
+    let decoder = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(std::fs::read(&gif).unwrap())).unwrap();
+    use image::AnimationDecoder;
+    let frames: Vec<_> = decoder.into_frames().collect::<Result<_, _>>().unwrap();
+    assert_eq!(frames.len(), 3);
+    assert_eq!(frames[0].buffer().dimensions(), (200, 200));
+    for stem in ["regions", "boundary", "units"] {
+        assert!(std::fs::read(plots.join(format!("{stem}.png"))).unwrap().starts_with(b"\x89PNG"));
+    }
+    // A checkpoint of another input shape is refused by name before any work.
+    let o = tessera(&["series", &ckpts[0], "assets/networks/cnn_1x8x8.json", "--csv", csv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cnn_1x8x8.json takes [1, 8, 8]"), "{}", stderr(&o));
+}

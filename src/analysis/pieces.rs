@@ -99,3 +99,14 @@ impl LinearPiece {
         self.shape.unsigned_area()
     }
 }
+
+/// A copy of `part` in which every region carries the pattern of its piece's first region, so
+/// that pictures colour pieces (pattern colours) and draw no edge inside a piece (the SVG draws
+/// edges only between different patterns). For pictures only: patterns are no longer unique.
+pub fn colour_by_piece(part: &Partition, pieces: &LinearPieces) -> Partition {
+    let mut out = part.clone();
+    for (r, &p) in out.regions.iter_mut().zip(&pieces.piece_of) {
+        r.pattern = part.regions[pieces.pieces[p].regions[0]].pattern.clone();
+    }
+    out
+}

@@ -4,10 +4,11 @@
 //! dropped before the next checkpoint, so a series' memory does not grow with its length.
 
 use super::neurons::{neuron_report, Verdict};
+use super::AnalysisError;
 use crate::boundary::{decision_boundary, Decision};
 use crate::network::Network;
 use crate::slice::Slice;
-use crate::Options;
+use crate::{Options, Partition};
 
 /// The statistics of one checkpoint.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -43,8 +44,13 @@ pub fn series_row(
     opts: &Options,
 ) -> Result<SeriesRow, crate::Error> {
     let part = crate::partition(net, slice, opts)?;
-    let boundary = decision_boundary(&part, decision);
-    let report = neuron_report(net, &part)?;
+    Ok(row_of(net, &part, decision)?)
+}
+
+/// The row of a partition `part` computed for `net`.
+pub fn row_of(net: &Network, part: &Partition, decision: &Decision) -> Result<SeriesRow, AnalysisError> {
+    let boundary = decision_boundary(part, decision);
+    let report = neuron_report(net, part)?;
     let s = &part.summary;
     Ok(SeriesRow {
         regions: s.regions,

@@ -24,6 +24,15 @@ pub enum Command {
     Line(LineArgs),
     /// Join the tile results of `map --tile I/N` into the single run's statistics, JSON and pictures.
     Merge(MergeArgs),
+    /// Per-unit report on the slice: which units are dead, linear or switching, the area and
+    /// regions of each piece, the edges each unit creates, and the network without the units
+    /// that never switch.
+    Neurons(NeuronsArgs),
+    /// Exact local complexity around data points: regions and crossing units in a disk on
+    /// random planes through each point.
+    Local(LocalArgs),
+    /// One slice over many checkpoints: statistics per checkpoint (CSV), plots, an animation.
+    Series(SeriesArgs),
     /// Show the model's layers, shapes, parameters and piecewise-linear units.
     Info {
         /// Model file (tessera-model/1 JSON or ONNX).
@@ -111,6 +120,14 @@ pub struct MapArgs {
     /// through four anchors; --box then takes X0,X1,Y0,Y1,Z0,Z1).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub dims: u8,
+    /// Merge neighbouring regions with equal affine maps into linear pieces: counts in --stats
+    /// and on stderr; --svg and --png are then coloured by piece (the SVG outlines pieces).
+    #[arg(long)]
+    pub pieces: bool,
+    /// Write the region adjacency graph as GraphML: regions (area, class, pattern id, centroid)
+    /// and shared edges (length, the node and unit that separate them).
+    #[arg(long, value_name = "OUT.graphml")]
+    pub graph: Option<PathBuf>,
     /// With --dims 3: write the decision surface (or the --level/--threshold level set) as an
     /// exact triangle mesh, Wavefront OBJ or PLY by the extension.
     #[arg(long, value_name = "OUT.obj|OUT.ply")]
@@ -296,4 +313,79 @@ pub struct VerifyArgs {
     /// lines, exact maps, areas summing to the domain).
     #[arg(long)]
     pub exact: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct NeuronsArgs {
+    /// Model file (tessera-model/1 JSON, or .onnx).
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub slice: SliceArgs,
+    /// One row per unit: node, op, unit, verdict, area fraction and regions of each piece,
+    /// edge length.
+    #[arg(long, value_name = "OUT.csv")]
+    pub csv: Option<PathBuf>,
+    /// Write plots (verdicts per layer, edge length per layer) as PNGs here.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+    /// Write the network without the units that never switch on the slice (dead units as
+    /// constants, linear ones as affine maps) as tessera-model/1 JSON, after checking that it
+    /// gives every region's map.
+    #[arg(long, value_name = "OUT.json")]
+    pub rewrite: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// Model file (tessera-model/1 JSON, or .onnx).
+    pub model: PathBuf,
+    /// Data points, an array shaped [N, *input_shape] (or [N, features]).
+    #[arg(long, value_name = "X.npy")]
+    pub points: PathBuf,
+    /// Radius of the disk around each point, in input units.
+    #[arg(long, allow_hyphen_values = true)]
+    pub radius: f64,
+    /// Random planes through each point.
+    #[arg(long, default_value_t = 8)]
+    pub planes: usize,
+    /// Seed of the planes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// One row per point and plane: regions, crossing units, crossing units per layer.
+    #[arg(long, value_name = "OUT.csv")]
+    pub csv: Option<PathBuf>,
+    /// A histogram of the region counts per disk.
+    #[arg(long, value_name = "OUT.png")]
+    pub plot: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct SeriesArgs {
+    /// Checkpoints (ONNX or JSON files), in training order; all with the same input shape.
+    #[arg(required = true, value_name = "CKPT")]
+    pub checkpoints: Vec<PathBuf>,
+    #[command(flatten)]
+    pub slice: SliceArgs,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
+    /// One row per checkpoint: regions, per-layer counts, vertices, boundary length and
+    /// components, dead, linear and switching units.
+    #[arg(long, value_name = "OUT.csv")]
+    pub csv: Option<PathBuf>,
+    /// Write line plots over the checkpoints as PNGs here.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+    /// An animated GIF of the partitions, one frame per checkpoint (colours follow the
+    /// activation pattern, so a region keeps its colour while its pattern lives).
+    #[arg(long, value_name = "OUT.gif")]
+    pub gif: Option<PathBuf>,
+    /// Frame size of the GIF in pixels.
+    #[arg(long, value_name = "W,H", default_value = "480,480")]
+    pub size: String,
+    /// Time each frame shows, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub frame_ms: u32,
 }

@@ -6,6 +6,7 @@ mod output;
 
 use args::{Cli, Command, MapArgs, SampleArgs, SliceArgs, VerifyArgs};
 
+mod analysis;
 mod line;
 mod solid;
 mod tiles;
@@ -52,6 +53,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Map(a) => a.slice.threads,
         Command::Verify(a) => a.slice.threads,
         Command::Sample(a) => a.slice.threads,
+        Command::Neurons(a) => a.slice.threads,
+        Command::Series(a) => a.slice.threads,
+        Command::Local(a) => a.threads,
         Command::Info { .. } | Command::ExportJson { .. } | Command::Merge(_) | Command::Line(_) => 0,
     };
     output::clean_up_on_interrupt();
@@ -65,6 +69,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Sample(a) => sample(a),
         Command::Merge(a) => tiles::merge(a),
         Command::Line(a) => line::line(a),
+        Command::Neurons(a) => analysis::neurons(a),
+        Command::Local(a) => analysis::local(a),
+        Command::Series(a) => analysis::series(a),
         Command::Info { model } => info(&model),
         Command::ExportJson { model, out } => export_json(&model, out.as_deref()),
     }
@@ -184,9 +191,9 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
     // Everything streams (memory independent of the region count) but what needs the whole
     // partition: an SVG (a polygon per region), statistics plots, edges coloured by layer.
     let layer_edges = render_opts.edges == EdgeMode::Layer && a.picture.png.is_some();
-    let keep = a.picture.svg.is_some() || a.picture.plots.is_some() || layer_edges;
+    let keep = a.picture.svg.is_some() || a.picture.plots.is_some() || layer_edges || a.pieces || a.graph.is_some();
     let segments = (a.boundary && !keep).then(|| Segments::new(decision.clone()));
-    let raster = (a.picture.png.is_some() && !layer_edges)
+    let raster = (a.picture.png.is_some() && !layer_edges && !a.pieces)
         .then(|| Raster::new(slice.domain, render_opts.clone(), Some(decision.clone())));
     let mut json_file = None;
     let json = match &a.json {
@@ -225,7 +232,32 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
         (_, Some(s)) => Some(s.finish()),
         _ => None,
     };
-    let stats = tessera::export::stats_json(&summary, boundary.as_ref(), elapsed);
+    let mut stats = tessera::export::stats_json(&summary, boundary.as_ref(), elapsed);
+    // Linear pieces, and a partition coloured by piece for the pictures.
+    let pieces = match (&partition, a.pieces) {
+        (Some(p), true) => {
+            let lp = tessera::analysis::pieces::linear_pieces(p);
+            stats["pieces"] = serde_json::json!(lp.pieces.len());
+            eprintln!(
+                "{} linear pieces (regions with equal affine maps merged) from {} regions",
+                lp.pieces.len(),
+                p.regions.len()
+            );
+            Some(lp)
+        }
+        _ => None,
+    };
+    if let (Some(p), Some(path)) = (&partition, &a.graph) {
+        let g = tessera::analysis::graph::region_graph(&net, p, &decision).map_err(tessera::Error::from)?;
+        output::write_atomically(path, |w| tessera::analysis::graph::write_graphml(&g, w))?;
+        eprintln!("wrote {} ({} regions, {} adjacencies)", path.display(), g.node_count(), g.edge_count());
+    }
+    let by_piece = match (&partition, &pieces) {
+        (Some(p), Some(lp)) if a.picture.svg.is_some() || a.picture.png.is_some() => {
+            Some(tessera::analysis::pieces::colour_by_piece(p, lp))
+        }
+        _ => None,
+    };
     if let (Some(file), Some(json)) = (json_file, json) {
         let b = boundary.as_ref().filter(|_| a.boundary).map(|b| tessera::export::boundary_json(b, &frame));
         file.commit(json.finish(b, &stats))?;
@@ -239,7 +271,19 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
         output::write_atomically(path, |w| w.write_all(&png))?;
         eprintln!("wrote {}", path.display());
     }
-    if let Some(p) = &partition {
+    let title = match &pieces {
+        Some(lp) => Some(format!("{name}: {} linear pieces ({} regions)", lp.pieces.len(), summary.regions)),
+        None => title,
+    };
+    if let (Some(path), Some(p)) = (&a.picture.png, &by_piece) {
+        // Pieces are told apart by colour: region edges would hide them.
+        let opts =
+            tessera::render::RenderOptions { title: title.clone(), edges: EdgeMode::None, ..render_opts.clone() };
+        let png = tessera::render::partition_png(p, &decision, boundary.as_ref(), slice.anchors, &opts);
+        output::write_atomically(path, |w| w.write_all(&png))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(p) = by_piece.as_ref().or(partition.as_ref()) {
         let opts = tessera::render::RenderOptions { title: title.clone(), ..render_opts.clone() };
         let scene = tessera::render::Scene { partition: p, boundary: boundary.as_ref(), anchors: slice.anchors };
         if let Some(path) = &a.picture.svg {
@@ -249,7 +293,7 @@ fn map(a: MapArgs) -> Result<i32, CliError> {
             output::write_atomically(path, |w| w.write_all(svg.as_bytes()))?;
             eprintln!("wrote {}", path.display());
         }
-        if let (Some(path), true) = (&a.picture.png, layer_edges) {
+        if let (Some(path), true) = (&a.picture.png, layer_edges && by_piece.is_none()) {
             let bar = Progress::phase(format!("drawing {}", path.display()));
             let png = tessera::render::render_png(&scene, &opts);
             bar.stop();

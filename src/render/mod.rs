@@ -204,14 +204,23 @@ impl Legend {
     /// Width in pixels of the widest entry (13 px text, a swatch, a margin), so that the
     /// viewport leaves room for it.
     pub fn width(&self) -> f64 {
+        // Only the entries shown: a picture without a legend gives the domain the room.
         let text = |s: &str| 20.0 + 0.62 * 13.0 * s.chars().count() as f64;
-        let mut w: f64 = 120.0;
-        w = w.max(text("decision boundary")).max(text("edges by layer")).max(text("log10 regions per pixel"));
+        let mut w: f64 = 0.0;
+        if self.boundary {
+            w = w.max(text("decision boundary"));
+        }
+        if self.classes > 0 {
+            w = w.max(text(&format!("class {}", self.classes - 1)));
+        }
+        if !self.layers.is_empty() {
+            w = w.max(text("edges by layer"));
+        }
         for l in &self.layers {
             w = w.max(text(l));
         }
-        if let Some((_, (lo, hi))) = self.colorbar {
-            w = w.max(24.0 + text(&format!("≥ {hi:.3}"))).max(24.0 + text(&format!("≤ {lo:.3}")));
+        if let Some((label, (lo, hi))) = self.colorbar {
+            w = w.max(text(label)).max(24.0 + text(&format!("≥ {hi:.3}"))).max(24.0 + text(&format!("≤ {lo:.3}")));
         }
         w
     }
@@ -378,15 +387,23 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
     let vp = Viewport::with_legend(part.domain, opts, legend.width());
     let fills: Vec<Rgb> = match opts.color {
         ColorScheme::Pattern => {
+            // Regions sharing a pattern (only pieces drawn by `analysis::pieces::colour_by_piece`;
+            // a partition's patterns are unique) are coloured as one, by their first region.
+            let mut first: rustc_hash::FxHashMap<&crate::pattern::Pattern, usize> = Default::default();
+            let rep: Vec<usize> =
+                part.regions.iter().enumerate().map(|(i, r)| *first.entry(&r.pattern).or_insert(i)).collect();
             let mut nb = vec![Vec::new(); part.regions.len()];
             for e in &edges {
                 if let Some(r) = e.right {
-                    nb[e.left].push(r);
-                    nb[r].push(e.left);
+                    let (a, b) = (rep[e.left], rep[r]);
+                    if a != b {
+                        nb[a].push(b);
+                        nb[b].push(a);
+                    }
                 }
             }
             let colors = distinct_colors(part.regions.len(), |i| pattern_id(&part.regions[i].pattern), &nb);
-            pieces.iter().map(|p| colors[p.region]).collect()
+            pieces.iter().map(|p| colors[rep[p.region]]).collect()
         }
         ColorScheme::Class => {
             pieces.iter().map(|p| p.class.map_or(Rgb(200, 200, 200), |k| class_color(k).lighten(0.35))).collect()
@@ -417,7 +434,12 @@ pub fn draw(c: &mut dyn Canvas, scene: &Scene<'_>, opts: &RenderOptions) {
     if opts.edges != EdgeMode::None {
         // One batch of segments per colour.
         let mut by_color: std::collections::BTreeMap<Rgb, Vec<[(f64, f64); 2]>> = Default::default();
-        for e in edges.iter().filter(|e| e.right.is_some()) {
+        // Regions with equal patterns are one piece (`analysis::pieces::colour_by_piece`): no
+        // edge between them.
+        let between = |e: &&crate::partition::Edge| {
+            e.right.is_some_and(|r| part.regions[e.left].pattern != part.regions[r].pattern)
+        };
+        for e in edges.iter().filter(between) {
             let color = match (opts.edges, e.right) {
                 (EdgeMode::Layer, Some(r)) => part
                     .separating_layer(&part.regions[e.left].pattern, &part.regions[r].pattern)

@@ -99,3 +99,89 @@ pub fn stats_plots(part: &Partition, size: (u32, u32)) -> Result<Vec<(&'static s
         ("layers", draw_bars(&layers, size)?),
     ])
 }
+
+/// A bar chart (PNG): one bar per label.
+pub fn bar_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    labels: Vec<String>,
+    values: Vec<f64>,
+    size: (u32, u32),
+) -> Result<Vec<u8>, String> {
+    draw_bars(&Bars { title: title.into(), x_label: x_label.into(), y_label: y_label.into(), labels, values }, size)
+}
+
+/// Line plots (PNG) of named series over the same points `0..n`, labelled on x by `labels`:
+/// statistics over checkpoints, for instance.
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    labels: &[String],
+    series: &[(String, Vec<f64>)],
+    size: (u32, u32),
+) -> Result<Vec<u8>, String> {
+    const PALETTE: [RGBColor; 6] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+    ];
+    super::canvas::register_font();
+    let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let n = labels.len().max(2);
+        let top = series.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0, f64::max).max(1e-12) * 1.08;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .margin_right(45)
+            .x_label_area_size(45)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..(n - 1) as f64, 0f64..top)
+            .map_err(|e| e.to_string())?;
+        let names = labels.to_vec();
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .x_labels(n.min(12))
+            .x_label_formatter(&|x| {
+                let i = x.round() as usize;
+                if (x - i as f64).abs() < 1e-6 {
+                    names.get(i).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (k, (name, values)) in series.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let pts: Vec<(f64, f64)> = values.iter().enumerate().map(|(i, &v)| (i as f64, v)).collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| e.to_string())?;
+        }
+        if series.len() > 1 {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 13))
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(super::encode_png(&buf, size.0, size.1))
+}

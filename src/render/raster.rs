@@ -69,7 +69,7 @@ impl Raster {
             center: [0.5 * (domain.u0 + domain.u1), 0.5 * (domain.v0 + domain.v1)],
             half: [0.5 * (domain.u1 - domain.u0), 0.5 * (domain.v1 - domain.v0)],
         };
-        let legend = Legend::new(&opts, 0, &[], decision.is_some());
+        let legend = planned_legend(&opts, &[], decision.is_some());
         let vp = Viewport::with_legend(domain, &opts, legend.width());
         let (w, h) = (opts.size.0 as usize, opts.size.1 as usize);
         let pixels = Pixels {
@@ -194,6 +194,17 @@ impl Raster {
         drop(px);
         super::overlay(&mut rgb, &cfg.opts, &cfg.vp, &legend, title.as_deref(), anchors);
         rgb
+    }
+}
+
+/// The legend the finished picture may show, for the room the viewport leaves before the
+/// regions are known: class swatches up to "class 99" and a colour bar with wide numbers.
+fn planned_legend(opts: &RenderOptions, layers: &[String], boundary: bool) -> Legend {
+    let colormap = matches!(opts.color, ColorScheme::Area | ColorScheme::Density | ColorScheme::Slope);
+    Legend {
+        classes: if opts.color == ColorScheme::Class { 100 } else { 0 },
+        colorbar: colormap.then(|| (colorbar_label(opts.color), (-100.0, 1000.0))),
+        ..Legend::new(opts, 0, layers, boundary)
     }
 }
 
@@ -422,7 +433,7 @@ fn boundary_distance(mask: &[bool], w: usize, h: usize) -> Vec<u8> {
 impl Collect for Raster {
     fn begin(&mut self, start: &crate::engine::collect::Start<'_>) {
         let old = &self.config;
-        let legend = Legend::new(&old.opts, 0, &layer_names(start.layout), old.decision.is_some());
+        let legend = planned_legend(&old.opts, &layer_names(start.layout), old.decision.is_some());
         let vp = Viewport::with_legend(old.vp.domain, &old.opts, legend.width());
         let decision = old.decision.as_ref().map(|(d, _)| (d.clone(), d.noise(start.output_scale)));
         self.config =
