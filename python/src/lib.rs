@@ -211,6 +211,39 @@ impl Network {
         Ok(self.net.forward(x).into_pyarray(py))
     }
 
+    /// Exact local complexity: `points` `(P, n)` flat inputs; regions meeting the disk of
+    /// radius `radius` on `planes` seeded random planes through each point, and the units whose
+    /// breakpoints cross it: two `(P, planes)` arrays.
+    #[pyo3(signature = (points, radius, planes, seed, threads))]
+    #[allow(clippy::type_complexity)]
+    fn _local<'py>(
+        &self,
+        py: Python<'py>,
+        points: PyReadonlyArray2<'py, f64>,
+        radius: f64,
+        planes: usize,
+        seed: u64,
+        threads: usize,
+    ) -> PyResult<(Bound<'py, PyArray2<u64>>, Bound<'py, PyArray2<u64>>)> {
+        let pts = points.as_array();
+        let n = self.net.input_shape.numel();
+        if pts.ncols() != n {
+            return Err(SliceError::new_err(format!(
+                "points have {} values each but the model takes {n}",
+                pts.ncols()
+            )));
+        }
+        let rows: Vec<Vec<f64>> = pts.rows().into_iter().map(|r| r.to_vec()).collect();
+        let opts = options(threads, None, None)?;
+        let net = self.net.clone();
+        let lo = tessera::analysis::local::LocalOptions { radius, planes, seed };
+        let counts = run_released(py, opts, |o| tessera::analysis::local::local_complexity(&net, &rows, &lo, o))?;
+        let k = planes.max(1);
+        let regions = Array2::from_shape_fn((rows.len(), k), |(i, j)| counts[i * k + j].regions);
+        let units = Array2::from_shape_fn((rows.len(), k), |(i, j)| counts[i * k + j].units);
+        Ok((regions.into_pyarray(py), units.into_pyarray(py)))
+    }
+
     /// Partitions a slice; keeps every region.
     #[pyo3(signature = (kind, vectors, box_, threads, max_regions, time_limit, threshold, level))]
     #[allow(clippy::too_many_arguments)]
@@ -585,6 +618,109 @@ impl Partition {
             flat.extend(self.slice.plane.point(row[0], row[1]));
         }
         Ok(Array2::from_shape_vec((uv.nrows(), numel), flat).expect("sizes agree").into_pyarray(py))
+    }
+
+    /// The per-unit report: per nonlinear node `(node, name, op, verdicts, piece areas (units ×
+    /// pieces), piece regions (units × pieces), edge lengths)`.
+    #[allow(clippy::type_complexity)]
+    fn _neurons<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<
+        Vec<(
+            usize,
+            String,
+            String,
+            Vec<&'static str>,
+            Bound<'py, PyArray2<f64>>,
+            Bound<'py, PyArray2<u64>>,
+            Bound<'py, PyArray1<f64>>,
+        )>,
+    > {
+        let report = py
+            .detach(|| tessera::analysis::neurons::neuron_report(&self.net, &self.part))
+            .map_err(|e| py_err(e.into()))?;
+        Ok(report
+            .layers
+            .iter()
+            .map(|l| {
+                let k = l.units.first().map_or(0, |u| u.piece_area.len());
+                let area = Array2::from_shape_fn((l.units.len(), k), |(i, j)| l.units[i].piece_area[j]);
+                let regions = Array2::from_shape_fn((l.units.len(), k), |(i, j)| l.units[i].piece_regions[j]);
+                let edges: Vec<f64> = l.units.iter().map(|u| u.edge_length).collect();
+                (
+                    l.layer,
+                    l.name.clone(),
+                    l.op.clone(),
+                    l.units.iter().map(|u| u.verdict.name()).collect(),
+                    area.into_pyarray(py),
+                    regions.into_pyarray(py),
+                    edges.into_pyarray(py),
+                )
+            })
+            .collect())
+    }
+
+    /// The network without the units that never switch on this slice, checked against every
+    /// region's map (`CheckError` otherwise), as `tessera-model/1` JSON text, and the counts
+    /// `(kept, removed, linearised)`.
+    fn _simplified(&self, py: Python<'_>) -> PyResult<(String, (usize, usize, usize))> {
+        use tessera::analysis::neurons::{check_simplified, neuron_report, simplify};
+        let (net, part, slice) = (&self.net, &self.part, &self.slice);
+        let out = py.detach(|| -> Result<_, tessera::Error> {
+            let report = neuron_report(net, part)?;
+            let (small, stats) = simplify(net, &report)?;
+            Ok((check_simplified(&small, slice, part), small, stats))
+        });
+        let (check, small, stats) = out.map_err(py_err)?;
+        if !check.is_ok() {
+            return Err(CheckError::new_err(format!(
+                "the rewritten network does not reproduce the partition: {}",
+                check.violations.first().cloned().unwrap_or_default()
+            )));
+        }
+        let text = tessera::network::json::to_value(&small).to_string();
+        Ok((text, (stats.kept, stats.removed, stats.linearised)))
+    }
+
+    /// For every region, the index of its linear piece (neighbours with equal maps merged), `(N,)`.
+    fn _pieces<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u64>> {
+        let lp = py.detach(|| tessera::analysis::pieces::linear_pieces(&self.part));
+        lp.piece_of.iter().map(|&p| p as u64).collect::<Vec<_>>().into_pyarray(py)
+    }
+
+    /// The region adjacency graph: pairs of neighbouring regions `(E, 2)`, shared edge lengths
+    /// `(E,)`, and the `(node, unit)` separating each pair `(E, 2)` (−1 when none).
+    #[allow(clippy::type_complexity)]
+    fn _adjacency<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyArray2<u64>>, Bound<'py, PyArray1<f64>>, Bound<'py, PyArray2<i64>>)> {
+        let g = py
+            .detach(|| tessera::analysis::graph::region_graph(&self.net, &self.part, &self.decision))
+            .map_err(|e| py_err(e.into()))?;
+        let ends: Vec<(usize, usize)> = g
+            .edge_indices()
+            .map(|e| g.edge_endpoints(e).map(|(a, b)| (a.index(), b.index())).unwrap_or((0, 0)))
+            .collect();
+        let pairs =
+            Array2::from_shape_fn((ends.len(), 2), |(i, j)| if j == 0 { ends[i].0 as u64 } else { ends[i].1 as u64 });
+        let lengths: Vec<f64> = g.edge_weights().map(|w| w.length).collect();
+        let units: Vec<(i64, i64)> =
+            g.edge_weights().map(|w| w.unit.map_or((-1, -1), |(l, u)| (l as i64, u as i64))).collect();
+        let units = Array2::from_shape_fn((units.len(), 2), |(i, j)| if j == 0 { units[i].0 } else { units[i].1 });
+        Ok((pairs.into_pyarray(py), lengths.into_pyarray(py), units.into_pyarray(py)))
+    }
+
+    /// Writes the region adjacency graph as GraphML (typed attributes; loads in networkx).
+    fn save_graphml(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        let g = py
+            .detach(|| tessera::analysis::graph::region_graph(&self.net, &self.part, &self.decision))
+            .map_err(|e| py_err(e.into()))?;
+        let mut buf = Vec::new();
+        tessera::analysis::graph::write_graphml(&g, &mut buf)
+            .and_then(|_| std::fs::write(&path, &buf))
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot write {}: {e}", path.display())))
     }
 
     /// Index of the region containing `(u, v)`, if any.

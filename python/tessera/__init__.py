@@ -194,6 +194,20 @@ class Network:
         inner = self._net._map(kind, vs, _box(box), int(threads), max_regions, time_limit, threshold, level)
         return Partition(inner, self)
 
+    def local_complexity(self, points, radius: float, planes: int = 8, seed: int = 0,
+                         threads: int = 0) -> Dict[str, np.ndarray]:
+        """Exact local complexity (``tessera local``): for each of the ``(P, *input_shape)``
+        ``points`` and each of ``planes`` seeded random planes through it, the regions meeting
+        the disk of radius ``radius`` and the units whose breakpoints cross it; a dict of two
+        ``(P, planes)`` arrays, ``regions`` and ``units``."""
+        pts = np.asarray(points, dtype=np.float64)
+        n = int(np.prod(self.input_shape))
+        if pts.ndim < 1 or pts.size % n != 0 or (pts.ndim > 1 and int(np.prod(pts.shape[1:])) != n):
+            raise ShapeError(f"points of shape {pts.shape} do not hold inputs of shape {self.input_shape}")
+        regions, units = self._net._local(np.ascontiguousarray(pts.reshape(-1, n)), float(radius),
+                                          int(planes), int(seed), int(threads))
+        return {"regions": regions, "units": units}
+
     def count(self, box=None, anchors=None, origin=None, du=None, dv=None, threads: int = 0,
               max_regions: Optional[int] = None, time_limit: Optional[float] = None,
               boundary: bool = False, threshold: Optional[float] = None,
@@ -345,6 +359,40 @@ class Partition:
     def check(self, samples: int = 1000, seed: int = 0) -> List[str]:
         """Self-check against a forward pass; the violations (empty when everything holds)."""
         return self._p.check(samples, seed)
+
+    def neurons(self) -> List[Dict[str, Any]]:
+        """Per-unit report (``tessera neurons``), one dict per nonlinear node: ``node``, ``name``,
+        ``op``, ``verdict`` (``(units,)`` of ``"dead"``, ``"linear"``, ``"switching"``),
+        ``piece_area`` and ``piece_regions`` (``(units, pieces)``), ``edge_length`` (``(units,)``)."""
+        out = []
+        for node, name, op, verdicts, area, regions, edges in self._p._neurons():
+            out.append({"node": node, "name": name, "op": op, "verdict": np.array(verdicts),
+                        "piece_area": area, "piece_regions": regions, "edge_length": edges})
+        return out
+
+    def simplified(self) -> Tuple["Network", Dict[str, int]]:
+        """The network without the units that never switch on this slice (dead ones as
+        constants, linear ones as affine maps), checked against every region's map
+        (:class:`CheckError` otherwise), and the counts ``kept``, ``removed``, ``linearised``."""
+        text, (kept, removed, linearised) = self._p._simplified()
+        net = load(text.encode(), name=f"{self._net.name}-simplified")
+        return net, {"kept": kept, "removed": removed, "linearised": linearised}
+
+    def pieces(self) -> np.ndarray:
+        """``(N,)``: each region's linear piece (neighbours with equal affine maps merged);
+        ``pieces().max() + 1`` pieces in all."""
+        return self._p._pieces()
+
+    def adjacency(self) -> Dict[str, np.ndarray]:
+        """The region adjacency graph: ``pairs`` ``(E, 2)`` of neighbouring regions, ``length``
+        ``(E,)`` of their shared side, ``unit`` ``(E, 2)``: the node and unit whose breakpoint
+        separates them."""
+        pairs, length, unit = self._p._adjacency()
+        return {"pairs": pairs, "length": length, "unit": unit}
+
+    def save_graphml(self, path) -> None:
+        """Writes the region adjacency graph as GraphML (``networkx.read_graphml`` reads it)."""
+        self._p.save_graphml(os.fspath(path))
 
     def locate(self, u: float, v: float) -> Optional[int]:
         """Index of the region containing ``(u, v)``."""

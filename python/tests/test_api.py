@@ -243,3 +243,61 @@ def test_merge_refuses_missing_and_foreign_tiles():
         net.merge_tiles(tiles, box=(-2, 2, -2, 1.5))
     with pytest.raises(tessera.TileError, match="not a tile result"):
         net.merge_tiles([b"{}"] + tiles[1:], box=BOX)
+
+
+def _distance_to_polygon(c, poly):
+    """Distance from point ``c`` to a counter-clockwise convex polygon (0 inside), in numpy."""
+    a, b = poly, np.roll(poly, -1, axis=0)
+    e = b - a
+    cross = e[:, 0] * (c[1] - a[:, 1]) - e[:, 1] * (c[0] - a[:, 0])
+    if (cross >= 0).all():
+        return 0.0
+    t = np.clip(((c - a) * e).sum(1) / np.maximum((e * e).sum(1), 1e-300), 0.0, 1.0)
+    return float(np.min(np.hypot(*(a + t[:, None] * e - c).T)))
+
+
+def test_analyses_of_a_partition():
+    net = tessera.load(reference("mlp_2_64x3_2.json"))
+    p = net.map(box=BOX)
+    layers = p.neurons()
+    assert [l["node"] for l in layers] == [1, 3, 5]
+    for l in layers:
+        active = (l["piece_regions"] > 0).sum(axis=1)
+        assert np.array_equal(l["verdict"] == "switching", active > 1)
+        assert np.allclose(l["piece_area"].sum(axis=1), 16.0)
+        assert np.array_equal(l["edge_length"] > 0, active > 1)
+    switching = sum(int((l["verdict"] == "switching").sum()) for l in layers)
+    assert 0 < switching < 192
+    small, counts = p.simplified()
+    assert counts["kept"] == switching and counts["removed"] + counts["linearised"] == 192 - switching
+    q = small.map(box=BOX)
+    assert q.num_regions == p.num_regions
+    assert np.allclose(np.sort(q.areas), np.sort(p.areas), rtol=0, atol=1e-12)
+    x = np.array([0.3, -0.7])
+    assert np.allclose(small.forward(x), net.forward(x), rtol=1e-12, atol=1e-12)
+    # A generic trained net: every region its own piece.
+    assert p.pieces().max() + 1 == p.num_regions
+    adj = p.adjacency()
+    assert adj["pairs"].shape[1] == 2 and len(adj["length"]) == len(adj["pairs"]) > p.num_regions
+    assert (adj["length"] > 0).all() and (adj["unit"][:, 0] >= 0).all()
+    # Local complexity against the regions of the big partition meeting each disk.
+    pts = np.array([[0.1, -0.2], [0.5, 0.4]])
+    lc = net.local_complexity(pts, 0.3, planes=2, seed=1)
+    assert lc["regions"].shape == (2, 2) and np.array_equal(lc["regions"][:, 0], lc["regions"][:, 1])
+    polys = p.polygons
+    for i, c in enumerate(pts):
+        meeting = sum(_distance_to_polygon(c, poly) < 0.3 for poly in polys)
+        assert lc["regions"][i, 0] == meeting
+    with pytest.raises(tessera.TesseraError, match="radius"):
+        net.local_complexity(pts, -1.0)
+
+
+def test_region_graph_loads_in_networkx(tmp_path):
+    nx = pytest.importorskip("networkx", reason="networkx is not installed: the GraphML file is not read back")
+    p = tessera.load(reference("mlp_2_64x3_2.json")).map(box=(-0.5, 0.5, -0.5, 0.5))
+    p.save_graphml(tmp_path / "g.graphml")
+    g = nx.read_graphml(tmp_path / "g.graphml")
+    assert g.number_of_nodes() == p.num_regions
+    assert g.number_of_edges() == len(p.adjacency()["pairs"])
+    areas = sorted(d["area"] for _, d in g.nodes(data=True))
+    assert isinstance(areas[0], float) and np.allclose(areas, np.sort(p.areas))

@@ -245,6 +245,24 @@ pub fn neuron_report(net: &Network, part: &Partition) -> Result<NeuronReport, An
             || (vec![0.0f64; total], vec![0u64; total]),
             |(mut area, mut count), region| {
                 for ((r, _), &b) in readers.iter().zip(&base) {
+                    if r.width == 1 && r.pieces == 2 {
+                        // One bit per unit (ReLU-like): only the set bits are visited here;
+                        // piece 0 is filled in from the totals below.
+                        let words = &region.pattern.0;
+                        let (first, last) = (r.offset / 64, (r.offset + r.units).div_ceil(64));
+                        for (w, &word) in words.iter().enumerate().take(last).skip(first) {
+                            let mut bits = word;
+                            while bits != 0 {
+                                let bit = w * 64 + bits.trailing_zeros() as usize;
+                                bits &= bits - 1;
+                                if let Some(u) = bit.checked_sub(r.offset).filter(|&u| u < r.units) {
+                                    area[b + 2 * u + 1] += region.area;
+                                    count[b + 2 * u + 1] += 1;
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     for u in 0..r.units {
                         let k = r.piece(&region.pattern, u).min(r.pieces - 1);
                         area[b + u * r.pieces + k] += region.area;
@@ -262,6 +280,17 @@ pub fn neuron_report(net: &Network, part: &Partition) -> Result<NeuronReport, An
                 (a, c)
             },
         );
+    let (mut area, mut count) = (area, count);
+    let total_area: f64 = part.regions.iter().map(|r| r.area).sum();
+    let regions = part.regions.len() as u64;
+    for ((r, _), &b) in readers.iter().zip(&base) {
+        if r.width == 1 && r.pieces == 2 {
+            for u in 0..r.units {
+                count[b + 2 * u] = regions - count[b + 2 * u + 1];
+                area[b + 2 * u] = if count[b + 2 * u] == 0 { 0.0 } else { (total_area - area[b + 2 * u + 1]).max(0.0) };
+            }
+        }
+    }
     let mut ubase = Vec::with_capacity(readers.len());
     let mut units_total = 0usize;
     for (r, _) in &readers {
