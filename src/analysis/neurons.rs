@@ -454,6 +454,11 @@ pub fn simplify(net: &Network, report: &NeuronReport) -> Result<(Network, Simpli
             }
             idx
         };
+        // The switching units' outputs (a node of `m` entries) put back in their places.
+        let scatter = |nodes: &mut Vec<Node>, from: Src| {
+            let gather = LayerKind::Gather(crate::network::Gather { index: scatter_index() });
+            push(nodes, layer(gather, Shape::Flat(m), out_shape, "gather"), vec![from], "/scatter")
+        };
         let mut terms: Vec<Src> = Vec::new();
         match &rep.kind {
             UnitKind::Hinge(act) => {
@@ -486,18 +491,7 @@ pub fn simplify(net: &Network, report: &NeuronReport) -> Result<(Network, Simpli
                         vec![g],
                         "/kept",
                     );
-                    let back = push(
-                        &mut nodes,
-                        layer(
-                            LayerKind::Gather(crate::network::Gather { index: scatter_index() }),
-                            Shape::Flat(m),
-                            s,
-                            "gather",
-                        ),
-                        vec![a],
-                        "/scatter",
-                    );
-                    terms.push(back);
+                    terms.push(scatter(&mut nodes, a));
                 }
                 let lin = push(&mut nodes, layer(LayerKind::Scale { scale, shift }, s, s, "scale"), vec![x], "/fixed");
                 terms.push(lin);
@@ -534,18 +528,7 @@ pub fn simplify(net: &Network, report: &NeuronReport) -> Result<(Network, Simpli
                         vec![g],
                         "/kept",
                     );
-                    let back = push(
-                        &mut nodes,
-                        layer(
-                            LayerKind::Gather(crate::network::Gather { index: scatter_index() }),
-                            Shape::Flat(m),
-                            out_shape,
-                            "gather",
-                        ),
-                        vec![mo],
-                        "/scatter",
-                    );
-                    terms.push(back);
+                    terms.push(scatter(&mut nodes, mo));
                 }
                 let mut idx = vec![crate::network::Gather::ZERO; out_shape.numel()];
                 for u in &rep.units {
@@ -588,18 +571,7 @@ pub fn simplify(net: &Network, report: &NeuronReport) -> Result<(Network, Simpli
                         parts,
                         "/kept",
                     );
-                    let back = push(
-                        &mut nodes,
-                        layer(
-                            LayerKind::Gather(crate::network::Gather { index: scatter_index() }),
-                            Shape::Flat(m),
-                            s,
-                            "gather",
-                        ),
-                        vec![j],
-                        "/scatter",
-                    );
-                    terms.push(back);
+                    terms.push(scatter(&mut nodes, j));
                 }
                 for (k, &x) in inputs.iter().enumerate() {
                     let mut idx = vec![crate::network::Gather::ZERO; s.numel()];

@@ -28,15 +28,24 @@ fn write_plots(dir: &Path, plots: Vec<(String, Result<Vec<u8>, String>)>) -> Res
     Ok(())
 }
 
+/// The partition of `slice` by `net` with the slice flags' limits, with a progress bar.
+fn partition(
+    net: &tessera::Network,
+    slice: &tessera::Slice,
+    args: &super::args::SliceArgs,
+) -> Result<tessera::Partition, CliError> {
+    let progress = Arc::new(tessera::Progress::default());
+    let opts = options(args, &progress);
+    let bar = Progress::start(progress.clone());
+    let part = tessera::partition(net, slice, &opts);
+    bar.stop();
+    Ok(part?)
+}
+
 pub fn neurons(a: NeuronsArgs) -> Result<i32, CliError> {
     let net = config::load_model(&a.model)?;
     let slice = config::build_slice(&net, &a.slice)?;
-    let progress = Arc::new(tessera::Progress::default());
-    let opts = options(&a.slice, &progress);
-    let bar = Progress::start(progress.clone());
-    let part = tessera::partition(&net, &slice, &opts);
-    bar.stop();
-    let part = part?;
+    let part = partition(&net, &slice, &a.slice)?;
     let report = neuron_report(&net, &part).map_err(tessera::Error::from)?;
     let area = report.domain_area;
     if let Some(path) = &a.csv {
@@ -128,7 +137,9 @@ pub fn neurons(a: NeuronsArgs) -> Result<i32, CliError> {
     }
     if let Some(path) = &a.rewrite {
         let (small, stats) = simplify(&net, &report).map_err(tessera::Error::from)?;
+        let bar = Progress::phase("checking the rewritten network on every region".into());
         let check = check_simplified(&small, &slice, &part);
+        bar.stop();
         if !check.is_ok() {
             for v in check.violations.iter().take(5) {
                 eprintln!("check: {v}");
@@ -296,12 +307,7 @@ pub fn series(a: SeriesArgs) -> Result<i32, CliError> {
     let mut rows = Vec::with_capacity(a.checkpoints.len());
     for (i, path) in a.checkpoints.iter().enumerate() {
         let net = config::load_model(path)?;
-        let progress = Arc::new(tessera::Progress::default());
-        let opts = options(&a.slice, &progress);
-        let bar = Progress::start(progress.clone());
-        let part = tessera::partition(&net, &slice, &opts);
-        bar.stop();
-        let part = part?;
+        let part = partition(&net, &slice, &a.slice)?;
         let row = series::row_of(&net, &part, &decision).map_err(tessera::Error::from)?;
         eprintln!(
             "{}: {} regions, boundary length {:.6}, {} dead and {} linear of {} units",

@@ -122,14 +122,6 @@ pub fn line_chart(
     series: &[(String, Vec<f64>)],
     size: (u32, u32),
 ) -> Result<Vec<u8>, String> {
-    const PALETTE: [RGBColor; 6] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-    ];
     super::canvas::register_font();
     let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
     {
@@ -163,7 +155,8 @@ pub fn line_chart(
             .draw()
             .map_err(|e| e.to_string())?;
         for (k, (name, values)) in series.iter().enumerate() {
-            let color = PALETTE[k % PALETTE.len()];
+            let c = super::colors::CATEGORICAL[k % super::colors::CATEGORICAL.len()];
+            let color = RGBColor(c.0, c.1, c.2);
             let pts: Vec<(f64, f64)> = values.iter().enumerate().map(|(i, &v)| (i as f64, v)).collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
