@@ -86,6 +86,9 @@ fn run_released<T: Send>(
     })
 }
 
+/// Four flat anchors A, B, C, D of a 3D slice.
+type Anchors4 = Option<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)>;
+
 /// A loaded network.
 #[pyclass(frozen, module = "tessera._tessera")]
 struct Network {
@@ -242,6 +245,40 @@ impl Network {
         let regions = Array2::from_shape_fn((rows.len(), k), |(i, j)| counts[i * k + j].regions);
         let units = Array2::from_shape_fn((rows.len(), k), |(i, j)| counts[i * k + j].units);
         Ok((regions.into_pyarray(py), units.into_pyarray(py)))
+    }
+
+    /// Partitions a 3D box (of a 3-input model, or of the 3D slice through four anchors);
+    /// keeps every region, and the decision surface when `surface`.
+    #[pyo3(signature = (anchors, box_, threads, max_regions, time_limit, surface, threshold, level))]
+    #[allow(clippy::too_many_arguments)]
+    fn _map3(
+        &self,
+        py: Python<'_>,
+        anchors: Anchors4,
+        box_: Option<[f64; 6]>,
+        threads: usize,
+        max_regions: Option<u64>,
+        time_limit: Option<f64>,
+        surface: bool,
+        threshold: Option<f64>,
+        level: Option<&str>,
+    ) -> PyResult<Solid> {
+        use tessera::solid::{Options3, Slice3, Space3};
+        let space = match anchors {
+            Some((a, b, c, d)) => Space3::Anchors { a, b, c, d },
+            None => Space3::Identity,
+        };
+        let slice = Slice3::build(self.net.input_shape.numel(), space, box_).map_err(|e| py_err(e.into()))?;
+        let decision = decision(self.outputs(), threshold, level)?;
+        let engine = options(threads, max_regions, time_limit)?;
+        let net = self.net.clone();
+        let surface = surface.then(|| decision.clone());
+        let start = std::time::Instant::now();
+        let solid = run_released(py, engine, |o| {
+            let opts = Options3 { engine: o.clone(), keep_regions: true, surface: surface.clone() };
+            tessera::solid::partition3(&net, &slice, &opts)
+        })?;
+        Ok(Solid { solid, slice, net: self.net.clone(), elapsed: start.elapsed().as_secs_f64() })
     }
 
     /// Partitions a slice; keeps every region.
@@ -779,11 +816,152 @@ impl Partition {
     }
 }
 
+/// A 3D partition: regions as convex polytopes, in the box's coordinates.
+#[pyclass(frozen, module = "tessera._tessera")]
+struct Solid {
+    solid: tessera::solid::Solid,
+    slice: tessera::solid::Slice3,
+    net: Arc<tessera::Network>,
+    elapsed: f64,
+}
+
+#[pymethods]
+impl Solid {
+    /// Number of regions.
+    #[getter]
+    fn num_regions(&self) -> usize {
+        self.solid.regions.len()
+    }
+
+    /// Seconds the partition took.
+    #[getter]
+    fn elapsed(&self) -> f64 {
+        self.elapsed
+    }
+
+    /// The box `(x0, x1, y0, y1, z0, z1)`.
+    #[getter]
+    fn bounds(&self) -> (f64, f64, f64, f64, f64, f64) {
+        let b = self.slice.bounds;
+        (b[0], b[1], b[2], b[3], b[4], b[5])
+    }
+
+    /// Region volumes, `(N,)`.
+    #[getter]
+    fn volumes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.solid.regions.iter().map(|r| r.volume).collect::<Vec<_>>().into_pyarray(py)
+    }
+
+    /// Each region's vertices, a list of `(m, 3)` arrays.
+    #[getter]
+    fn vertices<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyArray2<f64>>> {
+        self.solid
+            .regions
+            .iter()
+            .map(|r| Array2::from_shape_fn((r.vertices.len(), 3), |(i, j)| r.vertices[i][j]).into_pyarray(py))
+            .collect()
+    }
+
+    /// Each region's facets: lists of vertex indices, counter-clockwise seen from outside.
+    #[getter]
+    fn facets(&self) -> Vec<Vec<Vec<u32>>> {
+        self.solid.regions.iter().map(|r| r.facets.iter().map(|f| f.vertices.clone()).collect()).collect()
+    }
+
+    /// Output Jacobians, `(N, K, 3)`.
+    #[getter]
+    fn jacobians<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray3<f64>> {
+        let r = &self.solid.regions;
+        let k = r.first().map_or(0, |x| x.offset.len());
+        Array3::from_shape_fn((r.len(), k, 3), |(i, o, j)| r[i].jacobian[o][j]).into_pyarray(py)
+    }
+
+    /// Output offsets (values at the box coordinates' origin), `(N, K)`.
+    #[getter]
+    fn offsets<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f64>> {
+        let r = &self.solid.regions;
+        let k = r.first().map_or(0, |x| x.offset.len());
+        Array2::from_shape_fn((r.len(), k), |(i, o)| r[i].offset[o]).into_pyarray(py)
+    }
+
+    /// Patterns as hexadecimal strings.
+    #[getter]
+    fn pattern_hex(&self) -> Vec<String> {
+        self.solid.regions.iter().map(|r| r.pattern.to_hex()).collect()
+    }
+
+    /// Region counts after each nonlinear layer.
+    #[getter]
+    fn regions_per_layer(&self) -> Vec<u64> {
+        self.solid.summary.regions_per_layer.iter().map(|c| c.regions).collect()
+    }
+
+    /// The decision surface (when computed): vertices `(V, 3)`, triangles `(T, 3)`, area,
+    /// and whether it is watertight.
+    #[allow(clippy::type_complexity)]
+    fn _mesh<'py>(&self, py: Python<'py>) -> Option<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<u32>>, f64, bool)> {
+        let m = self.solid.surface.as_ref()?;
+        let v = Array2::from_shape_fn((m.vertices.len(), 3), |(i, j)| m.vertices[i][j]);
+        let t = Array2::from_shape_fn((m.triangles.len(), 3), |(i, j)| m.triangles[i][j]);
+        Some((v.into_pyarray(py), t.into_pyarray(py), m.area, m.watertight()))
+    }
+
+    /// Writes the decision surface as OBJ or PLY (by the extension).
+    fn save_mesh(&self, path: std::path::PathBuf) -> PyResult<()> {
+        let m = self
+            .solid
+            .surface
+            .as_ref()
+            .ok_or_else(|| TesseraError::new_err("no surface was computed: map3(..., surface=True)"))?;
+        let mut buf = Vec::new();
+        let ply = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("ply"));
+        if ply { m.write_ply(&mut buf) } else { m.write_obj(&mut buf) }
+            .and_then(|_| std::fs::write(&path, &buf))
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// The self-check (volumes sum to the box, closed convex facets, maps against a forward
+    /// pass at vertex centroids and Chebyshev centres, patterns, coverage); the violations.
+    #[pyo3(signature = (samples=200, seed=0))]
+    fn check(&self, py: Python<'_>, samples: usize, seed: u64) -> Vec<String> {
+        py.detach(|| tessera::solid::check(&self.net, &self.slice, &self.solid, samples, seed).violations)
+    }
+
+    /// Input points of box coordinates `p` `(m, 3)`, flat `(m, n)`.
+    fn to_input<'py>(&self, py: Python<'py>, p: PyReadonlyArray2<'py, f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let p = p.as_array();
+        if p.ncols() != 3 {
+            return Err(SliceError::new_err(format!("points must be (m, 3), got (m, {})", p.ncols())));
+        }
+        let n = self.net.input_shape.numel();
+        let mut flat = Vec::with_capacity(p.nrows() * n);
+        for row in p.rows() {
+            flat.extend(self.slice.point([row[0], row[1], row[2]]));
+        }
+        Ok(Array2::from_shape_vec((p.nrows(), n), flat).expect("sizes agree").into_pyarray(py))
+    }
+
+    fn __repr__(&self) -> String {
+        let b = self.slice.bounds;
+        format!(
+            "<tessera.Solid: {} regions over [{}, {}] × [{}, {}] × [{}, {}]>",
+            self.solid.regions.len(),
+            b[0],
+            b[1],
+            b[2],
+            b[3],
+            b[4],
+            b[5]
+        )
+    }
+}
+
 #[pymodule]
 fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_bytes, m)?)?;
     m.add_class::<Network>()?;
     m.add_class::<Partition>()?;
+    m.add_class::<Solid>()?;
     let py = m.py();
     m.add("TesseraError", py.get_type::<TesseraError>())?;
     m.add("ModelError", py.get_type::<ModelError>())?;

@@ -47,6 +47,7 @@ __all__ = [
     "TileError",
     "CheckError",
     "ShapeError",
+    "Solid",
 ]
 
 
@@ -193,6 +194,28 @@ class Network:
         kind, vs = self._plane(anchors, origin, du, dv)
         inner = self._net._map(kind, vs, _box(box), int(threads), max_regions, time_limit, threshold, level)
         return Partition(inner, self)
+
+    def map3(self, box=None, anchors=None, threads: int = 0, max_regions: Optional[int] = None,
+             time_limit: Optional[float] = None, surface: bool = False,
+             threshold: Optional[float] = None, level: Optional[str] = None) -> "Solid":
+        """Partitions a 3D box (``tessera map --dims 3``): the input of a 3-input model, or the
+        3D slice through four inputs ``anchors=(a, b, c, d)`` (origin A, orthonormal axes by
+        Gram–Schmidt of B−A, C−A, D−A). ``box=(x0, x1, y0, y1, z0, z1)`` (default ``[-1, 1]³``,
+        or the anchors' bounding box padded by 25 %). With ``surface=True`` the decision surface
+        (argmax, ``threshold`` or ``level`` as for :meth:`map`) as an exact triangle mesh."""
+        n = int(np.prod(self.input_shape))
+        vs = None
+        if anchors is not None:
+            if len(anchors) != 4:
+                raise SliceError(f"anchors must be four arrays (a, b, c, d), got {len(anchors)}")
+            vs = tuple(_flat(v, n, f"anchor {k}", self.input_shape) for k, v in zip("ABCD", anchors))
+        b = None
+        if box is not None:
+            b = [float(v) for v in box]
+            if len(b) != 6:
+                raise SliceError(f"box must be (x0, x1, y0, y1, z0, z1), got {box!r}")
+        inner = self._net._map3(vs, b, int(threads), max_regions, time_limit, bool(surface), threshold, level)
+        return Solid(inner)
 
     def local_complexity(self, points, radius: float, planes: int = 8, seed: int = 0,
                          threads: int = 0) -> Dict[str, np.ndarray]:
@@ -493,3 +516,80 @@ def _write_atomically(path, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+class Solid:
+    """A 3D partition (:meth:`Network.map3`): regions as convex polytopes in the box's
+    coordinates, with volumes, patterns and affine maps; the decision surface as a mesh."""
+
+    def __init__(self, inner):
+        self._s = inner
+
+    def __len__(self) -> int:
+        return self._s.num_regions
+
+    def __repr__(self) -> str:
+        return repr(self._s)
+
+    @property
+    def num_regions(self) -> int:
+        return self._s.num_regions
+
+    @property
+    def bounds(self) -> Tuple[float, ...]:
+        return self._s.bounds
+
+    @property
+    def volumes(self) -> np.ndarray:
+        """``(N,)`` region volumes."""
+        return self._s.volumes
+
+    @property
+    def vertices(self) -> List[np.ndarray]:
+        """A list of ``(m, 3)`` vertex arrays, one per region."""
+        return self._s.vertices
+
+    @property
+    def facets(self) -> List[List[List[int]]]:
+        """Per region, its facets as vertex-index cycles, counter-clockwise seen from outside."""
+        return self._s.facets
+
+    @property
+    def jacobians(self) -> np.ndarray:
+        """``(N, K, 3)`` output Jacobians in box coordinates."""
+        return self._s.jacobians
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """``(N, K)`` outputs at box coordinates ``(0, 0, 0)``."""
+        return self._s.offsets
+
+    @property
+    def pattern_hex(self) -> List[str]:
+        return self._s.pattern_hex
+
+    @property
+    def regions_per_layer(self) -> List[int]:
+        return self._s.regions_per_layer
+
+    @property
+    def mesh(self) -> Optional[Dict[str, Any]]:
+        """The decision surface (``surface=True``): ``vertices`` ``(V, 3)``, ``triangles``
+        ``(T, 3)``, ``area``, ``watertight``; None without a surface."""
+        m = self._s._mesh()
+        if m is None:
+            return None
+        v, t, area, watertight = m
+        return {"vertices": v, "triangles": t, "area": area, "watertight": watertight}
+
+    def save_mesh(self, path) -> None:
+        """Writes the surface as OBJ or PLY (by the extension)."""
+        self._s.save_mesh(os.fspath(path))
+
+    def to_input(self, p) -> np.ndarray:
+        """``(m, 3)`` box points as flat inputs ``(m, n)``."""
+        return self._s.to_input(np.ascontiguousarray(np.asarray(p, dtype=np.float64).reshape(-1, 3)))
+
+    def check(self, samples: int = 200, seed: int = 0) -> List[str]:
+        """The self-check; the violations (empty when everything holds)."""
+        return self._s.check(samples, seed)
