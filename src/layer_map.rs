@@ -66,14 +66,8 @@ impl Walk<'_> {
                 let per = l.input.per_channel();
                 let mut y: Rows = [vec![0.0; n], vec![0.0; n], vec![0.0; n]];
                 for i in 0..n {
-                    let f = act.hinge_form(i / per);
-                    let (mut slope, mut intercept) = (f.slope0, f.intercept0);
-                    for (j, &(bp, da)) in f.hinges().iter().enumerate() {
-                        if self.pattern.bit(offset + i * slots + j) {
-                            slope += da;
-                            intercept -= da * bp;
-                        }
-                    }
+                    let (slope, intercept) =
+                        act.hinge_form(i / per).piece(self.pattern.bits(offset + i * slots, slots));
                     y[0][i] = slope * x[0][i];
                     y[1][i] = slope * x[1][i];
                     y[2][i] = slope * x[2][i] + intercept;

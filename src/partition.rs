@@ -232,8 +232,7 @@ impl Partition {
     /// The nonlinear layer whose units first differ between two patterns: the layer whose
     /// breakpoint line separates two adjacent regions. `None` for equal patterns.
     pub fn separating_layer(&self, a: &Pattern, b: &Pattern) -> Option<&LayerBits> {
-        let word = a.0.iter().zip(&b.0).position(|(x, y)| x != y)?;
-        let bit = word * 64 + (a.0[word] ^ b.0[word]).trailing_zeros() as usize;
+        let bit = a.first_difference(b)?;
         self.layout.iter().find(|l| bit >= l.offset && bit < l.offset + l.bits)
     }
 

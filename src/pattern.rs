@@ -47,6 +47,12 @@ impl Pattern {
         (0..width).filter(|&k| self.bit(offset + k)).fold(0, |a, k| a | (1 << k))
     }
 
+    /// The first bit where two patterns differ (`None` when equal).
+    pub fn first_difference(&self, other: &Pattern) -> Option<usize> {
+        let w = self.0.iter().zip(&other.0).position(|(x, y)| x != y)?;
+        Some(w * 64 + (self.0[w] ^ other.0[w]).trailing_zeros() as usize)
+    }
+
     /// A short stable id (a 64-bit hash of the bits): tooltips, graph nodes.
     pub fn id(&self) -> u64 {
         use std::hash::{Hash, Hasher};

@@ -52,7 +52,35 @@ fn networks() -> Vec<(&'static str, Network, Slice)> {
         ],
     );
     let cnn_slice = random_plane(&mut r, 36, [-0.4, 0.4, -0.4, 0.4]);
-    vec![("mlp", mlp, plane_slice([-0.6, 0.4, -0.5, 0.5])), ("cnn", cnn, cnn_slice)]
+    // Graph form: per-channel PReLU, an overlapping padded max-pool (groups of 4, 6 and 9
+    // candidates), a min join of three tensors.
+    let c1 = conv(&mut r, 1, 3, 3, json!({"padding": 1}));
+    let (ca, cb, cc) = (
+        conv(&mut r, 3, 2, 3, json!({"padding": 1})),
+        conv(&mut r, 3, 2, 1, json!({})),
+        conv(&mut r, 3, 2, 3, json!({"padding": 1})),
+    );
+    let fc = linear(&mut r, 50, 3);
+    let node = |name: &str, inputs: &[&str], layer: &serde_json::Value| {
+        let mut v = layer.clone();
+        v["name"] = json!(name);
+        v["inputs"] = json!(inputs);
+        v
+    };
+    let doc = json!({"format": "tessera-model/1", "input_shape": [1, 5, 5], "graph": [
+        node("c1", &["input"], &c1),
+        node("p", &["c1"], &json!({"op": "prelu", "weight": [0.1, -0.3, 0.5]})),
+        node("mp", &["p"], &json!({"op": "max_pool2d", "kernel_size": 3, "stride": 1, "padding": 1})),
+        node("a", &["mp"], &ca),
+        node("b", &["mp"], &cb),
+        node("c", &["mp"], &cc),
+        node("m", &["a", "b", "c"], &json!({"op": "min"})),
+        node("f", &["m"], &json!({"op": "flatten"})),
+        node("out", &["f"], &fc),
+    ]});
+    let graph = tessera::network::json::parse_value(&doc).expect("valid graph model");
+    let graph_slice = random_plane(&mut r, 25, [-0.3, 0.3, -0.3, 0.3]);
+    vec![("mlp", mlp, plane_slice([-0.6, 0.4, -0.5, 0.5])), ("cnn", cnn, cnn_slice), ("graph", graph, graph_slice)]
 }
 
 /// Piece number of a unit from the tests' pattern code: hinges passed `c` → bits `2^c − 1`
@@ -161,8 +189,31 @@ fn first_layer_verdicts_follow_the_corner_signs() {
         };
         assert_eq!(unit.verdict, expected, "unit {}: corners {corners:?}", unit.unit);
         assert_eq!(unit.enters_domain(), expected == Verdict::Switching);
-        // A line through the box creates partition edges; others none.
-        assert_eq!(unit.edge_length > 0.0, expected == Verdict::Switching, "unit {}", unit.unit);
+        // Its partition edges are its line clipped to the box: the distance between the two
+        // points where the line meets the box's sides.
+        let mut hits: Vec<[f64; 2]> = Vec::new();
+        for (u, (v0, v1)) in [(-0.3, (-0.2, 0.4)), (0.5, (-0.2, 0.4))] {
+            let v = -(w0 * u + b0) / w1;
+            if (v0..=v1).contains(&v) {
+                hits.push([u, v]);
+            }
+        }
+        for (v, (u0, u1)) in [(-0.2, (-0.3, 0.5)), (0.4, (-0.3, 0.5))] {
+            let u = -(w1 * v + b0) / w0;
+            if (u0..=u1).contains(&u) {
+                hits.push([u, v]);
+            }
+        }
+        let clipped = match hits.as_slice() {
+            [p, q, ..] => (p[0] - q[0]).hypot(p[1] - q[1]),
+            _ => 0.0,
+        };
+        assert!(
+            (unit.edge_length - clipped).abs() < 1e-9,
+            "unit {}: edges {} vs {clipped}",
+            unit.unit,
+            unit.edge_length
+        );
         kinds.insert(expected);
     }
     assert_eq!(kinds.len(), 3, "the seed gives units of all three kinds");
@@ -177,11 +228,22 @@ fn sorted_areas(p: &Partition) -> Vec<f64> {
 
 #[test]
 fn removing_the_units_that_never_switch_keeps_every_region_map() {
+    let mut partly_rewritten = std::collections::BTreeSet::new();
     for (name, net, slice) in networks() {
         let part = checked(&net, &slice, 2);
         let report = neuron_report(&net, &part).unwrap();
         let (small, stats) = simplify(&net, &report).unwrap();
         assert!(stats.removed + stats.linearised > 0, "{name}: something to remove");
+        for l in &report.layers {
+            let kept = l.count(Verdict::Switching);
+            if 0 < kept && kept < l.units.len() {
+                partly_rewritten.insert(match l.kind {
+                    UnitKind::Hinge(_) => "hinge",
+                    UnitKind::MaxGroup => "max group",
+                    UnitKind::Join(_) => "join",
+                });
+            }
+        }
         assert_eq!(stats.kept, report.count(Verdict::Switching));
         assert_eq!(small.pwl_unit_count(), stats.kept, "{name}: only the switching units stay piecewise-linear");
         let check = check_simplified(&small, &slice, &part);
@@ -199,37 +261,40 @@ fn removing_the_units_that_never_switch_keeps_every_region_map() {
         let x = slice.plane.point(0.01, -0.02);
         assert_eq!(back.forward(&x), small.forward(&x));
 
-        // A wrong rewrite is caught: fix one switching unit of the last hinge layer (whose
-        // output reaches the network's outputs through a dense layer) to its largest piece.
-        let mut wrong = report.clone();
-        let (l, u) = wrong
+        // A wrong rewrite is caught: fix a switching hinge unit to its largest piece. (A unit
+        // whose other piece never wins a later max group does not change the function, so the
+        // first few switching units of the last hinge layer are tried: one must be caught.)
+        let l = report
             .layers
             .iter()
-            .enumerate()
-            .rev()
-            .find_map(|(l, layer)| {
-                layer
-                    .units
-                    .iter()
-                    .position(|u| u.verdict == Verdict::Switching && matches!(layer.kind, UnitKind::Hinge(_)))
-                    .map(|u| (l, u))
-            })
-            .expect("a switching hinge unit");
-        let unit = &mut wrong.layers[l].units[u];
-        let piece =
-            (0..unit.piece_area.len()).max_by(|&a, &b| unit.piece_area[a].total_cmp(&unit.piece_area[b])).unwrap();
-        let UnitKind::Hinge(act) = &wrong.layers[l].kind else { unreachable!() };
-        let f = act.hinge_form(0);
-        let slope = f.slope0
-            + f.hinges().iter().enumerate().filter(|(j, _)| piece >> j & 1 == 1).map(|(_, h)| h.1).sum::<f64>();
-        let intercept = f.intercept0
-            - f.hinges().iter().enumerate().filter(|(j, _)| piece >> j & 1 == 1).map(|(_, h)| h.1 * h.0).sum::<f64>();
-        let unit = &mut wrong.layers[l].units[u];
-        unit.fixed = Some(PieceFn::Affine { slope, intercept });
-        unit.verdict = Verdict::Linear;
-        let (bad, _) = simplify(&net, &wrong).unwrap();
-        assert!(!check_simplified(&bad, &slice, &part).is_ok(), "{name}: linearising a switching unit must be caught");
+            .rposition(|l| matches!(l.kind, UnitKind::Hinge(_)) && l.count(Verdict::Switching) > 0)
+            .expect("a hinge layer with switching units");
+        let UnitKind::Hinge(act) = &report.layers[l].kind else { unreachable!() };
+        let per = net.nodes[report.layers[l].layer].layer.input.per_channel();
+        let switching: Vec<usize> = (0..report.layers[l].units.len())
+            .filter(|&u| report.layers[l].units[u].verdict == Verdict::Switching)
+            .take(8)
+            .collect();
+        assert!(!switching.is_empty(), "{name}: a switching hinge unit");
+        let caught = switching.iter().any(|&u| {
+            let mut wrong = report.clone();
+            let unit = &mut wrong.layers[l].units[u];
+            let piece =
+                (0..unit.piece_area.len()).max_by(|&a, &b| unit.piece_area[a].total_cmp(&unit.piece_area[b])).unwrap();
+            // The piece's slope and intercept, from the hinge form written out here.
+            let f = act.hinge_form(u / per);
+            let passed = || f.hinges().iter().enumerate().filter(|(j, _)| piece >> j & 1 == 1);
+            let slope = f.slope0 + passed().map(|(_, h)| h.1).sum::<f64>();
+            let intercept = f.intercept0 - passed().map(|(_, h)| h.1 * h.0).sum::<f64>();
+            unit.fixed = Some(PieceFn::Affine { slope, intercept });
+            unit.verdict = Verdict::Linear;
+            let (bad, _) = simplify(&net, &wrong).unwrap();
+            !check_simplified(&bad, &slice, &part).is_ok()
+        });
+        assert!(caught, "{name}: linearising a switching unit must be caught");
     }
+    // Every kind of node was rewritten in part (some units kept, some replaced) somewhere.
+    assert_eq!(partly_rewritten.into_iter().collect::<Vec<_>>(), ["hinge", "join", "max group"]);
 }
 
 /// A 2-input net whose hidden unit 2 has zero outgoing weights (its line splits regions with
@@ -458,5 +523,13 @@ fn a_series_row_matches_the_partition_it_comes_from() {
     let b = tessera::boundary::decision_boundary(&part, &decision);
     assert_eq!(row.boundary_components, b.components);
     assert!((row.boundary_length - b.length).abs() < 1e-12);
+    let report = neuron_report(&net, &part).unwrap();
+    assert_eq!(
+        (row.dead_units, row.linear_units, row.switching_units),
+        (report.count(Verdict::Dead), report.count(Verdict::Linear), report.count(Verdict::Switching))
+    );
     assert_eq!(row.dead_units + row.linear_units + row.switching_units, 24);
+    // A partition of another network is refused (its pattern layout is not this one's).
+    let other = mlp(9106, &[2, 8, 3], json!({"op": "relu"}));
+    assert!(neuron_report(&other, &part).is_err());
 }

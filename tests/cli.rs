@@ -635,8 +635,19 @@ fn neurons_report_and_a_rewrite_with_the_same_partition() {
         assert_eq!(r["edge_length"].parse::<f64>().unwrap() > 0.0, r["verdict"] == "switching");
     }
     assert!(switching < 192, "some units never switch on [-2, 2]²");
+    // The table's last line: units, dead, linear, switching over all layers, as in the CSV.
     let table = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(table.contains(&format!("{switching:>10}")), "{table}");
+    let all: Vec<usize> = table
+        .lines()
+        .find(|l| l.starts_with("all"))
+        .expect("a total line")
+        .split_whitespace()
+        .skip(1)
+        .take(4)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let count = |v: &str| rows.iter().filter(|r| r["verdict"] == v).count();
+    assert_eq!(all, [192, count("dead"), count("linear"), switching], "{table}");
     for stem in ["verdicts", "edge_length"] {
         assert!(std::fs::read(plots.join(format!("{stem}.png"))).unwrap().starts_with(b"\x89PNG"));
     }
@@ -691,10 +702,25 @@ fn map_pieces_and_the_region_graph() {
             {"op": "relu"},
             {"op": "linear", "weight": [[1.0, -0.5, 0.0], [0.3, 1.2, 0.0]], "bias": [0.0, 0.1]}]}"#,
     );
-    let o = tessera(&["map", &model, "--stats", "--pieces"]);
+    let png = dir.join("p.png");
+    let o = tessera(&["map", &model, "--stats", "--pieces", "--png", png.to_str().unwrap(), "--size", "300,200"]);
     let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(stats["pieces"], 4, "the lines of units 0 and 1 cross inside the square: four pieces");
     assert!(stats["regions"].as_u64().unwrap() > 4);
+    let img = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (300, 200));
+    // Refused combinations.
+    for (args, needle) in [
+        (vec!["--pieces", "--dims", "3"], "--pieces cannot be used with --dims 3"),
+        (vec!["--pieces", "--svg", "x.svg", "--edges", "layer"], "--edges layer cannot be used"),
+        (vec!["--graph", "g.graphml", "--tile", "1/2", "--tile-out", "t.json"], "cannot be used with"),
+    ] {
+        let mut all = vec!["map", model.as_str()];
+        all.extend(args);
+        let o = tessera(&all);
+        assert_eq!(o.status.code(), Some(2), "{all:?}");
+        assert!(stderr(&o).contains(needle), "{}", stderr(&o));
+    }
 }
 
 #[test]
@@ -798,8 +824,11 @@ fn series_rows_equal_separate_maps_of_each_checkpoint() {
     for stem in ["regions", "boundary", "units"] {
         assert!(std::fs::read(plots.join(format!("{stem}.png"))).unwrap().starts_with(b"\x89PNG"));
     }
-    // A checkpoint of another input shape is refused by name before any work.
+    // A checkpoint of another input shape is refused by name before any work: the CSV of the
+    // run above is left as it was.
+    let before = std::fs::read(&csv).unwrap();
     let o = tessera(&["series", &ckpts[0], "assets/networks/cnn_1x8x8.json", "--csv", csv.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cnn_1x8x8.json takes [1, 8, 8]"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&csv).unwrap(), before);
 }

@@ -36,7 +36,8 @@ pub struct Adjacency {
 }
 
 /// The region adjacency graph of `part` (computed for `net`): one node per region, in region
-/// order (node index = region index), one edge per pair of regions sharing a side.
+/// order (node index = region index), one edge per pair of regions sharing a side (except at
+/// T-junctions, see [`Partition::edges`]).
 ///
 /// Fails when `part`'s pattern layout is not `net`'s.
 pub fn region_graph(
@@ -56,7 +57,10 @@ pub fn region_graph(
             centroid: part.frame.to_uv(c),
         });
     }
-    // A pair may share a side in several pieces (a T-junction): one edge, lengths summed.
+    // A pair meets along one side of each (convex polygons); should it come in two pieces (both
+    // regions sharing a vertex in its middle), the lengths are summed. A side that a neighbour
+    // splits at a vertex of its own (a T-junction, only in degenerate configurations) has no
+    // neighbour in `Partition::edges`: such a pair is not joined.
     let mut seen: rustc_hash::FxHashMap<(usize, usize), petgraph::graph::EdgeIndex> = Default::default();
     for e in part.edges() {
         let Some(r) = e.right else { continue };
@@ -68,12 +72,7 @@ pub fn region_graph(
             continue;
         }
         let (a, b) = (&part.regions[e.left].pattern, &part.regions[r].pattern);
-        let bit =
-            a.0.iter()
-                .zip(&b.0)
-                .position(|(x, y)| x != y)
-                .map(|w| w * 64 + (a.0[w] ^ b.0[w]).trailing_zeros() as usize);
-        let unit = bit.and_then(|bit| units.unit_of_bit(bit));
+        let unit = a.first_difference(b).and_then(|bit| units.unit_of_bit(bit));
         let ix = g.add_edge(NodeIndex::new(key.0), NodeIndex::new(key.1), Adjacency { length, unit });
         seen.insert(key, ix);
     }

@@ -15,7 +15,7 @@ use super::neurons::UnitLocator;
 use super::AnalysisError;
 use crate::geometry::predicates::DIST;
 use crate::network::Network;
-use crate::slice::{Domain, Plane, Slice};
+use crate::slice::{dot, Domain, Plane, Slice};
 use crate::{Keep, Options};
 use rand::{Rng, SeedableRng};
 
@@ -61,11 +61,11 @@ pub fn random_plane(x: &[f64], seed: u64, point: usize, plane: usize) -> Plane {
     loop {
         let du: Vec<f64> = (0..n).map(|_| gaussian()).collect();
         let dv: Vec<f64> = (0..n).map(|_| gaussian()).collect();
-        let nu = du.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let nu = dot(&du, &du).sqrt();
         let du: Vec<f64> = du.iter().map(|v| v / nu).collect();
-        let d = du.iter().zip(&dv).map(|(a, b)| a * b).sum::<f64>();
+        let d = dot(&du, &dv);
         let dv: Vec<f64> = dv.iter().zip(&du).map(|(b, a)| b - d * a).collect();
-        let nv = dv.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let nv = dot(&dv, &dv).sqrt();
         if nu > 1e-6 && nv > 1e-6 {
             let dv = dv.iter().map(|v| v / nv).collect();
             return Plane { origin: x.to_vec(), du, dv };
@@ -73,8 +73,13 @@ pub fn random_plane(x: &[f64], seed: u64, point: usize, plane: usize) -> Plane {
     }
 }
 
+/// Most disks one call computes (points × planes): each is a partition.
+pub const MAX_DISKS: usize = 1_000_000;
+
 /// Local complexity of `net` around every point of `points` (each shaped like the input,
-/// flattened): `opts.planes` disks per point, in point-major order.
+/// flattened): `opts.planes` disks per point, in point-major order. A 2-input model has a single
+/// plane through each point, so its planes all give the first one's counts (computed once).
+/// `engine` bounds every disk's run (regions, time, memory, cancellation).
 pub fn local_complexity(
     net: &Network,
     points: &[Vec<f64>],
@@ -98,21 +103,29 @@ pub fn local_complexity(
         ))
         .into());
     }
+    let disks = points.len().checked_mul(opts.planes).filter(|&d| d <= MAX_DISKS).ok_or_else(|| {
+        AnalysisError::Input(format!("{} points × {} planes is more than {MAX_DISKS} disks", points.len(), opts.planes))
+    })?;
     let r = opts.radius;
     let domain = Domain::new(-r, r, -r, r)?;
-    let mut out = Vec::with_capacity(points.len() * opts.planes);
+    let layout = net.pattern_layout();
+    let locate = UnitLocator::new(net, &layout)?;
+    let mut out: Vec<LocalCount> = Vec::with_capacity(disks);
     for (i, x) in points.iter().enumerate() {
         for k in 0..opts.planes {
-            let plane = if n == 2 && k == 0 {
-                // The one plane of a 2-input model, in its own axes first.
+            if n == 2 && k > 0 {
+                // A 2-input model has one plane: every disk around the point is the same.
+                let first = out.last().expect("plane 0 came first").clone();
+                out.push(LocalCount { plane: k, ..first });
+                continue;
+            }
+            let plane = if n == 2 {
                 Plane { origin: x.clone(), du: vec![1.0, 0.0], dv: vec![0.0, 1.0] }
             } else {
                 random_plane(x, opts.seed, i, k)
             };
             let slice = Slice { plane, domain, anchors: None };
             let run = crate::stream(net, &slice, engine, Keep::default())?;
-            let layout = run.layout.clone();
-            let locate = UnitLocator::new(net, &layout)?;
             let mut first: Option<crate::Pattern> = None;
             let mut differ: Vec<u64> = Vec::new();
             let mut regions = 0u64;

@@ -149,6 +149,9 @@ struct Reader {
     width: usize,
     units: usize,
     pieces: usize,
+    kind: UnitKind,
+    /// The candidates of each group (max kinds; empty otherwise), built once per layer.
+    groups: Vec<Vec<u32>>,
 }
 
 impl Reader {
@@ -158,25 +161,32 @@ impl Reader {
     }
 }
 
-fn reader(net: &Network, bits: &LayerBits) -> Result<(Reader, UnitKind), AnalysisError> {
-    let mismatch =
-        || AnalysisError::Layout(format!("pattern layout entry for node {} does not fit the network", bits.layer));
-    let node = net.nodes.get(bits.layer).ok_or_else(mismatch)?;
-    let l = &node.layer;
-    let (units, kind, pieces) = match &l.kind {
-        LayerKind::Activation(act) => (l.input.numel(), UnitKind::Hinge(act.clone()), 1usize << act.hinge_slots()),
-        LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
-            let groups = l.max_groups();
-            let largest = groups.iter().map(Vec::len).max().unwrap_or(1);
-            (groups.len(), UnitKind::MaxGroup, largest)
-        }
-        LayerKind::Merge(m @ (Merge::Max | Merge::Min)) => (l.output.numel(), UnitKind::Join(*m), node.inputs.len()),
-        _ => return Err(mismatch()),
-    };
-    if units == 0 || bits.bits % units != 0 {
-        return Err(mismatch());
+/// The readers of every layout entry, after checking that `layout` is `net`'s own.
+fn readers(net: &Network, layout: &[LayerBits]) -> Result<Vec<Reader>, AnalysisError> {
+    if layout != net.pattern_layout().as_slice() {
+        return Err(AnalysisError::Layout(
+            "the partition was not computed for this network (pattern layouts differ)".into(),
+        ));
     }
-    Ok((Reader { offset: bits.offset, width: bits.bits / units, units, pieces }, kind))
+    layout
+        .iter()
+        .map(|bits| {
+            let node = &net.nodes[bits.layer];
+            let l = &node.layer;
+            let (kind, groups) = match &l.kind {
+                LayerKind::Activation(act) => (UnitKind::Hinge(act.clone()), Vec::new()),
+                LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => (UnitKind::MaxGroup, l.max_groups()),
+                LayerKind::Merge(m @ (Merge::Max | Merge::Min)) => (UnitKind::Join(*m), Vec::new()),
+                _ => unreachable!("the layout lists nonlinear nodes only"),
+            };
+            let (units, pieces) = match &kind {
+                UnitKind::Hinge(act) => (l.input.numel(), 1usize << act.hinge_slots()),
+                UnitKind::MaxGroup => (groups.len(), groups.iter().map(Vec::len).max().unwrap_or(1)),
+                UnitKind::Join(_) => (l.output.numel(), node.inputs.len()),
+            };
+            Ok(Reader { offset: bits.offset, width: bits.bits / units.max(1), units, pieces, kind, groups })
+        })
+        .collect()
 }
 
 /// Finds the unit that holds a pattern bit, for patterns of one network and layout.
@@ -187,201 +197,187 @@ pub(crate) struct UnitLocator<'a> {
 }
 
 impl<'a> UnitLocator<'a> {
+    /// Fails when `layout` is not `net`'s pattern layout.
     pub(crate) fn new(net: &Network, layout: &'a [LayerBits]) -> Result<Self, AnalysisError> {
-        let widths =
-            layout.iter().map(|b| reader(net, b).map(|(r, _)| (r.width, r.units))).collect::<Result<_, _>>()?;
+        let widths = readers(net, layout)?.iter().map(|r| (r.width, r.units)).collect();
         Ok(UnitLocator { layout, widths })
+    }
+
+    /// The layout entry, node index and unit of pattern bit `bit`.
+    pub(crate) fn locate(&self, bit: usize) -> Option<(usize, usize, usize)> {
+        let s = self.layout.partition_point(|l| l.offset <= bit).checked_sub(1)?;
+        let (width, units) = self.widths[s];
+        let rel = bit.checked_sub(self.layout[s].offset).filter(|&r| r < width * units)?;
+        Some((s, self.layout[s].layer, rel / width))
     }
 
     /// The node index and unit of pattern bit `bit`.
     pub(crate) fn unit_of_bit(&self, bit: usize) -> Option<(usize, usize)> {
-        let s = self.layout.partition_point(|l| l.offset <= bit).checked_sub(1)?;
-        let (width, units) = self.widths[s];
-        let rel = bit.checked_sub(self.layout[s].offset).filter(|&r| r < width * units)?;
-        Some((self.layout[s].layer, rel / width))
+        self.locate(bit).map(|(_, node, unit)| (node, unit))
     }
 }
 
-/// The function of piece `piece` of unit `unit` of a node of kind `kind` in `layer`.
-fn piece_fn(kind: &UnitKind, layer: &Layer, unit: usize, piece: usize) -> PieceFn {
-    match kind {
+/// The function of piece `piece` of unit `unit` of the layer read by `r`.
+fn piece_fn(r: &Reader, layer: &Layer, unit: usize, piece: usize) -> PieceFn {
+    match &r.kind {
         UnitKind::Hinge(act) => {
-            let f = act.hinge_form(unit / layer.input.per_channel());
-            let (mut slope, mut intercept) = (f.slope0, f.intercept0);
-            for (j, &(bp, da)) in f.hinges().iter().enumerate() {
-                if piece >> j & 1 == 1 {
-                    slope += da;
-                    intercept -= da * bp;
-                }
-            }
+            let (slope, intercept) = act.hinge_form(unit / layer.input.per_channel()).piece(piece as u64);
             PieceFn::Affine { slope, intercept }
         }
-        UnitKind::MaxGroup => PieceFn::Select(layer.max_groups()[unit][piece]),
+        UnitKind::MaxGroup => PieceFn::Select(r.groups[unit][piece]),
         UnitKind::Join(_) => PieceFn::Select(piece as u32),
     }
 }
 
-/// The per-neuron report of `part`, a partition computed for `net` (its pattern layout must be
-/// `net`'s).
+/// Units per task of the per-unit pass: each task scans every region for its units, so memory
+/// is the report's own size (no copies per thread) and the result is the same on any thread
+/// count.
+const UNITS_PER_TASK: usize = 1024;
+
+/// The per-neuron report of `part`, a partition computed for `net` (fails when `part`'s
+/// pattern layout is not `net`'s).
 ///
-/// Costs one pass over regions × units (parallel over regions) and one over the partition's
-/// edges.
+/// Costs one pass over regions × units (parallel over blocks of units) and one over the
+/// partition's edges.
 pub fn neuron_report(net: &Network, part: &Partition) -> Result<NeuronReport, AnalysisError> {
-    let readers: Vec<(Reader, UnitKind)> = part.layout.iter().map(|b| reader(net, b)).collect::<Result<_, _>>()?;
-    // Flat accumulators: for stage s, unit u, piece k at base[s] + u·pieces + k.
-    let mut base = Vec::with_capacity(readers.len());
-    let mut total = 0usize;
-    for (r, _) in &readers {
-        base.push(total);
-        total = total
-            .checked_add(r.units.saturating_mul(r.pieces))
-            .filter(|&t| t <= 1 << 28)
-            .ok_or_else(|| AnalysisError::TooLarge("the network has too many unit pieces to report on".into()))?;
+    let readers = readers(net, &part.layout)?;
+    let total: usize = readers.iter().map(|r| r.units.saturating_mul(r.pieces)).fold(0, usize::saturating_add);
+    if total > 1 << 28 {
+        return Err(AnalysisError::TooLarge(format!(
+            "the network's units have {total} pieces in all, more than tessera reports on (2^28)"
+        )));
     }
-    let (area, count) = part
-        .regions
-        .par_iter()
-        .fold(
-            || (vec![0.0f64; total], vec![0u64; total]),
-            |(mut area, mut count), region| {
-                for ((r, _), &b) in readers.iter().zip(&base) {
-                    if r.width == 1 && r.pieces == 2 {
-                        // One bit per unit (ReLU-like): only the set bits are visited here;
-                        // piece 0 is filled in from the totals below.
-                        let words = &region.pattern.0;
-                        let (first, last) = (r.offset / 64, (r.offset + r.units).div_ceil(64));
-                        for (w, &word) in words.iter().enumerate().take(last).skip(first) {
-                            let mut bits = word;
-                            while bits != 0 {
-                                let bit = w * 64 + bits.trailing_zeros() as usize;
-                                bits &= bits - 1;
-                                if let Some(u) = bit.checked_sub(r.offset).filter(|&u| u < r.units) {
-                                    area[b + 2 * u + 1] += region.area;
-                                    count[b + 2 * u + 1] += 1;
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                    for u in 0..r.units {
-                        let k = r.piece(&region.pattern, u).min(r.pieces - 1);
-                        area[b + u * r.pieces + k] += region.area;
-                        count[b + u * r.pieces + k] += 1;
-                    }
-                }
-                (area, count)
-            },
-        )
-        .reduce(
-            || (vec![0.0; total], vec![0; total]),
-            |(mut a, mut c), (a2, c2)| {
-                a.iter_mut().zip(a2).for_each(|(x, y)| *x += y);
-                c.iter_mut().zip(c2).for_each(|(x, y)| *x += y);
-                (a, c)
-            },
-        );
-    let (mut area, mut count) = (area, count);
+    let tasks: Vec<(usize, std::ops::Range<usize>)> = readers
+        .iter()
+        .enumerate()
+        .flat_map(|(s, r)| (0..r.units).step_by(UNITS_PER_TASK).map(move |u| (s, u..(u + UNITS_PER_TASK).min(r.units))))
+        .collect();
     let total_area: f64 = part.regions.iter().map(|r| r.area).sum();
     let regions = part.regions.len() as u64;
-    for ((r, _), &b) in readers.iter().zip(&base) {
-        if r.width == 1 && r.pieces == 2 {
-            for u in 0..r.units {
-                count[b + 2 * u] = regions - count[b + 2 * u + 1];
-                area[b + 2 * u] = if count[b + 2 * u] == 0 { 0.0 } else { (total_area - area[b + 2 * u + 1]).max(0.0) };
+    let tallies: Vec<(Vec<f64>, Vec<u64>)> = tasks
+        .par_iter()
+        .map(|(s, range)| {
+            let r = &readers[*s];
+            let n = range.len() * r.pieces;
+            let (mut area, mut count) = (vec![0.0f64; n], vec![0u64; n]);
+            if r.width == 1 && r.pieces == 2 {
+                // One bit per unit (ReLU-like): only the set bits are visited; piece 0 is
+                // what remains of the totals.
+                let (lo, hi) = (r.offset + range.start, r.offset + range.end);
+                for region in &part.regions {
+                    for (w, &word) in region.pattern.0.iter().enumerate().take(hi.div_ceil(64)).skip(lo / 64) {
+                        let mut bits = word;
+                        while bits != 0 {
+                            let bit = w * 64 + bits.trailing_zeros() as usize;
+                            bits &= bits - 1;
+                            if (lo..hi).contains(&bit) {
+                                area[2 * (bit - lo) + 1] += region.area;
+                                count[2 * (bit - lo) + 1] += 1;
+                            }
+                        }
+                    }
+                }
+                for u in 0..range.len() {
+                    count[2 * u] = regions - count[2 * u + 1];
+                    area[2 * u] = if count[2 * u] == 0 { 0.0 } else { (total_area - area[2 * u + 1]).max(0.0) };
+                }
+            } else {
+                for region in &part.regions {
+                    for (i, u) in range.clone().enumerate() {
+                        let k = r.piece(&region.pattern, u).min(r.pieces - 1);
+                        area[i * r.pieces + k] += region.area;
+                        count[i * r.pieces + k] += 1;
+                    }
+                }
             }
-        }
-    }
+            (area, count)
+        })
+        .collect();
+    let locate = UnitLocator::new(net, &part.layout)?;
     let mut ubase = Vec::with_capacity(readers.len());
     let mut units_total = 0usize;
-    for (r, _) in &readers {
+    for r in &readers {
         ubase.push(units_total);
         units_total += r.units;
     }
-    let edge_length = unit_edge_lengths(part, &readers, &ubase, units_total);
-    let mut layers = Vec::with_capacity(readers.len());
-    for (s, ((r, kind), &b)) in readers.iter().zip(&base).enumerate() {
-        let node = &net.nodes[part.layout[s].layer];
-        let units = (0..r.units)
-            .map(|u| {
-                let at = b + u * r.pieces;
-                let piece_area = area[at..at + r.pieces].to_vec();
-                let piece_regions = count[at..at + r.pieces].to_vec();
-                let active: Vec<usize> = (0..r.pieces).filter(|&k| piece_regions[k] > 0).collect();
-                let (verdict, fixed) = match active.as_slice() {
-                    [k] => {
-                        let f = piece_fn(kind, &node.layer, u, *k);
-                        let v = match f {
-                            PieceFn::Affine { slope: 0.0, .. } => Verdict::Dead,
-                            _ => Verdict::Linear,
-                        };
-                        (v, Some(f))
-                    }
-                    _ => (Verdict::Switching, None),
-                };
-                UnitReport {
-                    unit: u,
-                    piece_area,
-                    piece_regions,
-                    edge_length: edge_length[ubase[s] + u],
-                    verdict,
-                    fixed,
+    let edge_length = unit_edge_lengths(part, &locate, &ubase, units_total);
+    let mut layers: Vec<LayerReport> = readers
+        .iter()
+        .zip(&part.layout)
+        .map(|(r, bits)| {
+            let node = &net.nodes[bits.layer];
+            LayerReport {
+                layer: bits.layer,
+                name: node.name.clone(),
+                op: node.layer.op.clone(),
+                kind: r.kind.clone(),
+                units: Vec::with_capacity(r.units),
+            }
+        })
+        .collect();
+    for ((s, range), (area, count)) in tasks.iter().zip(tallies) {
+        let r = &readers[*s];
+        let layer = &net.nodes[part.layout[*s].layer].layer;
+        for (i, u) in range.clone().enumerate() {
+            let piece_area = area[i * r.pieces..(i + 1) * r.pieces].to_vec();
+            let piece_regions = count[i * r.pieces..(i + 1) * r.pieces].to_vec();
+            let active: Vec<usize> = (0..r.pieces).filter(|&k| piece_regions[k] > 0).collect();
+            let (verdict, fixed) = match active.as_slice() {
+                [k] => {
+                    let f = piece_fn(r, layer, u, *k);
+                    let v = match f {
+                        PieceFn::Affine { slope: 0.0, .. } => Verdict::Dead,
+                        _ => Verdict::Linear,
+                    };
+                    (v, Some(f))
                 }
-            })
-            .collect();
-        layers.push(LayerReport {
-            layer: part.layout[s].layer,
-            name: node.name.clone(),
-            op: node.layer.op.clone(),
-            kind: kind.clone(),
-            units,
-        });
+                _ => (Verdict::Switching, None),
+            };
+            let edge_length = edge_length[ubase[*s] + u];
+            layers[*s].units.push(UnitReport { unit: u, piece_area, piece_regions, edge_length, verdict, fixed });
+        }
     }
     Ok(NeuronReport { layers, domain_area: part.domain.area() })
 }
 
 /// Per unit (flat over layers in layout order, layer `s` starting at `ubase[s]`), the length
 /// in `(u, v)` of the shared edges across which it changes piece.
-fn unit_edge_lengths(part: &Partition, readers: &[(Reader, UnitKind)], ubase: &[usize], total: usize) -> Vec<f64> {
+fn unit_edge_lengths(part: &Partition, locate: &UnitLocator, ubase: &[usize], total: usize) -> Vec<f64> {
     let edges = part.edges();
-    edges
-        .par_iter()
-        .fold(
-            || vec![0.0f64; total],
-            |mut acc, e| {
-                let Some(right) = e.right else { return acc };
+    let chunks: Vec<Vec<(usize, f64)>> = edges
+        .par_chunks(4096)
+        .map(|chunk| {
+            let mut out = Vec::new();
+            for e in chunk {
+                let Some(right) = e.right else { continue };
                 let (a, b) = (&part.regions[e.left].pattern, &part.regions[right].pattern);
                 let (p, q) = (part.frame.to_uv(e.a), part.frame.to_uv(e.b));
                 let len = (p[0] - q[0]).hypot(p[1] - q[1]);
+                let mut last: Option<(usize, usize)> = None;
                 for (w, (x, y)) in a.0.iter().zip(&b.0).enumerate() {
                     let mut diff = x ^ y;
                     while diff != 0 {
                         let bit = w * 64 + diff.trailing_zeros() as usize;
                         diff &= diff - 1;
-                        // Layers start on 64-bit words and are in order: find the one holding `bit`.
-                        let s = part.layout.partition_point(|l| l.offset <= bit).saturating_sub(1);
-                        let (r, _) = &readers[s];
-                        let Some(rel) = bit.checked_sub(r.offset).filter(|&rel| rel < r.units * r.width) else {
-                            continue;
-                        };
-                        // A unit with several bits counts once per edge: only at its first differing bit.
-                        let unit = rel / r.width;
-                        let first = unit * r.width;
-                        if (first..rel).any(|k| a.bit(r.offset + k) != b.bit(r.offset + k)) {
-                            continue;
+                        // A unit with several bits counts once per edge (its bits are adjacent).
+                        if let Some((s, _, unit)) = locate.locate(bit) {
+                            if last != Some((s, unit)) {
+                                last = Some((s, unit));
+                                out.push((ubase[s] + unit, len));
+                            }
                         }
-                        acc[ubase[s] + unit] += len;
                     }
                 }
-                acc
-            },
-        )
-        .reduce(
-            || vec![0.0; total],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
+            }
+            out
+        })
+        .collect();
+    // Summed in edge order: the same total on any thread count.
+    let mut acc = vec![0.0f64; total];
+    for (i, len) in chunks.into_iter().flatten() {
+        acc[i] += len;
+    }
+    acc
 }
 
 /// What [`simplify`] did.
@@ -603,16 +599,8 @@ pub fn simplify(net: &Network, report: &NeuronReport) -> Result<(Network, Simpli
         nodes[o].name = name.clone();
         map.push(o);
     }
-    // The output must stay the last node: append an identity when the rewrite put it earlier.
-    let last = *map.last().ok_or_else(|| AnalysisError::Layout("the network has no nodes".into()))?;
-    if last != nodes.len() - 1 {
-        let s = nodes[last].layer.output;
-        nodes.push(Node {
-            layer: layer(LayerKind::Reshape, s, s, "reshape"),
-            inputs: vec![Src::Node(last)],
-            name: "output".into(),
-        });
-    }
+    // Every node's replacement ends with the node standing for it: the output stays last.
+    debug_assert_eq!(map.last().copied(), nodes.len().checked_sub(1));
     let out =
         Network::new(net.input_shape, nodes).map_err(|e| AnalysisError::Layout(format!("rewritten network: {e}")))?;
     Ok((out, stats))

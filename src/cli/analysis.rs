@@ -2,10 +2,9 @@
 //! (`tessera::analysis`), written as CSV, plots and an animation.
 
 use super::args::{LocalArgs, NeuronsArgs, SeriesArgs};
-use super::{config, options, output, print_stdout, CliError, Progress};
+use super::{config, output, partition_with_progress, print_stdout, CliError, Progress};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 use tessera::analysis::neurons::{check_simplified, neuron_report, simplify, Verdict};
 use tessera::analysis::{local, series};
 
@@ -28,24 +27,10 @@ fn write_plots(dir: &Path, plots: Vec<(String, Result<Vec<u8>, String>)>) -> Res
     Ok(())
 }
 
-/// The partition of `slice` by `net` with the slice flags' limits, with a progress bar.
-fn partition(
-    net: &tessera::Network,
-    slice: &tessera::Slice,
-    args: &super::args::SliceArgs,
-) -> Result<tessera::Partition, CliError> {
-    let progress = Arc::new(tessera::Progress::default());
-    let opts = options(args, &progress);
-    let bar = Progress::start(progress.clone());
-    let part = tessera::partition(net, slice, &opts);
-    bar.stop();
-    Ok(part?)
-}
-
 pub fn neurons(a: NeuronsArgs) -> Result<i32, CliError> {
     let net = config::load_model(&a.model)?;
     let slice = config::build_slice(&net, &a.slice)?;
-    let part = partition(&net, &slice, &a.slice)?;
+    let part = partition_with_progress(&net, &slice, &a.slice)?;
     let report = neuron_report(&net, &part).map_err(tessera::Error::from)?;
     let area = report.domain_area;
     if let Some(path) = &a.csv {
@@ -144,7 +129,7 @@ pub fn neurons(a: NeuronsArgs) -> Result<i32, CliError> {
             for v in check.violations.iter().take(5) {
                 eprintln!("check: {v}");
             }
-            return Err(CliError::Usage(format!(
+            return Err(CliError::Check(format!(
                 "the rewritten network does not reproduce the partition (largest difference {:.3e}); {} not written",
                 check.max_error,
                 path.display()
@@ -169,9 +154,6 @@ pub fn neurons(a: NeuronsArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
-/// Most disks `local` accepts (points × planes): each is a partition.
-const MAX_DISKS: usize = 1_000_000;
-
 pub fn local(a: LocalArgs) -> Result<i32, CliError> {
     if !(a.radius.is_finite() && a.radius > 0.0) {
         return Err(CliError::Usage(format!("--radius must be a positive number, got {}", a.radius)));
@@ -187,7 +169,7 @@ pub fn local(a: LocalArgs) -> Result<i32, CliError> {
     let arr = tessera::npy::read(&a.points).map_err(tessera::Error::from)?;
     let shape: Vec<usize> = arr.shape.iter().map(|&d| d as usize).collect();
     let dims = net.input_shape.dims();
-    let per: usize = shape.iter().skip(1).product();
+    let per: usize = shape.iter().skip(1).try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX);
     let shape_ok = !shape.is_empty() && (shape[1..] == dims[..] || (shape.len() == 2 && per == n));
     if !shape_ok {
         return Err(CliError::Usage(format!(
@@ -202,11 +184,21 @@ pub fn local(a: LocalArgs) -> Result<i32, CliError> {
     if count == 0 {
         return Err(CliError::Usage(format!("--points {} holds no points", a.points.display())));
     }
-    if count.saturating_mul(a.planes) > MAX_DISKS {
-        return Err(CliError::Usage(format!("{count} points × {} planes is more than {MAX_DISKS} disks", a.planes)));
+    if count.saturating_mul(a.planes) > local::MAX_DISKS {
+        return Err(CliError::Usage(format!(
+            "{count} points × {} planes is more than {} disks",
+            a.planes,
+            local::MAX_DISKS
+        )));
     }
     let points: Vec<Vec<f64>> = arr.data.chunks(n).map(|c| c.to_vec()).collect();
-    let opts = tessera::Options { threads: a.threads, ..Default::default() };
+    let opts = tessera::Options {
+        threads: a.threads,
+        max_regions: a.max_regions,
+        time_limit: a.time_limit.and_then(|t| std::time::Duration::try_from_secs_f64(t).ok()),
+        memory_limit: Some(a.memory_limit.saturating_mul(1 << 20)),
+        ..Default::default()
+    };
     let bar = Progress::phase(format!("{} disks", count * a.planes));
     let counts = local::local_complexity(
         &net,
@@ -307,7 +299,7 @@ pub fn series(a: SeriesArgs) -> Result<i32, CliError> {
     let mut rows = Vec::with_capacity(a.checkpoints.len());
     for (i, path) in a.checkpoints.iter().enumerate() {
         let net = config::load_model(path)?;
-        let part = partition(&net, &slice, &a.slice)?;
+        let part = partition_with_progress(&net, &slice, &a.slice)?;
         let row = series::row_of(&net, &part, &decision).map_err(tessera::Error::from)?;
         eprintln!(
             "{}: {} regions, boundary length {:.6}, {} dead and {} linear of {} units",

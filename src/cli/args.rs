@@ -107,7 +107,7 @@ pub struct MapArgs {
     /// Compute only tile I (from 1) of a grid of N tiles of the domain and write it to
     /// --tile-out; `tessera merge` joins the N tile results into the single run's.
     #[arg(long, value_name = "I/N", requires = "tile_out",
-          conflicts_with_all = ["json", "stats", "svg", "png", "plots", "layer_map"])]
+          conflicts_with_all = ["json", "stats", "svg", "png", "plots", "layer_map", "pieces", "graph"])]
     pub tile: Option<String>,
     /// Where the tile result goes (JSON).
     #[arg(long, value_name = "TILE.json", requires = "tile")]
@@ -360,6 +360,15 @@ pub struct LocalArgs {
     /// Worker threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Stop with exit code 3 when a disk's partition has more than this many regions.
+    #[arg(long, value_name = "N")]
+    pub max_regions: Option<u64>,
+    /// Stop with exit code 3 when one disk's partition takes longer than this.
+    #[arg(long, value_name = "SECONDS")]
+    pub time_limit: Option<f64>,
+    /// Stop with exit code 3 when a disk's kept regions would need more memory (default 8192).
+    #[arg(long, value_name = "MB", default_value_t = 8192)]
+    pub memory_limit: u64,
 }
 
 #[derive(Args, Debug)]

@@ -39,6 +39,11 @@ pub fn map(a: MapArgs) -> Result<i32, CliError> {
         )));
     }
     let render_opts = config::render_options(&a.picture)?;
+    if a.pieces && render_opts.edges == EdgeMode::Layer {
+        return Err(CliError::Usage(
+            "--pieces draws pieces without region edges: --edges layer cannot be used with it".into(),
+        ));
+    }
     let name = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     // Everything streams (memory independent of the region count) but what needs the whole
     // partition: an SVG (a polygon per region), statistics plots, edges coloured by layer.

@@ -32,6 +32,9 @@ pub enum CliError {
     Render(String),
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
+    /// A result failed its own check (exit 1).
+    #[error("{0}")]
+    Check(String),
 }
 
 impl CliError {
@@ -40,7 +43,8 @@ impl CliError {
             CliError::Lib(tessera::Error::Engine(
                 EngineError::TooManyRegions { .. } | EngineError::TimeLimit { .. } | EngineError::MemoryLimit { .. },
             )) => 3,
-            CliError::Render(_) => 1,
+            CliError::Lib(tessera::Error::Analysis(tessera::analysis::AnalysisError::TooLarge(_))) => 3,
+            CliError::Render(_) | CliError::Check(_) => 1,
             _ => 2,
         }
     }
@@ -145,6 +149,20 @@ impl Progress {
             let _ = h.join();
         }
     }
+}
+
+/// The partition of `slice` by `net` with the slice flags' limits, with a progress bar.
+pub(crate) fn partition_with_progress(
+    net: &tessera::Network,
+    slice: &tessera::Slice,
+    args: &SliceArgs,
+) -> Result<tessera::Partition, CliError> {
+    let progress = Arc::new(tessera::Progress::default());
+    let opts = options(args, &progress);
+    let bar = Progress::start(progress.clone());
+    let part = tessera::partition(net, slice, &opts);
+    bar.stop();
+    Ok(part?)
 }
 
 fn options(s: &SliceArgs, progress: &Arc<tessera::Progress>) -> Options {

@@ -2,8 +2,7 @@
 //! region, each checked by a forward pass.
 
 use super::args::{self, SampleArgs};
-use super::{config, options, output, CliError, Progress, MAX_POINTS};
-use std::sync::Arc;
+use super::{config, output, partition_with_progress, CliError, MAX_POINTS};
 use tessera::boundary::decision_boundary;
 
 /// Relative tolerance of the forward-pass check of boundary points.
@@ -35,11 +34,7 @@ pub fn sample(a: SampleArgs) -> Result<i32, CliError> {
     let net = config::load_model(&a.model)?;
     let slice = config::build_slice(&net, &a.slice)?;
     let decision = config::decision(&a.decision, net.output_shape().numel())?;
-    let progress = Arc::new(tessera::Progress::default());
-    let bar = Progress::start(progress.clone());
-    let part = tessera::partition(&net, &slice, &options(&a.slice, &progress));
-    bar.stop();
-    let part = part?;
+    let part = partition_with_progress(&net, &slice, &a.slice)?;
     let dims: Vec<u64> = net.input_shape.dims().iter().map(|&d| d as u64).collect();
     let encode = |n: usize, per: &[u64], data: &[f64]| {
         let mut shape = vec![n as u64];

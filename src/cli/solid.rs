@@ -30,6 +30,8 @@ fn refuse_2d_flags(a: &MapArgs) -> Result<(), CliError> {
         (p.plots.is_some(), "--plots", "statistics plots are of planes; --stats gives the numbers"),
         (a.tile.is_some(), "--tile", "tiles are of planes"),
         (a.layer_map.is_some(), "--layer-map", "not available in 3D yet"),
+        (a.pieces, "--pieces", "linear pieces are merged on planes only"),
+        (a.graph.is_some(), "--graph", "the region graph is of planes only"),
         (a.slice.origin.is_some(), "--origin/--du/--dv", "a 3D slice is given by four anchors (--anchors A,B,C,D)"),
     ];
     match refused.iter().find(|r| r.0) {

@@ -2,8 +2,7 @@
 //! certificate.
 
 use super::args::VerifyArgs;
-use super::{config, options, CliError, Progress, MAX_POINTS};
-use std::sync::Arc;
+use super::{config, partition_with_progress, CliError, MAX_POINTS};
 
 pub fn verify(a: VerifyArgs) -> Result<i32, CliError> {
     if a.points > MAX_POINTS {
@@ -11,11 +10,7 @@ pub fn verify(a: VerifyArgs) -> Result<i32, CliError> {
     }
     let net = config::load_model(&a.model)?;
     let slice = config::build_slice(&net, &a.slice)?;
-    let progress = Arc::new(tessera::Progress::default());
-    let bar = Progress::start(progress.clone());
-    let part = tessera::partition(&net, &slice, &options(&a.slice, &progress));
-    bar.stop();
-    let part = part?;
+    let part = partition_with_progress(&net, &slice, &a.slice)?;
     let report = tessera::check(&net, &slice, &part, a.points, a.seed);
     eprintln!(
         "{} regions; checked {} points ({} random, one per region); worst relative map error {:.3e} (tolerance {:.0e})",

@@ -262,6 +262,19 @@ impl HingeForm {
     pub fn hinges(&self) -> &[(f64, f64)] {
         &self.hinges[..self.n_hinges]
     }
+
+    /// `(slope, intercept)` of the piece whose passed hinges are the set bits of `bits` (bit
+    /// `j`: past hinge `j`), as an activation pattern records it.
+    pub fn piece(&self, bits: u64) -> (f64, f64) {
+        let (mut slope, mut intercept) = (self.slope0, self.intercept0);
+        for (j, &(bp, da)) in self.hinges().iter().enumerate() {
+            if bits >> j & 1 == 1 {
+                slope += da;
+                intercept -= da * bp;
+            }
+        }
+        (slope, intercept)
+    }
 }
 
 impl Activation {
