@@ -20,7 +20,8 @@ use crate::boundary::Decision;
 use crate::geometry::predicates::{self, Sign, DIST};
 use crate::network::{LayerKind, Merge, Network, Src};
 use crate::pattern::{LayerBits, Pattern};
-use crate::pointwise::{self, apply_node, batched_ops, decision_values, nonlinear, Nonlinear, Ops};
+use crate::pointwise::{self, apply_node_into, batched_ops, decision_values, nonlinear, Nonlinear, Ops};
+use rayon::prelude::*;
 
 /// Why a path could not be traced.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -232,10 +233,45 @@ fn group_changes(group: &[u32], a: &[f64], b: &[f64], dt: f64, out: &mut Vec<f64
     }
 }
 
-/// One breakpoint's live tensors: every node output still to be read.
-type Values = Vec<Option<Vec<f64>>>;
+/// One tensor at every breakpoint of a segment: row `k` is its value at breakpoint `k`.
+///
+/// Flat, one buffer per tensor: a path through an image model has thousands of breakpoints,
+/// and a buffer per breakpoint and tensor made allocation, page clearing and copying the cost
+/// of a trace (the products themselves were a few percent of it).
+struct Rows {
+    width: usize,
+    data: Vec<f64>,
+}
+
+impl Rows {
+    fn row(&self, k: usize) -> &[f64] {
+        &self.data[k * self.width..(k + 1) * self.width]
+    }
+
+    /// The rows at the refined breakpoints `plan`: a kept breakpoint's row, or the value
+    /// interpolated between two (every tensor alive is affine between two breakpoints).
+    fn refine(&self, plan: &[(usize, Option<f64>)]) -> Rows {
+        let mut data = Vec::with_capacity(plan.len() * self.width);
+        for &(k, l) in plan {
+            match l {
+                None => data.extend_from_slice(self.row(k)),
+                Some(l) => {
+                    data.extend(self.row(k).iter().zip(self.row(k + 1)).map(|(x, y)| x + l * (y - x)));
+                }
+            }
+        }
+        Rows { width: self.width, data }
+    }
+}
+
+/// Breakpoints per batched product (an im2col buffer of every breakpoint at once would take
+/// gigabytes on image inputs); also the unit of parallel work.
+const CHUNK: usize = 32;
 
 /// The pieces of one segment, and the pieces after each nonlinear layer.
+///
+/// Every step is a function of one breakpoint or one interval, so the parallel loops give the
+/// same result for any thread count.
 fn trace_segment(
     net: &Network,
     layout: &[LayerBits],
@@ -243,166 +279,211 @@ fn trace_segment(
     (a, b): (&[f64], &[f64]),
     segment: usize,
 ) -> (Vec<Piece>, Vec<usize>) {
-    let point = |t: f64| -> Vec<f64> { a.iter().zip(b).map(|(p, q)| p + t * (q - p)).collect() };
-    let (_, last) = net.last_uses();
+    let (input_last, last) = net.last_uses();
     let words = layout.last().map_or(0, |l| (l.offset + l.bits).div_ceil(64));
     let mut ts: Vec<f64> = vec![0.0, 1.0];
-    let mut xs: Vec<Vec<f64>> = vec![a.to_vec(), b.to_vec()];
-    let mut vals: Vec<Values> = vec![vec![None; net.nodes.len()]; 2];
+    // The input at every breakpoint while a node still reads it (or while it is the output).
+    let mut xs: Option<Rows> = Some(Rows { width: a.len(), data: [a, b].concat() });
+    let mut vals: Vec<Option<Rows>> = (0..net.nodes.len()).map(|_| None).collect();
     let mut patterns: Vec<Pattern> = vec![Pattern(vec![0; words])];
     let mut counts = Vec::with_capacity(layout.len());
     let mut stage = 0;
     for (i, node) in net.nodes.iter().enumerate() {
         let kind = nonlinear(node);
+        // The refinement of the breakpoints at this node, if it added any.
+        let mut refined: Option<Vec<(usize, Option<f64>)>> = None;
         if let Some(kind) = &kind {
             let bits = &layout[stage];
             stage += 1;
             let negate = matches!(kind, Nonlinear::Max(_, true));
-            let dv: Vec<Vec<f64>> = (0..ts.len())
+            // The decision values: the node's input itself (borrowed), or built (a join's
+            // inputs concatenated, negated for a min join).
+            let decision = |xs: &Option<Rows>, vals: &[Option<Rows>], n: usize| -> Option<Rows> {
+                if node.inputs.len() == 1 && !negate {
+                    return None;
+                }
+                let mut data = Vec::new();
+                for k in 0..n {
+                    data.extend(decision_values(node, |s| read(s, xs, vals, k), negate));
+                }
+                let width = data.len() / n;
+                Some(Rows { width, data })
+            };
+            let hinges = node.layer.hinge_forms();
+            let owned = decision(&xs, &vals, ts.len());
+            let dv = owned.as_ref().unwrap_or_else(|| input_rows(&node.inputs[0], &xs, &vals));
+            // Where every interval splits: a unit crossing a hinge, a group's winner changing.
+            let cuts: Vec<Vec<f64>> = (0..ts.len() - 1)
+                .into_par_iter()
                 .map(|k| {
-                    let read = |s: &Src| -> &[f64] {
-                        match *s {
-                            Src::Input => &xs[k],
-                            Src::Node(j) => vals[k][j].as_deref().expect("alive until its last reader"),
+                    let (va, vb) = (dv.row(k), dv.row(k + 1));
+                    let dt = ts[k + 1] - ts[k];
+                    let mut cuts = Vec::new();
+                    match kind {
+                        Nonlinear::Activation(_) => {
+                            let (forms, _) = hinges.as_ref().expect("an activation has hinge forms");
+                            for (u, f) in forms.iter().enumerate() {
+                                for &(bp, _) in f.hinges() {
+                                    if let Some(l) = crossing(va[u], vb[u], bp, dt) {
+                                        cuts.push(l);
+                                    }
+                                }
+                            }
                         }
-                    };
-                    decision_values(node, read, negate)
+                        Nonlinear::Max(groups, _) => {
+                            for g in groups {
+                                group_changes(g, va, vb, dt, &mut cuts);
+                            }
+                        }
+                    }
+                    cuts.sort_by(f64::total_cmp);
+                    // Cuts closer than the tolerance in t are one breakpoint.
+                    cuts.dedup_by(|x, y| (*x - *y) * dt <= DIST);
+                    cuts
                 })
                 .collect();
-            // Once per node: building the hinge forms is a pass over the layer.
-            let hinges = node.layer.hinge_forms();
-            // Split every interval where a unit crosses a hinge or a group's winner changes.
-            let (mut nts, mut nxs, mut nvals, mut npats, mut ndv) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for k in 0..ts.len() - 1 {
-                let (va, vb) = (&dv[k], &dv[k + 1]);
-                let dt = ts[k + 1] - ts[k];
-                let mut cuts = Vec::new();
-                match kind {
-                    Nonlinear::Activation(_) => {
-                        let (forms, _) = hinges.as_ref().expect("an activation has hinge forms");
-                        for (u, f) in forms.iter().enumerate() {
-                            for &(bp, _) in f.hinges() {
-                                if let Some(l) = crossing(va[u], vb[u], bp, dt) {
-                                    cuts.push(l);
+            let mut plan = Vec::with_capacity(ts.len() + cuts.iter().map(Vec::len).sum::<usize>());
+            for (k, c) in cuts.iter().enumerate() {
+                plan.push((k, None));
+                plan.extend(c.iter().map(|&l| (k, Some(l))));
+            }
+            plan.push((ts.len() - 1, None));
+            // The node's bits on every new piece, from its decision values at the piece's
+            // middle (relative position `m` in the old interval `k` holding it).
+            patterns = (0..plan.len() - 1)
+                .into_par_iter()
+                .map(|p| {
+                    let (k, l0) = plan[p];
+                    let l1 = match plan[p + 1] {
+                        (k1, Some(l)) if k1 == k => l,
+                        _ => 1.0,
+                    };
+                    let m = 0.5 * (l0.unwrap_or(0.0) + l1);
+                    let (va, vb) = (dv.row(k), dv.row(k + 1));
+                    let mut pat = patterns[k].clone();
+                    match kind {
+                        Nonlinear::Activation(_) => {
+                            let (forms, slots) = hinges.as_ref().expect("an activation has hinge forms");
+                            let slots = *slots;
+                            for (u, f) in forms.iter().enumerate() {
+                                let mid = va[u] + m * (vb[u] - va[u]);
+                                for (j, &(bp, _)) in f.hinges().iter().enumerate() {
+                                    if mid > bp {
+                                        pat.set_bit(bits.offset + u * slots + j);
+                                    }
                                 }
                             }
                         }
-                    }
-                    Nonlinear::Max(groups, _) => {
-                        for g in groups {
-                            group_changes(g, va, vb, dt, &mut cuts);
-                        }
-                    }
-                }
-                cuts.sort_by(f64::total_cmp);
-                // Cuts closer than the tolerance in t are one breakpoint.
-                cuts.dedup_by(|x, y| (*x - *y) * dt <= DIST);
-                nts.push(ts[k]);
-                nxs.push(std::mem::take(&mut xs[k]));
-                nvals.push(std::mem::take(&mut vals[k]));
-                ndv.push(dv[k].clone());
-                npats.push(patterns[k].clone());
-                let (ka, kb) = (nvals.len() - 1, k + 1);
-                for &l in &cuts {
-                    let t = ts[k] + l * dt;
-                    // Every live tensor is affine on the interval: interpolate it.
-                    let lerp =
-                        |p: &[f64], q: &[f64]| -> Vec<f64> { p.iter().zip(q).map(|(x, y)| x + l * (y - x)).collect() };
-                    let live: Values = nvals[ka]
-                        .iter()
-                        .zip(&vals[kb])
-                        .map(|(p, q)| match (p, q) {
-                            (Some(p), Some(q)) => Some(lerp(p, q)),
-                            _ => None,
-                        })
-                        .collect();
-                    nts.push(t);
-                    nxs.push(point(t));
-                    nvals.push(live);
-                    ndv.push(lerp(va, vb));
-                    npats.push(patterns[k].clone());
-                }
-            }
-            nts.push(ts[ts.len() - 1]);
-            nxs.push(std::mem::take(xs.last_mut().expect("two breakpoints at least")));
-            nvals.push(std::mem::take(vals.last_mut().expect("two breakpoints at least")));
-            ndv.push(dv[dv.len() - 1].clone());
-            (ts, xs, vals, patterns) = (nts, nxs, nvals, npats);
-            // The node's bits on every piece, from its decision values at the piece's middle.
-            for (k, pat) in patterns.iter_mut().enumerate() {
-                let (va, vb) = (&ndv[k], &ndv[k + 1]);
-                let mid = |u: usize| 0.5 * (va[u] + vb[u]);
-                match kind {
-                    Nonlinear::Activation(_) => {
-                        let (forms, slots) = hinges.as_ref().expect("an activation has hinge forms");
-                        let slots = *slots;
-                        for (u, f) in forms.iter().enumerate() {
-                            for (j, &(bp, _)) in f.hinges().iter().enumerate() {
-                                if mid(u) > bp {
-                                    pat.set_bit(bits.offset + u * slots + j);
-                                }
+                        Nonlinear::Max(groups, _) => {
+                            let width = bits.bits / groups.len().max(1);
+                            for (g, group) in groups.iter().enumerate() {
+                                let w = winner(group, va, vb, m);
+                                pat.set_bits(bits.offset + g * width, width, w as u64);
                             }
                         }
                     }
-                    Nonlinear::Max(groups, _) => {
-                        let width = bits.bits / groups.len().max(1);
-                        for (g, group) in groups.iter().enumerate() {
-                            let w = winner(group, va, vb, 0.5);
-                            pat.set_bits(bits.offset + g * width, width, w as u64);
-                        }
-                    }
-                }
-            }
+                    pat
+                })
+                .collect();
             counts.push(patterns.len());
+            drop(owned);
+            if plan.len() > ts.len() {
+                ts = plan.iter().map(|&(k, l)| l.map_or(ts[k], |l| ts[k] + l * (ts[k + 1] - ts[k]))).collect();
+                // The tensors read after this node, at the new breakpoints. Those this node
+                // reads last stay at the old ones: its output interpolates them on the fly
+                // (materialising them would double the memory of a wide layer).
+                if let Some(x) = xs.as_mut().filter(|_| input_last != Some(i)) {
+                    // The input at a new breakpoint from the segment itself, not interpolated.
+                    let mut r = x.refine(&plan);
+                    for (k, &(_, l)) in plan.iter().enumerate() {
+                        if l.is_some() {
+                            let t = ts[k];
+                            r.data[k * r.width..(k + 1) * r.width]
+                                .iter_mut()
+                                .zip(a.iter().zip(b))
+                                .for_each(|(o, (p, q))| *o = p + t * (q - p));
+                        }
+                    }
+                    *x = r;
+                }
+                for (j, v) in vals.iter_mut().enumerate() {
+                    if let Some(v) = v.as_mut().filter(|_| last[j] != Some(i)) {
+                        *v = v.refine(&plan);
+                    }
+                }
+                refined = Some(plan);
+            }
         }
         // The node's output at every breakpoint: affine layers in one batched product (GEMM or
-        // im2col convolution) over all breakpoints, the others one breakpoint at a time.
-        if let Some((op, bias)) = &ops[i] {
-            let rows: Vec<&[f64]> = (0..ts.len())
-                .map(|k| match node.inputs[0] {
-                    Src::Input => xs[k].as_slice(),
-                    Src::Node(j) => vals[k][j].as_deref().expect("alive until its last reader"),
-                })
-                .collect();
-            let ys = pointwise::apply_rows(op, bias, &rows);
-            for (k, row) in ys.into_iter().enumerate() {
-                if let Src::Node(j) = node.inputs[0] {
-                    if last[j] == Some(i) {
-                        vals[k][j] = None;
+        // im2col convolution) per chunk of breakpoints, the others one breakpoint at a time.
+        let n = ts.len();
+        let width = node.layer.output.numel();
+        let mut data = vec![0.0; n * width];
+        if width > 0 {
+            if let Some((op, bias)) = &ops[i] {
+                let src = input_rows(&node.inputs[0], &xs, &vals);
+                data.par_chunks_mut(CHUNK * width).enumerate().for_each(|(c, y)| {
+                    let rows = y.len() / width;
+                    let x = &src.data[c * CHUNK * src.width..(c * CHUNK + rows) * src.width];
+                    let out = op.apply_rows(x, rows);
+                    for (yr, or) in y.chunks_exact_mut(width).zip(out.chunks_exact(width)) {
+                        yr.iter_mut().zip(or.iter().zip(bias)).for_each(|(o, (v, b))| *o = v + b);
                     }
-                }
-                vals[k][i] = Some(row);
-            }
-            continue;
-        }
-        for k in 0..ts.len() {
-            let y = {
-                let read = |s: &Src| -> &[f64] {
-                    match *s {
-                        Src::Input => &xs[k],
-                        Src::Node(j) => vals[k][j].as_deref().expect("alive until its last reader"),
-                    }
+                });
+            } else {
+                // The rows of the inputs this node reads last are still at the old breakpoints
+                // when it refined them (`refined`): read there, or interpolated between two of
+                // them, one breakpoint at a time.
+                let stale = |s: &Src| {
+                    let consumed = match *s {
+                        Src::Input => input_last == Some(i),
+                        Src::Node(j) => last[j] == Some(i),
+                    };
+                    refined.as_deref().filter(|_| consumed)
                 };
-                apply_node(node, kind.as_ref(), read)
-            };
-            for s in &node.inputs {
-                if let Src::Node(j) = *s {
-                    if last[j] == Some(i) {
-                        vals[k][j] = None;
-                    }
-                }
+                data.par_chunks_mut(width).enumerate().for_each_init(
+                    || vec![Vec::new(); node.inputs.len()],
+                    |scratch: &mut Vec<Vec<f64>>, (k, y)| {
+                        for (q, s) in node.inputs.iter().enumerate() {
+                            if let Some(&(j, Some(l))) = stale(s).map(|plan| &plan[k]) {
+                                let old = input_rows(s, &xs, &vals);
+                                let (p, r) = (old.row(j), old.row(j + 1));
+                                scratch[q].clear();
+                                scratch[q].extend(p.iter().zip(r).map(|(x, y)| x + l * (y - x)));
+                            }
+                        }
+                        let rows: Vec<&[f64]> = node
+                            .inputs
+                            .iter()
+                            .enumerate()
+                            .map(|(q, s)| match stale(s).map(|plan| plan[k]) {
+                                None => read(s, &xs, &vals, k),
+                                Some((j, None)) => read(s, &xs, &vals, j),
+                                Some((_, Some(_))) => scratch[q].as_slice(),
+                            })
+                            .collect();
+                        let find = |s: &Src| rows[node.inputs.iter().position(|t| t == s).expect("an input")];
+                        apply_node_into(node, kind.as_ref(), find, y);
+                    },
+                );
             }
-            vals[k][i] = Some(y);
+        }
+        for s in &node.inputs {
+            match *s {
+                Src::Input if input_last == Some(i) => xs = None,
+                Src::Node(j) if last[j] == Some(i) => vals[j] = None,
+                _ => {}
+            }
+        }
+        // A tensor no node reads is not carried (unless it is the output).
+        if last[i].is_some() || i + 1 == net.nodes.len() {
+            vals[i] = Some(Rows { width, data });
         }
     }
-    let out = |k: usize, vals: &mut Vec<Values>, xs: &[Vec<f64>]| -> Vec<f64> {
-        match net.nodes.len() {
-            0 => xs[k].clone(),
-            n => vals[k][n - 1].clone().expect("the output is alive"),
-        }
+    let out = match net.nodes.len() {
+        0 => xs.expect("the input is the output"),
+        n => vals[n - 1].take().expect("the output is alive"),
     };
-    let ys: Vec<Vec<f64>> = (0..ts.len()).map(|k| out(k, &mut vals, &xs)).collect();
     let pieces = patterns
         .into_iter()
         .enumerate()
@@ -411,11 +492,24 @@ fn trace_segment(
             t0: ts[k],
             t1: ts[k + 1],
             pattern,
-            y0: ys[k].clone(),
-            y1: ys[k + 1].clone(),
+            y0: out.row(k).to_vec(),
+            y1: out.row(k + 1).to_vec(),
         })
         .collect();
     (pieces, counts)
+}
+
+/// The rows of tensor `s` (alive until its last reader).
+fn input_rows<'a>(s: &Src, xs: &'a Option<Rows>, vals: &'a [Option<Rows>]) -> &'a Rows {
+    match *s {
+        Src::Input => xs.as_ref().expect("alive until its last reader"),
+        Src::Node(j) => vals[j].as_ref().expect("alive until its last reader"),
+    }
+}
+
+/// Tensor `s` at breakpoint `k`.
+fn read<'a>(s: &Src, xs: &'a Option<Rows>, vals: &'a [Option<Rows>], k: usize) -> &'a [f64] {
+    input_rows(s, xs, vals).row(k)
 }
 
 /// The class changes along the pieces: inside a piece where the class scores' upper envelope

@@ -60,21 +60,31 @@ pub(crate) fn decision_values<'a>(node: &Node, read: impl Fn(&Src) -> &'a [f64],
 /// Node `node`'s output at one point. `kind` is the node's [`nonlinear`] (max kinds are
 /// evaluated from their groups).
 pub(crate) fn apply_node<'a>(node: &Node, kind: Option<&Nonlinear>, read: impl Fn(&Src) -> &'a [f64]) -> Vec<f64> {
+    let mut y = vec![0.0; node.layer.output.numel()];
+    apply_node_into(node, kind, read, &mut y);
+    y
+}
+
+/// [`apply_node`] written into `y` (zeroed, of the node's output size).
+pub(crate) fn apply_node_into<'a>(
+    node: &Node,
+    kind: Option<&Nonlinear>,
+    read: impl Fn(&Src) -> &'a [f64],
+    y: &mut [f64],
+) {
     match &node.layer.kind {
         LayerKind::Merge(m) => {
             let ins: Vec<&[f64]> = node.inputs.iter().map(read).collect();
-            Layer::merge(*m, &ins)
+            y.copy_from_slice(&Layer::merge(*m, &ins));
         }
         LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
             let Some(Nonlinear::Max(groups, _)) = kind else { unreachable!("max kinds have groups") };
             let x = read(&node.inputs[0]);
-            groups.iter().map(|g| g.iter().map(|&u| x[u as usize]).fold(f64::NEG_INFINITY, f64::max)).collect()
+            for (o, g) in y.iter_mut().zip(groups) {
+                *o = g.iter().map(|&u| x[u as usize]).fold(f64::NEG_INFINITY, f64::max);
+            }
         }
-        _ => {
-            let mut y = vec![0.0; node.layer.output.numel()];
-            node.layer.apply(read(&node.inputs[0]), &mut y);
-            y
-        }
+        _ => node.layer.apply(read(&node.inputs[0]), y),
     }
 }
 
