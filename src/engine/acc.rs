@@ -26,9 +26,7 @@ pub(crate) fn scatter(plan: &Plan, chunks: &[Arc<Chunk>], target: usize, acc: &m
     acc.reset(channels, pixels);
     for chunk in chunks {
         for edge in plan.edges(Source::Stage(chunk.source)).iter().filter(|e| e.target == target) {
-            for &(j, c) in &chunk.corrs {
-                edge.map.scatter(j as usize, c, acc, edge.offset);
-            }
+            edge.map.scatter_all(&chunk.corrs, acc, edge.offset);
         }
     }
 }

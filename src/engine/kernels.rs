@@ -5,7 +5,7 @@
 use crate::geometry::predicates::{is_neg, is_pos, tolerance, NOISE};
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     use std::sync::OnceLock;
     static AVX2: OnceLock<bool> = OnceLock::new();
     *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
@@ -155,6 +155,31 @@ fn axpy3_generic(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], col: &[f64], co
 }
 
 dispatch! {
+    /// `x[3i + k] += coef[k] · w3[3i + k]`: `coef ⊗ column` added to interleaved 3-vectors, with
+    /// the column's weights stored tripled (`w3[3i..3i + 3]` all equal) so that the loop runs
+    /// over one flat run of the accumulator, vector lanes wide.
+    fn axpy_interleaved3 / axpy_interleaved3_avx2 / axpy_interleaved3_generic(x: &mut [f64], w3: &[f64], coef: [f64; 3])
+}
+
+#[inline(always)]
+pub(crate) fn axpy_interleaved3_generic(x: &mut [f64], w3: &[f64], coef: [f64; 3]) {
+    // Twelve lanes: a multiple of both the 3-vector and a 4-lane register.
+    let c: [f64; 12] = std::array::from_fn(|k| coef[k % 3]);
+    let n = w3.len();
+    let x = &mut x[..n];
+    let mut xs = x.chunks_exact_mut(12);
+    let mut ws = w3.chunks_exact(12);
+    for (xc, wc) in (&mut xs).zip(&mut ws) {
+        for k in 0..12 {
+            xc[k] += c[k] * wc[k];
+        }
+    }
+    for (k, (xv, wv)) in xs.into_remainder().iter_mut().zip(ws.remainder()).enumerate() {
+        *xv += c[k] * wv;
+    }
+}
+
+dispatch! {
     /// The post-activation map `h = slope·z + (0, 0, intercept)` of every unit (`h` is `3 × n`).
     fn post_activation / post_activation_avx2 / post_activation_generic(
         a: &[f64], b: &[f64], c: &[f64], slope: &[f64], intercept: &[f64], h: &mut [f64])
@@ -219,6 +244,16 @@ mod tests {
         axpy3(&mut r0, &mut r1, &mut r2, &a, [2.0, 0.0, -1.0]);
         for i in 0..n {
             assert_eq!((r0[i], r1[i], r2[i]), (1.0 + 2.0 * a[i], 2.0, 3.0 - a[i]));
+        }
+        // Interleaved: every length, so that both the 12-lane body and the tail are used.
+        for len in [0, 1, 5, 12, 13, 40] {
+            let w3: Vec<f64> = (0..3 * len).map(|i| a[i / 3 % n]).collect();
+            let mut x: Vec<f64> = (0..3 * len).map(|i| i as f64).collect();
+            axpy_interleaved3(&mut x, &w3, [2.0, 0.5, -1.0]);
+            for i in 0..3 * len {
+                let coef = [2.0, 0.5, -1.0][i % 3];
+                assert_eq!(x[i], i as f64 + coef * a[i / 3 % n], "length {len}, entry {i}");
+            }
         }
     }
 }
