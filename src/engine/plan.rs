@@ -20,7 +20,6 @@ use crate::geometry::predicates::noise_floor;
 use crate::network::{Layer, LayerKind, Merge, Network, Src};
 use crate::pattern::LayerBits;
 use crate::slice::Plane;
-use rayon::prelude::*;
 
 /// Where an edge starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,9 +244,11 @@ impl Plan {
     /// Twice the largest absolute value of every input entry and every stage output over a
     /// 9 × 9 grid of the (normalised) domain, by a plain evaluation of the plan.
     ///
-    /// One grid column per task: on image models this evaluation was most of the plan's cost
-    /// (a 0.4 s start on a ResNet-8), and nine rows at a time keep the convolution buffers
-    /// small. Maxima do not depend on the order they are taken in, so neither does the result.
+    /// One grid column at a time: on image models all 81 rows at once made this evaluation
+    /// most of the plan's cost (a 0.4 s start on a ResNet-8, half of it page faults of the
+    /// convolution buffers); nine rows keep those buffers small. (Columns in parallel were no
+    /// faster end to end and raised the peak memory.) Maxima do not depend on the order they
+    /// are taken in.
     fn sampled_values(&self, plane: &Plane) -> (Vec<f64>, Vec<Vec<f64>>) {
         const GRID: usize = 9;
         let max_into = |mut a: Vec<f64>, b: Vec<f64>| {
@@ -255,9 +256,8 @@ impl Plan {
             a
         };
         (0..GRID)
-            .into_par_iter()
             .map(|i| self.sampled_column(plane, i, GRID))
-            .reduce_with(|(ia, sa), (ib, sb)| {
+            .reduce(|(ia, sa), (ib, sb)| {
                 (max_into(ia, ib), sa.into_iter().zip(sb).map(|(a, b)| max_into(a, b)).collect())
             })
             .expect("the grid has columns")
