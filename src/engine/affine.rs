@@ -693,7 +693,7 @@ struct ConvColumns<'a> {
 }
 
 /// [`conv_scatter`] of every correction, in one call compiled for AVX2 where the processor has
-/// it (the per-tap runs are short: one dispatch per tap cost a tenth of the scatter).
+/// it (the per-tap runs are short, so a feature check per tap was overhead on every one).
 fn conv_scatter_all(conv: &ConvColumns<'_>, corrs: &[(u32, [f64; 3])], acc: &mut Acc, channel_offset: usize) {
     #[cfg(target_arch = "x86_64")]
     {
