@@ -394,17 +394,14 @@ fn trace_segment(
                 // (materialising them would double the memory of a wide layer).
                 if let Some(x) = xs.as_mut().filter(|_| input_last != Some(i)) {
                     // The input at a new breakpoint from the segment itself, not interpolated.
-                    let mut r = x.refine(&plan);
-                    for (k, &(_, l)) in plan.iter().enumerate() {
-                        if l.is_some() {
-                            let t = ts[k];
-                            r.data[k * r.width..(k + 1) * r.width]
-                                .iter_mut()
-                                .zip(a.iter().zip(b))
-                                .for_each(|(o, (p, q))| *o = p + t * (q - p));
+                    let mut data = Vec::with_capacity(plan.len() * x.width);
+                    for (k, &(old, l)) in plan.iter().enumerate() {
+                        match l {
+                            None => data.extend_from_slice(x.row(old)),
+                            Some(_) => data.extend(a.iter().zip(b).map(|(p, q)| p + ts[k] * (q - p))),
                         }
                     }
-                    *x = r;
+                    *x = Rows { width: x.width, data };
                 }
                 for (j, v) in vals.iter_mut().enumerate() {
                     if let Some(v) = v.as_mut().filter(|_| last[j] != Some(i)) {
