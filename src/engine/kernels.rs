@@ -71,6 +71,95 @@ fn box_bounds_generic(
 }
 
 dispatch! {
+    /// [`box_bounds`] for max groups: `lo` as there, `hi_tol` the upper bound plus the unit's
+    /// tolerance `tol` (`predicates::tolerance` of its slopes and noise floor), the two terms a
+    /// group's bounding-box test adds to every candidate (summed in the same order, so the test
+    /// decides exactly as the scalar form).
+    fn box_bounds_tol / box_bounds_tol_avx2 / box_bounds_tol_generic(
+        a: &[f64], b: &[f64], c: &[f64], noise: &[f64], center: [f64; 2], half: [f64; 2],
+        lo: &mut [f64], hi_tol: &mut [f64], tol: &mut [f64])
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn box_bounds_tol_generic(
+    a: &[f64],
+    b: &[f64],
+    c: &[f64],
+    noise: &[f64],
+    center: [f64; 2],
+    half: [f64; 2],
+    lo: &mut [f64],
+    hi_tol: &mut [f64],
+    tol: &mut [f64],
+) {
+    let n = lo.len();
+    let (a, b, c, noise) = (&a[..n], &b[..n], &c[..n], &noise[..n]);
+    let (hi_tol, tol) = (&mut hi_tol[..n], &mut tol[..n]);
+    for i in 0..n {
+        let mid = a[i] * center[0] + b[i] * center[1] + c[i];
+        let rad = a[i].abs() * half[0] + b[i].abs() * half[1];
+        let t = tolerance(a[i], b[i], noise[i]);
+        lo[i] = mid - rad;
+        hi_tol[i] = (mid + rad) + t;
+        tol[i] = t;
+    }
+}
+
+dispatch! {
+    /// One pass of [`box_bounds`], [`mark_undecided`], [`classify_slot`] and [`post_activation`]
+    /// for a layer with one hinge per unit (ReLU, leaky ReLU, PReLU, abs): every unit decided by
+    /// its range over the box `center ± half` gets `state` 0 (below or on the line) or 1
+    /// (above) and its post-activation rows in `t` (`3 × n`); a unit the box leaves undecided
+    /// gets `state` 2 and is left for the caller to classify over the polygon's vertices. The
+    /// same operations in the same order as the separate passes, so the same results; one pass
+    /// over the units instead of four moves a third of the memory.
+    fn classify_single / classify_single_avx2 / classify_single_generic(
+        a: &[f64], b: &[f64], c: &[f64], noise: &[f64], center: [f64; 2], half: [f64; 2],
+        bp: &[f64], da: &[f64], slope0: &[f64], intercept0: &[f64], t: &mut [f64], state: &mut [u8])
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn classify_single_generic(
+    a: &[f64],
+    b: &[f64],
+    c: &[f64],
+    noise: &[f64],
+    center: [f64; 2],
+    half: [f64; 2],
+    bp: &[f64],
+    da: &[f64],
+    slope0: &[f64],
+    intercept0: &[f64],
+    t: &mut [f64],
+    state: &mut [u8],
+) {
+    let n = state.len();
+    let (a, b, c, noise) = (&a[..n], &b[..n], &c[..n], &noise[..n]);
+    let (bp, da, slope0, intercept0) = (&bp[..n], &da[..n], &slope0[..n], &intercept0[..n]);
+    let (ta, rest) = t.split_at_mut(n);
+    let (tb, tc) = rest.split_at_mut(n);
+    let tc = &mut tc[..n];
+    for i in 0..n {
+        let mid = a[i] * center[0] + b[i] * center[1] + c[i];
+        let rad = a[i].abs() * half[0] + b[i].abs() * half[1];
+        let (lo, hi) = (mid - rad, mid + rad);
+        let tol = hinge_tol(a[i], b[i], bp[i], noise[i]);
+        let decided = is_pos(lo - bp[i], tol) | is_neg(hi - bp[i], tol) | (da[i] == 0.0);
+        let up = is_pos(hi - bp[i], tol) & (da[i] != 0.0);
+        let down = is_neg(lo - bp[i], tol);
+        let k = if up & !down { da[i] } else { 0.0 };
+        let slope = slope0[i] + k;
+        let intercept = intercept0[i] - k * bp[i];
+        ta[i] = slope * a[i];
+        tb[i] = slope * b[i];
+        tc[i] = slope * c[i] + intercept;
+        state[i] = if decided { up as u8 } else { 2 };
+    }
+}
+
+dispatch! {
     /// Marks (`mark[i] = 1`) the units whose enclosure `[lo, hi]` is not decisively on one
     /// side of their hinge `(bp, da)`: only those need their exact range over the vertices.
     fn mark_undecided / mark_undecided_avx2 / mark_undecided_generic(

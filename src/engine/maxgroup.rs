@@ -108,24 +108,26 @@ impl MaxLayer {
         // tolerance of their difference) is decided without looking at the vertices.
         let bb = poly.bbox();
         let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
-        let (lo, hi) = scratch.bounds(n);
-        super::kernels::box_bounds(&z[..n], &z[n..2 * n], &z[2 * n..], center, half, lo, hi);
-        let (lo, hi) = (&*lo, &*hi);
-        let margin = |u: usize| tolerance(z[u], z[n + u], noise[u]);
+        let (lo, hi_tol, tol) = scratch.bounds(n);
+        let (za, zb, zc) = (&z[..n], &z[n..2 * n], &z[2 * n..3 * n]);
+        super::kernels::box_bounds_tol(za, zb, zc, noise, center, half, lo, hi_tol, tol);
+        let (lo, hi_tol, tol) = (&*lo, &*hi_tol, &*tol);
         let mut cands = Vec::new();
         for (g, group) in self.groups.iter().enumerate() {
             let mut best = 0;
-            for (k, &u) in group.iter().enumerate() {
-                if lo[u as usize] > lo[group[best] as usize] {
-                    best = k;
+            let mut best_lo = lo[group[0] as usize];
+            for (k, &u) in group.iter().enumerate().skip(1) {
+                if lo[u as usize] > best_lo {
+                    (best, best_lo) = (k, lo[u as usize]);
                 }
             }
             let b = group[best] as usize;
+            let tol_b = tol[b];
             // A later candidate with the very same map (two dead units) loses every tie.
-            let same = |u: usize| z[u] == z[b] && z[n + u] == z[n + b] && z[2 * n + u] == z[2 * n + b];
+            let same = |u: usize| za[u] == za[b] && zb[u] == zb[b] && zc[u] == zc[b];
             let decided = group.iter().enumerate().all(|(k, &u)| {
                 let u = u as usize;
-                k == best || hi[u] + margin(u) + margin(b) < lo[b] || (k > best && same(u))
+                k == best || hi_tol[u] + tol_b < best_lo || (k > best && same(u))
             });
             let (w, contest) = if decided {
                 (best as u32, None)

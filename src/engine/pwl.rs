@@ -106,6 +106,15 @@ impl PwlLayer {
         noise: &[f64],
         scratch: &mut Scratch,
     ) -> Classified {
+        if self.slots.len() == 1 {
+            return self.classify_single(poly, z, noise, scratch);
+        }
+        self.classify_slots(poly, z, noise, scratch)
+    }
+
+    /// [`PwlLayer::classify_all`] for any number of hinges per unit: one vectorised pass per
+    /// hinge slot.
+    fn classify_slots(&self, poly: &ConvexPolygon, z: &[f64], noise: &[f64], scratch: &mut Scratch) -> Classified {
         let n = self.slope0.len();
         let n_slots = self.slots.len();
         scratch.resize(n);
@@ -133,34 +142,93 @@ impl PwlLayer {
         for (j, slot) in self.slots.iter().enumerate() {
             // state: 0 below or on the line, 1 above, 2 crossing.
             kernels::classify_slot(za, zb, noise, lo, hi, &slot.bp, &slot.da, slope, intercept, state);
-            // Most units are below (state 0): skip them eight at a time.
-            for (block, bytes) in state.chunks(8).enumerate() {
-                if bytes.iter().all(|&s| s == 0) {
-                    continue;
-                }
-                for (k, &st) in bytes.iter().enumerate() {
-                    let i = block * 8 + k;
+            // Units above set their bit without a branch (the states of a trained layer are
+            // close to random: a branch per unit mispredicts half the time); crossing units are
+            // rare and take the branch.
+            let mut cross = |i: usize, bits: &mut [u64]| {
+                let (bp, da) = (slot.bp[i], slot.da[i]);
+                let above = za[i] * center[0] + zb[i] * center[1] + zc[i] > bp;
+                if above {
+                    slope[i] += da;
+                    intercept[i] -= da * bp;
                     let bit = i * n_slots + j;
-                    match st {
-                        0 => {}
-                        1 => bits[bit / 64] |= 1 << (bit % 64),
-                        _ => {
-                            let (bp, da) = (slot.bp[i], slot.da[i]);
-                            let above = za[i] * center[0] + zb[i] * center[1] + zc[i] > bp;
-                            if above {
-                                slope[i] += da;
-                                intercept[i] -= da * bp;
-                                bits[bit / 64] |= 1 << (bit % 64);
-                            }
-                            crossing.push(Crossing { unit: i as u32, slot: j as u8, above });
-                        }
-                    }
+                    bits[bit / 64] |= 1 << (bit % 64);
+                }
+                crossing.push(Crossing { unit: i as u32, slot: j as u8, above });
+            };
+            for (i, &st) in state.iter().enumerate() {
+                let bit = i * n_slots + j;
+                bits[bit / 64] |= u64::from(st == 1) << (bit % 64);
+                if st == 2 {
+                    cross(i, &mut bits);
                 }
             }
         }
         crossing.sort_by_key(|c| (c.unit, c.slot));
         let mut t = vec![0.0; 3 * n];
         kernels::post_activation(za, zb, zc, slope, intercept, &mut t);
+        Classified { t, crossing, bits }
+    }
+
+    /// [`PwlLayer::classify_all`] for one hinge per unit: the units the polygon's box decides
+    /// in one fused pass, the rest over the polygon's vertices (the same decisions).
+    fn classify_single(&self, poly: &ConvexPolygon, z: &[f64], noise: &[f64], scratch: &mut Scratch) -> Classified {
+        let n = self.slope0.len();
+        scratch.resize(n);
+        let state = &mut scratch.state;
+        let (za, zb, zc) = (&z[..n], &z[n..2 * n], &z[2 * n..3 * n]);
+        let bb = poly.bbox();
+        let center = [0.5 * (bb[0] + bb[1]), 0.5 * (bb[2] + bb[3])];
+        let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
+        let Slot { bp, da } = &self.slots[0];
+        let mut t = vec![0.0; 3 * n];
+        kernels::classify_single(
+            za,
+            zb,
+            zc,
+            noise,
+            center,
+            half,
+            bp,
+            da,
+            &self.slope0,
+            &self.intercept0,
+            &mut t,
+            state,
+        );
+        let mut crossing = Vec::new();
+        let mut bits = vec![0u64; n.div_ceil(64)];
+        for (w, states) in state.chunks_mut(64).enumerate() {
+            if states.contains(&2) {
+                // Undecided over the box: the range over the vertices decides, as in the
+                // separate passes (a crossing hinge starts on the side of the box centre).
+                for (k, st) in states.iter_mut().enumerate().filter(|(_, st)| **st == 2) {
+                    let i = 64 * w + k;
+                    let (lo, hi) = range(poly, [za[i], zb[i], zc[i]]);
+                    let tol = kernels::hinge_tol(za[i], zb[i], bp[i], noise[i]);
+                    let up = hi - bp[i] > tol && da[i] != 0.0;
+                    let down = lo - bp[i] < -tol;
+                    let k = if up && !down { da[i] } else { 0.0 };
+                    let mut slope = self.slope0[i] + k;
+                    let mut intercept = self.intercept0[i] - k * bp[i];
+                    *st = u8::from(up);
+                    if up && down {
+                        let above = za[i] * center[0] + zb[i] * center[1] + zc[i] > bp[i];
+                        if above {
+                            slope += da[i];
+                            intercept -= da[i] * bp[i];
+                        }
+                        *st = u8::from(above);
+                        crossing.push(Crossing { unit: i as u32, slot: 0, above });
+                    }
+                    t[i] = slope * za[i];
+                    t[n + i] = slope * zb[i];
+                    t[2 * n + i] = slope * zc[i] + intercept;
+                }
+            }
+            // One bit per unit: 64 states make one word (a loop the compiler vectorises).
+            bits[w] = states.iter().enumerate().fold(0u64, |acc, (k, &st)| acc | u64::from(st == 1) << k);
+        }
         Classified { t, crossing, bits }
     }
 
@@ -281,11 +349,13 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    /// Two work arrays of `n` entries (for the box bounds of a max layer's units).
-    pub(crate) fn bounds(&mut self, n: usize) -> (&mut [f64], &mut [f64]) {
+    /// Three work arrays of `n` entries (for the box bounds and tolerances of a max layer's
+    /// units).
+    pub(crate) fn bounds(&mut self, n: usize) -> (&mut [f64], &mut [f64], &mut [f64]) {
         self.lo.resize(n, 0.0);
         self.hi.resize(n, 0.0);
-        (&mut self.lo[..n], &mut self.hi[..n])
+        self.slope.resize(n, 0.0);
+        (&mut self.lo[..n], &mut self.hi[..n], &mut self.slope[..n])
     }
 
     fn resize(&mut self, n: usize) {
@@ -295,5 +365,65 @@ impl Scratch {
         self.slope.resize(n, 0.0);
         self.intercept.resize(n, 0.0);
         self.state.resize(n, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The fused one-hinge classification decides every unit as the per-slot passes do: same
+    /// post-activations (bit for bit), pattern bits and crossing hinges, on random layers
+    /// (ReLU, leaky ReLU, units without a hinge) over random triangles and boxes, with units
+    /// placed so that many straddle or touch their hinge.
+    #[test]
+    fn fused_single_hinge_pass_matches_the_slot_passes() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for round in 0..200 {
+            let n = rng.random_range(1..300);
+            let forms: Vec<HingeForm> = (0..n)
+                .map(|_| match rng.random_range(0..4) {
+                    0 => HingeForm::new(0.0, 0.0, &[(0.0, 1.0)]),
+                    1 => HingeForm::new(0.1, 0.0, &[(0.0, 0.9)]),
+                    2 => HingeForm::new(-1.0, 0.0, &[(0.0, 2.0)]),
+                    _ => HingeForm::new(1.0, 0.0, &[]),
+                })
+                .collect();
+            let layer = PwlLayer::new(&forms, 1);
+            let mut z = vec![0.0; 3 * n];
+            for i in 0..n {
+                z[i] = rng.random_range(-1.0..1.0);
+                z[n + i] = if rng.random_bool(0.1) { 0.0 } else { rng.random_range(-1.0..1.0) };
+                z[2 * n + i] = match rng.random_range(0..3) {
+                    0 => 0.0,
+                    _ => rng.random_range(-2.0..2.0),
+                };
+            }
+            let noise: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..1e-12)).collect();
+            let poly = if round % 2 == 0 {
+                let x0 = rng.random_range(-1.0..0.5);
+                let y0 = rng.random_range(-1.0..0.5);
+                ConvexPolygon::rect(x0, x0 + rng.random_range(0.01..0.5), y0, y0 + rng.random_range(0.01..0.5))
+            } else {
+                let mut pts: Vec<[f64; 2]> =
+                    (0..3).map(|_| [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)]).collect();
+                let cross = (pts[1][0] - pts[0][0]) * (pts[2][1] - pts[0][1])
+                    - (pts[1][1] - pts[0][1]) * (pts[2][0] - pts[0][0]);
+                if cross < 0.0 {
+                    pts.swap(1, 2);
+                }
+                ConvexPolygon { pts }
+            };
+            let mut scratch = Scratch::default();
+            let fused = layer.classify_single(&poly, &z, &noise, &mut scratch);
+            let slots = layer.classify_slots(&poly, &z, &noise, &mut scratch);
+            assert_eq!(fused.bits, slots.bits, "round {round}");
+            let bits = |t: &[f64]| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fused.t), bits(&slots.t), "round {round}");
+            let key = |c: &[Crossing]| c.iter().map(|x| (x.unit, x.slot, x.above)).collect::<Vec<_>>();
+            assert_eq!(key(&fused.crossing), key(&slots.crossing), "round {round}");
+            assert!(round % 2 == 1 || !fused.crossing.is_empty() || n < 20, "round {round}: nothing crosses");
+        }
     }
 }
