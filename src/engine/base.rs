@@ -41,6 +41,14 @@ impl Class {
         }
     }
 
+    /// The default post-activation map, shared.
+    pub(crate) fn t_shared(&self) -> &Arc<Vec<f64>> {
+        match self {
+            Class::Pwl(c) => &c.t,
+            Class::Max(c) => &c.t,
+        }
+    }
+
     /// The stage's pattern bits with the defaults.
     pub(crate) fn bits(&self) -> &[u64] {
         match self {
@@ -72,7 +80,7 @@ pub(crate) struct Base {
     /// Where the classification holds.
     pub poly: ConvexPolygon,
     /// Complete pre-activation map of the target, `3 × n` (empty for a virtual base).
-    pub z: Vec<f64>,
+    pub z: Arc<Vec<f64>>,
     /// Partial sums (biases included) of later targets, by target.
     pub partial: Vec<(usize, Vec<f64>)>,
     /// The classification over `poly` (`None` for the network output and virtual bases).
@@ -92,10 +100,11 @@ impl Base {
         plan: &Plan,
         target: usize,
         poly: ConvexPolygon,
-        z: Vec<f64>,
+        z: impl Into<Arc<Vec<f64>>>,
         partial: Vec<(usize, Vec<f64>)>,
         scratch: &mut pwl::Scratch,
     ) -> Self {
+        let z = z.into();
         let class = plan.stages.get(target).map(|stage| match &stage.nonlin {
             Nonlinearity::Pwl(l) => Class::Pwl(l.classify_all(&poly, &z, &stage.noise, scratch)),
             Nonlinearity::Max(l) => Class::Max(l.classify_all(&poly, &z, &stage.noise, scratch)),
@@ -117,7 +126,7 @@ impl Base {
         Base {
             target: parent.target,
             poly,
-            z: Vec::new(),
+            z: Arc::default(),
             partial: Vec::new(),
             class: None,
             origin: Some(Origin { parent: Arc::clone(parent), chunks }),
@@ -160,7 +169,7 @@ impl Base {
                 let t = parent_next.target;
                 let partial = patched_partials(plan, &parent_next.partial, &chunks, t, &mut scratch.acc);
                 scatter(plan, &chunks, t, &mut scratch.acc);
-                let mut z = parent_next.z.clone();
+                let mut z = parent_next.z.to_vec();
                 scratch.acc.add_to(&mut z);
                 let _ = b.next_z.set(Arc::new(Base::unclassified(t, b.poly.clone(), z, partial)));
             }
@@ -179,8 +188,22 @@ impl Base {
         }
     }
 
-    fn unclassified(target: usize, poly: ConvexPolygon, z: Vec<f64>, partial: Vec<(usize, Vec<f64>)>) -> Self {
-        Base { target, poly, z, partial, class: None, origin: None, next: OnceLock::new(), next_z: OnceLock::new() }
+    fn unclassified(
+        target: usize,
+        poly: ConvexPolygon,
+        z: impl Into<Arc<Vec<f64>>>,
+        partial: Vec<(usize, Vec<f64>)>,
+    ) -> Self {
+        Base {
+            target,
+            poly,
+            z: z.into(),
+            partial,
+            class: None,
+            origin: None,
+            next: OnceLock::new(),
+            next_z: OnceLock::new(),
+        }
     }
 
     /// Computes [`Base::next`] for every base in `bases` (all of the same target) that lacks it:
@@ -210,10 +233,21 @@ impl Base {
         let Some(first) = dense.first() else { return };
         let s = first.target;
         let t0 = first.class.as_ref().expect("a dense stage base is classified").t();
-        if first.partial.is_empty() && identity_next(plan, s, t0).is_some() {
+        if let Some(bias) = identity_edge(plan, s, t0.len()).filter(|_| first.partial.is_empty()) {
+            // A max-pool right after a ReLU: the next pre-activations are the post-activations
+            // plus the bias, made without the batched product's copies (the same sums), and
+            // shared rather than copied when the bias is zero.
+            let zero_bias = bias.iter().all(|&b| b == 0.0);
             for b in dense {
-                let t = b.class.as_ref().expect("a dense stage base is classified").t();
-                let z = identity_next(plan, s, t).expect("same stage");
+                let t = b.class.as_ref().expect("a dense stage base is classified").t_shared();
+                let z = if zero_bias {
+                    Arc::clone(t)
+                } else {
+                    let n = bias.len();
+                    let mut z = t.to_vec();
+                    z[2 * n..].iter_mut().zip(bias).for_each(|(d, b)| *d += b);
+                    Arc::new(z)
+                };
                 let next = Base::new(plan, s + 1, b.poly.clone(), z, b.partial.clone(), &mut scratch.pwl);
                 let _ = b.next.set(Arc::new(next));
             }
@@ -255,14 +289,14 @@ pub(crate) fn derive(
     let s = parent.target;
     let partial = patched_partials(plan, &parent.partial, &chunks, s, &mut scratch.acc);
     scatter(plan, &chunks, s, &mut scratch.acc);
-    let mut z = parent.z.clone();
+    let mut z = parent.z.to_vec();
     scratch.acc.add_to(&mut z);
     let Some(stage) = plan.stages.get(s) else {
         // The network output: nothing to classify.
         return Base {
             target: s,
             poly,
-            z,
+            z: z.into(),
             partial,
             class: None,
             origin: None,
@@ -273,15 +307,15 @@ pub(crate) fn derive(
     let found = candidates(stage, parent, &scratch.acc, &poly, &mut scratch.seen);
     let class = match (parent.class.as_ref().expect("a stage base is classified"), &stage.nonlin) {
         (Class::Pwl(c), Nonlinearity::Pwl(layer)) => {
-            let (mut t, mut bits) = (c.t.clone(), c.bits.clone());
+            let (mut t, mut bits) = (c.t.to_vec(), c.bits.clone());
             patch(&mut t, &mut bits, &found.verdicts, layer.n_slots());
             let crossing = found.crossing.iter().map(|(x, _)| *x).collect();
-            Class::Pwl(pwl::Classified { t, crossing, bits })
+            Class::Pwl(pwl::Classified { t: t.into(), crossing, bits })
         }
         (Class::Max(c), Nonlinearity::Max(layer)) => {
-            let (mut t, mut bits) = (c.t.clone(), c.bits.clone());
+            let (mut t, mut bits) = (c.t.to_vec(), c.bits.clone());
             patch(&mut t, &mut bits, &found.verdicts, layer.bits());
-            Class::Max(maxgroup::Classified { t, contests: found.contests, bits })
+            Class::Max(maxgroup::Classified { t: t.into(), contests: found.contests, bits })
         }
         _ => unreachable!("a base's classification matches its stage"),
     };
@@ -293,7 +327,7 @@ pub(crate) fn derive(
     Base {
         target: s,
         poly,
-        z,
+        z: z.into(),
         partial,
         class: Some(class),
         origin: Some(Origin { parent: Arc::clone(parent), chunks: origin }),
@@ -347,18 +381,15 @@ fn patch(t: &mut [f64], bits: &mut [u64], verdicts: &[super::classify::Verdict],
 }
 
 /// When stage `s` feeds only stage `s + 1`, by one identity edge covering it (a max-pool right
-/// after a ReLU): the next pre-activations of a base with post-activations `t` are `t` plus the
-/// bias, made without the batched product's copies (the same sums).
-fn identity_next(plan: &Plan, s: usize, t: &[f64]) -> Option<Vec<f64>> {
+/// after a ReLU) and its post-activations have `len` entries: the next target's bias.
+fn identity_edge(plan: &Plan, s: usize, len: usize) -> Option<&[f64]> {
     let edges = plan.edges(Source::Stage(s));
     let [edge] = edges else { return None };
     let n = plan.target_len(s + 1);
-    if edge.target != s + 1 || !edge.map.is_identity() || edge.offset != 0 || t.len() != 3 * n {
+    if edge.target != s + 1 || !edge.map.is_identity() || edge.offset != 0 || len != 3 * n {
         return None;
     }
-    let mut z = t.to_vec();
-    z[2 * n..].iter_mut().zip(plan.target_bias(s + 1)).for_each(|(d, b)| *d += b);
-    Some(z)
+    Some(plan.target_bias(s + 1))
 }
 
 /// Adds the edges of `source` applied to `m` maps (`rows`: `3·m` rows of the source's output)

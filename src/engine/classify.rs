@@ -111,7 +111,7 @@ pub(crate) fn candidates(stage: &Stage, base: &Base, acc: &Acc, poly: &ConvexPol
                 marks[g] = epoch;
                 cands.clear();
                 cands.extend(layer.group(g).iter().enumerate().map(|(pos, &u)| (pos as u32, u, z_of(u as usize))));
-                let (w, contest) = layer.classify_group(g, &cands, poly, center, &stage.noise);
+                let (w, contest) = layer.classify_group(g, &cands, poly, center, &stage.noise, false);
                 out.contests.extend(contest);
                 record(out, g, cands[w as usize].2, u64::from(w));
             };

@@ -34,7 +34,7 @@ pub(crate) struct Contest {
 /// A dense classification of every group over a polygon.
 pub(crate) struct Classified {
     /// Post-activation map `3 × groups` with every contested group at its default winner.
-    pub t: Vec<f64>,
+    pub t: std::sync::Arc<Vec<f64>>,
     pub contests: Vec<Contest>,
     /// The stage's pattern bits (`bits` per group: the winner's position).
     pub bits: Vec<u64>,
@@ -134,7 +134,7 @@ impl MaxLayer {
             } else {
                 cands.clear();
                 cands.extend(group.iter().enumerate().map(|(pos, &u)| (pos as u32, u, unit(z, n, u as usize))));
-                self.classify_group(g, &cands, poly, center, noise)
+                self.classify_group(g, &cands, poly, center, noise, true)
             };
             let zw = unit(z, n, group[w as usize] as usize);
             t[g] = zw[0];
@@ -148,11 +148,14 @@ impl MaxLayer {
             }
             contests.extend(contest);
         }
-        Classified { t, contests, bits }
+        Classified { t: t.into(), contests, bits }
     }
 
     /// Classifies group `g` whose candidates are `(position, unit, map)`: the position the cell
-    /// assumes, and the contest when more than one candidate wins somewhere.
+    /// assumes, and the contest when more than one candidate wins somewhere. `box_undecided`:
+    /// the caller already found that the ranges over the polygon's bounding box leave the group
+    /// undecided (the same test, so it is not repeated).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn classify_group(
         &self,
         g: usize,
@@ -160,8 +163,9 @@ impl MaxLayer {
         poly: &ConvexPolygon,
         center: [f64; 2],
         noise: &[f64],
+        box_undecided: bool,
     ) -> (u32, Option<Contest>) {
-        let alive = match undominated(poly, cands, noise) {
+        let alive = match undominated(poly, cands, noise, box_undecided) {
             Ok((pos, _)) => return (pos, None),
             Err(alive) => alive,
         };
@@ -229,6 +233,7 @@ fn undominated(
     poly: &ConvexPolygon,
     cands: &[(u32, u32, [f64; 3])],
     noise: &[f64],
+    box_undecided: bool,
 ) -> Result<(u32, u32), Vec<(u32, u32)>> {
     let with_noise = |&(pos, u, m): &(u32, u32, [f64; 3])| (pos, m, noise[u as usize]);
     // First by ranges over the vertices: a candidate whose largest value is below the largest
@@ -244,26 +249,30 @@ fn undominated(
         &mut buf
     };
     let (mut best, mut best_lo) = (0, f64::NEG_INFINITY);
-    // Ranges over the bounding box first (four products a candidate); the vertices only when the
-    // box leaves the group undecided.
-    let bb = poly.bbox();
-    let (center, half) =
-        ([0.5 * (bb[0] + bb[1]), 0.5 * (bb[2] + bb[3])], [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])]);
-    for (k, &(_, u, m)) in cands.iter().enumerate() {
-        let mid = m[0] * center[0] + m[1] * center[1] + m[2];
-        let rad = m[0].abs() * half[0] + m[1].abs() * half[1];
-        let margin = tolerance(m[0], m[1], noise[u as usize]);
-        ranges[k] = (mid - rad, mid + rad, margin);
-        if mid - rad > best_lo {
-            (best, best_lo) = (k, mid - rad);
+    if !box_undecided {
+        // Ranges over the bounding box first (four products a candidate); the vertices only when the
+        // box leaves the group undecided.
+        let bb = poly.bbox();
+        let (center, half) =
+            ([0.5 * (bb[0] + bb[1]), 0.5 * (bb[2] + bb[3])], [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])]);
+        for (k, &(_, u, m)) in cands.iter().enumerate() {
+            let mid = m[0] * center[0] + m[1] * center[1] + m[2];
+            let rad = m[0].abs() * half[0] + m[1].abs() * half[1];
+            let margin = tolerance(m[0], m[1], noise[u as usize]);
+            ranges[k] = (mid - rad, mid + rad, margin);
+            if mid - rad > best_lo {
+                (best, best_lo) = (k, mid - rad);
+            }
         }
-    }
-    let boxed = |k: usize| {
-        k == best || ranges[k].1 + ranges[k].2 + ranges[best].2 < best_lo || (k > best && cands[k].2 == cands[best].2)
-    };
-    if (0..cands.len()).all(boxed) {
-        let (pos, u, _) = cands[best];
-        return Ok((pos, u));
+        let boxed = |k: usize| {
+            k == best
+                || ranges[k].1 + ranges[k].2 + ranges[best].2 < best_lo
+                || (k > best && cands[k].2 == cands[best].2)
+        };
+        if (0..cands.len()).all(boxed) {
+            let (pos, u, _) = cands[best];
+            return Ok((pos, u));
+        }
     }
     (best, best_lo) = (0, f64::NEG_INFINITY);
     for (k, &(_, u, m)) in cands.iter().enumerate() {

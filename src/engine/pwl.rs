@@ -35,7 +35,7 @@ pub(crate) struct Crossing {
 /// A dense classification of every unit over a polygon (see [`PwlLayer::classify_all`]).
 pub(crate) struct Classified {
     /// Post-activation map `3 × n` with every crossing hinge on its default side.
-    pub t: Vec<f64>,
+    pub t: std::sync::Arc<Vec<f64>>,
     /// The crossing hinges, by unit.
     pub crossing: Vec<Crossing>,
     /// The stage's pattern bits (unit-major, `n_slots` bits per unit) with the defaults.
@@ -167,7 +167,7 @@ impl PwlLayer {
         crossing.sort_by_key(|c| (c.unit, c.slot));
         let mut t = vec![0.0; 3 * n];
         kernels::post_activation(za, zb, zc, slope, intercept, &mut t);
-        Classified { t, crossing, bits }
+        Classified { t: t.into(), crossing, bits }
     }
 
     /// [`PwlLayer::classify_all`] for one hinge per unit: the units the polygon's box decides
@@ -229,7 +229,7 @@ impl PwlLayer {
             // One bit per unit: 64 states make one word (a loop the compiler vectorises).
             bits[w] = states.iter().enumerate().fold(0u64, |acc, (k, &st)| acc | u64::from(st == 1) << k);
         }
-        Classified { t, crossing, bits }
+        Classified { t: t.into(), crossing, bits }
     }
 
     /// Classifies one unit with pre-activation map `z` over `poly`: its post-activation map (with

@@ -287,7 +287,7 @@ fn is_own_base(cell: &Cell) -> bool {
 /// dense, and every unit classified (the vectorised path, for cells where most units differ).
 fn rebase_cell(plan: &Plan, cell: Cell, scratch: &mut super::base::Scratch) -> Cell {
     let s = cell.base.target;
-    let mut z = cell.base.z.clone();
+    let mut z = cell.base.z.to_vec();
     scratch.acc.add_to(&mut z);
     let partial = super::base::patched_partials(plan, &cell.base.partial, &cell.chunks, s, &mut scratch.acc);
     let base = Base::new(plan, s, cell.poly.clone(), z, partial, &mut scratch.pwl);
@@ -444,7 +444,7 @@ pub(crate) fn emit<C: Collect>(ctx: &Ctx<'_, C>, cell: Cell, out: &mut Output<C>
     out.area_sum += area;
     let (map, pattern) = if ctx.full {
         let map = cell.dense.unwrap_or_else(|| {
-            let mut map = cell.base.z.clone();
+            let mut map = cell.base.z.to_vec();
             SCRATCH.with(|s| {
                 let acc = &mut s.borrow_mut().base.acc;
                 scatter(ctx.plan, &cell.chunks, ctx.plan.stages.len(), acc);
@@ -537,7 +537,7 @@ fn split_cells<C: Collect>(ctx: &Ctx<'_, C>, s: usize, mut ready: Vec<Ready>, si
         let next = match base.next_unclassified() {
             Some(next) if dense && live.iter().all(|c| plan.stages[c.source].last_target() <= s + 1) => {
                 // The dense path: the next pre-activations, with every correction folded in.
-                let mut z = next.z.clone();
+                let mut z = next.z.to_vec();
                 SCRATCH.with(|sc| {
                     let acc = &mut sc.borrow_mut().base.acc;
                     scatter(plan, &live, s + 1, acc);
