@@ -113,13 +113,15 @@ impl MaxLayer {
         super::kernels::box_bounds_tol(za, zb, zc, noise, center, half, lo, hi_tol, tol);
         let (lo, hi_tol, tol) = (&*lo, &*hi_tol, &*tol);
         let mut cands = Vec::new();
+        // Branch-free selects: which candidate has the largest lower bound is close to random
+        // in a trained layer, and a branch on it mispredicts.
         for (g, group) in self.groups.iter().enumerate() {
-            let mut best = 0;
-            let mut best_lo = lo[group[0] as usize];
+            let (mut best, mut best_lo) = (0, lo[group[0] as usize]);
             for (k, &u) in group.iter().enumerate().skip(1) {
-                if lo[u as usize] > best_lo {
-                    (best, best_lo) = (k, lo[u as usize]);
-                }
+                let v = lo[u as usize];
+                let better = v > best_lo;
+                best = if better { k } else { best };
+                best_lo = if better { v } else { best_lo };
             }
             let b = group[best] as usize;
             let tol_b = tol[b];
@@ -142,9 +144,7 @@ impl MaxLayer {
             t[2 * g_count + g] = zw[2];
             let offset = g * self.bits;
             for k in 0..self.bits {
-                if w >> k & 1 == 1 {
-                    bits[(offset + k) / 64] |= 1 << ((offset + k) % 64);
-                }
+                bits[(offset + k) / 64] |= u64::from(w >> k & 1) << ((offset + k) % 64);
             }
             contests.extend(contest);
         }

@@ -226,8 +226,7 @@ impl PwlLayer {
                     t[2 * n + i] = slope * zc[i] + intercept;
                 }
             }
-            // One bit per unit: 64 states make one word (a loop the compiler vectorises).
-            bits[w] = states.iter().enumerate().fold(0u64, |acc, (k, &st)| acc | u64::from(st == 1) << k);
+            bits[w] = pack_bits(states);
         }
         Classified { t: t.into(), crossing, bits }
     }
@@ -337,6 +336,23 @@ fn range(poly: &ConvexPolygon, z: [f64; 3]) -> (f64, f64) {
     (l, h)
 }
 
+/// The word whose bit `k` is `states[k]` (at most 64 states, each 0 or 1): eight states at a
+/// time, by the multiply that gathers the low bit of each byte of a word into its top byte.
+fn pack_bits(states: &[u8]) -> u64 {
+    const GATHER: u64 = 0x0102_0408_1020_4080;
+    let mut word = 0u64;
+    let mut chunks = states.chunks_exact(8);
+    for (k, c) in chunks.by_ref().enumerate() {
+        let x = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        word |= ((x & 0x0101_0101_0101_0101).wrapping_mul(GATHER) >> 56) << (8 * k);
+    }
+    let done = states.len() - chunks.remainder().len();
+    for (k, &st) in chunks.remainder().iter().enumerate() {
+        word |= u64::from(st) << (done + k);
+    }
+    word
+}
+
 /// Per-unit work arrays reused across classifications.
 #[derive(Default)]
 pub(crate) struct Scratch {
@@ -377,6 +393,16 @@ mod tests {
     /// post-activations (bit for bit), pattern bits and crossing hinges, on random layers
     /// (ReLU, leaky ReLU, units without a hinge) over random triangles and boxes, with units
     /// placed so that many straddle or touch their hinge.
+    #[test]
+    fn pack_bits_puts_state_k_at_bit_k() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for len in 0..=64 {
+            let states: Vec<u8> = (0..len).map(|_| u8::from(rng.random_bool(0.5))).collect();
+            let want = states.iter().enumerate().fold(0u64, |w, (k, &st)| w | u64::from(st) << k);
+            assert_eq!(pack_bits(&states), want, "{len} states");
+        }
+    }
+
     #[test]
     fn fused_single_hinge_pass_matches_the_slot_passes() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
