@@ -312,6 +312,13 @@ fn gemm_xwt(w: &[f64], n_in: usize, n_out: usize, x: &[f64], rows: usize, y: &mu
     }
 }
 
+thread_local! {
+    /// The patch matrix and product of [`Im2col::conv_block`], kept between products: a fresh
+    /// megabyte each time cost a zero fill (and often fresh pages) per block, 15 % of an
+    /// all-conv run.
+    static IM2COL: std::cell::RefCell<(Vec<f64>, Vec<f64>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// A convolution's geometry, for the im2col product.
 struct Im2col {
     input: [usize; 3],
@@ -356,19 +363,33 @@ impl Im2col {
         // allocation growing with the batch).
         let block = ((1usize << 17) / (oh * ow * k).max(1)).clamp(1, rows.max(1));
         let table = self.gather_table();
-        for start in (0..rows).step_by(block) {
-            let r = block.min(rows - start);
-            self.conv_block(
-                weight,
-                &table,
-                &x[start * n_in..(start + r) * n_in],
-                r,
-                &mut y[start * n_out..(start + r) * n_out],
-            );
-        }
+        IM2COL.with(|buffers| {
+            let (cols, out) = &mut *buffers.borrow_mut();
+            for start in (0..rows).step_by(block) {
+                let r = block.min(rows - start);
+                self.conv_block(
+                    weight,
+                    &table,
+                    &x[start * n_in..(start + r) * n_in],
+                    r,
+                    &mut y[start * n_out..(start + r) * n_out],
+                    (cols, out),
+                );
+            }
+        });
     }
 
-    fn conv_block(&self, weight: &[f64], table: &[u32], x: &[f64], rows: usize, y: &mut [f64]) {
+    /// One block of [`Im2col::conv_rows`]; `cols` and `out` are work buffers, grown as needed
+    /// and overwritten whole (the gather writes every patch entry, the product every output).
+    fn conv_block(
+        &self,
+        weight: &[f64],
+        table: &[u32],
+        x: &[f64],
+        rows: usize,
+        y: &mut [f64],
+        (cols, out): (&mut Vec<f64>, &mut Vec<f64>),
+    ) {
         let [ic, h, w] = self.input;
         let [oc, oh, ow] = self.output;
         let (icg, ocg) = (ic / self.groups, oc / self.groups);
@@ -377,8 +398,13 @@ impl Im2col {
         let positions = oh * ow;
         let (n_in, n_out) = (ic * h * w, oc * positions);
         let m = rows * positions;
-        let mut cols = vec![0.0; m * k];
-        let mut out = vec![0.0; m * ocg];
+        if cols.len() < m * k {
+            cols.resize(m * k, 0.0);
+        }
+        if out.len() < m * ocg {
+            out.resize(m * ocg, 0.0);
+        }
+        let (cols, out) = (&mut cols[..m * k], &mut out[..m * ocg]);
         for g in 0..self.groups {
             for r in 0..rows {
                 let xg = &x[r * n_in + g * icg * h * w..r * n_in + (g + 1) * icg * h * w];
