@@ -15,7 +15,8 @@
 //! the same target over a larger polygon) plus corrections ([`Origin`]); its next base is derived
 //! from the parent's next base the same way: a copy patched by the corrections pushed through the
 //! edges, with the parent's classification patched where the corrections or the smaller polygon
-//! change it. A *virtual* base is only that origin: it stands for the pieces of a large split tree
+//! change it (unless the corrections touch more than [`REBASE_FRACTION`] of its units: it is then
+//! classified densely and becomes a dense base). A *virtual* base is only that origin: it stands for the pieces of a large split tree
 //! inside its polygon, so that they share one next base instead of each carrying many flips.
 
 use super::acc::{live_after, scatter, Acc, Chunk};
@@ -25,6 +26,11 @@ use super::plan::{Nonlinearity, Plan, Source};
 use super::pwl;
 use crate::geometry::polygon::ConvexPolygon;
 use std::sync::{Arc, OnceLock};
+
+/// A cell is rebased, and a derived base made dense, when its candidate units (undecided over
+/// the parent base, or touched by corrections) exceed this fraction of the stage: one
+/// vectorised classification of every unit then costs less than classifying those one by one.
+pub(crate) const REBASE_FRACTION: f64 = 0.25;
 
 /// The classification of a base's stage over its polygon.
 pub(crate) enum Class {
@@ -304,6 +310,12 @@ pub(crate) fn derive(
             next_z: OnceLock::new(),
         };
     };
+    let parent_class = parent.class.as_ref().expect("a stage base is classified");
+    if (parent_class.undecided() + scratch.acc.count()) as f64 > REBASE_FRACTION * stage.n_in as f64 {
+        // Most units differ from the parent's: a dense base of its own (its next base then
+        // comes from the batched product, not from the parent's).
+        return Base::new(plan, s, poly, z, partial, &mut scratch.pwl);
+    }
     let found = candidates(stage, parent, &scratch.acc, &poly, &mut scratch.seen);
     let class = match (parent.class.as_ref().expect("a stage base is classified"), &stage.nonlin) {
         (Class::Pwl(c), Nonlinearity::Pwl(layer)) => {

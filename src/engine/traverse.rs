@@ -37,8 +37,7 @@ const MAX_FORK_DEPTH: u32 = 7;
 const MIN_FORK_SPLITTERS: usize = 12;
 /// A batch forks into halves while it holds at least this many splitters in all.
 const MIN_FORK_BATCH: usize = 64;
-/// A cell is rebased when its candidate units exceed this fraction of the stage.
-const REBASE_FRACTION: f64 = 0.25;
+use super::base::REBASE_FRACTION;
 /// In the split tree of a cell that is its own base, a piece whose area fell by this factor
 /// since its base's, and which at least [`SUB_CROSSING`] of the remaining lines cross, gets a
 /// (virtual) base of its own: the many pieces below it then share one next base.
