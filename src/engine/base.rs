@@ -15,9 +15,10 @@
 //! the same target over a larger polygon) plus corrections ([`Origin`]); its next base is derived
 //! from the parent's next base the same way: a copy patched by the corrections pushed through the
 //! edges, with the parent's classification patched where the corrections or the smaller polygon
-//! change it (unless the corrections touch more than [`REBASE_FRACTION`] of its units: it is then
-//! classified densely and becomes a dense base). A *virtual* base is only that origin: it stands for the pieces of a large split tree
-//! inside its polygon, so that they share one next base instead of each carrying many flips.
+//! change it (unless the corrections touch more than [`REBASE_FRACTION`] of its units: it is
+//! then classified densely and becomes a dense base). A *virtual* base is only that origin: it
+//! stands for the pieces of a large split tree inside its polygon, so that they share one next
+//! base instead of each carrying many flips.
 
 use super::acc::{live_after, scatter, Acc, Chunk};
 use super::classify::{candidates, Seen};
