@@ -300,16 +300,7 @@ pub(crate) fn derive(
     scratch.acc.add_to(&mut z);
     let Some(stage) = plan.stages.get(s) else {
         // The network output: nothing to classify.
-        return Base {
-            target: s,
-            poly,
-            z: z.into(),
-            partial,
-            class: None,
-            origin: None,
-            next: OnceLock::new(),
-            next_z: OnceLock::new(),
-        };
+        return Base::unclassified(s, poly, z, partial);
     };
     let parent_class = parent.class.as_ref().expect("a stage base is classified");
     if (parent_class.undecided() + scratch.acc.count()) as f64 > REBASE_FRACTION * stage.n_in as f64 {

@@ -44,6 +44,14 @@ pub(crate) fn hinge_tol(a: f64, b: f64, bp: f64, noise: f64) -> f64 {
     tolerance(a, b, noise + NOISE * bp.abs())
 }
 
+/// The range of `a·u + b·v + c` over the box `center ± half`.
+#[inline(always)]
+fn box_range(a: f64, b: f64, c: f64, center: [f64; 2], half: [f64; 2]) -> (f64, f64) {
+    let mid = a * center[0] + b * center[1] + c;
+    let rad = a.abs() * half[0] + b.abs() * half[1];
+    (mid - rad, mid + rad)
+}
+
 dispatch! {
     /// Bounds of every unit's `a·u + b·v + c` over the box `center ± half`: a cheap enclosure
     /// of the values over any polygon inside that box.
@@ -63,10 +71,7 @@ fn box_bounds_generic(
     let n = lo.len();
     let (a, b, c, hi) = (&a[..n], &b[..n], &c[..n], &mut hi[..n]);
     for i in 0..n {
-        let mid = a[i] * center[0] + b[i] * center[1] + c[i];
-        let rad = a[i].abs() * half[0] + b[i].abs() * half[1];
-        lo[i] = mid - rad;
-        hi[i] = mid + rad;
+        (lo[i], hi[i]) = box_range(a[i], b[i], c[i], center, half);
     }
 }
 
@@ -97,11 +102,10 @@ fn box_bounds_tol_generic(
     let (a, b, c, noise) = (&a[..n], &b[..n], &c[..n], &noise[..n]);
     let (hi_tol, tol) = (&mut hi_tol[..n], &mut tol[..n]);
     for i in 0..n {
-        let mid = a[i] * center[0] + b[i] * center[1] + c[i];
-        let rad = a[i].abs() * half[0] + b[i].abs() * half[1];
+        let (l, h) = box_range(a[i], b[i], c[i], center, half);
         let t = tolerance(a[i], b[i], noise[i]);
-        lo[i] = mid - rad;
-        hi_tol[i] = (mid + rad) + t;
+        lo[i] = l;
+        hi_tol[i] = h + t;
         tol[i] = t;
     }
 }
@@ -142,9 +146,7 @@ fn classify_single_generic(
     let (tb, tc) = rest.split_at_mut(n);
     let tc = &mut tc[..n];
     for i in 0..n {
-        let mid = a[i] * center[0] + b[i] * center[1] + c[i];
-        let rad = a[i].abs() * half[0] + b[i].abs() * half[1];
-        let (lo, hi) = (mid - rad, mid + rad);
+        let (lo, hi) = box_range(a[i], b[i], c[i], center, half);
         let tol = hinge_tol(a[i], b[i], bp[i], noise[i]);
         let decided = is_pos(lo - bp[i], tol) | is_neg(hi - bp[i], tol) | (da[i] == 0.0);
         let up = is_pos(hi - bp[i], tol) & (da[i] != 0.0);
