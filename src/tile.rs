@@ -141,7 +141,7 @@ impl TileSpec {
 
     /// `(rows, cols)` of the grid: the most square factorisation of `count` (`rows ≤ cols`).
     pub fn grid(count: usize) -> (usize, usize) {
-        let rows = (1..=count.isqrt()).rev().find(|r| count % r == 0).unwrap_or(1);
+        let rows = (1..=count.isqrt()).rev().find(|r| count.is_multiple_of(*r)).unwrap_or(1);
         (rows, count / rows)
     }
 
@@ -476,7 +476,7 @@ fn region_of(r: &TileRegion, outputs: usize, scale: f64) -> Region {
 /// The first `bits` bits of a pattern.
 fn prefix(pattern: &[u64], bits: usize) -> Vec<u64> {
     let mut p: Vec<u64> = pattern[..bits.div_ceil(64).min(pattern.len())].to_vec();
-    if bits % 64 != 0 {
+    if !bits.is_multiple_of(64) {
         if let Some(last) = p.last_mut() {
             *last &= (1u64 << (bits % 64)) - 1;
         }

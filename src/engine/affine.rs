@@ -7,11 +7,14 @@
 //! into one dense matrix (every MLP); large ones stay a chain and are applied op by op, a
 //! convolution as an im2col product per row. Columns come from the dense matrix, from the
 //! convolution's kernel (a stencil of `C_out·k·k` entries, generated on the fly), from an
-//! identity or embedding, or from a sparse matrix composed once for other chains. Written by
-//! hand (on `matrixmultiply` for the products) because this is the engine's hot path, and the
+//! identity or embedding, or from a sparse matrix composed once for other chains. A dense
+//! matrix that fits a core's cache is applied by `kernels::product_skipping_zeros` (three rows
+//! of a map at a time, skipping the inputs a ReLU switched off); larger ones and convolutions go
+//! through `matrixmultiply`. Written by hand because this is the engine's hot path, and the
 //! column structure is what makes a convolution's rank-1 updates sparse.
 
 use super::acc::Acc;
+use super::kernels;
 use crate::network::{Gather, Layer, LayerKind, Shape, Window};
 use std::sync::Arc;
 
@@ -44,6 +47,10 @@ impl GatherMap {
 
 /// Largest chain composed into one dense matrix (entries): 32 MB of f64.
 const MAX_DENSE_ENTRIES: usize = 4 << 20;
+/// Largest dense matrix applied by [`kernels::product_skipping_zeros`] (entries: 1 MB, within
+/// a core's L2 cache, which that product reads once per map); larger ones go through the
+/// blocked product.
+const MAX_SKIPPING_ENTRIES: usize = 128 << 10;
 /// Largest sparse matrix composed for a chain whose columns have no closed form (entries).
 const MAX_SPARSE_ENTRIES: usize = 16 << 20;
 
@@ -523,8 +530,9 @@ impl SparseVec {
 /// How the columns of an [`Affine`] are found.
 #[derive(Debug)]
 enum Columns {
-    /// Transposed dense matrix: column `j` is `wt[j·n_out..(j+1)·n_out]`.
-    Dense(Vec<f64>),
+    /// Transposed dense matrix: column `j` is `wt[j·stride..j·stride + n_out]`, zero-padded to
+    /// `stride` (a multiple of [`kernels::PRODUCT_LANES`]) for the product's output blocks.
+    Dense { wt: Vec<f64>, stride: usize },
     /// The identity (the chain is empty) or an embedding at an offset.
     Shift(usize),
     /// A convolution (the chain's only op), with its kernels transposed to
@@ -552,7 +560,7 @@ impl Affine {
         let columns = match ops.as_slice() {
             [] => Columns::Shift(0),
             [Op::Embed { offset, .. }] => Columns::Shift(*offset),
-            [Op::Dense { w, .. }] => Columns::Dense(transpose(w, n_out, n_in)),
+            [Op::Dense { w, .. }] => dense_columns(&transpose(w, n_out, n_in), n_in, n_out),
             [Op::Conv { weight, input, output, window, groups }] => {
                 Columns::Conv(conv_transposed(weight, input[0], output[0], window, *groups))
             }
@@ -566,7 +574,8 @@ impl Affine {
                     }
                 }
                 let w = transpose(&wt, n_in, n_out);
-                return Affine { ops: vec![Op::Dense { w, n_in, n_out }], n_in, n_out, columns: Columns::Dense(wt) };
+                let columns = dense_columns(&wt, n_in, n_out);
+                return Affine { ops: vec![Op::Dense { w, n_in, n_out }], n_in, n_out, columns };
             }
             _ => compose_sparse(&ops, n_in),
         };
@@ -592,6 +601,13 @@ impl Affine {
         if self.ops.is_empty() {
             return x.to_vec();
         }
+        if let Columns::Dense { wt, stride } = &self.columns {
+            if self.n_in * stride <= MAX_SKIPPING_ENTRIES {
+                let mut y = vec![0.0; rows * self.n_out];
+                kernels::product_skipping_zeros(wt, *stride, x, self.n_in, rows, &mut y, self.n_out);
+                return y;
+            }
+        }
         let mut cur = self.ops[0].apply_rows(x, rows);
         for op in &self.ops[1..] {
             cur = op.apply_rows(&cur, rows);
@@ -605,15 +621,15 @@ impl Affine {
     }
 
     pub(crate) fn is_dense(&self) -> bool {
-        matches!(self.columns, Columns::Dense(_))
+        matches!(self.columns, Columns::Dense { .. })
     }
 
     /// Adds `coef ⊗ column j` to the block starting at `offset` of a map `z` in structure-of-
     /// arrays form (`3 × n`). Only for dense chains (see [`Affine::is_dense`]).
     #[inline]
     pub(crate) fn add_dense_column(&self, j: usize, coef: [f64; 3], z: &mut [f64], offset: usize) {
-        let Columns::Dense(wt) = &self.columns else { unreachable!("dense columns of a dense chain") };
-        let col = &wt[j * self.n_out..(j + 1) * self.n_out];
+        let Columns::Dense { wt, stride } = &self.columns else { unreachable!("dense columns of a dense chain") };
+        let col = &wt[j * stride..j * stride + self.n_out];
         let n = z.len() / 3;
         let (r0, rest) = z.split_at_mut(n);
         let (r1, r2) = rest.split_at_mut(n);
@@ -633,7 +649,7 @@ impl Affine {
             (&self.columns, self.ops.first())
         {
             let pixels = output[1] * output[2];
-            if acc.pixels() == pixels && offset % pixels == 0 {
+            if acc.pixels() == pixels && offset.is_multiple_of(pixels) {
                 let conv = ConvColumns { wt, input: *input, output: *output, window, groups: *groups };
                 conv_scatter_all(&conv, corrs, acc, offset / pixels);
                 return;
@@ -648,8 +664,8 @@ impl Affine {
     #[inline]
     pub(crate) fn scatter(&self, j: usize, coef: [f64; 3], acc: &mut Acc, offset: usize) {
         match &self.columns {
-            Columns::Dense(wt) => {
-                let col = &wt[j * self.n_out..(j + 1) * self.n_out];
+            Columns::Dense { wt, stride } => {
+                let col = &wt[j * stride..j * stride + self.n_out];
                 if acc.pixels() == 1 {
                     let block = &mut acc.block(0)[offset..offset + self.n_out];
                     for (x, &w) in block.iter_mut().zip(col) {
@@ -669,7 +685,7 @@ impl Affine {
                     unreachable!("conv columns come from a conv")
                 };
                 let pixels = output[1] * output[2];
-                if acc.pixels() == pixels && offset % pixels == 0 {
+                if acc.pixels() == pixels && offset.is_multiple_of(pixels) {
                     let conv = ConvColumns { wt, input: *input, output: *output, window, groups: *groups };
                     conv_scatter(&conv, j, coef, acc, offset / pixels, super::kernels::axpy_interleaved3);
                 } else {
@@ -803,6 +819,16 @@ fn fold_scales(ops: Vec<Op>) -> Vec<Op> {
         }
     }
     out
+}
+
+/// Dense columns from the transposed matrix `wt` (`n_in × n_out`), rows padded.
+fn dense_columns(wt: &[f64], n_in: usize, n_out: usize) -> Columns {
+    let stride = n_out.div_ceil(kernels::PRODUCT_LANES) * kernels::PRODUCT_LANES;
+    let mut padded = vec![0.0; n_in * stride];
+    for (dst, src) in padded.chunks_exact_mut(stride.max(1)).zip(wt.chunks_exact(n_out.max(1))) {
+        dst[..n_out].copy_from_slice(src);
+    }
+    Columns::Dense { wt: padded, stride }
 }
 
 fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
@@ -962,7 +988,7 @@ mod tests {
             want = op.apply_rows(&want, 1);
         }
         let a = Affine::new(ops.clone(), 36);
-        assert!(matches!(a.columns, Columns::Dense(_)));
+        assert!(matches!(a.columns, Columns::Dense { .. }));
         let got = a.apply_rows(&x, 1);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-12);

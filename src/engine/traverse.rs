@@ -433,7 +433,7 @@ pub(crate) fn emit<C: Collect>(ctx: &Ctx<'_, C>, cell: Cell, out: &mut Output<C>
         ctx.halt(STOP_REGIONS);
         return;
     }
-    if total % 1024 == 0 && ctx.out_of_time() {
+    if total.is_multiple_of(1024) && ctx.out_of_time() {
         return;
     }
     if let Some(p) = &ctx.opts.progress {

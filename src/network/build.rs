@@ -238,7 +238,7 @@ fn output_shape(kind: &LayerKind, inputs: &[Shape], reshape_to: Option<Shape>) -
         }
         LayerKind::Maxout { pool } => {
             let n = input.numel();
-            if *pool == 0 || n % pool != 0 {
+            if *pool == 0 || !n.is_multiple_of(*pool) {
                 return fail(Some("pool_size"), format!("{pool} must be positive and divide the {n} input features"));
             }
             Ok(Shape::Flat(n / pool))

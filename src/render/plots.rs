@@ -38,7 +38,7 @@ fn draw_bars(bars: &Bars, size: (u32, u32)) -> Result<Vec<u8>, String> {
             .x_labels(n.min(13))
             .x_label_formatter(&|x| {
                 let i = x.floor() as usize;
-                if i < labels.len() && i % step == 0 {
+                if i < labels.len() && i.is_multiple_of(step) {
                     labels[i].clone()
                 } else {
                     String::new()

@@ -454,7 +454,7 @@ impl Ctx<'_> {
                 return Out::default();
             }
         }
-        if n % 256 == 0 {
+        if n.is_multiple_of(256) {
             if let Some(t) = opts.time_limit {
                 if self.start.elapsed() > t {
                     self.fail(EngineError::TimeLimit { seconds: t.as_secs_f64() });
