@@ -601,18 +601,36 @@ impl Affine {
         if self.ops.is_empty() {
             return x.to_vec();
         }
-        if let Columns::Dense { wt, stride } = &self.columns {
-            if self.n_in * stride <= MAX_SKIPPING_ENTRIES {
-                let mut y = vec![0.0; rows * self.n_out];
-                kernels::product_skipping_zeros(wt, *stride, x, self.n_in, rows, &mut y, self.n_out);
-                return y;
-            }
+        if self.skips_zeros() {
+            let groups: Vec<&[f64]> = x.chunks(3 * self.n_in.max(1)).collect();
+            return self.apply_maps(&groups);
         }
         let mut cur = self.ops[0].apply_rows(x, rows);
         for op in &self.ops[1..] {
             cur = op.apply_rows(&cur, rows);
         }
         cur
+    }
+
+    /// Whether a dense chain is applied by [`kernels::product_skipping_zeros`].
+    fn skips_zeros(&self) -> bool {
+        matches!(&self.columns, Columns::Dense { stride, .. } if self.n_in * stride <= MAX_SKIPPING_ENTRIES)
+    }
+
+    /// Applies the chain to maps of one to three rows each (`maps[k]`: `g × n_in`), the rows
+    /// one after another in the result: [`Affine::apply_rows`] of their concatenation, without
+    /// copying them together for a dense chain.
+    pub(crate) fn apply_maps(&self, maps: &[&[f64]]) -> Vec<f64> {
+        let n = self.n_in.max(1);
+        let rows: usize = maps.iter().map(|m| m.len() / n).sum();
+        match &self.columns {
+            Columns::Dense { wt, stride } if self.skips_zeros() => {
+                let mut y = vec![0.0; rows * self.n_out];
+                kernels::product_skipping_zeros(wt, *stride, maps, self.n_in, &mut y, self.n_out);
+                y
+            }
+            _ => self.apply_rows(&maps.concat(), rows),
+        }
     }
 
     /// Whether every column is dense (a fully connected chain).

@@ -122,7 +122,7 @@ impl Base {
     /// The base of the whole domain: the plane's three vectors through the input edges.
     pub(crate) fn root(plan: &Plan, rows: &[f64], poly: ConvexPolygon, scratch: &mut pwl::Scratch) -> Self {
         let mut partial = Vec::new();
-        contribute(plan, Source::Input, rows, 1, std::slice::from_mut(&mut partial));
+        contribute(plan, Source::Input, &[rows], std::slice::from_mut(&mut partial));
         let z = take_target(plan, &mut partial, 0);
         Base::new(plan, 0, poly, z, partial, scratch)
     }
@@ -183,12 +183,10 @@ impl Base {
         }
         let Some(first) = dense.first() else { return };
         let s = first.target;
-        let mut rows = Vec::with_capacity(dense.len() * 3 * plan.stages[s].n_out);
-        for b in &dense {
-            rows.extend_from_slice(b.class.as_ref().expect("a dense stage base is classified").t());
-        }
+        let maps: Vec<&[f64]> =
+            dense.iter().map(|b| b.class.as_ref().expect("a dense stage base is classified").t()).collect();
         let mut partials: Vec<Vec<(usize, Vec<f64>)>> = dense.iter().map(|b| b.partial.clone()).collect();
-        contribute(plan, Source::Stage(s), &rows, dense.len(), &mut partials);
+        contribute(plan, Source::Stage(s), &maps, &mut partials);
         for (b, mut partial) in dense.into_iter().zip(partials) {
             let z = take_target(plan, &mut partial, s + 1);
             let _ = b.next_z.set(Arc::new(Base::unclassified(s + 1, b.poly.clone(), z, partial)));
@@ -260,13 +258,10 @@ impl Base {
             }
             return;
         }
-        let mut rows = Vec::with_capacity(dense.len() * 3 * plan.stages[s].n_out);
-        for b in &dense {
-            debug_assert_eq!(b.target, s);
-            rows.extend_from_slice(b.class.as_ref().expect("a dense stage base is classified").t());
-        }
+        let maps: Vec<&[f64]> =
+            dense.iter().map(|b| b.class.as_ref().expect("a dense stage base is classified").t()).collect();
         let mut partials: Vec<Vec<(usize, Vec<f64>)>> = dense.iter().map(|b| b.partial.clone()).collect();
-        contribute(plan, Source::Stage(s), &rows, dense.len(), &mut partials);
+        contribute(plan, Source::Stage(s), &maps, &mut partials);
         for (b, mut partial) in dense.into_iter().zip(partials) {
             let z = take_target(plan, &mut partial, s + 1);
             let next = Base::new(plan, s + 1, b.poly.clone(), z, partial, &mut scratch.pwl);
@@ -396,12 +391,12 @@ fn identity_edge(plan: &Plan, s: usize, len: usize) -> Option<&[f64]> {
     Some(plan.target_bias(s + 1))
 }
 
-/// Adds the edges of `source` applied to `m` maps (`rows`: `3·m` rows of the source's output)
-/// to each map's partial sums (creating a target's partial sum from its bias).
-fn contribute(plan: &Plan, source: Source, rows: &[f64], m: usize, partials: &mut [Vec<(usize, Vec<f64>)>]) {
+/// Adds the edges of `source` applied to `maps` (each `3 × n` of the source's output) to each
+/// map's partial sums (creating a target's partial sum from its bias).
+fn contribute(plan: &Plan, source: Source, maps: &[&[f64]], partials: &mut [Vec<(usize, Vec<f64>)>]) {
     for edge in plan.edges(source) {
         let len = edge.map.n_out();
-        let out = edge.map.apply_rows(rows, 3 * m);
+        let out = edge.map.apply_maps(maps);
         let n = plan.target_len(edge.target);
         for (k, partial) in partials.iter_mut().enumerate() {
             let rows_k = &out[3 * k * len..3 * (k + 1) * len];

@@ -303,10 +303,10 @@ type Input = (usize, [f64; 3]);
 /// Widest block of outputs of [`product_skipping_zeros`].
 const MAX_BLOCK: usize = 32;
 
-/// `y = x · W` for `rows` row vectors `x` (`rows × n_in`) and `W` given by its rows `wt`
-/// (`n_in` rows of `stride` entries: `n_out` weights, then zeros up to `stride`, a multiple of
-/// [`PRODUCT_LANES`]), writing `rows × n_out` into `y`. Rows go three at a time (a map's
-/// `∂/∂s`, `∂/∂t` and value rows), and inputs that are zero in all three are left out: a
+/// `y = x · W` for row vectors `x` given in groups of one to three rows (`groups`, each
+/// `g × n_in`: a map's `∂/∂s`, `∂/∂t` and value rows) and `W` given by its rows `wt` (`n_in`
+/// rows of `stride` entries: `n_out` weights, then zeros up to `stride`, a multiple of
+/// [`PRODUCT_LANES`]), writing the rows one after another into `y`. Inputs that are zero in all three are left out: a
 /// quarter to a half of a ReLU layer's units are off in a cell, and a batched product
 /// multiplies those zeros too. The outputs go block by block, each block for every group of
 /// rows in turn (its weights stay in the cache).
@@ -320,20 +320,22 @@ const MAX_BLOCK: usize = 32;
 pub(crate) fn product_skipping_zeros(
     wt: &[f64],
     stride: usize,
-    x: &[f64],
+    groups: &[&[f64]],
     n_in: usize,
-    rows: usize,
     y: &mut [f64],
     n_out: usize,
 ) {
     assert!(stride.is_multiple_of(PRODUCT_LANES) && stride >= n_out && wt.len() >= n_in * stride);
+    assert!(groups.iter().all(|g| g.len() % n_in.max(1) == 0 && g.len() <= 3 * n_in));
+    let rows: usize = groups.iter().map(|g| g.len() / n_in.max(1)).sum();
+    assert_eq!(y.len(), rows * n_out);
     if rows == 0 || n_in == 0 || n_out == 0 {
-        y[..rows * n_out].fill(0.0);
+        y.fill(0.0);
         return;
     }
     // The inputs left in each group of rows, with their three coefficients.
     PRODUCT_INPUTS.with_borrow_mut(|(inputs, zero)| {
-        product_with(wt, stride, x, n_in, rows, y, n_out, inputs, zero);
+        product_with(wt, stride, groups, n_in, y, n_out, inputs, zero);
     });
 }
 
@@ -348,26 +350,24 @@ thread_local! {
 fn product_with(
     wt: &[f64],
     stride: usize,
-    x: &[f64],
+    groups: &[&[f64]],
     n_in: usize,
-    rows: usize,
     y: &mut [f64],
     n_out: usize,
     inputs: &mut Vec<(usize, [f64; 3])>,
     zero: &mut Vec<f64>,
 ) {
-    let groups = rows.div_ceil(3);
-    if inputs.len() < groups * n_in {
-        inputs.resize(groups * n_in, (0, [0.0; 3]));
+    if inputs.len() < groups.len() * n_in {
+        inputs.resize(groups.len() * n_in, (0, [0.0; 3]));
     }
     if zero.len() < n_in {
         zero.resize(n_in, 0.0);
     }
     let zero = &zero[..n_in];
-    let mut starts = Vec::with_capacity(groups + 1);
+    let mut starts = Vec::with_capacity(groups.len() + 1);
     starts.push(0);
     let mut len = 0;
-    for xg in x[..rows * n_in].chunks(3 * n_in) {
+    for &xg in groups {
         let row = |r: usize| if r * n_in < xg.len() { &xg[r * n_in..(r + 1) * n_in] } else { zero };
         let (x0, x1, x2) = (row(0), row(1), row(2));
         // Branch-free compaction: every input is written, and kept when it is not zero.
@@ -405,8 +405,11 @@ fn product_with(
         // A multiple of the padding, so kb + lanes ≤ stride.
         let lanes = MAX_BLOCK.min((n_out - kb).div_ceil(PRODUCT_LANES) * PRODUCT_LANES);
         let m = (n_out - kb).min(lanes);
-        for (gi, yg) in y[..rows * n_out].chunks_mut(3 * n_out).enumerate() {
-            let g = yg.len() / n_out;
+        let mut rest = &mut y[..];
+        for (gi, xg) in groups.iter().enumerate() {
+            let g = xg.len() / n_in;
+            let (yg, tail) = std::mem::take(&mut rest).split_at_mut(g * n_out);
+            rest = tail;
             let mut out = [[0.0; MAX_BLOCK]; 3];
             block(wt, stride, kb, lanes, &inputs[starts[gi]..starts[gi + 1]], &mut out);
             for (r, o) in out.iter().enumerate().take(g) {
@@ -680,7 +683,8 @@ mod tests {
                 }
             }
             let mut y = vec![f64::NAN; rows * n_out];
-            product_skipping_zeros(&wt, stride, &x, n_in, rows, &mut y, n_out);
+            let groups: Vec<&[f64]> = x.chunks(3 * n_in).collect();
+            product_skipping_zeros(&wt, stride, &groups, n_in, &mut y, n_out);
             for r in 0..rows {
                 for k in 0..n_out {
                     let want: f64 = (0..n_in).map(|j| x[r * n_in + j] * wt[j * stride + k]).sum();
