@@ -385,11 +385,12 @@ fn product_with(
     let block: Block = {
         #[cfg(target_arch = "x86_64")]
         {
-            if has_avx512() {
+            // (The feature checks are cached by the standard library.)
+            if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY (both wrappers): the features were detected; the arguments satisfy
                 // the blocks' contract as for `block_generic` (asserted above, and below).
                 |w, s, kb, l, i, o| unsafe { block_avx512(w, s, kb, l, i, o) }
-            } else if has_avx2() && has_fma() {
+            } else if has_avx2() && std::arch::is_x86_feature_detected!("fma") {
                 |w, s, kb, l, i, o| unsafe { block_fma(w, s, kb, l, i, o) }
             } else {
                 block_generic
@@ -445,20 +446,6 @@ fn block_generic(
             o[sub..sub + PRODUCT_LANES].copy_from_slice(ar);
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_fma() -> bool {
-    use std::sync::OnceLock;
-    static FMA: OnceLock<bool> = OnceLock::new();
-    *FMA.get_or_init(|| std::arch::is_x86_feature_detected!("fma"))
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    use std::sync::OnceLock;
-    static AVX512: OnceLock<bool> = OnceLock::new();
-    *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }
 
 /// [`block_generic`] in AVX2 registers with fused multiply-adds, sixteen outputs at a time
