@@ -110,6 +110,53 @@ fn residual(seed: u64) -> Network {
     )
 }
 
+/// Joins of branches (residual, concat, max, min), average pooling and overlapping max pooling.
+fn blocks(seed: u64) -> Network {
+    let mut r = rng(seed);
+    model(
+        &[2, 6, 6],
+        vec![
+            conv(&mut r, 2, 4, 3, json!({"padding": 1})),
+            json!({"op": "relu"}),
+            json!({"op": "max_pool2d", "kernel_size": 3, "stride": 1}),
+            json!({"op": "residual", "layers": [conv(&mut r, 4, 4, 3, json!({"padding": 1})), {"op": "relu"}]}),
+            json!({"op": "concat", "branches": [
+                [conv(&mut r, 4, 3, 3, json!({"padding": 1})), {"op": "relu"}],
+                [conv(&mut r, 4, 2, 1, json!({})), {"op": "abs"}]]}),
+            json!({"op": "max", "branches": [
+                [conv(&mut r, 5, 3, 3, json!({"padding": 1}))],
+                [conv(&mut r, 5, 3, 1, json!({}))]]}),
+            json!({"op": "min", "branches": [
+                [conv(&mut r, 3, 3, 1, json!({}))],
+                [conv(&mut r, 3, 3, 3, json!({"padding": 1}))]]}),
+            json!({"op": "avg_pool2d", "kernel_size": 2}),
+            json!({"op": "flatten"}),
+            linear(&mut r, 12, 3),
+        ],
+    )
+}
+
+#[test]
+fn breakpoints_equal_sampling_on_joins_and_pools() {
+    let mut r = rng(6);
+    let net = blocks(4);
+    for _ in 0..3 {
+        let (a, b) = (uniform(&mut r, 72, 2.0), uniform(&mut r, 72, 2.0));
+        assert!(check_segment(&net, &a, &b) > 10);
+    }
+}
+
+#[test]
+fn breakpoints_equal_sampling_on_wide_layers() {
+    // Wide fully connected layers: every piece changes most units' slopes (the dense scans).
+    let mut r = rng(7);
+    let net = mlp(11, &[4, 64, 48, 3], json!({"op": "hardtanh", "min_val": -0.5, "max_val": 0.5}));
+    for _ in 0..2 {
+        let (a, b) = (uniform(&mut r, 4, 3.0), uniform(&mut r, 4, 3.0));
+        assert!(check_segment(&net, &a, &b) > 20);
+    }
+}
+
 #[test]
 fn breakpoints_equal_sampling_on_mlps_cnns_and_residual_nets() {
     let mut r = rng(5);

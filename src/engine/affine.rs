@@ -207,7 +207,7 @@ impl Op {
     }
 
     /// Pushes a sparse vector through the map: `out[i] += Σ A[i, j]·x_j` for `(j, x_j)` in `x`.
-    fn push(&self, x: &[(u32, f64)], out: &mut SparseVec) {
+    pub(crate) fn push(&self, x: &[(u32, f64)], out: &mut SparseVec) {
         for &(j, v) in x {
             let j = j as usize;
             match self {
@@ -494,14 +494,14 @@ fn pool_column([_, h, w]: [usize; 3], [_, oh, ow]: [usize; 3], window: &Window, 
 }
 
 /// A sparse vector built by accumulation into a dense buffer (with the touched indices).
-struct SparseVec {
+pub(crate) struct SparseVec {
     dense: Vec<f64>,
     touched: Vec<u32>,
     mark: Vec<bool>,
 }
 
 impl SparseVec {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         SparseVec { dense: vec![0.0; n], touched: Vec::new(), mark: vec![false; n] }
     }
 
@@ -515,7 +515,7 @@ impl SparseVec {
     }
 
     /// The entries (sorted by index), leaving the buffer empty.
-    fn take(&mut self) -> Vec<(u32, f64)> {
+    pub(crate) fn take(&mut self) -> Vec<(u32, f64)> {
         self.touched.sort_unstable();
         let out = self.touched.iter().map(|&i| (i, self.dense[i as usize])).collect();
         for &i in &self.touched {

@@ -17,11 +17,12 @@
 //! the two values and the hinge), so no piece is shorter than `DIST` of the segment.
 
 use crate::boundary::Decision;
-use crate::geometry::predicates::{self, Sign, DIST};
+use crate::geometry::predicates::{self, Sign};
 use crate::network::{LayerKind, Merge, Network, Src};
 use crate::pattern::{LayerBits, Pattern};
-use crate::pointwise::{self, apply_node_into, batched_ops, decision_values, nonlinear, Nonlinear, Ops};
-use rayon::prelude::*;
+use crate::pointwise::{self, batched_ops};
+
+mod sweep;
 
 /// Why a path could not be traced.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -152,7 +153,7 @@ pub fn trace(net: &Network, path: &[Vec<f64>], decision: &Decision) -> Result<Li
     let mut per_layer = vec![0usize; layout.len()];
     let ops = batched_ops(net);
     for (s, w) in path.windows(2).enumerate() {
-        let (seg, counts) = trace_segment(net, &layout, &ops, (&w[0], &w[1]), s);
+        let (seg, counts) = sweep::trace_segment(net, &layout, &ops, (&w[0], &w[1]), s);
         per_layer.iter_mut().zip(counts).for_each(|(a, b)| *a += b);
         pieces.extend(seg);
     }
@@ -186,11 +187,22 @@ fn crossing_scaled(a: f64, b: f64, h: f64, dt: f64, magnitude: f64) -> Option<f6
     }
 }
 
-/// The winner of `group` at relative position `l` between values `a` and `b` (first of equals).
-fn winner(group: &[u32], a: &[f64], b: &[f64], l: f64) -> usize {
+/// The position of the first largest of `v`.
+fn first_max(v: &[f64]) -> usize {
     let mut best = (0, f64::NEG_INFINITY);
-    for (p, &u) in group.iter().enumerate() {
-        let v = a[u as usize] + l * (b[u as usize] - a[u as usize]);
+    for (p, &x) in v.iter().enumerate() {
+        if x > best.1 {
+            best = (p, x);
+        }
+    }
+    best.0
+}
+
+/// The first largest of values going linearly from `a` to `b`, at relative position `l`.
+fn winner(a: &[f64], b: &[f64], l: f64) -> usize {
+    let mut best = (0, f64::NEG_INFINITY);
+    for (p, (x, y)) in a.iter().zip(b).enumerate() {
+        let v = x + l * (y - x);
         if v > best.1 {
             best = (p, v);
         }
@@ -198,19 +210,18 @@ fn winner(group: &[u32], a: &[f64], b: &[f64], l: f64) -> usize {
     best.0
 }
 
-/// The relative positions in `(0, 1)` where the winner of `group` changes between values `a`
-/// and `b` (the upper envelope's breakpoints: pairwise crossings where the winner differs on the
-/// two sides).
-fn group_changes(group: &[u32], a: &[f64], b: &[f64], dt: f64, out: &mut Vec<f64>) {
+/// The relative positions in `(0, 1)` where the first largest of values going linearly from
+/// `a` to `b` (over an interval of length `dt`) changes: the upper envelope's breakpoints,
+/// pairwise crossings where the winner differs on the two sides.
+fn group_changes(a: &[f64], b: &[f64], dt: f64, out: &mut Vec<f64>) {
     // Affine values: a candidate the winner beats at both ends it beats in between, so the
     // same winner at both ends means no change (the common case).
-    if pointwise::winner_at(group, a) == pointwise::winner_at(group, b) {
+    if first_max(a) == first_max(b) {
         return;
     }
     let mut cands = Vec::new();
-    for (i, &p) in group.iter().enumerate() {
-        for &q in &group[i + 1..] {
-            let (p, q) = (p as usize, q as usize);
+    for p in 0..a.len() {
+        for q in p + 1..a.len() {
             let magnitude = a[p].abs().max(a[q].abs()).max(b[p].abs()).max(b[q].abs());
             if let Some(l) = crossing_scaled(a[p] - a[q], b[p] - b[q], 0.0, dt, magnitude) {
                 cands.push(l);
@@ -225,288 +236,12 @@ fn group_changes(group: &[u32], a: &[f64], b: &[f64], dt: f64, out: &mut Vec<f64
     edges.extend(&cands);
     edges.push(1.0);
     for k in 1..edges.len() - 1 {
-        let before = winner(group, a, b, 0.5 * (edges[k - 1] + edges[k]));
-        let after = winner(group, a, b, 0.5 * (edges[k] + edges[k + 1]));
+        let before = winner(a, b, 0.5 * (edges[k - 1] + edges[k]));
+        let after = winner(a, b, 0.5 * (edges[k] + edges[k + 1]));
         if before != after {
             out.push(edges[k]);
         }
     }
-}
-
-/// One tensor at every breakpoint of a segment: row `k` is its value at breakpoint `k`.
-///
-/// Flat, one buffer per tensor: a path through an image model has thousands of breakpoints,
-/// and a buffer per breakpoint and tensor made allocation, page clearing and copying the cost
-/// of a trace (the products themselves were a few percent of it).
-struct Rows {
-    width: usize,
-    data: Vec<f64>,
-}
-
-impl Rows {
-    fn row(&self, k: usize) -> &[f64] {
-        &self.data[k * self.width..(k + 1) * self.width]
-    }
-
-    /// The rows at the refined breakpoints `plan`: a kept breakpoint's row, or the value
-    /// interpolated between two (every tensor alive is affine between two breakpoints).
-    fn refine(&self, plan: &[(usize, Option<f64>)]) -> Rows {
-        let mut data = Vec::with_capacity(plan.len() * self.width);
-        for &(k, l) in plan {
-            match l {
-                None => data.extend_from_slice(self.row(k)),
-                Some(l) => {
-                    data.extend(self.row(k).iter().zip(self.row(k + 1)).map(|(x, y)| x + l * (y - x)));
-                }
-            }
-        }
-        Rows { width: self.width, data }
-    }
-}
-
-/// Breakpoints per batched product (an im2col buffer of every breakpoint at once would take
-/// gigabytes on image inputs); also the unit of parallel work.
-const CHUNK: usize = 32;
-
-/// The pieces of one segment, and the pieces after each nonlinear layer.
-///
-/// Every step is a function of one breakpoint or one interval, so the parallel loops give the
-/// same result for any thread count.
-fn trace_segment(
-    net: &Network,
-    layout: &[LayerBits],
-    ops: &Ops,
-    (a, b): (&[f64], &[f64]),
-    segment: usize,
-) -> (Vec<Piece>, Vec<usize>) {
-    let (input_last, last) = net.last_uses();
-    let words = layout.last().map_or(0, |l| (l.offset + l.bits).div_ceil(64));
-    let mut ts: Vec<f64> = vec![0.0, 1.0];
-    // The input at every breakpoint while a node still reads it (or while it is the output).
-    let mut xs: Option<Rows> = Some(Rows { width: a.len(), data: [a, b].concat() });
-    let mut vals: Vec<Option<Rows>> = (0..net.nodes.len()).map(|_| None).collect();
-    let mut patterns: Vec<Pattern> = vec![Pattern(vec![0; words])];
-    let mut counts = Vec::with_capacity(layout.len());
-    let mut stage = 0;
-    for (i, node) in net.nodes.iter().enumerate() {
-        let kind = nonlinear(node);
-        // The refinement of the breakpoints at this node, if it added any.
-        let mut refined: Option<Vec<(usize, Option<f64>)>> = None;
-        if let Some(kind) = &kind {
-            let bits = &layout[stage];
-            stage += 1;
-            let negate = matches!(kind, Nonlinear::Max(_, true));
-            // The decision values: the node's input itself (borrowed), or built (a join's
-            // inputs concatenated, negated for a min join).
-            let decision = |xs: &Option<Rows>, vals: &[Option<Rows>], n: usize| -> Option<Rows> {
-                if node.inputs.len() == 1 && !negate {
-                    return None;
-                }
-                let mut data = Vec::new();
-                for k in 0..n {
-                    data.extend(decision_values(node, |s| read(s, xs, vals, k), negate));
-                }
-                let width = data.len() / n;
-                Some(Rows { width, data })
-            };
-            let hinges = node.layer.hinge_forms();
-            let owned = decision(&xs, &vals, ts.len());
-            let dv = owned.as_ref().unwrap_or_else(|| input_rows(&node.inputs[0], &xs, &vals));
-            // Where every interval splits: a unit crossing a hinge, a group's winner changing.
-            let cuts: Vec<Vec<f64>> = (0..ts.len() - 1)
-                .into_par_iter()
-                .map(|k| {
-                    let (va, vb) = (dv.row(k), dv.row(k + 1));
-                    let dt = ts[k + 1] - ts[k];
-                    let mut cuts = Vec::new();
-                    match kind {
-                        Nonlinear::Activation(_) => {
-                            let (forms, _) = hinges.as_ref().expect("an activation has hinge forms");
-                            for (u, f) in forms.iter().enumerate() {
-                                for &(bp, _) in f.hinges() {
-                                    if let Some(l) = crossing(va[u], vb[u], bp, dt) {
-                                        cuts.push(l);
-                                    }
-                                }
-                            }
-                        }
-                        Nonlinear::Max(groups, _) => {
-                            for g in groups {
-                                group_changes(g, va, vb, dt, &mut cuts);
-                            }
-                        }
-                    }
-                    cuts.sort_by(f64::total_cmp);
-                    // Cuts closer than the tolerance in t are one breakpoint.
-                    cuts.dedup_by(|x, y| (*x - *y) * dt <= DIST);
-                    cuts
-                })
-                .collect();
-            let mut plan = Vec::with_capacity(ts.len() + cuts.iter().map(Vec::len).sum::<usize>());
-            for (k, c) in cuts.iter().enumerate() {
-                plan.push((k, None));
-                plan.extend(c.iter().map(|&l| (k, Some(l))));
-            }
-            plan.push((ts.len() - 1, None));
-            // The node's bits on every new piece, from its decision values at the piece's
-            // middle (relative position `m` in the old interval `k` holding it).
-            patterns = (0..plan.len() - 1)
-                .into_par_iter()
-                .map(|p| {
-                    let (k, l0) = plan[p];
-                    let l1 = match plan[p + 1] {
-                        (k1, Some(l)) if k1 == k => l,
-                        _ => 1.0,
-                    };
-                    let m = 0.5 * (l0.unwrap_or(0.0) + l1);
-                    let (va, vb) = (dv.row(k), dv.row(k + 1));
-                    let mut pat = patterns[k].clone();
-                    match kind {
-                        Nonlinear::Activation(_) => {
-                            let (forms, slots) = hinges.as_ref().expect("an activation has hinge forms");
-                            let slots = *slots;
-                            for (u, f) in forms.iter().enumerate() {
-                                let mid = va[u] + m * (vb[u] - va[u]);
-                                for (j, &(bp, _)) in f.hinges().iter().enumerate() {
-                                    if mid > bp {
-                                        pat.set_bit(bits.offset + u * slots + j);
-                                    }
-                                }
-                            }
-                        }
-                        Nonlinear::Max(groups, _) => {
-                            let width = bits.bits / groups.len().max(1);
-                            for (g, group) in groups.iter().enumerate() {
-                                let w = winner(group, va, vb, m);
-                                pat.set_bits(bits.offset + g * width, width, w as u64);
-                            }
-                        }
-                    }
-                    pat
-                })
-                .collect();
-            counts.push(patterns.len());
-            drop(owned);
-            if plan.len() > ts.len() {
-                ts = plan.iter().map(|&(k, l)| l.map_or(ts[k], |l| ts[k] + l * (ts[k + 1] - ts[k]))).collect();
-                // The tensors read after this node, at the new breakpoints. Those this node
-                // reads last stay at the old ones: its output interpolates them on the fly
-                // (materialising them would double the memory of a wide layer).
-                if let Some(x) = xs.as_mut().filter(|_| input_last != Some(i)) {
-                    // The input at a new breakpoint from the segment itself, not interpolated.
-                    let mut data = Vec::with_capacity(plan.len() * x.width);
-                    for (k, &(old, l)) in plan.iter().enumerate() {
-                        match l {
-                            None => data.extend_from_slice(x.row(old)),
-                            Some(_) => data.extend(a.iter().zip(b).map(|(p, q)| p + ts[k] * (q - p))),
-                        }
-                    }
-                    *x = Rows { width: x.width, data };
-                }
-                for (j, v) in vals.iter_mut().enumerate() {
-                    if let Some(v) = v.as_mut().filter(|_| last[j] != Some(i)) {
-                        *v = v.refine(&plan);
-                    }
-                }
-                refined = Some(plan);
-            }
-        }
-        // The node's output at every breakpoint: affine layers in one batched product (GEMM or
-        // im2col convolution) per chunk of breakpoints, the others one breakpoint at a time.
-        let n = ts.len();
-        let width = node.layer.output.numel();
-        let mut data = vec![0.0; n * width];
-        if width > 0 {
-            if let Some((op, bias)) = &ops[i] {
-                let src = input_rows(&node.inputs[0], &xs, &vals);
-                data.par_chunks_mut(CHUNK * width).enumerate().for_each(|(c, y)| {
-                    let rows = y.len() / width;
-                    let x = &src.data[c * CHUNK * src.width..(c * CHUNK + rows) * src.width];
-                    let out = op.apply_rows(x, rows);
-                    for (yr, or) in y.chunks_exact_mut(width).zip(out.chunks_exact(width)) {
-                        yr.iter_mut().zip(or.iter().zip(bias)).for_each(|(o, (v, b))| *o = v + b);
-                    }
-                });
-            } else {
-                // The rows of the inputs this node reads last are still at the old breakpoints
-                // when it refined them (`refined`): read there, or interpolated between two of
-                // them, one breakpoint at a time.
-                let stale = |s: &Src| {
-                    let consumed = match *s {
-                        Src::Input => input_last == Some(i),
-                        Src::Node(j) => last[j] == Some(i),
-                    };
-                    refined.as_deref().filter(|_| consumed)
-                };
-                data.par_chunks_mut(width).enumerate().for_each_init(
-                    || vec![Vec::new(); node.inputs.len()],
-                    |scratch: &mut Vec<Vec<f64>>, (k, y)| {
-                        for (q, s) in node.inputs.iter().enumerate() {
-                            if let Some(&(j, Some(l))) = stale(s).map(|plan| &plan[k]) {
-                                let old = input_rows(s, &xs, &vals);
-                                let (p, r) = (old.row(j), old.row(j + 1));
-                                scratch[q].clear();
-                                scratch[q].extend(p.iter().zip(r).map(|(x, y)| x + l * (y - x)));
-                            }
-                        }
-                        let rows: Vec<&[f64]> = node
-                            .inputs
-                            .iter()
-                            .enumerate()
-                            .map(|(q, s)| match stale(s).map(|plan| plan[k]) {
-                                None => read(s, &xs, &vals, k),
-                                Some((j, None)) => read(s, &xs, &vals, j),
-                                Some((_, Some(_))) => scratch[q].as_slice(),
-                            })
-                            .collect();
-                        let find = |s: &Src| rows[node.inputs.iter().position(|t| t == s).expect("an input")];
-                        apply_node_into(node, kind.as_ref(), find, y);
-                    },
-                );
-            }
-        }
-        for s in &node.inputs {
-            match *s {
-                Src::Input if input_last == Some(i) => xs = None,
-                Src::Node(j) if last[j] == Some(i) => vals[j] = None,
-                _ => {}
-            }
-        }
-        // A tensor no node reads is not carried (unless it is the output).
-        if last[i].is_some() || i + 1 == net.nodes.len() {
-            vals[i] = Some(Rows { width, data });
-        }
-    }
-    let out = match net.nodes.len() {
-        0 => xs.expect("the input is the output"),
-        n => vals[n - 1].take().expect("the output is alive"),
-    };
-    let pieces = patterns
-        .into_iter()
-        .enumerate()
-        .map(|(k, pattern)| Piece {
-            segment,
-            t0: ts[k],
-            t1: ts[k + 1],
-            pattern,
-            y0: out.row(k).to_vec(),
-            y1: out.row(k + 1).to_vec(),
-        })
-        .collect();
-    (pieces, counts)
-}
-
-/// The rows of tensor `s` (alive until its last reader).
-fn input_rows<'a>(s: &Src, xs: &'a Option<Rows>, vals: &'a [Option<Rows>]) -> &'a Rows {
-    match *s {
-        Src::Input => xs.as_ref().expect("alive until its last reader"),
-        Src::Node(j) => vals[j].as_ref().expect("alive until its last reader"),
-    }
-}
-
-/// Tensor `s` at breakpoint `k`.
-fn read<'a>(s: &Src, xs: &'a Option<Rows>, vals: &'a [Option<Rows>], k: usize) -> &'a [f64] {
-    input_rows(s, xs, vals).row(k)
 }
 
 /// The class changes along the pieces: inside a piece where the class scores' upper envelope
@@ -519,14 +254,13 @@ fn class_changes(pieces: &[Piece], decision: &Decision, outputs: usize) -> Vec<C
         let dt = p.t1 - p.t0;
         let sa: Vec<f64> = (0..classes).map(|c| decision.score(&p.y0, c)).collect();
         let sb: Vec<f64> = (0..classes).map(|c| decision.score(&p.y1, c)).collect();
-        let group: Vec<u32> = (0..classes as u32).collect();
         let mut cuts = Vec::new();
-        group_changes(&group, &sa, &sb, dt, &mut cuts);
+        group_changes(&sa, &sb, dt, &mut cuts);
         let mut edges = vec![0.0];
         edges.extend(&cuts);
         edges.push(1.0);
         for k in 0..edges.len() - 1 {
-            let c = winner(&group, &sa, &sb, 0.5 * (edges[k] + edges[k + 1]));
+            let c = winner(&sa, &sb, 0.5 * (edges[k] + edges[k + 1]));
             if let Some(from) = prev.filter(|&f| f != c) {
                 out.push(ClassChange { segment: p.segment, t: p.t0 + edges[k] * dt, from, to: c });
             }
@@ -659,7 +393,7 @@ pub fn integrated_gradients(
     let path = [baseline.to_vec(), input.to_vec()];
     check_path(net, &path)?;
     let layout = net.pattern_layout();
-    let (pieces, _) = trace_segment(net, &layout, &batched_ops(net), (baseline, input), 0);
+    let (pieces, _) = sweep::trace_segment(net, &layout, &batched_ops(net), (baseline, input), 0);
     let mut acc = vec![0.0; input.len()];
     for p in &pieces {
         let mid = 0.5 * (p.t0 + p.t1);

@@ -1,0 +1,990 @@
+//! The slope-stream sweep behind [`super::trace`]: every tensor along a segment kept as its
+//! value at the segment's start, its slope on the first piece, and the sparse changes of its
+//! slope where later pieces begin.
+//!
+//! Why streams: along a path through an image model, a breakpoint changes the slope of one
+//! unit (the unit crossing its hinge, the group whose winner changes), and that change reaches
+//! only the units in that unit's column of the next affine layer (a conv stencil of a few
+//! hundred entries). Evaluating every tensor at every breakpoint costs each layer's full width
+//! (and a full product) per breakpoint; pushing slope changes costs the columns. And a unit's
+//! value is affine between its own slope changes, so its hinge crossings are found once per
+//! such span of pieces (an O(1) test), not once per piece.
+//!
+//! The decisions are the ones the tolerance rule makes on a piece: a crossing found on a
+//! unit's span is accepted or refused on the piece holding it, from the unit's values at the
+//! piece's two ends ([`super::crossing`], [`super::group_changes`]); a piece's bits are the
+//! signs at its middle. Values are sums of slope changes times piece lengths: their rounding
+//! grows with the number of slope changes of a unit, far below the noise floor on paths of
+//! thousands of pieces.
+
+use super::{crossing, group_changes, Piece};
+use crate::engine::affine::{Op, SparseVec};
+use crate::geometry::predicates::DIST;
+use crate::network::{HingeForm, LayerKind, Merge, Network, Node, Src};
+use crate::pattern::{LayerBits, Pattern};
+use crate::pointwise::{nonlinear, Nonlinear, Ops};
+
+/// A tensor along the segment: continuous, affine on every piece.
+#[derive(Clone, Debug)]
+struct Stream {
+    /// Value at the first breakpoint.
+    v0: Vec<f64>,
+    /// Slope (per unit of `t`) on piece 0.
+    s0: Vec<f64>,
+    /// Piece `p`'s slope changes are `idx`/`d` at `off[p]..off[p + 1]` (piece 0 has none; an
+    /// index may repeat, the changes add).
+    off: Vec<usize>,
+    idx: Vec<u32>,
+    d: Vec<f64>,
+}
+
+impl Stream {
+    /// The straight segment from `a` to `b` (one piece).
+    fn segment(a: &[f64], b: &[f64]) -> Stream {
+        let s0 = a.iter().zip(b).map(|(p, q)| q - p).collect();
+        Stream { v0: a.to_vec(), s0, off: vec![0, 0], idx: Vec::new(), d: Vec::new() }
+    }
+
+    fn width(&self) -> usize {
+        self.v0.len()
+    }
+
+    fn pieces(&self) -> usize {
+        self.off.len() - 1
+    }
+
+    fn row(&self, p: usize) -> (&[u32], &[f64]) {
+        let r = self.off[p]..self.off[p + 1];
+        (&self.idx[r.clone()], &self.d[r])
+    }
+
+    /// The stream on refined pieces: new piece `p` starts at `plan[p]` (an old breakpoint, or
+    /// a cut inside old piece `plan[p].0`); the changes stay at the old breakpoints.
+    fn refine(&mut self, plan: &[(usize, Option<f64>)]) {
+        let mut off = Vec::with_capacity(plan.len());
+        let mut at = 0;
+        off.push(0);
+        for &(k, l) in &plan[..plan.len() - 1] {
+            if l.is_none() {
+                at = self.off[k + 1];
+            }
+            off.push(at);
+        }
+        self.off = off;
+    }
+
+    /// A stream from changes `(piece, unit, Δslope)` in any order (none at piece 0).
+    fn from_events(v0: Vec<f64>, s0: Vec<f64>, pieces: usize, events: &[(u32, u32, f64)]) -> Stream {
+        let mut off = vec![0usize; pieces + 1];
+        for e in events {
+            off[e.0 as usize + 1] += 1;
+        }
+        for p in 0..pieces {
+            off[p + 1] += off[p];
+        }
+        let mut next = off.clone();
+        let (mut idx, mut d) = (vec![0u32; events.len()], vec![0.0; events.len()]);
+        for &(p, u, v) in events {
+            let at = &mut next[p as usize];
+            idx[*at] = u;
+            d[*at] = v;
+            *at += 1;
+        }
+        Stream { v0, s0, off, idx, d }
+    }
+
+    /// `−self`.
+    fn negated(mut self) -> Stream {
+        self.v0.iter_mut().chain(&mut self.s0).chain(&mut self.d).for_each(|x| *x = -*x);
+        self
+    }
+
+    /// The streams side by side (`shift[i]`: where part `i` starts), or summed (all shifts 0).
+    fn join(parts: &[&Stream], shift: &[usize], width: usize) -> Stream {
+        let (mut v0, mut s0) = (vec![0.0; width], vec![0.0; width]);
+        for (s, &o) in parts.iter().zip(shift) {
+            v0[o..o + s.width()].iter_mut().zip(&s.v0).for_each(|(a, b)| *a += b);
+            s0[o..o + s.width()].iter_mut().zip(&s.s0).for_each(|(a, b)| *a += b);
+        }
+        let pieces = parts[0].pieces();
+        let mut off = Vec::with_capacity(pieces + 1);
+        let (mut idx, mut d) = (Vec::new(), Vec::new());
+        off.push(0);
+        for p in 0..pieces {
+            for (s, &o) in parts.iter().zip(shift) {
+                let (i, v) = s.row(p);
+                idx.extend(i.iter().map(|&u| u + o as u32));
+                d.extend_from_slice(v);
+            }
+            off.push(idx.len());
+        }
+        Stream { v0, s0, off, idx, d }
+    }
+
+    /// The values at every breakpoint `ts` (row `k`: at `ts[k]`).
+    fn values(&self, ts: &[f64]) -> Vec<f64> {
+        let w = self.width();
+        let mut out = Vec::with_capacity(ts.len() * w);
+        let (mut y, mut s) = (self.v0.clone(), self.s0.clone());
+        out.extend_from_slice(&y);
+        for p in 0..self.pieces() {
+            let (idx, d) = self.row(p);
+            idx.iter().zip(d).for_each(|(&u, &v)| s[u as usize] += v);
+            let dt = ts[p + 1] - ts[p];
+            y.iter_mut().zip(&s).for_each(|(a, b)| *a += b * dt);
+            out.extend_from_slice(&y);
+        }
+        out
+    }
+}
+
+/// Every unit's current line: value `v` at `t` (the start of piece `k`, where its slope last
+/// changed) and slope `s`.
+struct Lines {
+    t: Vec<f64>,
+    v: Vec<f64>,
+    s: Vec<f64>,
+    k: Vec<usize>,
+}
+
+impl Lines {
+    fn new(x: &Stream, t0: f64) -> Lines {
+        Lines { t: vec![t0; x.width()], v: x.v0.clone(), s: x.s0.clone(), k: vec![0; x.width()] }
+    }
+
+    #[inline]
+    fn at(&self, u: usize, t: f64) -> f64 {
+        self.v[u] + self.s[u] * (t - self.t[u])
+    }
+
+    /// Unit `u`'s slope changes by `d` where piece `p` (at `tp`) begins.
+    #[inline]
+    fn change(&mut self, u: usize, p: usize, tp: f64, d: f64) {
+        if self.k[u] != p {
+            self.v[u] = self.at(u, tp);
+            self.t[u] = tp;
+            self.k[u] = p;
+        }
+        self.s[u] += d;
+    }
+}
+
+/// The piece in `ks..p` holding `t`.
+fn piece_of(ts: &[f64], ks: usize, p: usize, t: f64) -> usize {
+    ks + ts[ks + 1..p].partition_point(|&x| x <= t)
+}
+
+/// The middle of piece `q`.
+fn mid(ts: &[f64], q: usize) -> f64 {
+    0.5 * (ts[q] + ts[q + 1])
+}
+
+/// The hinges unit `u`'s line passes in its span `lines.k[u]..p`, accepted by the tolerance rule
+/// on the piece holding each: `(piece, relative position)`.
+fn hinge_cuts(lines: &Lines, ts: &[f64], u: usize, p: usize, form: &HingeForm, cuts: &mut Vec<(usize, f64)>) {
+    let ks = lines.k[u];
+    if ks == p {
+        return;
+    }
+    let (t0, t1) = (ts[ks], ts[p]);
+    let (va, s) = (lines.v[u], lines.s[u]);
+    let vb = va + s * (t1 - t0);
+    for &(h, _) in form.hinges() {
+        let (fa, fb) = (va - h, vb - h);
+        if (fa < 0.0 && fb > 0.0) || (fa > 0.0 && fb < 0.0) {
+            let k = piece_of(ts, ks, p, t0 + fa / (fa - fb) * (t1 - t0));
+            let (ta, tb) = (ts[k], ts[k + 1]);
+            if let Some(l) = crossing(va + s * (ta - t0), va + s * (tb - t0), h, tb - ta) {
+                cuts.push((k, l));
+            }
+        }
+    }
+}
+
+/// Where an elementwise node's input `x` crosses a hinge.
+fn activation_cuts(x: &Stream, ts: &[f64], forms: &[HingeForm]) -> Vec<(usize, f64)> {
+    let n = x.pieces();
+    let mut lines = Lines::new(x, ts[0]);
+    let mut cuts = Vec::new();
+    for p in 1..n {
+        let (idx, d) = x.row(p);
+        for (&u, &du) in idx.iter().zip(d) {
+            let u = u as usize;
+            hinge_cuts(&lines, ts, u, p, &forms[u], &mut cuts);
+            lines.change(u, p, ts[p], du);
+        }
+    }
+    for (u, f) in forms.iter().enumerate() {
+        hinge_cuts(&lines, ts, u, n, f, &mut cuts);
+    }
+    cuts
+}
+
+/// Where a node's output slope changes and its pattern bits flip, collected over the sweep.
+struct Out {
+    /// Slope on piece 0.
+    s0: Vec<f64>,
+    /// The output slope on the last piece closed, per output unit.
+    slope: Vec<f64>,
+    /// `(piece, unit, Δslope)`.
+    events: Vec<(u32, u32, f64)>,
+    /// `(piece, pattern bit)`: bits that toggle where the piece begins (piece 0: bits set).
+    flips: Vec<(u32, u32)>,
+}
+
+impl Out {
+    fn new(width: usize) -> Out {
+        Out { s0: vec![0.0; width], slope: vec![0.0; width], events: Vec::new(), flips: Vec::new() }
+    }
+
+    /// Output unit `u` has slope `o` from piece `q` on.
+    #[inline]
+    fn slope(&mut self, q: usize, u: usize, o: f64) {
+        if q == 0 {
+            self.s0[u] = o;
+        } else if o != self.slope[u] {
+            self.events.push((q as u32, u as u32, o - self.slope[u]));
+        }
+        self.slope[u] = o;
+    }
+
+    /// The bits `mask` at `offset` toggle where piece `q` begins.
+    #[inline]
+    fn flip(&mut self, q: usize, offset: usize, mask: u64) {
+        flip(&mut self.flips, q, offset, mask);
+    }
+}
+
+/// Records that the bits `mask` at `offset` toggle where piece `q` begins.
+#[inline]
+fn flip(flips: &mut Vec<(u32, u32)>, q: usize, offset: usize, mut mask: u64) {
+    while mask != 0 {
+        flips.push((q as u32, (offset + mask.trailing_zeros() as usize) as u32));
+        mask &= mask - 1;
+    }
+}
+
+/// An elementwise node's bits and output slopes over unit `u`'s span `lines.k[u]..p`.
+struct ActivationSweep<'a> {
+    forms: &'a [HingeForm],
+    /// Bit of unit `u`'s hinge 0.
+    offset: usize,
+    slots: usize,
+    /// Passed hinges of each unit on the last piece closed.
+    bits: Vec<u64>,
+    out: Out,
+}
+
+impl ActivationSweep<'_> {
+    fn close(&mut self, lines: &Lines, ts: &[f64], u: usize, p: usize) {
+        let ks = lines.k[u];
+        if ks == p {
+            return;
+        }
+        let f = &self.forms[u];
+        let s = lines.s[u];
+        let bits_at = |q: usize| {
+            let v = lines.at(u, mid(ts, q));
+            f.hinges().iter().enumerate().fold(0u64, |b, (j, &(h, _))| if v > h { b | 1 << j } else { b })
+        };
+        let first = bits_at(ks);
+        self.set(ks, u, first, s);
+        let last = bits_at(p - 1);
+        if last == first {
+            return;
+        }
+        // The line is monotone: each hinge's bit flips once in the span, at the first piece
+        // whose middle is past it.
+        let mut at: Vec<(usize, usize)> = Vec::with_capacity(2);
+        for j in 0..f.n_hinges {
+            if (first ^ last) >> j & 1 == 1 {
+                let flipped = |q: usize| (bits_at(q) ^ first) >> j & 1 == 1;
+                let (mut lo, mut hi) = (ks + 1, p - 1);
+                while lo < hi {
+                    let m = (lo + hi) / 2;
+                    if flipped(m) {
+                        hi = m;
+                    } else {
+                        lo = m + 1;
+                    }
+                }
+                at.push((lo, j));
+            }
+        }
+        at.sort_unstable();
+        let mut cur = first;
+        for (q, j) in at {
+            cur ^= 1 << j;
+            self.set(q, u, cur, s);
+        }
+    }
+
+    /// Unit `u` is past hinges `bits` from piece `q` on, with input slope `s`.
+    fn set(&mut self, q: usize, u: usize, bits: u64, s: f64) {
+        let toggled = if q == 0 { bits } else { bits ^ self.bits[u] };
+        self.out.flip(q, self.offset + u * self.slots, toggled);
+        self.bits[u] = bits;
+        self.out.slope(q, u, self.forms[u].piece(bits).0 * s);
+    }
+}
+
+/// The output slopes and pattern bits of an elementwise node on input `x`.
+fn activation_sweep(x: &Stream, ts: &[f64], sweep: &mut ActivationSweep) {
+    let n = x.pieces();
+    let mut lines = Lines::new(x, ts[0]);
+    for p in 1..n {
+        let (idx, d) = x.row(p);
+        for (&u, &du) in idx.iter().zip(d) {
+            let u = u as usize;
+            sweep.close(&lines, ts, u, p);
+            lines.change(u, p, ts[p], du);
+        }
+    }
+    for u in 0..x.width() {
+        sweep.close(&lines, ts, u, n);
+    }
+}
+
+/// Whether a stream's slope changes are dense enough (a quarter of its units per piece) that
+/// scanning every unit on every piece (branch-light, in order) beats following each unit's
+/// spans: the layers after a fully connected one.
+fn dense(x: &Stream) -> bool {
+    x.idx.len() * 4 >= x.pieces() * x.width()
+}
+
+/// [`activation_cuts`] by scanning every unit on every piece.
+fn activation_cuts_dense(x: &Stream, ts: &[f64], forms: &[HingeForm]) -> Vec<(usize, f64)> {
+    let w = x.width();
+    let v = x.values(ts);
+    let mut cuts = Vec::new();
+    for k in 0..x.pieces() {
+        let (a, b) = (&v[k * w..(k + 1) * w], &v[(k + 1) * w..(k + 2) * w]);
+        let dt = ts[k + 1] - ts[k];
+        for (u, f) in forms.iter().enumerate() {
+            for &(h, _) in f.hinges() {
+                // Opposite sides beyond the tolerance are opposite sides.
+                if (a[u] > h) != (b[u] > h) {
+                    if let Some(l) = crossing(a[u], b[u], h, dt) {
+                        cuts.push((k, l));
+                    }
+                }
+            }
+        }
+    }
+    cuts
+}
+
+/// An elementwise node's output and bit flips by scanning every unit on every piece (the
+/// dense counterpart of [`activation_sweep`]).
+fn activation_dense(
+    x: &Stream,
+    ts: &[f64],
+    forms: &[HingeForm],
+    offset: usize,
+    slots: usize,
+    v0: Vec<f64>,
+) -> (Stream, Vec<(u32, u32)>) {
+    let (w, n) = (x.width(), x.pieces());
+    let v = x.values(ts);
+    let mut s = x.s0.clone();
+    let (mut bits, mut out, mut s0) = (vec![0u64; w], vec![0.0; w], vec![0.0; w]);
+    let mut flips = Vec::new();
+    let mut off = Vec::with_capacity(n + 1);
+    let (mut idx, mut d) = (Vec::new(), Vec::new());
+    off.push(0);
+    for q in 0..n {
+        let (ri, rd) = x.row(q);
+        ri.iter().zip(rd).for_each(|(&u, &du)| s[u as usize] += du);
+        let (a, b) = (&v[q * w..(q + 1) * w], &v[(q + 1) * w..(q + 2) * w]);
+        for (u, f) in forms.iter().enumerate() {
+            let m = 0.5 * (a[u] + b[u]);
+            let now =
+                f.hinges().iter().enumerate().fold(0u64, |acc, (j, &(h, _))| if m > h { acc | 1 << j } else { acc });
+            let o = f.piece(now).0 * s[u];
+            if q == 0 {
+                flip(&mut flips, 0, offset + u * slots, now);
+                s0[u] = o;
+            } else {
+                flip(&mut flips, q, offset + u * slots, now ^ bits[u]);
+                if o != out[u] {
+                    idx.push(u as u32);
+                    d.push(o - out[u]);
+                }
+            }
+            bits[u] = now;
+            out[u] = o;
+        }
+        off.push(idx.len());
+    }
+    (Stream { v0, s0, off, idx, d }, flips)
+}
+
+/// The groups each candidate belongs to (compressed rows).
+struct Membership {
+    off: Vec<usize>,
+    groups: Vec<u32>,
+}
+
+impl Membership {
+    fn new(groups: &[Vec<u32>], candidates: usize) -> Membership {
+        let mut off = vec![0usize; candidates + 1];
+        groups.iter().flatten().for_each(|&u| off[u as usize + 1] += 1);
+        for u in 0..candidates {
+            off[u + 1] += off[u];
+        }
+        let mut next = off.clone();
+        let mut of = vec![0u32; off[candidates]];
+        for (g, group) in groups.iter().enumerate() {
+            for &u in group {
+                of[next[u as usize]] = g as u32;
+                next[u as usize] += 1;
+            }
+        }
+        Membership { off, groups: of }
+    }
+
+    fn of(&self, u: usize) -> &[u32] {
+        &self.groups[self.off[u]..self.off[u + 1]]
+    }
+}
+
+/// The first largest of `values`.
+fn argmax(values: impl Iterator<Item = f64>) -> usize {
+    let mut best = (0, f64::NEG_INFINITY);
+    for (p, v) in values.enumerate() {
+        if v > best.1 {
+            best = (p, v);
+        }
+    }
+    best.0
+}
+
+/// What a max node does when a group's span `start[g]..p` closes (every member affine on it).
+trait GroupSpan {
+    fn close(&mut self, lines: &Lines, ts: &[f64], g: usize, group: &[u32], ks: usize, p: usize);
+}
+
+/// Sweeps the groups of a max node over candidates `x`: a group's span ends where a member's
+/// slope changes.
+fn group_sweep(x: &Stream, ts: &[f64], groups: &[Vec<u32>], sweep: &mut impl GroupSpan) {
+    let n = x.pieces();
+    let member = Membership::new(groups, x.width());
+    let mut lines = Lines::new(x, ts[0]);
+    let mut start = vec![0usize; groups.len()];
+    let mut close = |lines: &Lines, g: usize, p: usize, start: &mut [usize]| {
+        if start[g] != p {
+            sweep.close(lines, ts, g, &groups[g], start[g], p);
+            start[g] = p;
+        }
+    };
+    for (p, &tp) in ts.iter().enumerate().take(n).skip(1) {
+        let (idx, d) = x.row(p);
+        // Every span ending here closes before any member's line changes (windows overlap).
+        for &u in idx {
+            for &g in member.of(u as usize) {
+                close(&lines, g as usize, p, &mut start);
+            }
+        }
+        for (&u, &du) in idx.iter().zip(d) {
+            lines.change(u as usize, p, tp, du);
+        }
+    }
+    for g in 0..groups.len() {
+        close(&lines, g, n, &mut start);
+    }
+}
+
+/// Where a group's winner changes, by the rule on each piece ([`group_changes`]).
+struct GroupCuts {
+    cuts: Vec<(usize, f64)>,
+    scratch: (Vec<f64>, Vec<f64>, Vec<usize>, Vec<f64>),
+}
+
+impl GroupSpan for GroupCuts {
+    fn close(&mut self, lines: &Lines, ts: &[f64], _: usize, group: &[u32], ks: usize, p: usize) {
+        let (t0, t1) = (ts[ks], ts[p]);
+        let (a, b, pieces, found) = &mut self.scratch;
+        a.clear();
+        b.clear();
+        a.extend(group.iter().map(|&u| lines.at(u as usize, t0)));
+        b.extend(group.iter().map(|&u| lines.at(u as usize, t1)));
+        // Affine members: a winner at both ends wins throughout.
+        if argmax(a.iter().copied()) == argmax(b.iter().copied()) {
+            return;
+        }
+        pieces.clear();
+        for i in 0..group.len() {
+            for j in i + 1..group.len() {
+                let (da, db) = (a[i] - a[j], b[i] - b[j]);
+                if (da < 0.0 && db > 0.0) || (da > 0.0 && db < 0.0) {
+                    pieces.push(piece_of(ts, ks, p, t0 + da / (da - db) * (t1 - t0)));
+                }
+            }
+        }
+        pieces.sort_unstable();
+        pieces.dedup();
+        for &k in pieces.iter() {
+            a.clear();
+            b.clear();
+            a.extend(group.iter().map(|&u| lines.at(u as usize, ts[k])));
+            b.extend(group.iter().map(|&u| lines.at(u as usize, ts[k + 1])));
+            found.clear();
+            group_changes(a, b, ts[k + 1] - ts[k], found);
+            self.cuts.extend(found.iter().map(|&l| (k, l)));
+        }
+    }
+}
+
+/// A max node's winners (pattern bits) and output slopes.
+struct GroupOut {
+    /// Bits of group 0's field, and bits per group.
+    offset: usize,
+    width: usize,
+    /// `−1` for a min join (the candidates are negated).
+    sign: f64,
+    winner: Vec<usize>,
+    out: Out,
+}
+
+impl GroupOut {
+    fn set(&mut self, q: usize, g: usize, w: usize, slope: f64) {
+        let toggled = if q == 0 { w } else { w ^ self.winner[g] };
+        self.out.flip(q, self.offset + g * self.width, toggled as u64);
+        self.winner[g] = w;
+        self.out.slope(q, g, self.sign * slope);
+    }
+}
+
+impl GroupSpan for GroupOut {
+    fn close(&mut self, lines: &Lines, ts: &[f64], g: usize, group: &[u32], ks: usize, p: usize) {
+        let win = |q: usize| argmax(group.iter().map(|&u| lines.at(u as usize, mid(ts, q))));
+        let slope = |w: usize| lines.s[group[w] as usize];
+        let mut w = win(ks);
+        self.set(ks, g, w, slope(w));
+        let last = win(p - 1);
+        // Affine members: a winner holds an interval of the span and never returns, so the
+        // next change is the first piece where the current winner has lost (a binary search).
+        let mut q = ks;
+        while w != last {
+            let (mut lo, mut hi) = (q + 1, p - 1);
+            while lo < hi {
+                let m = (lo + hi) / 2;
+                if win(m) != w {
+                    hi = m;
+                } else {
+                    lo = m + 1;
+                }
+            }
+            q = lo;
+            w = win(q);
+            self.set(q, g, w, slope(w));
+        }
+    }
+}
+
+/// The pieces a plan of cuts makes: `(old piece, None)` for an old breakpoint, `(old piece,
+/// Some(l))` for a cut at relative position `l` in it, ending with `(pieces, None)`.
+fn plan(mut cuts: Vec<(usize, f64)>, ts: &[f64]) -> Vec<(usize, Option<f64>)> {
+    cuts.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
+    // Cuts closer than the tolerance in t are one breakpoint.
+    cuts.dedup_by(|x, y| x.0 == y.0 && (x.1 - y.1) * (ts[x.0 + 1] - ts[x.0]) <= DIST);
+    let n = ts.len() - 1;
+    let mut out = Vec::with_capacity(ts.len() + cuts.len());
+    let mut c = cuts.iter().peekable();
+    for k in 0..n {
+        out.push((k, None));
+        while let Some(&(_, l)) = c.next_if(|x| x.0 == k) {
+            out.push((k, Some(l)));
+        }
+    }
+    out.push((n, None));
+    out
+}
+
+/// Per nonlinear node: its refinement (the old piece of each new piece; `None` when it cut
+/// nothing) and its bit flips `(piece, bit)`.
+type Flipped = Vec<(Option<Vec<u32>>, Vec<(u32, u32)>)>;
+
+/// The patterns of the final pieces, from each nonlinear node's bit flips (in the pieces it
+/// left, `flips`) and its refinement (`map`: the piece before the node holding each piece after
+/// it): one running pattern, each node's flips applied as the final pieces enter its pieces.
+///
+/// Built once at the end rather than per node: a pattern per piece and node would be copied
+/// (and allocated) once per nonlinear node, the largest cost of a trace after the sweeps.
+fn final_patterns(nodes: &mut Flipped, n: usize, words: usize) -> Vec<Pattern> {
+    let mut to: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
+    let mut cur: Vec<u32> = (0..n as u32).collect();
+    for (l, (map, flips)) in nodes.iter_mut().enumerate().rev() {
+        flips.sort_unstable_by_key(|f| f.0);
+        if let Some(map) = map {
+            let up = cur.iter().map(|&q| map[q as usize]).collect();
+            to[l] = std::mem::replace(&mut cur, up);
+        } else {
+            to[l] = cur.clone();
+        }
+    }
+    let mut at = vec![0usize; nodes.len()];
+    let mut pat = Pattern(vec![0; words]);
+    (0..n)
+        .map(|q| {
+            for (l, (_, flips)) in nodes.iter().enumerate() {
+                let target = to[l][q];
+                while let Some(&(p, bit)) = flips.get(at[l]).filter(|f| f.0 <= target) {
+                    debug_assert!(p <= target);
+                    pat.0[bit as usize / 64] ^= 1 << (bit % 64);
+                    at[l] += 1;
+                }
+            }
+            pat.clone()
+        })
+        .collect()
+}
+
+/// An affine node's output stream: its start and first slope by the batched product, the
+/// slope changes pushed through its columns (or, when they are dense, batched too).
+fn affine(x: &Stream, op: &Op, bias: &[f64]) -> Stream {
+    let (n_in, n_out) = (op.n_in(), op.n_out());
+    let y = op.apply_rows(&[x.v0.as_slice(), x.s0.as_slice()].concat(), 2);
+    let v0 = y[..n_out].iter().zip(bias).map(|(a, b)| a + b).collect();
+    let s0 = y[n_out..].to_vec();
+    let pieces = x.pieces();
+    let rows = (0..pieces).filter(|&p| x.off[p + 1] > x.off[p]).count();
+    let mut off = Vec::with_capacity(pieces + 1);
+    let (mut idx, mut d) = (Vec::new(), Vec::new());
+    off.push(0);
+    if let Op::Dense { w, .. } = op {
+        // Columns of the transposed weights added into a dense row: contiguous, vectorised.
+        let wt = transpose(w, n_out, n_in);
+        let mut acc = vec![0.0; n_out];
+        for p in 0..pieces {
+            let (i, v) = x.row(p);
+            if !i.is_empty() {
+                acc.iter_mut().for_each(|z| *z = 0.0);
+                for (&u, &dv) in i.iter().zip(v) {
+                    let col = &wt[u as usize * n_out..(u as usize + 1) * n_out];
+                    acc.iter_mut().zip(col).for_each(|(z, c)| *z += dv * c);
+                }
+                for (u, &y) in acc.iter().enumerate() {
+                    if y != 0.0 {
+                        idx.push(u as u32);
+                        d.push(y);
+                    }
+                }
+            }
+            off.push(idx.len());
+        }
+    } else if x.idx.len() * 8 >= rows * n_in {
+        // Dense changes: one batched product per chunk of changed pieces.
+        const CHUNK: usize = 32;
+        let changed: Vec<usize> = (0..pieces).filter(|&p| x.off[p + 1] > x.off[p]).collect();
+        let mut ys: Vec<(usize, Vec<f64>)> = Vec::with_capacity(changed.len());
+        let mut m = Vec::new();
+        for chunk in changed.chunks(CHUNK) {
+            m.clear();
+            m.resize(chunk.len() * n_in, 0.0);
+            for (r, &p) in chunk.iter().enumerate() {
+                let (i, v) = x.row(p);
+                i.iter().zip(v).for_each(|(&u, &dv)| m[r * n_in + u as usize] += dv);
+            }
+            let y = op.apply_rows(&m, chunk.len());
+            ys.extend(chunk.iter().zip(y.chunks_exact(n_out)).map(|(&p, r)| (p, r.to_vec())));
+        }
+        let mut next = ys.into_iter().peekable();
+        for p in 0..pieces {
+            if let Some((_, r)) = next.next_if(|(q, _)| *q == p) {
+                for (u, &v) in r.iter().enumerate() {
+                    if v != 0.0 {
+                        idx.push(u as u32);
+                        d.push(v);
+                    }
+                }
+            }
+            off.push(idx.len());
+        }
+    } else {
+        let mut acc = SparseVec::new(n_out);
+        let mut entries = Vec::new();
+        for p in 0..pieces {
+            let (i, v) = x.row(p);
+            if !i.is_empty() {
+                entries.clear();
+                entries.extend(i.iter().copied().zip(v.iter().copied()));
+                op.push(&entries, &mut acc);
+                for (u, v) in acc.take() {
+                    if v != 0.0 {
+                        idx.push(u);
+                        d.push(v);
+                    }
+                }
+            }
+            off.push(idx.len());
+        }
+    }
+    Stream { v0, s0, off, idx, d }
+}
+
+/// `m` (`rows × cols`, row-major) transposed.
+fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut t = vec![0.0; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
+/// Any other affine node, by applying the layer to one dense vector per changed piece.
+fn affine_by_layer(node: &Node, x: &Stream) -> Stream {
+    let (n_in, n_out) = (node.layer.input.numel(), node.layer.output.numel());
+    let apply = |v: &[f64]| {
+        let mut y = vec![0.0; n_out];
+        node.layer.apply(v, &mut y);
+        y
+    };
+    let bias = apply(&vec![0.0; n_in]);
+    let linear = |v: &[f64]| -> Vec<f64> { apply(v).iter().zip(&bias).map(|(a, b)| a - b).collect() };
+    let v0 = apply(&x.v0);
+    let s0 = linear(&x.s0);
+    let mut off = vec![0];
+    let (mut idx, mut d) = (Vec::new(), Vec::new());
+    let mut dense = vec![0.0; n_in];
+    for p in 0..x.pieces() {
+        let (i, v) = x.row(p);
+        if !i.is_empty() {
+            dense.iter_mut().for_each(|z| *z = 0.0);
+            i.iter().zip(v).for_each(|(&u, &dv)| dense[u as usize] += dv);
+            for (u, y) in linear(&dense).into_iter().enumerate() {
+                if y != 0.0 {
+                    idx.push(u as u32);
+                    d.push(y);
+                }
+            }
+        }
+        off.push(idx.len());
+    }
+    Stream { v0, s0, off, idx, d }
+}
+
+/// The pieces of one segment, and the pieces after each nonlinear layer.
+pub(super) fn trace_segment(
+    net: &Network,
+    layout: &[LayerBits],
+    ops: &Ops,
+    (a, b): (&[f64], &[f64]),
+    segment: usize,
+) -> (Vec<Piece>, Vec<usize>) {
+    let (input_last, last) = net.last_uses();
+    let words = layout.last().map_or(0, |l| (l.offset + l.bits).div_ceil(64));
+    let mut ts: Vec<f64> = vec![0.0, 1.0];
+    let mut xs = Some(Stream::segment(a, b));
+    let mut vals: Vec<Option<Stream>> = (0..net.nodes.len()).map(|_| None).collect();
+    let mut flipped: Flipped = Vec::with_capacity(layout.len());
+    let mut counts = Vec::with_capacity(layout.len());
+    let mut stage = 0;
+    fn get<'a>(s: &Src, xs: &'a Option<Stream>, vals: &'a [Option<Stream>]) -> &'a Stream {
+        match *s {
+            Src::Input => xs.as_ref().expect("alive until its last reader"),
+            Src::Node(j) => vals[j].as_ref().expect("alive until its last reader"),
+        }
+    }
+    for (i, node) in net.nodes.iter().enumerate() {
+        let width = node.layer.output.numel();
+        let out = match nonlinear(node) {
+            Some(kind) => {
+                let bits = &layout[stage];
+                stage += 1;
+                // The values decided on: the input itself, or the inputs side by side (negated
+                // for a min join).
+                let negate = matches!(kind, Nonlinear::Max(_, true));
+                let mut own = (node.inputs.len() > 1 || negate).then(|| {
+                    let parts: Vec<&Stream> = node.inputs.iter().map(|s| get(s, &xs, &vals)).collect();
+                    let mut shift = vec![0];
+                    parts.iter().for_each(|p| shift.push(shift.last().unwrap() + p.width()));
+                    let joined = Stream::join(&parts, &shift, *shift.last().unwrap());
+                    if negate {
+                        joined.negated()
+                    } else {
+                        joined
+                    }
+                });
+                let cuts = {
+                    let x = own.as_ref().unwrap_or_else(|| get(&node.inputs[0], &xs, &vals));
+                    match &kind {
+                        Nonlinear::Activation(layer) => {
+                            let (forms, _) = layer.hinge_forms().expect("an activation has hinge forms");
+                            if dense(x) {
+                                activation_cuts_dense(x, &ts, &forms)
+                            } else {
+                                activation_cuts(x, &ts, &forms)
+                            }
+                        }
+                        Nonlinear::Max(groups, _) => {
+                            let mut s = GroupCuts { cuts: Vec::new(), scratch: Default::default() };
+                            group_sweep(x, &ts, groups, &mut s);
+                            s.cuts
+                        }
+                    }
+                };
+                let plan = (!cuts.is_empty()).then(|| plan(cuts, &ts));
+                if let Some(plan) = &plan {
+                    ts = plan.iter().map(|&(k, l)| l.map_or(ts[k], |l| ts[k] + l * (ts[k + 1] - ts[k]))).collect();
+                    xs.iter_mut().chain(vals.iter_mut().flatten()).chain(own.iter_mut()).for_each(|s| s.refine(plan));
+                }
+                let x = own.as_ref().unwrap_or_else(|| get(&node.inputs[0], &xs, &vals));
+                let n = ts.len() - 1;
+                let (stream, flips) = match &kind {
+                    Nonlinear::Activation(layer) => {
+                        let (forms, slots) = layer.hinge_forms().expect("an activation has hinge forms");
+                        let mut v0 = vec![0.0; width];
+                        layer.apply(&x.v0, &mut v0);
+                        if dense(x) {
+                            activation_dense(x, &ts, &forms, bits.offset, slots, v0)
+                        } else {
+                            let mut s = ActivationSweep {
+                                forms: &forms,
+                                offset: bits.offset,
+                                slots,
+                                bits: vec![0; width],
+                                out: Out::new(width),
+                            };
+                            activation_sweep(x, &ts, &mut s);
+                            (Stream::from_events(v0, s.out.s0, n, &s.out.events), s.out.flips)
+                        }
+                    }
+                    Nonlinear::Max(groups, _) => {
+                        let sign = if negate { -1.0 } else { 1.0 };
+                        let v0 = groups
+                            .iter()
+                            .map(|g| sign * g.iter().map(|&u| x.v0[u as usize]).fold(f64::NEG_INFINITY, f64::max))
+                            .collect();
+                        let mut s = GroupOut {
+                            offset: bits.offset,
+                            width: bits.bits / groups.len().max(1),
+                            sign,
+                            winner: vec![0; groups.len()],
+                            out: Out::new(groups.len()),
+                        };
+                        group_sweep(x, &ts, groups, &mut s);
+                        (Stream::from_events(v0, s.out.s0, n, &s.out.events), s.out.flips)
+                    }
+                };
+                flipped.push((plan.map(|pl| pl[..n].iter().map(|&(k, _)| k as u32).collect()), flips));
+                counts.push(n);
+                stream
+            }
+            None => {
+                let ins: Vec<&Stream> = node.inputs.iter().map(|s| get(s, &xs, &vals)).collect();
+                match (&ops[i], &node.layer.kind) {
+                    (Some((op, bias)), _) => affine(ins[0], op, bias),
+                    (None, LayerKind::Reshape) => ins[0].clone(),
+                    (None, LayerKind::Merge(Merge::Add)) => Stream::join(&ins, &[0].repeat(ins.len()), width),
+                    (None, LayerKind::Merge(Merge::Concat)) => {
+                        let mut shift = vec![0];
+                        ins.iter().for_each(|p| shift.push(shift.last().unwrap() + p.width()));
+                        Stream::join(&ins, &shift[..ins.len()], width)
+                    }
+                    _ => affine_by_layer(node, ins[0]),
+                }
+            }
+        };
+        for s in &node.inputs {
+            match *s {
+                Src::Input if input_last == Some(i) => xs = None,
+                Src::Node(j) if last[j] == Some(i) => vals[j] = None,
+                _ => {}
+            }
+        }
+        if last[i].is_some() || i + 1 == net.nodes.len() {
+            vals[i] = Some(out);
+        }
+    }
+    let out = match net.nodes.len() {
+        0 => xs.expect("the input is the output"),
+        n => vals[n - 1].take().expect("the output is alive"),
+    };
+    let w = out.width();
+    let y = out.values(&ts);
+    let pieces = final_patterns(&mut flipped, ts.len() - 1, words)
+        .into_iter()
+        .enumerate()
+        .map(|(k, pattern)| Piece {
+            segment,
+            t0: ts[k],
+            t1: ts[k + 1],
+            pattern,
+            y0: y[k * w..(k + 1) * w].to_vec(),
+            y1: y[(k + 1) * w..(k + 2) * w].to_vec(),
+        })
+        .collect();
+    (pieces, counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// A random stream with changes on a `density` share of its units per piece.
+    fn stream(r: &mut rand_chacha::ChaCha8Rng, w: usize, n: usize, density: f64) -> (Stream, Vec<f64>) {
+        let mut ts: Vec<f64> = (0..n - 1).map(|_| r.random::<f64>()).collect();
+        ts.extend([0.0, 1.0]);
+        ts.sort_by(f64::total_cmp);
+        let v0 = (0..w).map(|_| r.random_range(-1.0..1.0)).collect();
+        let s0 = (0..w).map(|_| r.random_range(-2.0..2.0)).collect();
+        let (mut off, mut idx, mut d) = (vec![0, 0], Vec::new(), Vec::new());
+        for _ in 1..n {
+            for u in 0..w {
+                if r.random::<f64>() < density {
+                    idx.push(u as u32);
+                    d.push(r.random_range(-3.0..3.0));
+                }
+            }
+            off.push(idx.len());
+        }
+        (Stream { v0, s0, off, idx, d }, ts)
+    }
+
+    #[test]
+    fn sparse_and_dense_activation_sweeps_agree() {
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(41);
+        let forms: Vec<HingeForm> = (0..24)
+            .map(|u| match u % 3 {
+                0 => HingeForm::new(0.0, 0.0, &[(0.0, 1.0)]),
+                1 => HingeForm::new(0.1, 0.0, &[(0.2, 0.9)]),
+                _ => HingeForm::new(0.0, -0.5, &[(-0.5, 1.0), (0.5, -1.0)]),
+            })
+            .collect();
+        for density in [0.05, 0.3, 0.9] {
+            let (mut x, mut ts) = stream(&mut r, forms.len(), 40, density);
+            let (mut sparse, mut dense) = (activation_cuts(&x, &ts, &forms), activation_cuts_dense(&x, &ts, &forms));
+            assert!(sparse.len() > 10, "the test crosses hinges");
+            sparse.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+            dense.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+            assert_eq!(sparse.len(), dense.len());
+            for (a, b) in sparse.iter().zip(&dense) {
+                assert!(a.0 == b.0 && (a.1 - b.1).abs() < 1e-9, "{a:?} vs {b:?}");
+            }
+            let pl = plan(sparse, &ts);
+            ts = pl.iter().map(|&(k, l)| l.map_or(ts[k], |l| ts[k] + l * (ts[k + 1] - ts[k]))).collect();
+            x.refine(&pl);
+            let slots = 2;
+            let mut s = ActivationSweep {
+                forms: &forms,
+                offset: 3,
+                slots,
+                bits: vec![0; forms.len()],
+                out: Out::new(forms.len()),
+            };
+            activation_sweep(&x, &ts, &mut s);
+            let one = Stream::from_events(x.v0.clone(), s.out.s0, x.pieces(), &s.out.events);
+            let (two, mut flips) = activation_dense(&x, &ts, &forms, 3, slots, x.v0.clone());
+            let mut f1 = s.out.flips;
+            f1.sort_unstable();
+            flips.sort_unstable();
+            assert_eq!(f1, flips, "the same bits flip on the same pieces");
+            let (y1, y2) = (one.values(&ts), two.values(&ts));
+            assert!(y1.iter().zip(&y2).all(|(a, b)| (a - b).abs() < 1e-12), "the same outputs");
+        }
+    }
+}
