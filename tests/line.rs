@@ -41,6 +41,21 @@ fn sampled_breakpoints(net: &Network, a: &[f64], b: &[f64], n: usize) -> Vec<f64
     out
 }
 
+/// A piece's pattern as [`pattern_code`]'s codes: hinges passed per unit, winner per group.
+fn codes(net: &Network, l: &line::Line, pattern: &tessera::pattern::Pattern) -> Vec<u8> {
+    let mut out = Vec::new();
+    for bits in &l.layout {
+        let units = net.nodes[bits.layer].layer.output.numel();
+        let width = bits.bits / units;
+        for u in 0..units {
+            let v = pattern.bits(bits.offset + u * width, width);
+            let elementwise = matches!(net.nodes[bits.layer].layer.kind, tessera::network::LayerKind::Activation(_));
+            out.push(if elementwise { v.count_ones() as u8 } else { v as u8 });
+        }
+    }
+    out
+}
+
 /// The path's breakpoints equal the sampled ones; each is a real pattern change; the outputs
 /// are the forward pass's.
 fn check_segment(net: &Network, a: &[f64], b: &[f64]) -> usize {
@@ -61,6 +76,12 @@ fn check_segment(net: &Network, a: &[f64], b: &[f64]) -> usize {
     }
     // A few extra pattern changes too close to be sampled apart are allowed; none are missing.
     assert!(ours.len() >= reference.len());
+    // Every piece's pattern is the forward pass's at its middle (ties included: a max pool over
+    // units switched off picks the first).
+    for p in &l.pieces {
+        let m = 0.5 * (p.t0 + p.t1);
+        assert_eq!(codes(net, &l, &p.pattern), pattern_code(net, &point(a, b, m)), "pattern at t = {m}");
+    }
     for p in &l.pieces {
         for s in [0.0, 0.3, 1.0] {
             let t = p.t0 + s * (p.t1 - p.t0);
@@ -271,4 +292,19 @@ fn bad_paths_are_refused() {
     let l = line::trace(&net, &[vec![-1.0; 3], vec![1.0, 0.0, -1.0], vec![0.5; 3]], &d).unwrap();
     assert!(l.pieces.iter().any(|p| p.segment == 1) && l.pieces.windows(2).all(|w| w[0].segment <= w[1].segment));
     assert_eq!(l.segment_lengths.len(), 2);
+}
+
+#[test]
+fn paths_do_not_depend_on_the_thread_count() {
+    let mut r = rng(8);
+    let net = cnn(2);
+    let (a, b) = (uniform(&mut r, 64, 2.0), uniform(&mut r, 64, 2.0));
+    let d = Decision::for_outputs(3, None);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| line::trace(&net, &[a.clone(), b.clone()], &d).unwrap())
+    };
+    let (one, two) = (run(1), run(2));
+    assert_eq!(one.pieces, two.pieces);
+    assert_eq!(one.pieces_per_layer, two.pieces_per_layer);
 }

@@ -23,26 +23,82 @@ use crate::geometry::predicates::DIST;
 use crate::network::{HingeForm, LayerKind, Merge, Network, Node, Src};
 use crate::pattern::{LayerBits, Pattern};
 use crate::pointwise::{nonlinear, Nonlinear, Ops};
+use rayon::prelude::*;
 
-/// A tensor along the segment: continuous, affine on every piece.
+/// A tensor along the segment: affine on every piece, continuous up to rounding.
+///
+/// Where an elementwise unit changes mode, its value may also jump by a rounding-sized amount
+/// (`j`): the value its readers reach there is set to the function's exact value on the new
+/// piece, so that a unit switched off is exactly zero (and ties between such units in a max
+/// pool are ties, as in a forward pass), not the rounding residue of its slopes.
 #[derive(Clone, Debug)]
 struct Stream {
     /// Value at the first breakpoint.
     v0: Vec<f64>,
     /// Slope (per unit of `t`) on piece 0.
     s0: Vec<f64>,
-    /// Piece `p`'s slope changes are `idx`/`d` at `off[p]..off[p + 1]` (piece 0 has none; an
-    /// index may repeat, the changes add).
+    /// Piece `p`'s changes are `idx`/`d`/`j` at `off[p]..off[p + 1]` (piece 0 has none; an
+    /// index may repeat, the changes add in order): slope changes `d`, value jumps `j`.
     off: Vec<usize>,
     idx: Vec<u32>,
     d: Vec<f64>,
+    j: Vec<f64>,
+}
+
+/// One piece's changes.
+struct Row<'a> {
+    idx: &'a [u32],
+    d: &'a [f64],
+    j: &'a [f64],
+}
+
+impl Row<'_> {
+    fn is_empty(&self) -> bool {
+        self.idx.is_empty()
+    }
+
+    /// `(unit, Δslope, Δvalue)`.
+    fn iter(&self) -> impl Iterator<Item = (usize, f64, f64)> + '_ {
+        self.idx.iter().zip(self.d).zip(self.j).map(|((&u, &d), &j)| (u as usize, d, j))
+    }
+}
+
+/// Rows of changes being built in piece order.
+#[derive(Default)]
+struct Rows {
+    off: Vec<usize>,
+    idx: Vec<u32>,
+    d: Vec<f64>,
+    j: Vec<f64>,
+}
+
+impl Rows {
+    fn new() -> Rows {
+        Rows { off: vec![0], ..Rows::default() }
+    }
+
+    #[inline]
+    fn push(&mut self, u: usize, d: f64, j: f64) {
+        self.idx.push(u as u32);
+        self.d.push(d);
+        self.j.push(j);
+    }
+
+    fn end_row(&mut self) {
+        self.off.push(self.idx.len());
+    }
+
+    fn stream(self, v0: Vec<f64>, s0: Vec<f64>) -> Stream {
+        Stream { v0, s0, off: self.off, idx: self.idx, d: self.d, j: self.j }
+    }
 }
 
 impl Stream {
-    /// The straight segment from `a` to `b` (one piece).
-    fn segment(a: &[f64], b: &[f64]) -> Stream {
+    /// The straight segment `a + t·(b − a)` from `t = t0` on (one piece).
+    fn segment(a: &[f64], b: &[f64], t0: f64) -> Stream {
         let s0 = a.iter().zip(b).map(|(p, q)| q - p).collect();
-        Stream { v0: a.to_vec(), s0, off: vec![0, 0], idx: Vec::new(), d: Vec::new() }
+        let v0 = if t0 == 0.0 { a.to_vec() } else { a.iter().zip(b).map(|(p, q)| p + t0 * (q - p)).collect() };
+        Stream { v0, s0, off: vec![0, 0], idx: Vec::new(), d: Vec::new(), j: Vec::new() }
     }
 
     fn width(&self) -> usize {
@@ -53,9 +109,9 @@ impl Stream {
         self.off.len() - 1
     }
 
-    fn row(&self, p: usize) -> (&[u32], &[f64]) {
+    fn row(&self, p: usize) -> Row<'_> {
         let r = self.off[p]..self.off[p + 1];
-        (&self.idx[r.clone()], &self.d[r])
+        Row { idx: &self.idx[r.clone()], d: &self.d[r.clone()], j: &self.j[r] }
     }
 
     /// The stream on refined pieces: new piece `p` starts at `plan[p]` (an old breakpoint, or
@@ -73,8 +129,9 @@ impl Stream {
         self.off = off;
     }
 
-    /// A stream from changes `(piece, unit, Δslope)` in any order (none at piece 0).
-    fn from_events(v0: Vec<f64>, s0: Vec<f64>, pieces: usize, events: &[(u32, u32, f64)]) -> Stream {
+    /// A stream from changes `(piece, unit, Δslope, Δvalue)` (none at piece 0), in order within
+    /// each piece.
+    fn from_events(v0: Vec<f64>, s0: Vec<f64>, pieces: usize, events: &[(u32, u32, f64, f64)]) -> Stream {
         let mut off = vec![0usize; pieces + 1];
         for e in events {
             off[e.0 as usize + 1] += 1;
@@ -83,19 +140,20 @@ impl Stream {
             off[p + 1] += off[p];
         }
         let mut next = off.clone();
-        let (mut idx, mut d) = (vec![0u32; events.len()], vec![0.0; events.len()]);
-        for &(p, u, v) in events {
+        let (mut idx, mut d, mut j) = (vec![0u32; events.len()], vec![0.0; events.len()], vec![0.0; events.len()]);
+        for &(p, u, dv, jv) in events {
             let at = &mut next[p as usize];
             idx[*at] = u;
-            d[*at] = v;
+            d[*at] = dv;
+            j[*at] = jv;
             *at += 1;
         }
-        Stream { v0, s0, off, idx, d }
+        Stream { v0, s0, off, idx, d, j }
     }
 
     /// `−self`.
     fn negated(mut self) -> Stream {
-        self.v0.iter_mut().chain(&mut self.s0).chain(&mut self.d).for_each(|x| *x = -*x);
+        self.v0.iter_mut().chain(&mut self.s0).chain(&mut self.d).chain(&mut self.j).for_each(|x| *x = -*x);
         self
     }
 
@@ -106,33 +164,29 @@ impl Stream {
             v0[o..o + s.width()].iter_mut().zip(&s.v0).for_each(|(a, b)| *a += b);
             s0[o..o + s.width()].iter_mut().zip(&s.s0).for_each(|(a, b)| *a += b);
         }
-        let pieces = parts[0].pieces();
-        let mut off = Vec::with_capacity(pieces + 1);
-        let (mut idx, mut d) = (Vec::new(), Vec::new());
-        off.push(0);
-        for p in 0..pieces {
+        let mut rows = Rows::new();
+        for p in 0..parts[0].pieces() {
             for (s, &o) in parts.iter().zip(shift) {
-                let (i, v) = s.row(p);
-                idx.extend(i.iter().map(|&u| u + o as u32));
-                d.extend_from_slice(v);
+                s.row(p).iter().for_each(|(u, d, j)| rows.push(u + o, d, j));
             }
-            off.push(idx.len());
+            rows.end_row();
         }
-        Stream { v0, s0, off, idx, d }
+        rows.stream(v0, s0)
     }
 
-    /// The values at every breakpoint `ts` (row `k`: at `ts[k]`).
+    /// The values at every breakpoint `ts` (row `k`: at `ts[k]`, after the changes there),
+    /// as its readers' [`Lines`] reach them.
     fn values(&self, ts: &[f64]) -> Vec<f64> {
         let w = self.width();
+        let n = self.pieces();
         let mut out = Vec::with_capacity(ts.len() * w);
-        let (mut y, mut s) = (self.v0.clone(), self.s0.clone());
-        out.extend_from_slice(&y);
-        for p in 0..self.pieces() {
-            let (idx, d) = self.row(p);
-            idx.iter().zip(d).for_each(|(&u, &v)| s[u as usize] += v);
-            let dt = ts[p + 1] - ts[p];
-            y.iter_mut().zip(&s).for_each(|(a, b)| *a += b * dt);
-            out.extend_from_slice(&y);
+        let mut lines = Lines::new(self, ts[0]);
+        out.extend_from_slice(&self.v0);
+        for (p, &tp) in ts.iter().enumerate().skip(1) {
+            if p < n {
+                self.row(p).iter().for_each(|(u, d, j)| lines.change(u, p, tp, d, j));
+            }
+            out.extend((0..w).map(|u| lines.at(u, tp)));
         }
         out
     }
@@ -157,15 +211,16 @@ impl Lines {
         self.v[u] + self.s[u] * (t - self.t[u])
     }
 
-    /// Unit `u`'s slope changes by `d` where piece `p` (at `tp`) begins.
+    /// Unit `u`'s slope changes by `d` and its value by `j` where piece `p` (at `tp`) begins.
     #[inline]
-    fn change(&mut self, u: usize, p: usize, tp: f64, d: f64) {
+    fn change(&mut self, u: usize, p: usize, tp: f64, d: f64, j: f64) {
         if self.k[u] != p {
             self.v[u] = self.at(u, tp);
             self.t[u] = tp;
             self.k[u] = p;
         }
         self.s[u] += d;
+        self.v[u] += j;
     }
 }
 
@@ -207,11 +262,9 @@ fn activation_cuts(x: &Stream, ts: &[f64], forms: &[HingeForm]) -> Vec<(usize, f
     let mut lines = Lines::new(x, ts[0]);
     let mut cuts = Vec::new();
     for p in 1..n {
-        let (idx, d) = x.row(p);
-        for (&u, &du) in idx.iter().zip(d) {
-            let u = u as usize;
+        for (u, d, j) in x.row(p).iter() {
             hinge_cuts(&lines, ts, u, p, &forms[u], &mut cuts);
-            lines.change(u, p, ts[p], du);
+            lines.change(u, p, ts[p], d, j);
         }
     }
     for (u, f) in forms.iter().enumerate() {
@@ -224,28 +277,38 @@ fn activation_cuts(x: &Stream, ts: &[f64], forms: &[HingeForm]) -> Vec<(usize, f
 struct Out {
     /// Slope on piece 0.
     s0: Vec<f64>,
-    /// The output slope on the last piece closed, per output unit.
-    slope: Vec<f64>,
-    /// `(piece, unit, Δslope)`.
-    events: Vec<(u32, u32, f64)>,
+    /// Every output unit's line as the output's readers will follow it ([`Lines`], mirrored
+    /// operation for operation, so that a value set here is the value they reach).
+    line: Lines,
+    /// `(piece, unit, Δslope, Δvalue)`.
+    events: Vec<(u32, u32, f64, f64)>,
     /// `(piece, pattern bit)`: bits that toggle where the piece begins (piece 0: bits set).
     flips: Vec<(u32, u32)>,
 }
 
 impl Out {
-    fn new(width: usize) -> Out {
-        Out { s0: vec![0.0; width], slope: vec![0.0; width], events: Vec::new(), flips: Vec::new() }
+    /// An output starting at `v0` at `t0`.
+    fn new(v0: &[f64], t0: f64) -> Out {
+        let w = v0.len();
+        let line = Lines { t: vec![t0; w], v: v0.to_vec(), s: vec![0.0; w], k: vec![0; w] };
+        Out { s0: vec![0.0; w], line, events: Vec::new(), flips: Vec::new() }
     }
 
-    /// Output unit `u` has slope `o` from piece `q` on.
+    /// Output unit `u` has slope `o` from piece `q` (at `tq`) on, and value `y` there when
+    /// given (where its mode changes).
     #[inline]
-    fn slope(&mut self, q: usize, u: usize, o: f64) {
+    fn set(&mut self, q: usize, tq: f64, u: usize, o: f64, y: Option<f64>) {
         if q == 0 {
             self.s0[u] = o;
-        } else if o != self.slope[u] {
-            self.events.push((q as u32, u as u32, o - self.slope[u]));
+            self.line.s[u] = o;
+            return;
         }
-        self.slope[u] = o;
+        let d = o - self.line.s[u];
+        let j = y.map_or(0.0, |y| y - if self.line.k[u] == q { self.line.v[u] } else { self.line.at(u, tq) });
+        if d != 0.0 || j != 0.0 {
+            self.events.push((q as u32, u as u32, d, j));
+            self.line.change(u, q, tq, d, j);
+        }
     }
 
     /// The bits `mask` at `offset` toggle where piece `q` begins.
@@ -288,7 +351,7 @@ impl ActivationSweep<'_> {
             f.hinges().iter().enumerate().fold(0u64, |b, (j, &(h, _))| if v > h { b | 1 << j } else { b })
         };
         let first = bits_at(ks);
-        self.set(ks, u, first, s);
+        self.set(ks, ts[ks], u, first, s, lines.at(u, ts[ks]));
         let last = bits_at(p - 1);
         if last == first {
             return;
@@ -315,16 +378,18 @@ impl ActivationSweep<'_> {
         let mut cur = first;
         for (q, j) in at {
             cur ^= 1 << j;
-            self.set(q, u, cur, s);
+            self.set(q, ts[q], u, cur, s, lines.at(u, ts[q]));
         }
     }
 
-    /// Unit `u` is past hinges `bits` from piece `q` on, with input slope `s`.
-    fn set(&mut self, q: usize, u: usize, bits: u64, s: f64) {
+    /// Unit `u` is past hinges `bits` from piece `q` (at `tq`) on, with input slope `s` and
+    /// input value `z` at `tq`.
+    fn set(&mut self, q: usize, tq: f64, u: usize, bits: u64, s: f64, z: f64) {
         let toggled = if q == 0 { bits } else { bits ^ self.bits[u] };
         self.out.flip(q, self.offset + u * self.slots, toggled);
         self.bits[u] = bits;
-        self.out.slope(q, u, self.forms[u].piece(bits).0 * s);
+        let (slope, intercept) = self.forms[u].piece(bits);
+        self.out.set(q, tq, u, slope * s, (toggled != 0).then_some(slope * z + intercept));
     }
 }
 
@@ -333,11 +398,9 @@ fn activation_sweep(x: &Stream, ts: &[f64], sweep: &mut ActivationSweep) {
     let n = x.pieces();
     let mut lines = Lines::new(x, ts[0]);
     for p in 1..n {
-        let (idx, d) = x.row(p);
-        for (&u, &du) in idx.iter().zip(d) {
-            let u = u as usize;
+        for (u, d, j) in x.row(p).iter() {
             sweep.close(&lines, ts, u, p);
-            lines.change(u, p, ts[p], du);
+            lines.change(u, p, ts[p], d, j);
         }
     }
     for u in 0..x.width() {
@@ -387,36 +450,24 @@ fn activation_dense(
     let (w, n) = (x.width(), x.pieces());
     let v = x.values(ts);
     let mut s = x.s0.clone();
-    let (mut bits, mut out, mut s0) = (vec![0u64; w], vec![0.0; w], vec![0.0; w]);
-    let mut flips = Vec::new();
-    let mut off = Vec::with_capacity(n + 1);
-    let (mut idx, mut d) = (Vec::new(), Vec::new());
-    off.push(0);
+    let mut bits = vec![0u64; w];
+    let mut out = Out::new(&v0, ts[0]);
     for q in 0..n {
-        let (ri, rd) = x.row(q);
-        ri.iter().zip(rd).for_each(|(&u, &du)| s[u as usize] += du);
+        x.row(q).iter().for_each(|(u, d, _)| s[u] += d);
         let (a, b) = (&v[q * w..(q + 1) * w], &v[(q + 1) * w..(q + 2) * w]);
         for (u, f) in forms.iter().enumerate() {
             let m = 0.5 * (a[u] + b[u]);
             let now =
                 f.hinges().iter().enumerate().fold(0u64, |acc, (j, &(h, _))| if m > h { acc | 1 << j } else { acc });
-            let o = f.piece(now).0 * s[u];
-            if q == 0 {
-                flip(&mut flips, 0, offset + u * slots, now);
-                s0[u] = o;
-            } else {
-                flip(&mut flips, q, offset + u * slots, now ^ bits[u]);
-                if o != out[u] {
-                    idx.push(u as u32);
-                    d.push(o - out[u]);
-                }
-            }
+            let toggled = if q == 0 { now } else { now ^ bits[u] };
+            out.flip(q, offset + u * slots, toggled);
             bits[u] = now;
-            out[u] = o;
+            let (slope, intercept) = f.piece(now);
+            out.set(q, ts[q], u, slope * s[u], (toggled != 0).then_some(slope * a[u] + intercept));
         }
-        off.push(idx.len());
     }
-    (Stream { v0, s0, off, idx, d }, flips)
+    let flips = std::mem::take(&mut out.flips);
+    (Stream::from_events(v0, out.s0, n, &out.events), flips)
 }
 
 /// The groups each candidate belongs to (compressed rows).
@@ -478,16 +529,14 @@ fn group_sweep(x: &Stream, ts: &[f64], groups: &[Vec<u32>], sweep: &mut impl Gro
         }
     };
     for (p, &tp) in ts.iter().enumerate().take(n).skip(1) {
-        let (idx, d) = x.row(p);
+        let row = x.row(p);
         // Every span ending here closes before any member's line changes (windows overlap).
-        for &u in idx {
+        for &u in row.idx {
             for &g in member.of(u as usize) {
                 close(&lines, g as usize, p, &mut start);
             }
         }
-        for (&u, &du) in idx.iter().zip(d) {
-            lines.change(u as usize, p, tp, du);
-        }
+        row.iter().for_each(|(u, d, j)| lines.change(u, p, tp, d, j));
     }
     for g in 0..groups.len() {
         close(&lines, g, n, &mut start);
@@ -547,11 +596,11 @@ struct GroupOut {
 }
 
 impl GroupOut {
-    fn set(&mut self, q: usize, g: usize, w: usize, slope: f64) {
+    fn set(&mut self, q: usize, tq: f64, g: usize, w: usize, slope: f64) {
         let toggled = if q == 0 { w } else { w ^ self.winner[g] };
         self.out.flip(q, self.offset + g * self.width, toggled as u64);
         self.winner[g] = w;
-        self.out.slope(q, g, self.sign * slope);
+        self.out.set(q, tq, g, self.sign * slope, None);
     }
 }
 
@@ -560,7 +609,7 @@ impl GroupSpan for GroupOut {
         let win = |q: usize| argmax(group.iter().map(|&u| lines.at(u as usize, mid(ts, q))));
         let slope = |w: usize| lines.s[group[w] as usize];
         let mut w = win(ks);
-        self.set(ks, g, w, slope(w));
+        self.set(ks, ts[ks], g, w, slope(w));
         let last = win(p - 1);
         // Affine members: a winner holds an interval of the span and never returns, so the
         // next change is the first piece where the current winner has lost (a binary search).
@@ -577,7 +626,7 @@ impl GroupSpan for GroupOut {
             }
             q = lo;
             w = win(q);
-            self.set(q, g, w, slope(w));
+            self.set(q, ts[q], g, w, slope(w));
         }
     }
 }
@@ -641,23 +690,61 @@ fn final_patterns(nodes: &mut Flipped, n: usize, words: usize) -> Vec<Pattern> {
 }
 
 /// An affine node's output stream: its start and first slope by the batched product, the
-/// slope changes pushed through its columns (or, when they are dense, batched too).
+/// changes pushed through its columns (or, when they are dense, batched too).
 fn affine(x: &Stream, op: &Op, bias: &[f64]) -> Stream {
-    let (n_in, n_out) = (op.n_in(), op.n_out());
+    let n_out = op.n_out();
     let y = op.apply_rows(&[x.v0.as_slice(), x.s0.as_slice()].concat(), 2);
     let v0 = y[..n_out].iter().zip(bias).map(|(a, b)| a + b).collect();
     let s0 = y[n_out..].to_vec();
     let pieces = x.pieces();
-    let rows = (0..pieces).filter(|&p| x.off[p + 1] > x.off[p]).count();
+    let slopes = push_changes(op, pieces, |p| {
+        let r = x.off[p]..x.off[p + 1];
+        (&x.idx[r.clone()], &x.d[r])
+    });
+    // Value jumps are rare (mode changes of elementwise units): pushed separately, only where
+    // a row has any.
+    let (mut joff, mut jidx, mut jv) = (vec![0], Vec::new(), Vec::new());
+    for p in 0..pieces {
+        for (u, _, j) in x.row(p).iter().filter(|e| e.2 != 0.0) {
+            jidx.push(u as u32);
+            jv.push(j);
+        }
+        joff.push(jidx.len());
+    }
+    if jidx.is_empty() {
+        let (off, idx, d) = slopes;
+        let j = vec![0.0; d.len()];
+        return Stream { v0, s0, off, idx, d, j };
+    }
+    let jumps = push_changes(op, pieces, |p| (&jidx[joff[p]..joff[p + 1]], &jv[joff[p]..joff[p + 1]]));
+    let mut rows = Rows::new();
+    for p in 0..pieces {
+        let (o, i, d) = &slopes;
+        (o[p]..o[p + 1]).for_each(|e| rows.push(i[e] as usize, d[e], 0.0));
+        let (o, i, j) = &jumps;
+        (o[p]..o[p + 1]).for_each(|e| rows.push(i[e] as usize, 0.0, j[e]));
+        rows.end_row();
+    }
+    rows.stream(v0, s0)
+}
+
+/// Compressed rows `(offsets, indices, values)`.
+type Csr = (Vec<usize>, Vec<u32>, Vec<f64>);
+
+/// Sparse vectors (one per piece, `row(p)`) through `op`'s linear part.
+fn push_changes<'a>(op: &Op, pieces: usize, row: impl Fn(usize) -> (&'a [u32], &'a [f64])) -> Csr {
+    let (n_in, n_out) = (op.n_in(), op.n_out());
     let mut off = Vec::with_capacity(pieces + 1);
     let (mut idx, mut d) = (Vec::new(), Vec::new());
     off.push(0);
+    let changed: Vec<usize> = (0..pieces).filter(|&p| !row(p).0.is_empty()).collect();
+    let nnz: usize = changed.iter().map(|&p| row(p).0.len()).sum();
     if let Op::Dense { w, .. } = op {
         // Columns of the transposed weights added into a dense row: contiguous, vectorised.
         let wt = transpose(w, n_out, n_in);
         let mut acc = vec![0.0; n_out];
         for p in 0..pieces {
-            let (i, v) = x.row(p);
+            let (i, v) = row(p);
             if !i.is_empty() {
                 acc.iter_mut().for_each(|z| *z = 0.0);
                 for (&u, &dv) in i.iter().zip(v) {
@@ -673,17 +760,16 @@ fn affine(x: &Stream, op: &Op, bias: &[f64]) -> Stream {
             }
             off.push(idx.len());
         }
-    } else if x.idx.len() * 8 >= rows * n_in {
+    } else if nnz * 8 >= changed.len() * n_in {
         // Dense changes: one batched product per chunk of changed pieces.
         const CHUNK: usize = 32;
-        let changed: Vec<usize> = (0..pieces).filter(|&p| x.off[p + 1] > x.off[p]).collect();
         let mut ys: Vec<(usize, Vec<f64>)> = Vec::with_capacity(changed.len());
         let mut m = Vec::new();
         for chunk in changed.chunks(CHUNK) {
             m.clear();
             m.resize(chunk.len() * n_in, 0.0);
             for (r, &p) in chunk.iter().enumerate() {
-                let (i, v) = x.row(p);
+                let (i, v) = row(p);
                 i.iter().zip(v).for_each(|(&u, &dv)| m[r * n_in + u as usize] += dv);
             }
             let y = op.apply_rows(&m, chunk.len());
@@ -705,7 +791,7 @@ fn affine(x: &Stream, op: &Op, bias: &[f64]) -> Stream {
         let mut acc = SparseVec::new(n_out);
         let mut entries = Vec::new();
         for p in 0..pieces {
-            let (i, v) = x.row(p);
+            let (i, v) = row(p);
             if !i.is_empty() {
                 entries.clear();
                 entries.extend(i.iter().copied().zip(v.iter().copied()));
@@ -720,7 +806,7 @@ fn affine(x: &Stream, op: &Op, bias: &[f64]) -> Stream {
             off.push(idx.len());
         }
     }
-    Stream { v0, s0, off, idx, d }
+    (off, idx, d)
 }
 
 /// `m` (`rows × cols`, row-major) transposed.
@@ -746,27 +832,36 @@ fn affine_by_layer(node: &Node, x: &Stream) -> Stream {
     let linear = |v: &[f64]| -> Vec<f64> { apply(v).iter().zip(&bias).map(|(a, b)| a - b).collect() };
     let v0 = apply(&x.v0);
     let s0 = linear(&x.s0);
-    let mut off = vec![0];
-    let (mut idx, mut d) = (Vec::new(), Vec::new());
-    let mut dense = vec![0.0; n_in];
+    let mut rows = Rows::new();
+    let (mut ds, mut js) = (vec![0.0; n_in], vec![0.0; n_in]);
     for p in 0..x.pieces() {
-        let (i, v) = x.row(p);
-        if !i.is_empty() {
-            dense.iter_mut().for_each(|z| *z = 0.0);
-            i.iter().zip(v).for_each(|(&u, &dv)| dense[u as usize] += dv);
-            for (u, y) in linear(&dense).into_iter().enumerate() {
-                if y != 0.0 {
-                    idx.push(u as u32);
-                    d.push(y);
+        let row = x.row(p);
+        if !row.is_empty() {
+            ds.iter_mut().chain(&mut js).for_each(|z| *z = 0.0);
+            row.iter().for_each(|(u, d, j)| {
+                ds[u] += d;
+                js[u] += j;
+            });
+            for (u, (y, z)) in linear(&ds).into_iter().zip(linear(&js)).enumerate() {
+                if y != 0.0 || z != 0.0 {
+                    rows.push(u, y, z);
                 }
             }
         }
-        off.push(idx.len());
+        rows.end_row();
     }
-    Stream { v0, s0, off, idx, d }
+    rows.stream(v0, s0)
 }
 
+/// Sub-segments of a segment traced independently (in parallel): a fixed number, so that the
+/// result does not depend on the thread count.
+const PARTS: usize = 8;
+
 /// The pieces of one segment, and the pieces after each nonlinear layer.
+///
+/// The segment is cut into [`PARTS`] equal sub-segments, each traced from its exact start; at
+/// each junction the two pieces meeting there are one piece when their patterns are equal (and
+/// one piece after layer `l` when they agree on the layers up to `l`).
 pub(super) fn trace_segment(
     net: &Network,
     layout: &[LayerBits],
@@ -774,10 +869,52 @@ pub(super) fn trace_segment(
     (a, b): (&[f64], &[f64]),
     segment: usize,
 ) -> (Vec<Piece>, Vec<usize>) {
+    let parts: Vec<(Vec<Piece>, Vec<usize>)> = (0..PARTS)
+        .into_par_iter()
+        .map(|j| {
+            let t = |j: usize| j as f64 / PARTS as f64;
+            trace_part(net, layout, ops, (a, b), (t(j), t(j + 1)), segment)
+        })
+        .collect();
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut counts = vec![0usize; layout.len()];
+    for (part, c) in parts {
+        counts.iter_mut().zip(&c).for_each(|(x, y)| *x += y);
+        let mut part = part.into_iter();
+        let first = if pieces.is_empty() { None } else { part.next() };
+        if let (Some(last), Some(first)) = (pieces.last_mut(), first) {
+            let diff = last.pattern.first_difference(&first.pattern);
+            for (count, bits) in counts.iter_mut().zip(layout) {
+                if diff.is_none_or(|d| d >= bits.offset + bits.bits) {
+                    *count -= 1;
+                }
+            }
+            if diff.is_none() {
+                last.t1 = first.t1;
+                last.y1 = first.y1;
+            } else {
+                pieces.push(first);
+            }
+        }
+        pieces.extend(part);
+    }
+    (pieces, counts)
+}
+
+/// The pieces of the sub-segment `[t0, t1]` of a segment, and the pieces after each nonlinear
+/// layer.
+fn trace_part(
+    net: &Network,
+    layout: &[LayerBits],
+    ops: &Ops,
+    (a, b): (&[f64], &[f64]),
+    (t0, t1): (f64, f64),
+    segment: usize,
+) -> (Vec<Piece>, Vec<usize>) {
     let (input_last, last) = net.last_uses();
     let words = layout.last().map_or(0, |l| (l.offset + l.bits).div_ceil(64));
-    let mut ts: Vec<f64> = vec![0.0, 1.0];
-    let mut xs = Some(Stream::segment(a, b));
+    let mut ts: Vec<f64> = vec![t0, t1];
+    let mut xs = Some(Stream::segment(a, b, t0));
     let mut vals: Vec<Option<Stream>> = (0..net.nodes.len()).map(|_| None).collect();
     let mut flipped: Flipped = Vec::with_capacity(layout.len());
     let mut counts = Vec::with_capacity(layout.len());
@@ -846,7 +983,7 @@ pub(super) fn trace_segment(
                                 offset: bits.offset,
                                 slots,
                                 bits: vec![0; width],
-                                out: Out::new(width),
+                                out: Out::new(&v0, ts[0]),
                             };
                             activation_sweep(x, &ts, &mut s);
                             (Stream::from_events(v0, s.out.s0, n, &s.out.events), s.out.flips)
@@ -854,7 +991,7 @@ pub(super) fn trace_segment(
                     }
                     Nonlinear::Max(groups, _) => {
                         let sign = if negate { -1.0 } else { 1.0 };
-                        let v0 = groups
+                        let v0: Vec<f64> = groups
                             .iter()
                             .map(|g| sign * g.iter().map(|&u| x.v0[u as usize]).fold(f64::NEG_INFINITY, f64::max))
                             .collect();
@@ -863,7 +1000,7 @@ pub(super) fn trace_segment(
                             width: bits.bits / groups.len().max(1),
                             sign,
                             winner: vec![0; groups.len()],
-                            out: Out::new(groups.len()),
+                            out: Out::new(&v0, ts[0]),
                         };
                         group_sweep(x, &ts, groups, &mut s);
                         (Stream::from_events(v0, s.out.s0, n, &s.out.events), s.out.flips)
@@ -942,7 +1079,8 @@ mod tests {
             }
             off.push(idx.len());
         }
-        (Stream { v0, s0, off, idx, d }, ts)
+        let j = vec![0.0; d.len()];
+        (Stream { v0, s0, off, idx, d, j }, ts)
     }
 
     #[test]
@@ -969,22 +1107,37 @@ mod tests {
             ts = pl.iter().map(|&(k, l)| l.map_or(ts[k], |l| ts[k] + l * (ts[k + 1] - ts[k]))).collect();
             x.refine(&pl);
             let slots = 2;
+            let f = |u: usize, z: f64| {
+                let form = &forms[u];
+                let bits = form.hinges().iter().enumerate().fold(0, |b, (j, h)| if z > h.0 { b | 1 << j } else { b });
+                let (a, c) = form.piece(bits);
+                a * z + c
+            };
+            let fv0: Vec<f64> = x.v0.iter().enumerate().map(|(u, &z)| f(u, z)).collect();
             let mut s = ActivationSweep {
                 forms: &forms,
                 offset: 3,
                 slots,
                 bits: vec![0; forms.len()],
-                out: Out::new(forms.len()),
+                out: Out::new(&fv0, ts[0]),
             };
             activation_sweep(&x, &ts, &mut s);
-            let one = Stream::from_events(x.v0.clone(), s.out.s0, x.pieces(), &s.out.events);
-            let (two, mut flips) = activation_dense(&x, &ts, &forms, 3, slots, x.v0.clone());
+            let one = Stream::from_events(fv0.clone(), s.out.s0, x.pieces(), &s.out.events);
+            let (two, mut flips) = activation_dense(&x, &ts, &forms, 3, slots, fv0);
             let mut f1 = s.out.flips;
             f1.sort_unstable();
             flips.sort_unstable();
             assert_eq!(f1, flips, "the same bits flip on the same pieces");
             let (y1, y2) = (one.values(&ts), two.values(&ts));
             assert!(y1.iter().zip(&y2).all(|(a, b)| (a - b).abs() < 1e-12), "the same outputs");
+            // The outputs are the function of the inputs at every breakpoint.
+            let z = x.values(&ts);
+            let w = forms.len();
+            for (k, (y, z)) in y1.chunks(w).zip(z.chunks(w)).enumerate() {
+                for u in 0..w {
+                    assert!((y[u] - f(u, z[u])).abs() < 1e-9, "unit {u} at breakpoint {k}: {} vs {}", y[u], f(u, z[u]));
+                }
+            }
         }
     }
 }
