@@ -21,6 +21,7 @@ use crate::geometry::predicates::{self, Sign};
 use crate::network::{LayerKind, Merge, Network, Src};
 use crate::pattern::{LayerBits, Pattern};
 use crate::pointwise::{self, batched_ops};
+use rayon::prelude::*;
 
 mod sweep;
 
@@ -394,13 +395,19 @@ pub fn integrated_gradients(
     check_path(net, &path)?;
     let layout = net.pattern_layout();
     let (pieces, _) = sweep::trace_segment(net, &layout, &batched_ops(net), (baseline, input), 0);
+    // Gradients in parallel, summed in piece order (the same sum for any thread count).
+    let grads: Vec<Vec<f64>> = pieces
+        .par_iter()
+        .map(|p| {
+            let mid = 0.5 * (p.t0 + p.t1);
+            let x: Vec<f64> = baseline.iter().zip(input).map(|(a, b)| a + mid * (b - a)).collect();
+            gradient_at(net, &x, output)
+        })
+        .collect();
     let mut acc = vec![0.0; input.len()];
-    for p in &pieces {
-        let mid = 0.5 * (p.t0 + p.t1);
-        let x: Vec<f64> = baseline.iter().zip(input).map(|(a, b)| a + mid * (b - a)).collect();
-        let g = gradient_at(net, &x, output);
+    for (p, g) in pieces.iter().zip(&grads) {
         let w = p.t1 - p.t0;
-        acc.iter_mut().zip(&g).for_each(|(a, gi)| *a += w * gi);
+        acc.iter_mut().zip(g).for_each(|(a, gi)| *a += w * gi);
     }
     let values: Vec<f64> = acc.iter().zip(baseline.iter().zip(input)).map(|(g, (a, b))| g * (b - a)).collect();
     let sum = values.iter().sum();

@@ -517,9 +517,8 @@ trait GroupSpan {
 
 /// Sweeps the groups of a max node over candidates `x`: a group's span ends where a member's
 /// slope changes.
-fn group_sweep(x: &Stream, ts: &[f64], groups: &[Vec<u32>], sweep: &mut impl GroupSpan) {
+fn group_sweep(x: &Stream, ts: &[f64], groups: &[Vec<u32>], member: &Membership, sweep: &mut impl GroupSpan) {
     let n = x.pieces();
-    let member = Membership::new(groups, x.width());
     let mut lines = Lines::new(x, ts[0]);
     let mut start = vec![0usize; groups.len()];
     let mut close = |lines: &Lines, g: usize, p: usize, start: &mut [usize]| {
@@ -691,13 +690,13 @@ fn final_patterns(nodes: &mut Flipped, n: usize, words: usize) -> Vec<Pattern> {
 
 /// An affine node's output stream: its start and first slope by the batched product, the
 /// changes pushed through its columns (or, when they are dense, batched too).
-fn affine(x: &Stream, op: &Op, bias: &[f64]) -> Stream {
+fn affine(x: &Stream, op: &Op, bias: &[f64], wt: Option<&[f64]>) -> Stream {
     let n_out = op.n_out();
     let y = op.apply_rows(&[x.v0.as_slice(), x.s0.as_slice()].concat(), 2);
     let v0 = y[..n_out].iter().zip(bias).map(|(a, b)| a + b).collect();
     let s0 = y[n_out..].to_vec();
     let pieces = x.pieces();
-    let slopes = push_changes(op, pieces, |p| {
+    let slopes = push_changes(op, wt, pieces, |p| {
         let r = x.off[p]..x.off[p + 1];
         (&x.idx[r.clone()], &x.d[r])
     });
@@ -716,7 +715,7 @@ fn affine(x: &Stream, op: &Op, bias: &[f64]) -> Stream {
         let j = vec![0.0; d.len()];
         return Stream { v0, s0, off, idx, d, j };
     }
-    let jumps = push_changes(op, pieces, |p| (&jidx[joff[p]..joff[p + 1]], &jv[joff[p]..joff[p + 1]]));
+    let jumps = push_changes(op, wt, pieces, |p| (&jidx[joff[p]..joff[p + 1]], &jv[joff[p]..joff[p + 1]]));
     let mut rows = Rows::new();
     for p in 0..pieces {
         let (o, i, d) = &slopes;
@@ -731,17 +730,17 @@ fn affine(x: &Stream, op: &Op, bias: &[f64]) -> Stream {
 /// Compressed rows `(offsets, indices, values)`.
 type Csr = (Vec<usize>, Vec<u32>, Vec<f64>);
 
-/// Sparse vectors (one per piece, `row(p)`) through `op`'s linear part.
-fn push_changes<'a>(op: &Op, pieces: usize, row: impl Fn(usize) -> (&'a [u32], &'a [f64])) -> Csr {
+/// Sparse vectors (one per piece, `row(p)`) through `op`'s linear part (`wt`: a dense op's
+/// transposed weights).
+fn push_changes<'a>(op: &Op, wt: Option<&[f64]>, pieces: usize, row: impl Fn(usize) -> (&'a [u32], &'a [f64])) -> Csr {
     let (n_in, n_out) = (op.n_in(), op.n_out());
     let mut off = Vec::with_capacity(pieces + 1);
     let (mut idx, mut d) = (Vec::new(), Vec::new());
     off.push(0);
     let changed: Vec<usize> = (0..pieces).filter(|&p| !row(p).0.is_empty()).collect();
     let nnz: usize = changed.iter().map(|&p| row(p).0.len()).sum();
-    if let Op::Dense { w, .. } = op {
+    if let Some(wt) = wt {
         // Columns of the transposed weights added into a dense row: contiguous, vectorised.
-        let wt = transpose(w, n_out, n_in);
         let mut acc = vec![0.0; n_out];
         for p in 0..pieces {
             let (i, v) = row(p);
@@ -812,9 +811,15 @@ fn push_changes<'a>(op: &Op, pieces: usize, row: impl Fn(usize) -> (&'a [u32], &
 /// `m` (`rows × cols`, row-major) transposed.
 fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     let mut t = vec![0.0; m.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = m[r * cols + c];
+    // In tiles, so that both sides stay in cache.
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    t[c * rows + r] = m[r * cols + c];
+                }
+            }
         }
     }
     t
@@ -853,6 +858,46 @@ fn affine_by_layer(node: &Node, x: &Stream) -> Stream {
     rows.stream(v0, s0)
 }
 
+/// What the sub-segments of a segment share, per node.
+struct Prepared<'a> {
+    ops: &'a Ops,
+    /// Decision kinds of the nonlinear nodes.
+    kinds: Vec<Option<Nonlinear<'a>>>,
+    /// Hinge forms (and slots per unit) of elementwise nodes.
+    forms: Vec<Option<(Vec<HingeForm>, usize)>>,
+    /// The groups each candidate of a max node belongs to.
+    members: Vec<Option<Membership>>,
+    /// Dense layers' transposed weights (contiguous columns).
+    transposed: Vec<Option<Vec<f64>>>,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(net: &'a Network, ops: &'a Ops) -> Prepared<'a> {
+        let kinds: Vec<Option<Nonlinear>> = net.nodes.iter().map(nonlinear).collect();
+        let forms = net.nodes.iter().map(|n| n.layer.hinge_forms()).collect();
+        let width = |s: &Src| match *s {
+            Src::Input => net.input_shape.numel(),
+            Src::Node(j) => net.nodes[j].layer.output.numel(),
+        };
+        let members = kinds
+            .iter()
+            .zip(&net.nodes)
+            .map(|(k, n)| match k {
+                Some(Nonlinear::Max(groups, _)) => Some(Membership::new(groups, n.inputs.iter().map(width).sum())),
+                _ => None,
+            })
+            .collect();
+        let transposed = ops
+            .iter()
+            .map(|o| match o {
+                Some((Op::Dense { w, n_in, n_out }, _)) => Some(transpose(w, *n_out, *n_in)),
+                _ => None,
+            })
+            .collect();
+        Prepared { ops, kinds, forms, members, transposed }
+    }
+}
+
 /// Sub-segments of a segment traced independently (in parallel): a fixed number, so that the
 /// result does not depend on the thread count.
 const PARTS: usize = 8;
@@ -869,11 +914,12 @@ pub(super) fn trace_segment(
     (a, b): (&[f64], &[f64]),
     segment: usize,
 ) -> (Vec<Piece>, Vec<usize>) {
+    let prep = Prepared::new(net, ops);
     let parts: Vec<(Vec<Piece>, Vec<usize>)> = (0..PARTS)
         .into_par_iter()
         .map(|j| {
             let t = |j: usize| j as f64 / PARTS as f64;
-            trace_part(net, layout, ops, (a, b), (t(j), t(j + 1)), segment)
+            trace_part(net, layout, &prep, (a, b), (t(j), t(j + 1)), segment)
         })
         .collect();
     let mut pieces: Vec<Piece> = Vec::new();
@@ -906,7 +952,7 @@ pub(super) fn trace_segment(
 fn trace_part(
     net: &Network,
     layout: &[LayerBits],
-    ops: &Ops,
+    prep: &Prepared,
     (a, b): (&[f64], &[f64]),
     (t0, t1): (f64, f64),
     segment: usize,
@@ -927,7 +973,7 @@ fn trace_part(
     }
     for (i, node) in net.nodes.iter().enumerate() {
         let width = node.layer.output.numel();
-        let out = match nonlinear(node) {
+        let out = match &prep.kinds[i] {
             Some(kind) => {
                 let bits = &layout[stage];
                 stage += 1;
@@ -948,17 +994,17 @@ fn trace_part(
                 let cuts = {
                     let x = own.as_ref().unwrap_or_else(|| get(&node.inputs[0], &xs, &vals));
                     match &kind {
-                        Nonlinear::Activation(layer) => {
-                            let (forms, _) = layer.hinge_forms().expect("an activation has hinge forms");
+                        Nonlinear::Activation(_) => {
+                            let (forms, _) = prep.forms[i].as_ref().expect("an activation has hinge forms");
                             if dense(x) {
-                                activation_cuts_dense(x, &ts, &forms)
+                                activation_cuts_dense(x, &ts, forms)
                             } else {
-                                activation_cuts(x, &ts, &forms)
+                                activation_cuts(x, &ts, forms)
                             }
                         }
                         Nonlinear::Max(groups, _) => {
                             let mut s = GroupCuts { cuts: Vec::new(), scratch: Default::default() };
-                            group_sweep(x, &ts, groups, &mut s);
+                            group_sweep(x, &ts, groups, prep.members[i].as_ref().expect("a max node"), &mut s);
                             s.cuts
                         }
                     }
@@ -972,14 +1018,15 @@ fn trace_part(
                 let n = ts.len() - 1;
                 let (stream, flips) = match &kind {
                     Nonlinear::Activation(layer) => {
-                        let (forms, slots) = layer.hinge_forms().expect("an activation has hinge forms");
+                        let (forms, slots) = prep.forms[i].as_ref().expect("an activation has hinge forms");
+                        let slots = *slots;
                         let mut v0 = vec![0.0; width];
                         layer.apply(&x.v0, &mut v0);
                         if dense(x) {
-                            activation_dense(x, &ts, &forms, bits.offset, slots, v0)
+                            activation_dense(x, &ts, forms, bits.offset, slots, v0)
                         } else {
                             let mut s = ActivationSweep {
-                                forms: &forms,
+                                forms,
                                 offset: bits.offset,
                                 slots,
                                 bits: vec![0; width],
@@ -1002,7 +1049,7 @@ fn trace_part(
                             winner: vec![0; groups.len()],
                             out: Out::new(&v0, ts[0]),
                         };
-                        group_sweep(x, &ts, groups, &mut s);
+                        group_sweep(x, &ts, groups, prep.members[i].as_ref().expect("a max node"), &mut s);
                         (Stream::from_events(v0, s.out.s0, n, &s.out.events), s.out.flips)
                     }
                 };
@@ -1012,8 +1059,8 @@ fn trace_part(
             }
             None => {
                 let ins: Vec<&Stream> = node.inputs.iter().map(|s| get(s, &xs, &vals)).collect();
-                match (&ops[i], &node.layer.kind) {
-                    (Some((op, bias)), _) => affine(ins[0], op, bias),
+                match (&prep.ops[i], &node.layer.kind) {
+                    (Some((op, bias)), _) => affine(ins[0], op, bias, prep.transposed[i].as_deref()),
                     (None, LayerKind::Reshape) => ins[0].clone(),
                     (None, LayerKind::Merge(Merge::Add)) => Stream::join(&ins, &[0].repeat(ins.len()), width),
                     (None, LayerKind::Merge(Merge::Concat)) => {
