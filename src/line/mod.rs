@@ -188,12 +188,12 @@ fn crossing_scaled(a: f64, b: f64, h: f64, dt: f64, magnitude: f64) -> Option<f6
     }
 }
 
-/// The position of the first largest of `v`.
-fn first_max(v: &[f64]) -> usize {
+/// The position of the first largest of `values`.
+fn argmax(values: impl Iterator<Item = f64>) -> usize {
     let mut best = (0, f64::NEG_INFINITY);
-    for (p, &x) in v.iter().enumerate() {
-        if x > best.1 {
-            best = (p, x);
+    for (p, v) in values.enumerate() {
+        if v > best.1 {
+            best = (p, v);
         }
     }
     best.0
@@ -201,14 +201,7 @@ fn first_max(v: &[f64]) -> usize {
 
 /// The first largest of values going linearly from `a` to `b`, at relative position `l`.
 fn winner(a: &[f64], b: &[f64], l: f64) -> usize {
-    let mut best = (0, f64::NEG_INFINITY);
-    for (p, (x, y)) in a.iter().zip(b).enumerate() {
-        let v = x + l * (y - x);
-        if v > best.1 {
-            best = (p, v);
-        }
-    }
-    best.0
+    argmax(a.iter().zip(b).map(|(x, y)| x + l * (y - x)))
 }
 
 /// The relative positions in `(0, 1)` where the first largest of values going linearly from
@@ -217,7 +210,7 @@ fn winner(a: &[f64], b: &[f64], l: f64) -> usize {
 fn group_changes(a: &[f64], b: &[f64], dt: f64, out: &mut Vec<f64>) {
     // Affine values: a candidate the winner beats at both ends it beats in between, so the
     // same winner at both ends means no change (the common case).
-    if first_max(a) == first_max(b) {
+    if argmax(a.iter().copied()) == argmax(b.iter().copied()) {
         return;
     }
     let mut cands = Vec::new();

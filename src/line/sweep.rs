@@ -17,7 +17,7 @@
 //! grows with the number of slope changes of a unit, far below the noise floor on paths of
 //! thousands of pieces.
 
-use super::{crossing, group_changes, Piece};
+use super::{argmax, crossing, group_changes, Piece};
 use crate::engine::affine::{Op, SparseVec};
 use crate::geometry::predicates::DIST;
 use crate::network::{HingeForm, LayerKind, Merge, Network, Node, Src};
@@ -497,17 +497,6 @@ impl Membership {
     fn of(&self, u: usize) -> &[u32] {
         &self.groups[self.off[u]..self.off[u + 1]]
     }
-}
-
-/// The first largest of `values`.
-fn argmax(values: impl Iterator<Item = f64>) -> usize {
-    let mut best = (0, f64::NEG_INFINITY);
-    for (p, v) in values.enumerate() {
-        if v > best.1 {
-            best = (p, v);
-        }
-    }
-    best.0
 }
 
 /// What a max node does when a group's span `start[g]..p` closes (every member affine on it).
