@@ -20,7 +20,7 @@
 use super::{argmax, crossing, group_changes, Piece};
 use crate::engine::affine::{Op, SparseVec};
 use crate::geometry::predicates::DIST;
-use crate::network::{HingeForm, LayerKind, Merge, Network, Node, Src};
+use crate::network::{HingeForm, LayerKind, Merge, Network, Src};
 use crate::pattern::{LayerBits, Pattern};
 use crate::pointwise::{nonlinear, Nonlinear, Ops};
 use rayon::prelude::*;
@@ -53,10 +53,6 @@ struct Row<'a> {
 }
 
 impl Row<'_> {
-    fn is_empty(&self) -> bool {
-        self.idx.is_empty()
-    }
-
     /// `(unit, Δslope, Δvalue)`.
     fn iter(&self) -> impl Iterator<Item = (usize, f64, f64)> + '_ {
         self.idx.iter().zip(self.d).zip(self.j).map(|((&u, &d), &j)| (u as usize, d, j))
@@ -816,39 +812,6 @@ fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     t
 }
 
-/// Any other affine node, by applying the layer to one dense vector per changed piece.
-fn affine_by_layer(node: &Node, x: &Stream) -> Stream {
-    let (n_in, n_out) = (node.layer.input.numel(), node.layer.output.numel());
-    let apply = |v: &[f64]| {
-        let mut y = vec![0.0; n_out];
-        node.layer.apply(v, &mut y);
-        y
-    };
-    let bias = apply(&vec![0.0; n_in]);
-    let linear = |v: &[f64]| -> Vec<f64> { apply(v).iter().zip(&bias).map(|(a, b)| a - b).collect() };
-    let v0 = apply(&x.v0);
-    let s0 = linear(&x.s0);
-    let mut rows = Rows::new();
-    let (mut ds, mut js) = (vec![0.0; n_in], vec![0.0; n_in]);
-    for p in 0..x.pieces() {
-        let row = x.row(p);
-        if !row.is_empty() {
-            ds.iter_mut().chain(&mut js).for_each(|z| *z = 0.0);
-            row.iter().for_each(|(u, d, j)| {
-                ds[u] += d;
-                js[u] += j;
-            });
-            for (u, (y, z)) in linear(&ds).into_iter().zip(linear(&js)).enumerate() {
-                if y != 0.0 || z != 0.0 {
-                    rows.push(u, y, z);
-                }
-            }
-        }
-        rows.end_row();
-    }
-    rows.stream(v0, s0)
-}
-
 /// What the sub-segments of a segment share, per node.
 struct Prepared<'a> {
     ops: &'a Ops,
@@ -1059,7 +1022,8 @@ fn trace_part(
                         ins.iter().for_each(|p| shift.push(shift.last().unwrap() + p.width()));
                         Stream::join(&ins, &shift[..ins.len()], width)
                     }
-                    _ => affine_by_layer(node, ins[0]),
+                    // `batched_ops` gives every other affine kind its operator.
+                    (None, kind) => unreachable!("an affine node without an operator: {kind:?}"),
                 }
             }
         };
