@@ -38,7 +38,9 @@ struct Stream {
     /// Slope (per unit of `t`) on piece 0.
     s0: Vec<f64>,
     /// Piece `p`'s changes are `idx`/`d`/`j` at `off[p]..off[p + 1]` (piece 0 has none; an
-    /// index may repeat, the changes add in order): slope changes `d`, value jumps `j`.
+    /// index may repeat, the changes add in order): slope changes `d`, value jumps `j` (empty
+    /// when there are none: jumps are rare, and most streams, such as every output of a max
+    /// node, have none).
     off: Vec<usize>,
     idx: Vec<u32>,
     d: Vec<f64>,
@@ -49,13 +51,19 @@ struct Stream {
 struct Row<'a> {
     idx: &'a [u32],
     d: &'a [f64],
+    /// Empty when there are no jumps.
     j: &'a [f64],
 }
 
 impl Row<'_> {
     /// `(unit, Δslope, Δvalue)`.
     fn iter(&self) -> impl Iterator<Item = (usize, f64, f64)> + '_ {
-        self.idx.iter().zip(self.d).zip(self.j).map(|((&u, &d), &j)| (u as usize, d, j))
+        let j = self.j;
+        self.idx
+            .iter()
+            .zip(self.d)
+            .enumerate()
+            .map(move |(e, (&u, &d))| (u as usize, d, if j.is_empty() { 0.0 } else { j[e] }))
     }
 }
 
@@ -75,9 +83,20 @@ impl Rows {
 
     #[inline]
     fn push(&mut self, u: usize, d: f64, j: f64) {
+        // The jumps are kept from the first nonzero one on (zeros before it).
+        if j != 0.0 && self.j.is_empty() {
+            self.j.resize(self.idx.len(), 0.0);
+        }
         self.idx.push(u as u32);
         self.d.push(d);
-        self.j.push(j);
+        if !self.j.is_empty() {
+            self.j.push(j);
+        }
+    }
+
+    fn reserve(&mut self, changes: usize) {
+        self.idx.reserve(changes);
+        self.d.reserve(changes);
     }
 
     fn end_row(&mut self) {
@@ -107,7 +126,8 @@ impl Stream {
 
     fn row(&self, p: usize) -> Row<'_> {
         let r = self.off[p]..self.off[p + 1];
-        Row { idx: &self.idx[r.clone()], d: &self.d[r.clone()], j: &self.j[r] }
+        let j = if self.j.is_empty() { &[] } else { &self.j[r.clone()] };
+        Row { idx: &self.idx[r.clone()], d: &self.d[r], j }
     }
 
     /// The stream on refined pieces: new piece `p` starts at `plan[p]` (an old breakpoint, or
@@ -136,12 +156,16 @@ impl Stream {
             off[p + 1] += off[p];
         }
         let mut next = off.clone();
-        let (mut idx, mut d, mut j) = (vec![0u32; events.len()], vec![0.0; events.len()], vec![0.0; events.len()]);
+        let jumps = events.iter().any(|e| e.3 != 0.0);
+        let (mut idx, mut d) = (vec![0u32; events.len()], vec![0.0; events.len()]);
+        let mut j = if jumps { vec![0.0; events.len()] } else { Vec::new() };
         for &(p, u, dv, jv) in events {
             let at = &mut next[p as usize];
             idx[*at] = u;
             d[*at] = dv;
-            j[*at] = jv;
+            if jumps {
+                j[*at] = jv;
+            }
             *at += 1;
         }
         Stream { v0, s0, off, idx, d, j }
@@ -283,11 +307,12 @@ struct Out {
 }
 
 impl Out {
-    /// An output starting at `v0` at `t0`.
-    fn new(v0: &[f64], t0: f64) -> Out {
+    /// An output starting at `v0` at `t0`, with room for `events` changes (an estimate: the
+    /// input's changes; growing the list by copies costs more than the room).
+    fn new(v0: &[f64], t0: f64, events: usize) -> Out {
         let w = v0.len();
         let line = Lines { t: vec![t0; w], v: v0.to_vec(), s: vec![0.0; w], k: vec![0; w] };
-        Out { s0: vec![0.0; w], line, events: Vec::new(), flips: Vec::new() }
+        Out { s0: vec![0.0; w], line, events: Vec::with_capacity(events), flips: Vec::new() }
     }
 
     /// Output unit `u` has slope `o` from piece `q` (at `tq`) on, and value `y` there when
@@ -435,6 +460,10 @@ fn activation_cuts_dense(x: &Stream, ts: &[f64], forms: &[HingeForm]) -> Vec<(us
 
 /// An elementwise node's output and bit flips by scanning every unit on every piece (the
 /// dense counterpart of [`activation_sweep`]).
+///
+/// The pieces are visited in order, so the output's rows are written as they are found (no
+/// events to sort); the readers' lines are mirrored operation for operation as in [`Out`], so
+/// that a value set where a unit changes mode is the value they reach.
 fn activation_dense(
     x: &Stream,
     ts: &[f64],
@@ -447,23 +476,43 @@ fn activation_dense(
     let v = x.values(ts);
     let mut s = x.s0.clone();
     let mut bits = vec![0u64; w];
-    let mut out = Out::new(&v0, ts[0]);
+    let mut flips = Vec::new();
+    // The output's first slope, and its readers' lines: value `lv` at `lt`, slope `ls`.
+    let mut s0 = vec![0.0; w];
+    let (mut lv, mut lt, mut ls) = (v0.clone(), vec![ts[0]; w], vec![0.0; w]);
+    let mut rows = Rows::new();
+    rows.reserve(n * w);
     for q in 0..n {
         x.row(q).iter().for_each(|(u, d, _)| s[u] += d);
         let (a, b) = (&v[q * w..(q + 1) * w], &v[(q + 1) * w..(q + 2) * w]);
+        let tq = ts[q];
         for (u, f) in forms.iter().enumerate() {
             let m = 0.5 * (a[u] + b[u]);
             let now =
                 f.hinges().iter().enumerate().fold(0u64, |acc, (j, &(h, _))| if m > h { acc | 1 << j } else { acc });
             let toggled = if q == 0 { now } else { now ^ bits[u] };
-            out.flip(q, offset + u * slots, toggled);
+            flip(&mut flips, q, offset + u * slots, toggled);
             bits[u] = now;
             let (slope, intercept) = f.piece(now);
-            out.set(q, ts[q], u, slope * s[u], (toggled != 0).then_some(slope * a[u] + intercept));
+            let o = slope * s[u];
+            if q == 0 {
+                s0[u] = o;
+                ls[u] = o;
+                continue;
+            }
+            let d = o - ls[u];
+            let at = lv[u] + ls[u] * (tq - lt[u]);
+            let j = if toggled != 0 { slope * a[u] + intercept - at } else { 0.0 };
+            if d != 0.0 || j != 0.0 {
+                rows.push(u, d, j);
+                lv[u] = at + j;
+                lt[u] = tq;
+                ls[u] += d;
+            }
         }
+        rows.end_row();
     }
-    let flips = std::mem::take(&mut out.flips);
-    (Stream::from_events(v0, out.s0, n, &out.events), flips)
+    (rows.stream(v0, s0), flips)
 }
 
 /// The groups each candidate belongs to (compressed rows).
@@ -688,7 +737,7 @@ fn affine(x: &Stream, op: &Op, bias: &[f64], wt: Option<&[f64]>) -> Stream {
     // Value jumps are rare (mode changes of elementwise units): pushed separately, only where
     // a row has any.
     let (mut joff, mut jidx, mut jv) = (vec![0], Vec::new(), Vec::new());
-    for p in 0..pieces {
+    for p in (0..pieces).filter(|_| !x.j.is_empty()) {
         for (u, _, j) in x.row(p).iter().filter(|e| e.2 != 0.0) {
             jidx.push(u as u32);
             jv.push(j);
@@ -697,8 +746,7 @@ fn affine(x: &Stream, op: &Op, bias: &[f64], wt: Option<&[f64]>) -> Stream {
     }
     if jidx.is_empty() {
         let (off, idx, d) = slopes;
-        let j = vec![0.0; d.len()];
-        return Stream { v0, s0, off, idx, d, j };
+        return Stream { v0, s0, off, idx, d, j: Vec::new() };
     }
     let jumps = push_changes(op, wt, pieces, |p| (&jidx[joff[p]..joff[p + 1]], &jv[joff[p]..joff[p + 1]]));
     let mut rows = Rows::new();
@@ -984,7 +1032,7 @@ fn trace_part(
                                 offset: bits.offset,
                                 slots,
                                 bits: vec![0; width],
-                                out: Out::new(&v0, ts[0]),
+                                out: Out::new(&v0, ts[0], x.idx.len() + width),
                             };
                             activation_sweep(x, &ts, &mut s);
                             (Stream::from_events(v0, s.out.s0, n, &s.out.events), s.out.flips)
@@ -1001,7 +1049,7 @@ fn trace_part(
                             width: bits.bits / groups.len().max(1),
                             sign,
                             winner: vec![0; groups.len()],
-                            out: Out::new(&v0, ts[0]),
+                            out: Out::new(&v0, ts[0], x.idx.len() + width),
                         };
                         group_sweep(x, &ts, groups, prep.members[i].as_ref().expect("a max node"), &mut s);
                         (Stream::from_events(v0, s.out.s0, n, &s.out.events), s.out.flips)
@@ -1121,7 +1169,7 @@ mod tests {
                 offset: 3,
                 slots,
                 bits: vec![0; forms.len()],
-                out: Out::new(&fv0, ts[0]),
+                out: Out::new(&fv0, ts[0], 0),
             };
             activation_sweep(&x, &ts, &mut s);
             let one = Stream::from_events(fv0.clone(), s.out.s0, x.pieces(), &s.out.events);
