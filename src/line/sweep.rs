@@ -116,6 +116,14 @@ impl Stream {
         Stream { v0, s0, off: vec![0, 0], idx: Vec::new(), d: Vec::new(), j: Vec::new() }
     }
 
+    /// A one-piece stream from `t = 0` on, from `t0` on instead.
+    fn from(&self, t0: f64) -> Stream {
+        debug_assert!(self.pieces() == 1, "a prefix value is affine");
+        let v0 =
+            if t0 == 0.0 { self.v0.clone() } else { self.v0.iter().zip(&self.s0).map(|(v, s)| v + t0 * s).collect() };
+        Stream { v0, s0: self.s0.clone(), off: vec![0, 0], idx: Vec::new(), d: Vec::new(), j: Vec::new() }
+    }
+
     fn width(&self) -> usize {
         self.v0.len()
     }
@@ -214,33 +222,58 @@ impl Stream {
 
 /// Every unit's current line: value `v` at `t` (the start of piece `k`, where its slope last
 /// changed) and slope `s`.
-struct Lines {
-    t: Vec<f64>,
-    v: Vec<f64>,
-    s: Vec<f64>,
-    k: Vec<usize>,
+///
+/// One record per unit (not four arrays): a change reads and writes all four fields of a
+/// unit in random unit order, and one cache line per unit instead of four is what makes the
+/// sweeps fast on wide layers.
+struct Lines(Vec<Line>);
+
+#[derive(Clone, Copy)]
+struct Line {
+    v: f64,
+    t: f64,
+    s: f64,
+    k: usize,
 }
 
 impl Lines {
     fn new(x: &Stream, t0: f64) -> Lines {
-        Lines { t: vec![t0; x.width()], v: x.v0.clone(), s: x.s0.clone(), k: vec![0; x.width()] }
+        Lines::with(&x.v0, &x.s0, t0)
+    }
+
+    fn with(v0: &[f64], s0: &[f64], t0: f64) -> Lines {
+        Lines(v0.iter().zip(s0).map(|(&v, &s)| Line { v, t: t0, s, k: 0 }).collect())
     }
 
     #[inline]
     fn at(&self, u: usize, t: f64) -> f64 {
-        self.v[u] + self.s[u] * (t - self.t[u])
+        let l = &self.0[u];
+        l.v + l.s * (t - l.t)
+    }
+
+    /// Unit `u`'s slope.
+    #[inline]
+    fn s(&self, u: usize) -> f64 {
+        self.0[u].s
+    }
+
+    /// The piece where unit `u`'s current line begins.
+    #[inline]
+    fn k(&self, u: usize) -> usize {
+        self.0[u].k
     }
 
     /// Unit `u`'s slope changes by `d` and its value by `j` where piece `p` (at `tp`) begins.
     #[inline]
     fn change(&mut self, u: usize, p: usize, tp: f64, d: f64, j: f64) {
-        if self.k[u] != p {
-            self.v[u] = self.at(u, tp);
-            self.t[u] = tp;
-            self.k[u] = p;
+        let l = &mut self.0[u];
+        if l.k != p {
+            l.v += l.s * (tp - l.t);
+            l.t = tp;
+            l.k = p;
         }
-        self.s[u] += d;
-        self.v[u] += j;
+        l.s += d;
+        l.v += j;
     }
 }
 
@@ -254,15 +287,15 @@ fn mid(ts: &[f64], q: usize) -> f64 {
     0.5 * (ts[q] + ts[q + 1])
 }
 
-/// The hinges unit `u`'s line passes in its span `lines.k[u]..p`, accepted by the tolerance rule
+/// The hinges unit `u`'s line passes in its span `lines.k(u)..p`, accepted by the tolerance rule
 /// on the piece holding each: `(piece, relative position)`.
 fn hinge_cuts(lines: &Lines, ts: &[f64], u: usize, p: usize, form: &HingeForm, cuts: &mut Vec<(usize, f64)>) {
-    let ks = lines.k[u];
+    let ks = lines.k(u);
     if ks == p {
         return;
     }
     let (t0, t1) = (ts[ks], ts[p]);
-    let (va, s) = (lines.v[u], lines.s[u]);
+    let Line { v: va, s, .. } = lines.0[u];
     let vb = va + s * (t1 - t0);
     for &(h, _) in form.hinges() {
         let (fa, fb) = (va - h, vb - h);
@@ -311,7 +344,7 @@ impl Out {
     /// input's changes; growing the list by copies costs more than the room).
     fn new(v0: &[f64], t0: f64, events: usize) -> Out {
         let w = v0.len();
-        let line = Lines { t: vec![t0; w], v: v0.to_vec(), s: vec![0.0; w], k: vec![0; w] };
+        let line = Lines::with(v0, &vec![0.0; w], t0);
         Out { s0: vec![0.0; w], line, events: Vec::with_capacity(events), flips: Vec::new() }
     }
 
@@ -321,11 +354,11 @@ impl Out {
     fn set(&mut self, q: usize, tq: f64, u: usize, o: f64, y: Option<f64>) {
         if q == 0 {
             self.s0[u] = o;
-            self.line.s[u] = o;
+            self.line.0[u].s = o;
             return;
         }
-        let d = o - self.line.s[u];
-        let j = y.map_or(0.0, |y| y - if self.line.k[u] == q { self.line.v[u] } else { self.line.at(u, tq) });
+        let d = o - self.line.s(u);
+        let j = y.map_or(0.0, |y| y - if self.line.k(u) == q { self.line.0[u].v } else { self.line.at(u, tq) });
         if d != 0.0 || j != 0.0 {
             self.events.push((q as u32, u as u32, d, j));
             self.line.change(u, q, tq, d, j);
@@ -348,7 +381,7 @@ fn flip(flips: &mut Vec<(u32, u32)>, q: usize, offset: usize, mut mask: u64) {
     }
 }
 
-/// An elementwise node's bits and output slopes over unit `u`'s span `lines.k[u]..p`.
+/// An elementwise node's bits and output slopes over unit `u`'s span `lines.k(u)..p`.
 struct ActivationSweep<'a> {
     forms: &'a [HingeForm],
     /// Bit of unit `u`'s hinge 0.
@@ -361,12 +394,12 @@ struct ActivationSweep<'a> {
 
 impl ActivationSweep<'_> {
     fn close(&mut self, lines: &Lines, ts: &[f64], u: usize, p: usize) {
-        let ks = lines.k[u];
+        let ks = lines.k(u);
         if ks == p {
             return;
         }
         let f = &self.forms[u];
-        let s = lines.s[u];
+        let s = lines.s(u);
         let bits_at = |q: usize| {
             let v = lines.at(u, mid(ts, q));
             f.hinges().iter().enumerate().fold(0u64, |b, (j, &(h, _))| if v > h { b | 1 << j } else { b })
@@ -640,7 +673,7 @@ impl GroupOut {
 impl GroupSpan for GroupOut {
     fn close(&mut self, lines: &Lines, ts: &[f64], g: usize, group: &[u32], ks: usize, p: usize) {
         let win = |q: usize| argmax(group.iter().map(|&u| lines.at(u as usize, mid(ts, q))));
-        let slope = |w: usize| lines.s[group[w] as usize];
+        let slope = |w: usize| lines.s(group[w] as usize);
         let mut w = win(ks);
         self.set(ks, ts[ks], g, w, slope(w));
         let last = win(p - 1);
@@ -797,29 +830,37 @@ fn push_changes<'a>(op: &Op, wt: Option<&[f64]>, pieces: usize, row: impl Fn(usi
         // Dense changes (a quarter of the inputs per piece for a dense layer, an eighth for
         // the others): one batched product per chunk of changed pieces.
         const CHUNK: usize = 32;
-        let mut ys: Vec<(usize, Vec<f64>)> = Vec::with_capacity(changed.len());
+        idx.reserve(changed.len() * n_out);
+        d.reserve(changed.len() * n_out);
         let mut m = Vec::new();
+        // Rows are written in piece order: a chunk's products, then the pieces up to its last.
+        let mut p = 0;
         for chunk in changed.chunks(CHUNK) {
             m.clear();
             m.resize(chunk.len() * n_in, 0.0);
-            for (r, &p) in chunk.iter().enumerate() {
-                let (i, v) = row(p);
+            for (r, &q) in chunk.iter().enumerate() {
+                let (i, v) = row(q);
                 i.iter().zip(v).for_each(|(&u, &dv)| m[r * n_in + u as usize] += dv);
             }
             let y = op.apply_rows(&m, chunk.len());
-            ys.extend(chunk.iter().zip(y.chunks_exact(n_out)).map(|(&p, r)| (p, r.to_vec())));
-        }
-        let mut next = ys.into_iter().peekable();
-        for p in 0..pieces {
-            if let Some((_, r)) = next.next_if(|(q, _)| *q == p) {
+            for (&q, r) in chunk.iter().zip(y.chunks_exact(n_out)) {
+                while p < q {
+                    off.push(idx.len());
+                    p += 1;
+                }
                 for (u, &v) in r.iter().enumerate() {
                     if v != 0.0 {
                         idx.push(u as u32);
                         d.push(v);
                     }
                 }
+                off.push(idx.len());
+                p += 1;
             }
+        }
+        while p < pieces {
             off.push(idx.len());
+            p += 1;
         }
     } else {
         let mut acc = SparseVec::new(n_out);
@@ -900,6 +941,79 @@ impl<'a> Prepared<'a> {
     }
 }
 
+/// The value of source `s` (alive until its last reader).
+fn get<'a>(s: &Src, xs: &'a Option<Stream>, vals: &'a [Option<Stream>]) -> &'a Stream {
+    match *s {
+        Src::Input => xs.as_ref().expect("alive until its last reader"),
+        Src::Node(j) => vals[j].as_ref().expect("alive until its last reader"),
+    }
+}
+
+/// The output of node `i`, an affine node (or a reshape, sum or concatenation).
+fn linear_node(net: &Network, prep: &Prepared, i: usize, xs: &Option<Stream>, vals: &[Option<Stream>]) -> Stream {
+    let node = &net.nodes[i];
+    let width = node.layer.output.numel();
+    let ins: Vec<&Stream> = node.inputs.iter().map(|s| get(s, xs, vals)).collect();
+    match (&prep.ops[i], &node.layer.kind) {
+        (Some((op, bias)), _) => affine(ins[0], op, bias, prep.transposed[i].as_deref()),
+        (None, LayerKind::Reshape) => ins[0].clone(),
+        (None, LayerKind::Merge(Merge::Add)) => Stream::join(&ins, &[0].repeat(ins.len()), width),
+        (None, LayerKind::Merge(Merge::Concat)) => {
+            let mut shift = vec![0];
+            ins.iter().for_each(|p| shift.push(shift.last().unwrap() + p.width()));
+            Stream::join(&ins, &shift[..ins.len()], width)
+        }
+        // `batched_ops` gives every other affine kind its operator.
+        (None, kind) => unreachable!("an affine node without an operator: {kind:?}"),
+    }
+}
+
+/// Drops the values node `i` read last and keeps its output `out` when it is read later (or
+/// is the network's output).
+fn retire(
+    net: &Network,
+    i: usize,
+    (input_last, last): (Option<usize>, &[Option<usize>]),
+    xs: &mut Option<Stream>,
+    vals: &mut [Option<Stream>],
+    out: Stream,
+) {
+    for s in &net.nodes[i].inputs {
+        match *s {
+            Src::Input if input_last == Some(i) => *xs = None,
+            Src::Node(j) if last[j] == Some(i) => vals[j] = None,
+            _ => {}
+        }
+    }
+    if last[i].is_some() || i + 1 == net.nodes.len() {
+        vals[i] = Some(out);
+    }
+}
+
+/// The nodes before the first nonlinear one, evaluated once per segment: on the whole segment
+/// they are affine in `t` (one piece), so every sub-segment starts from them, shifted.
+struct Prefix {
+    /// How many nodes it holds.
+    nodes: usize,
+    /// The input and the node values alive after them, from `t = 0`.
+    xs: Option<Stream>,
+    vals: Vec<Option<Stream>>,
+}
+
+impl Prefix {
+    fn new(net: &Network, prep: &Prepared, (a, b): (&[f64], &[f64])) -> Prefix {
+        let (input_last, last) = net.last_uses();
+        let nodes = prep.kinds.iter().position(Option::is_some).unwrap_or(net.nodes.len());
+        let mut xs = Some(Stream::segment(a, b, 0.0));
+        let mut vals: Vec<Option<Stream>> = (0..net.nodes.len()).map(|_| None).collect();
+        for i in 0..nodes {
+            let out = linear_node(net, prep, i, &xs, &vals);
+            retire(net, i, (input_last, &last), &mut xs, &mut vals, out);
+        }
+        Prefix { nodes, xs, vals }
+    }
+}
+
 /// Sub-segments of a segment traced independently (in parallel): a fixed number, so that the
 /// result does not depend on the thread count.
 const PARTS: usize = 8;
@@ -917,11 +1031,12 @@ pub(super) fn trace_segment(
     segment: usize,
 ) -> (Vec<Piece>, Vec<usize>) {
     let prep = Prepared::new(net, ops);
+    let prefix = Prefix::new(net, &prep, (a, b));
     let parts: Vec<(Vec<Piece>, Vec<usize>)> = (0..PARTS)
         .into_par_iter()
         .map(|j| {
             let t = |j: usize| j as f64 / PARTS as f64;
-            trace_part(net, layout, &prep, (a, b), (t(j), t(j + 1)), segment)
+            trace_part(net, layout, &prep, &prefix, (t(j), t(j + 1)), segment)
         })
         .collect();
     let mut pieces: Vec<Piece> = Vec::new();
@@ -955,25 +1070,19 @@ fn trace_part(
     net: &Network,
     layout: &[LayerBits],
     prep: &Prepared,
-    (a, b): (&[f64], &[f64]),
+    prefix: &Prefix,
     (t0, t1): (f64, f64),
     segment: usize,
 ) -> (Vec<Piece>, Vec<usize>) {
     let (input_last, last) = net.last_uses();
     let words = layout.last().map_or(0, |l| (l.offset + l.bits).div_ceil(64));
     let mut ts: Vec<f64> = vec![t0, t1];
-    let mut xs = Some(Stream::segment(a, b, t0));
-    let mut vals: Vec<Option<Stream>> = (0..net.nodes.len()).map(|_| None).collect();
+    let mut xs = prefix.xs.as_ref().map(|s| s.from(t0));
+    let mut vals: Vec<Option<Stream>> = prefix.vals.iter().map(|v| v.as_ref().map(|s| s.from(t0))).collect();
     let mut flipped: Flipped = Vec::with_capacity(layout.len());
     let mut counts = Vec::with_capacity(layout.len());
     let mut stage = 0;
-    fn get<'a>(s: &Src, xs: &'a Option<Stream>, vals: &'a [Option<Stream>]) -> &'a Stream {
-        match *s {
-            Src::Input => xs.as_ref().expect("alive until its last reader"),
-            Src::Node(j) => vals[j].as_ref().expect("alive until its last reader"),
-        }
-    }
-    for (i, node) in net.nodes.iter().enumerate() {
+    for (i, node) in net.nodes.iter().enumerate().skip(prefix.nodes) {
         let width = node.layer.output.numel();
         let out = match &prep.kinds[i] {
             Some(kind) => {
@@ -1059,32 +1168,9 @@ fn trace_part(
                 counts.push(n);
                 stream
             }
-            None => {
-                let ins: Vec<&Stream> = node.inputs.iter().map(|s| get(s, &xs, &vals)).collect();
-                match (&prep.ops[i], &node.layer.kind) {
-                    (Some((op, bias)), _) => affine(ins[0], op, bias, prep.transposed[i].as_deref()),
-                    (None, LayerKind::Reshape) => ins[0].clone(),
-                    (None, LayerKind::Merge(Merge::Add)) => Stream::join(&ins, &[0].repeat(ins.len()), width),
-                    (None, LayerKind::Merge(Merge::Concat)) => {
-                        let mut shift = vec![0];
-                        ins.iter().for_each(|p| shift.push(shift.last().unwrap() + p.width()));
-                        Stream::join(&ins, &shift[..ins.len()], width)
-                    }
-                    // `batched_ops` gives every other affine kind its operator.
-                    (None, kind) => unreachable!("an affine node without an operator: {kind:?}"),
-                }
-            }
+            None => linear_node(net, prep, i, &xs, &vals),
         };
-        for s in &node.inputs {
-            match *s {
-                Src::Input if input_last == Some(i) => xs = None,
-                Src::Node(j) if last[j] == Some(i) => vals[j] = None,
-                _ => {}
-            }
-        }
-        if last[i].is_some() || i + 1 == net.nodes.len() {
-            vals[i] = Some(out);
-        }
+        retire(net, i, (input_last, &last), &mut xs, &mut vals, out);
     }
     let out = match net.nodes.len() {
         0 => xs.expect("the input is the output"),
