@@ -309,23 +309,6 @@ fn hinge_cuts(lines: &Lines, ts: &[f64], u: usize, p: usize, form: &HingeForm, c
     }
 }
 
-/// Where an elementwise node's input `x` crosses a hinge.
-fn activation_cuts(x: &Stream, ts: &[f64], forms: &[HingeForm]) -> Vec<(usize, f64)> {
-    let n = x.pieces();
-    let mut lines = Lines::new(x, ts[0]);
-    let mut cuts = Vec::new();
-    for p in 1..n {
-        for (u, d, j) in x.row(p).iter() {
-            hinge_cuts(&lines, ts, u, p, &forms[u], &mut cuts);
-            lines.change(u, p, ts[p], d, j);
-        }
-    }
-    for (u, f) in forms.iter().enumerate() {
-        hinge_cuts(&lines, ts, u, n, f, &mut cuts);
-    }
-    cuts
-}
-
 /// Where a node's output slope changes and its pattern bits flip, collected over the sweep.
 struct Out {
     /// Slope on piece 0.
@@ -402,7 +385,7 @@ impl ActivationSweep<'_> {
         let s = lines.s(u);
         let bits_at = |q: usize| {
             let v = lines.at(u, mid(ts, q));
-            f.hinges().iter().enumerate().fold(0u64, |b, (j, &(h, _))| if v > h { b | 1 << j } else { b })
+            f.bits(v)
         };
         let first = bits_at(ks);
         self.set(ks, ts[ks], u, first, s, lines.at(u, ts[ks]));
@@ -447,18 +430,120 @@ impl ActivationSweep<'_> {
     }
 }
 
-/// The output slopes and pattern bits of an elementwise node on input `x`.
-fn activation_sweep(x: &Stream, ts: &[f64], sweep: &mut ActivationSweep) {
-    let n = x.pieces();
-    let mut lines = Lines::new(x, ts[0]);
-    for p in 1..n {
-        for (u, d, j) in x.row(p).iter() {
-            sweep.close(&lines, ts, u, p);
-            lines.change(u, p, ts[p], d, j);
+/// A sparse elementwise node: where its input crosses a hinge (the cuts), and its output and
+/// bit flips on the pieces the cuts make, in one sweep over the input and a short second one.
+///
+/// A span of unit `u` (between two changes of its slope) strictly on one side of every hinge
+/// at both ends keeps its bits on every piece the cuts make of it (the line is monotone, and
+/// rounding is monotone too), so its output is written in the first sweep, at the old index
+/// of the piece it starts (renumbered afterwards). From its first span that is not, a unit
+/// waits: its later changes are kept and replayed on the refined pieces ([`ActivationSweep`]
+/// with the bits at the pieces' middles). Only the units crossing a hinge in the sub-segment
+/// are swept twice.
+struct SparseActivation<'a> {
+    sweep: ActivationSweep<'a>,
+    /// Units that wait for the refined pieces.
+    deferred: Vec<bool>,
+    /// Their lines where the span they wait from begins.
+    starts: Vec<(u32, Line)>,
+    /// Their changes from there on, `(old piece, change)`, in order.
+    later: Vec<(u32, u32)>,
+}
+
+impl<'a> SparseActivation<'a> {
+    fn new(forms: &'a [HingeForm], offset: usize, slots: usize, v0: &[f64], t0: f64, changes: usize) -> Self {
+        let w = v0.len();
+        SparseActivation {
+            sweep: ActivationSweep { forms, offset, slots, bits: vec![0; w], out: Out::new(v0, t0, changes + w) },
+            deferred: vec![false; w],
+            starts: Vec::new(),
+            later: Vec::new(),
         }
     }
-    for u in 0..x.width() {
-        sweep.close(&lines, ts, u, n);
+
+    /// Closes unit `u`'s span `lines.k(u)..p` in the first sweep: written out, or (crossing or
+    /// touching a hinge) its cuts found and the unit deferred (whose later spans only give
+    /// their cuts in this sweep).
+    fn close(&mut self, lines: &Lines, ts: &[f64], u: usize, p: usize, cuts: &mut Vec<(usize, f64)>) {
+        let ks = lines.k(u);
+        if ks == p {
+            return;
+        }
+        let Line { v: va, s, .. } = lines.0[u];
+        let vb = va + s * (ts[p] - ts[ks]);
+        let f = &self.sweep.forms[u];
+        let clean = f.hinges().iter().all(|&(h, _)| (va > h && vb > h) || (va < h && vb < h));
+        if clean {
+            self.sweep.set(ks, ts[ks], u, f.bits(va), s, lines.at(u, ts[ks]));
+        } else {
+            hinge_cuts(lines, ts, u, p, f, cuts);
+            self.deferred[u] = true;
+            self.starts.push((u as u32, lines.0[u]));
+        }
+    }
+
+    /// The first sweep over `x` on pieces `ts`: the cuts.
+    fn cuts(&mut self, x: &Stream, ts: &[f64]) -> Vec<(usize, f64)> {
+        let n = x.pieces();
+        let mut lines = Lines::new(x, ts[0]);
+        let mut cuts = Vec::new();
+        for p in 1..n {
+            for (e, (u, d, j)) in (x.off[p]..).zip(x.row(p).iter()) {
+                if self.deferred[u] {
+                    hinge_cuts(&lines, ts, u, p, &self.sweep.forms[u], &mut cuts);
+                } else {
+                    self.close(&lines, ts, u, p, &mut cuts);
+                }
+                if self.deferred[u] {
+                    self.later.push((p as u32, e as u32));
+                }
+                lines.change(u, p, ts[p], d, j);
+            }
+        }
+        for u in 0..x.width() {
+            if self.deferred[u] {
+                hinge_cuts(&lines, ts, u, n, &self.sweep.forms[u], &mut cuts);
+            } else {
+                self.close(&lines, ts, u, n, &mut cuts);
+            }
+        }
+        cuts
+    }
+
+    /// The output and bit flips on the refined pieces `ts` (`plan`: how they refine the first
+    /// sweep's; none when nothing was cut), `v0` the output at the start.
+    fn finish(
+        mut self,
+        x: &Stream,
+        ts: &[f64],
+        plan: Option<&[(usize, Option<f64>)]>,
+        v0: Vec<f64>,
+    ) -> (Stream, Vec<(u32, u32)>) {
+        let n = ts.len() - 1;
+        // New index of each old breakpoint.
+        let map: Vec<u32> = match plan {
+            Some(plan) => plan.iter().enumerate().filter(|(_, e)| e.1.is_none()).map(|(i, _)| i as u32).collect(),
+            None => (0..=n as u32).collect(),
+        };
+        let out = &mut self.sweep.out;
+        out.events.iter_mut().for_each(|e| e.0 = map[e.0 as usize]);
+        out.flips.iter_mut().for_each(|f| f.0 = map[f.0 as usize]);
+        out.line.0.iter_mut().for_each(|l| l.k = map[l.k] as usize);
+        let mut lines = Lines(vec![Line { v: 0.0, t: 0.0, s: 0.0, k: 0 }; x.width()]);
+        for &(u, line) in &self.starts {
+            lines.0[u as usize] = Line { k: map[line.k] as usize, ..line };
+        }
+        for &(p, e) in &self.later {
+            let (p, e) = (map[p as usize] as usize, e as usize);
+            let u = x.idx[e] as usize;
+            self.sweep.close(&lines, ts, u, p);
+            lines.change(u, p, ts[p], x.d[e], if x.j.is_empty() { 0.0 } else { x.j[e] });
+        }
+        for &(u, _) in &self.starts {
+            self.sweep.close(&lines, ts, u as usize, n);
+        }
+        let out = self.sweep.out;
+        (Stream::from_events(v0, out.s0, n, &out.events), out.flips)
     }
 }
 
@@ -469,7 +554,7 @@ fn dense(x: &Stream) -> bool {
     x.idx.len() * 4 >= x.pieces() * x.width()
 }
 
-/// [`activation_cuts`] by scanning every unit on every piece.
+/// The cuts of [`SparseActivation`], by scanning every unit on every piece.
 fn activation_cuts_dense(x: &Stream, ts: &[f64], forms: &[HingeForm]) -> Vec<(usize, f64)> {
     let w = x.width();
     let v = x.values(ts);
@@ -492,7 +577,7 @@ fn activation_cuts_dense(x: &Stream, ts: &[f64], forms: &[HingeForm]) -> Vec<(us
 }
 
 /// An elementwise node's output and bit flips by scanning every unit on every piece (the
-/// dense counterpart of [`activation_sweep`]).
+/// dense counterpart of [`SparseActivation`]).
 ///
 /// The pieces are visited in order, so the output's rows are written as they are found (no
 /// events to sort); the readers' lines are mirrored operation for operation as in [`Out`], so
@@ -521,10 +606,11 @@ fn activation_dense(
         let tq = ts[q];
         for (u, f) in forms.iter().enumerate() {
             let m = 0.5 * (a[u] + b[u]);
-            let now =
-                f.hinges().iter().enumerate().fold(0u64, |acc, (j, &(h, _))| if m > h { acc | 1 << j } else { acc });
+            let now = f.bits(m);
             let toggled = if q == 0 { now } else { now ^ bits[u] };
-            flip(&mut flips, q, offset + u * slots, toggled);
+            if toggled != 0 {
+                flip(&mut flips, q, offset + u * slots, toggled);
+            }
             bits[u] = now;
             let (slope, intercept) = f.piece(now);
             let o = slope * s[u];
@@ -1102,15 +1188,23 @@ fn trace_part(
                         joined
                     }
                 });
+                // A sparse elementwise node sweeps its input once, and a second time only for
+                // the units that cross a hinge.
+                let mut sparse = None;
                 let cuts = {
                     let x = own.as_ref().unwrap_or_else(|| get(&node.inputs[0], &xs, &vals));
                     match &kind {
-                        Nonlinear::Activation(_) => {
-                            let (forms, _) = prep.forms[i].as_ref().expect("an activation has hinge forms");
+                        Nonlinear::Activation(layer) => {
+                            let (forms, slots) = prep.forms[i].as_ref().expect("an activation has hinge forms");
                             if dense(x) {
                                 activation_cuts_dense(x, &ts, forms)
                             } else {
-                                activation_cuts(x, &ts, forms)
+                                let mut v0 = vec![0.0; width];
+                                layer.apply(&x.v0, &mut v0);
+                                let mut s = SparseActivation::new(forms, bits.offset, *slots, &v0, ts[0], x.idx.len());
+                                let cuts = s.cuts(x, &ts);
+                                sparse = Some((s, v0));
+                                cuts
                             }
                         }
                         Nonlinear::Max(groups, _) => {
@@ -1131,20 +1225,12 @@ fn trace_part(
                     Nonlinear::Activation(layer) => {
                         let (forms, slots) = prep.forms[i].as_ref().expect("an activation has hinge forms");
                         let slots = *slots;
-                        let mut v0 = vec![0.0; width];
-                        layer.apply(&x.v0, &mut v0);
-                        if dense(x) {
-                            activation_dense(x, &ts, forms, bits.offset, slots, v0)
+                        if let Some((s, v0)) = sparse {
+                            s.finish(x, &ts, plan.as_deref(), v0)
                         } else {
-                            let mut s = ActivationSweep {
-                                forms,
-                                offset: bits.offset,
-                                slots,
-                                bits: vec![0; width],
-                                out: Out::new(&v0, ts[0], x.idx.len() + width),
-                            };
-                            activation_sweep(x, &ts, &mut s);
-                            (Stream::from_events(v0, s.out.s0, n, &s.out.events), s.out.flips)
+                            let mut v0 = vec![0.0; width];
+                            layer.apply(&x.v0, &mut v0);
+                            activation_dense(x, &ts, forms, bits.offset, slots, v0)
                         }
                     }
                     Nonlinear::Max(groups, _) => {
@@ -1229,9 +1315,18 @@ mod tests {
                 _ => HingeForm::new(0.0, -0.5, &[(-0.5, 1.0), (0.5, -1.0)]),
             })
             .collect();
+        let slots = 2;
+        let f = |u: usize, z: f64| {
+            let form: &HingeForm = &forms[u];
+            let bits = form.hinges().iter().enumerate().fold(0, |b, (j, h)| if z > h.0 { b | 1 << j } else { b });
+            let (a, c) = form.piece(bits);
+            a * z + c
+        };
         for density in [0.05, 0.3, 0.9] {
             let (mut x, mut ts) = stream(&mut r, forms.len(), 40, density);
-            let (mut sparse, mut dense) = (activation_cuts(&x, &ts, &forms), activation_cuts_dense(&x, &ts, &forms));
+            let fv0: Vec<f64> = x.v0.iter().enumerate().map(|(u, &z)| f(u, z)).collect();
+            let mut one = SparseActivation::new(&forms, 3, slots, &fv0, ts[0], x.idx.len());
+            let (mut sparse, mut dense) = (one.cuts(&x, &ts), activation_cuts_dense(&x, &ts, &forms));
             assert!(sparse.len() > 10, "the test crosses hinges");
             sparse.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
             dense.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
@@ -1242,25 +1337,8 @@ mod tests {
             let pl = plan(sparse, &ts);
             ts = pl.iter().map(|&(k, l)| l.map_or(ts[k], |l| ts[k] + l * (ts[k + 1] - ts[k]))).collect();
             x.refine(&pl);
-            let slots = 2;
-            let f = |u: usize, z: f64| {
-                let form = &forms[u];
-                let bits = form.hinges().iter().enumerate().fold(0, |b, (j, h)| if z > h.0 { b | 1 << j } else { b });
-                let (a, c) = form.piece(bits);
-                a * z + c
-            };
-            let fv0: Vec<f64> = x.v0.iter().enumerate().map(|(u, &z)| f(u, z)).collect();
-            let mut s = ActivationSweep {
-                forms: &forms,
-                offset: 3,
-                slots,
-                bits: vec![0; forms.len()],
-                out: Out::new(&fv0, ts[0], 0),
-            };
-            activation_sweep(&x, &ts, &mut s);
-            let one = Stream::from_events(fv0.clone(), s.out.s0, x.pieces(), &s.out.events);
+            let (one, mut f1) = one.finish(&x, &ts, Some(&pl), fv0.clone());
             let (two, mut flips) = activation_dense(&x, &ts, &forms, 3, slots, fv0);
-            let mut f1 = s.out.flips;
             f1.sort_unstable();
             flips.sort_unstable();
             assert_eq!(f1, flips, "the same bits flip on the same pieces");

@@ -263,8 +263,19 @@ impl HingeForm {
         &self.hinges[..self.n_hinges]
     }
 
+    /// The hinges `v` is past (bit `j`: `v > hinges[j].0`), as an activation pattern records
+    /// them.
+    #[inline]
+    pub fn bits(&self, v: f64) -> u64 {
+        // Unrolled over the (at most two) hinges: this runs once per unit and piece in the
+        // path tracer's sweeps.
+        let past = |j: usize| (self.n_hinges > j && v > self.hinges[j].0) as u64;
+        past(0) | past(1) << 1
+    }
+
     /// `(slope, intercept)` of the piece whose passed hinges are the set bits of `bits` (bit
     /// `j`: past hinge `j`), as an activation pattern records it.
+    #[inline]
     pub fn piece(&self, bits: u64) -> (f64, f64) {
         let (mut slope, mut intercept) = (self.slope0, self.intercept0);
         for (j, &(bp, da)) in self.hinges().iter().enumerate() {
