@@ -189,6 +189,7 @@ fn crossing_scaled(a: f64, b: f64, h: f64, dt: f64, magnitude: f64) -> Option<f6
 }
 
 /// The position of the first largest of `values`.
+#[inline]
 fn argmax(values: impl Iterator<Item = f64>) -> usize {
     let mut best = (0, f64::NEG_INFINITY);
     for (p, v) in values.enumerate() {

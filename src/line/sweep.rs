@@ -554,8 +554,9 @@ fn dense(x: &Stream) -> bool {
     x.idx.len() * 4 >= x.pieces() * x.width()
 }
 
-/// The cuts of [`SparseActivation`], by scanning every unit on every piece.
-fn activation_cuts_dense(x: &Stream, ts: &[f64], forms: &[HingeForm]) -> Vec<(usize, f64)> {
+/// The cuts of [`SparseActivation`], by scanning every unit on every piece, and the input's
+/// values at the breakpoints ([`Stream::values`]), which the output sweep reuses.
+fn activation_cuts_dense(x: &Stream, ts: &[f64], forms: &[HingeForm]) -> (Vec<(usize, f64)>, Vec<f64>) {
     let w = x.width();
     let v = x.values(ts);
     let mut cuts = Vec::new();
@@ -573,11 +574,27 @@ fn activation_cuts_dense(x: &Stream, ts: &[f64], forms: &[HingeForm]) -> Vec<(us
             }
         }
     }
-    cuts
+    (cuts, v)
+}
+
+/// Values at the breakpoints (rows of `w`) on the pieces `plan` refines them into: an old
+/// breakpoint's row, or at a cut the row interpolated on its piece (the values are affine
+/// there; the rounding differs from evaluating the lines by far less than the tolerance).
+fn refine_values(v: Vec<f64>, w: usize, plan: Option<&[(usize, Option<f64>)]>) -> Vec<f64> {
+    let Some(plan) = plan else { return v };
+    let mut out = Vec::with_capacity(plan.len() * w);
+    for &(k, l) in plan {
+        let a = &v[k * w..(k + 1) * w];
+        match l {
+            None => out.extend_from_slice(a),
+            Some(l) => out.extend(a.iter().zip(&v[(k + 1) * w..(k + 2) * w]).map(|(a, b)| a + l * (b - a))),
+        }
+    }
+    out
 }
 
 /// An elementwise node's output and bit flips by scanning every unit on every piece (the
-/// dense counterpart of [`SparseActivation`]).
+/// dense counterpart of [`SparseActivation`]), `v` its input's values at the breakpoints.
 ///
 /// The pieces are visited in order, so the output's rows are written as they are found (no
 /// events to sort); the readers' lines are mirrored operation for operation as in [`Out`], so
@@ -589,9 +606,9 @@ fn activation_dense(
     offset: usize,
     slots: usize,
     v0: Vec<f64>,
+    v: &[f64],
 ) -> (Stream, Vec<(u32, u32)>) {
     let (w, n) = (x.width(), x.pieces());
-    let v = x.values(ts);
     let mut s = x.s0.clone();
     let mut bits = vec![0u64; w];
     let mut flips = Vec::new();
@@ -1190,14 +1207,16 @@ fn trace_part(
                 });
                 // A sparse elementwise node sweeps its input once, and a second time only for
                 // the units that cross a hinge.
-                let mut sparse = None;
+                let (mut sparse, mut dense_values) = (None, None);
                 let cuts = {
                     let x = own.as_ref().unwrap_or_else(|| get(&node.inputs[0], &xs, &vals));
                     match &kind {
                         Nonlinear::Activation(layer) => {
                             let (forms, slots) = prep.forms[i].as_ref().expect("an activation has hinge forms");
                             if dense(x) {
-                                activation_cuts_dense(x, &ts, forms)
+                                let (cuts, v) = activation_cuts_dense(x, &ts, forms);
+                                dense_values = Some(v);
+                                cuts
                             } else {
                                 let mut v0 = vec![0.0; width];
                                 layer.apply(&x.v0, &mut v0);
@@ -1230,7 +1249,8 @@ fn trace_part(
                         } else {
                             let mut v0 = vec![0.0; width];
                             layer.apply(&x.v0, &mut v0);
-                            activation_dense(x, &ts, forms, bits.offset, slots, v0)
+                            let v = refine_values(dense_values.expect("swept densely"), x.width(), plan.as_deref());
+                            activation_dense(x, &ts, forms, bits.offset, slots, v0, &v)
                         }
                     }
                     Nonlinear::Max(groups, _) => {
@@ -1326,7 +1346,7 @@ mod tests {
             let (mut x, mut ts) = stream(&mut r, forms.len(), 40, density);
             let fv0: Vec<f64> = x.v0.iter().enumerate().map(|(u, &z)| f(u, z)).collect();
             let mut one = SparseActivation::new(&forms, 3, slots, &fv0, ts[0], x.idx.len());
-            let (mut sparse, mut dense) = (one.cuts(&x, &ts), activation_cuts_dense(&x, &ts, &forms));
+            let (mut sparse, (mut dense, v)) = (one.cuts(&x, &ts), activation_cuts_dense(&x, &ts, &forms));
             assert!(sparse.len() > 10, "the test crosses hinges");
             sparse.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
             dense.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
@@ -1338,7 +1358,8 @@ mod tests {
             ts = pl.iter().map(|&(k, l)| l.map_or(ts[k], |l| ts[k] + l * (ts[k + 1] - ts[k]))).collect();
             x.refine(&pl);
             let (one, mut f1) = one.finish(&x, &ts, Some(&pl), fv0.clone());
-            let (two, mut flips) = activation_dense(&x, &ts, &forms, 3, slots, fv0);
+            let v = refine_values(v, forms.len(), Some(&pl));
+            let (two, mut flips) = activation_dense(&x, &ts, &forms, 3, slots, fv0, &v);
             f1.sort_unstable();
             flips.sort_unstable();
             assert_eq!(f1, flips, "the same bits flip on the same pieces");
