@@ -389,7 +389,7 @@ impl ActivationSweep<'_> {
         };
         let first = bits_at(ks);
         self.set(ks, ts[ks], u, first, s, lines.at(u, ts[ks]));
-        let last = bits_at(p - 1);
+        let last = if p - 1 == ks { first } else { bits_at(p - 1) };
         if last == first {
             return;
         }
@@ -721,15 +721,27 @@ struct GroupCuts {
 impl GroupSpan for GroupCuts {
     fn close(&mut self, lines: &Lines, ts: &[f64], _: usize, group: &[u32], ks: usize, p: usize) {
         let (t0, t1) = (ts[ks], ts[p]);
+        // Affine members: a winner at both ends wins throughout (the common case, found
+        // without storing the ends).
+        let (mut wa, mut wb) = ((0, f64::NEG_INFINITY), (0, f64::NEG_INFINITY));
+        for (i, &u) in group.iter().enumerate() {
+            let l = lines.0[u as usize];
+            let (va, vb) = (l.v + l.s * (t0 - l.t), l.v + l.s * (t1 - l.t));
+            if va > wa.1 {
+                wa = (i, va);
+            }
+            if vb > wb.1 {
+                wb = (i, vb);
+            }
+        }
+        if wa.0 == wb.0 {
+            return;
+        }
         let (a, b, pieces, found) = &mut self.scratch;
         a.clear();
         b.clear();
         a.extend(group.iter().map(|&u| lines.at(u as usize, t0)));
         b.extend(group.iter().map(|&u| lines.at(u as usize, t1)));
-        // Affine members: a winner at both ends wins throughout.
-        if argmax(a.iter().copied()) == argmax(b.iter().copied()) {
-            return;
-        }
         pieces.clear();
         for i in 0..group.len() {
             for j in i + 1..group.len() {
@@ -779,7 +791,7 @@ impl GroupSpan for GroupOut {
         let slope = |w: usize| lines.s(group[w] as usize);
         let mut w = win(ks);
         self.set(ks, ts[ks], g, w, slope(w));
-        let last = win(p - 1);
+        let last = if p - 1 == ks { w } else { win(p - 1) };
         // Affine members: a winner holds an interval of the span and never returns, so the
         // next change is the first piece where the current winner has lost (a binary search).
         let mut q = ks;
