@@ -20,7 +20,7 @@ use crate::boundary::Decision;
 use crate::geometry::predicates::{self, Sign};
 use crate::network::{LayerKind, Merge, Network, Src};
 use crate::pattern::{LayerBits, Pattern};
-use crate::pointwise::{self, batched_ops};
+use crate::pointwise::{self, batched_ops, Nonlinear, Ops};
 use rayon::prelude::*;
 
 mod sweep;
@@ -282,20 +282,48 @@ pub struct Attribution {
     pub pieces: usize,
 }
 
+/// Every node's output at each of the points `xs` (`[node][point]`): affine nodes as one
+/// batched product per node (the engine's operators), the others point by point.
+fn forward_points(net: &Network, ops: &Ops, kinds: &[Option<Nonlinear>], xs: &[Vec<f64>]) -> Vec<Vec<Vec<f64>>> {
+    let mut outs: Vec<Vec<Vec<f64>>> = Vec::with_capacity(net.nodes.len());
+    for (i, node) in net.nodes.iter().enumerate() {
+        let read = |s: &Src, r: usize| -> &[f64] {
+            match *s {
+                Src::Input => &xs[r],
+                Src::Node(j) => &outs[j][r],
+            }
+        };
+        let y = match &ops[i] {
+            Some((op, bias)) => {
+                let rows: Vec<&[f64]> = (0..xs.len()).map(|r| read(&node.inputs[0], r)).collect();
+                pointwise::apply_rows(op, bias, &rows)
+            }
+            None => (0..xs.len()).map(|r| pointwise::apply_node(node, kinds[i].as_ref(), |s| read(s, r))).collect(),
+        };
+        outs.push(y);
+    }
+    outs
+}
+
 /// The gradient of output `output` with respect to the input at `x`, with every nonlinearity
-/// fixed to its piece at `x` (backpropagation through the node graph).
-fn gradient_at(net: &Network, x: &[f64], output: usize) -> Vec<f64> {
+/// fixed to its piece at `x` (backpropagation through the node graph); `out(j)` is node `j`'s
+/// output at `x`, `kinds` the nodes' [`pointwise::nonlinear`] kinds.
+fn gradient_at<'a>(
+    net: &Network,
+    kinds: &[Option<Nonlinear>],
+    x: &[f64],
+    out: impl Fn(usize) -> &'a [f64],
+    output: usize,
+) -> Vec<f64> {
     let n = net.nodes.len();
     if n == 0 {
         let mut g = vec![0.0; x.len()];
         g[output] = 1.0;
         return g;
     }
-    // Every node's output, kept: the backward pass reads the nonlinear nodes' inputs.
-    let outs: Vec<Vec<f64>> = net.forward_all(x, true).into_iter().map(|o| o.expect("kept")).collect();
     let mut grads: Vec<Option<Vec<f64>>> = vec![None; n];
     let mut g_in = vec![0.0; x.len()];
-    let mut last = vec![0.0; outs[n - 1].len()];
+    let mut last = vec![0.0; out(n - 1).len()];
     last[output] = 1.0;
     grads[n - 1] = Some(last);
     for i in (0..n).rev() {
@@ -304,7 +332,7 @@ fn gradient_at(net: &Network, x: &[f64], output: usize) -> Vec<f64> {
         let input = |k: usize| -> &[f64] {
             match node.inputs[k] {
                 Src::Input => x,
-                Src::Node(j) => &outs[j],
+                Src::Node(j) => out(j),
             }
         };
         let mut add = |k: usize, g: Vec<f64>, grads: &mut Vec<Option<Vec<f64>>>| match node.inputs[k] {
@@ -332,7 +360,8 @@ fn gradient_at(net: &Network, x: &[f64], output: usize) -> Vec<f64> {
             LayerKind::MaxPool2d { .. } | LayerKind::Maxout { .. } => {
                 let z = input(0);
                 let mut g = vec![0.0; z.len()];
-                for (group, &gi) in node.layer.max_groups().iter().zip(&gy) {
+                let Some(Nonlinear::Max(groups, _)) = &kinds[i] else { unreachable!("max kinds have groups") };
+                for (group, &gi) in groups.iter().zip(&gy) {
                     let w = pointwise::winner_at(group, z);
                     g[group[w] as usize] += gi;
                 }
@@ -352,7 +381,7 @@ fn gradient_at(net: &Network, x: &[f64], output: usize) -> Vec<f64> {
                 }
             }
             LayerKind::Merge(Merge::Max | Merge::Min) => {
-                let y = &outs[i];
+                let y = out(i);
                 let mut parts: Vec<Vec<f64>> = (0..node.inputs.len()).map(|k| vec![0.0; input(k).len()]).collect();
                 for (e, (&ye, &ge)) in y.iter().zip(&gy).enumerate() {
                     // The first input equal to the join's value wins (ties keep the earlier one).
@@ -388,14 +417,24 @@ pub fn integrated_gradients(
     let path = [baseline.to_vec(), input.to_vec()];
     check_path(net, &path)?;
     let layout = net.pattern_layout();
-    let (pieces, _) = sweep::trace_segment(net, &layout, &batched_ops(net), (baseline, input), 0);
-    // Gradients in parallel, summed in piece order (the same sum for any thread count).
+    let ops = batched_ops(net);
+    let (pieces, _) = sweep::trace_segment(net, &layout, &ops, (baseline, input), 0);
+    let kinds: Vec<Option<Nonlinear>> = net.nodes.iter().map(pointwise::nonlinear).collect();
+    // Gradients in parallel, at the pieces' middles, forward passes batched over chunks of
+    // pieces; summed in piece order (the same sum for any thread count).
+    const CHUNK: usize = 32;
     let grads: Vec<Vec<f64>> = pieces
-        .par_iter()
-        .map(|p| {
-            let mid = 0.5 * (p.t0 + p.t1);
-            let x: Vec<f64> = baseline.iter().zip(input).map(|(a, b)| a + mid * (b - a)).collect();
-            gradient_at(net, &x, output)
+        .par_chunks(CHUNK)
+        .flat_map_iter(|chunk| {
+            let xs: Vec<Vec<f64>> = chunk
+                .iter()
+                .map(|p| {
+                    let mid = 0.5 * (p.t0 + p.t1);
+                    baseline.iter().zip(input).map(|(a, b)| a + mid * (b - a)).collect()
+                })
+                .collect();
+            let outs = forward_points(net, &ops, &kinds, &xs);
+            (0..xs.len()).map(|r| gradient_at(net, &kinds, &xs[r], |j| &outs[j][r], output)).collect::<Vec<_>>()
         })
         .collect();
     let mut acc = vec![0.0; input.len()];

@@ -544,7 +544,8 @@ impl Layer {
         match &self.kind {
             LayerKind::Linear { weight, .. } => {
                 let n_in = gx.len();
-                for (o, &g) in gy.iter().enumerate() {
+                // Zero cotangents (units switched off) add nothing: skipped.
+                for (o, &g) in gy.iter().enumerate().filter(|e| *e.1 != 0.0) {
                     let row = &weight[o * n_in..(o + 1) * n_in];
                     gx.iter_mut().zip(row).for_each(|(x, w)| *x += w * g);
                 }
@@ -563,6 +564,9 @@ impl Layer {
                         taps.extend(window.taps(oy, ox, h, w).map(|(ky, kx, iy, ix)| (ky * kw + kx, iy * w + ix)));
                         for o in 0..oc {
                             let (g, go) = (o / ocg, gy[(o * oh + oy) * ow + ox]);
+                            if go == 0.0 {
+                                continue;
+                            }
                             for ci in 0..icg {
                                 let wk = &weight[(o * icg + ci) * kh * kw..];
                                 let base = (g * icg + ci) * h * w;
