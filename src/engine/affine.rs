@@ -514,6 +514,21 @@ impl SparseVec {
         self.dense[i] += v;
     }
 
+    /// Appends the nonzero entries to `idx`/`val` in the order they were first touched (not
+    /// sorted: the path tracer's readers take a piece's changes in any order), leaving the
+    /// buffer empty.
+    pub(crate) fn drain_nonzero(&mut self, idx: &mut Vec<u32>, val: &mut Vec<f64>) {
+        for &i in &self.touched {
+            let v = std::mem::take(&mut self.dense[i as usize]);
+            self.mark[i as usize] = false;
+            if v != 0.0 {
+                idx.push(i);
+                val.push(v);
+            }
+        }
+        self.touched.clear();
+    }
+
     /// The entries (sorted by index), leaving the buffer empty.
     pub(crate) fn take(&mut self) -> Vec<(u32, f64)> {
         self.touched.sort_unstable();

@@ -986,12 +986,7 @@ fn push_changes<'a>(op: &Op, wt: Option<&[f64]>, pieces: usize, row: impl Fn(usi
                 entries.clear();
                 entries.extend(i.iter().copied().zip(v.iter().copied()));
                 op.push(&entries, &mut acc);
-                for (u, v) in acc.take() {
-                    if v != 0.0 {
-                        idx.push(u);
-                        d.push(v);
-                    }
-                }
+                acc.drain_nonzero(&mut idx, &mut d);
             }
             off.push(idx.len());
         }
