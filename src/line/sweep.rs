@@ -547,6 +547,14 @@ impl<'a> SparseActivation<'a> {
     }
 }
 
+/// What an elementwise node's cut sweep leaves for its output sweep.
+enum Swept<'a> {
+    /// The sparse sweep's state.
+    Sparse(SparseActivation<'a>),
+    /// The input's values at the breakpoints, from the dense scan.
+    Dense(Vec<f64>),
+}
+
 /// Whether a stream's slope changes are dense enough (a quarter of its units per piece) that
 /// scanning every unit on every piece (branch-light, in order) beats following each unit's
 /// spans: the layers after a fully connected one.
@@ -725,8 +733,7 @@ impl GroupSpan for GroupCuts {
         // without storing the ends).
         let (mut wa, mut wb) = ((0, f64::NEG_INFINITY), (0, f64::NEG_INFINITY));
         for (i, &u) in group.iter().enumerate() {
-            let l = lines.0[u as usize];
-            let (va, vb) = (l.v + l.s * (t0 - l.t), l.v + l.s * (t1 - l.t));
+            let (va, vb) = (lines.at(u as usize, t0), lines.at(u as usize, t1));
             if va > wa.1 {
                 wa = (i, va);
             }
@@ -1212,26 +1219,26 @@ fn trace_part(
                         joined
                     }
                 });
-                // A sparse elementwise node sweeps its input once, and a second time only for
-                // the units that cross a hinge.
-                let (mut sparse, mut dense_values) = (None, None);
+                // What an elementwise node's cut sweep leaves for its output sweep: its output
+                // at the start, and the sparse sweep's state (it sweeps its input once, and a
+                // second time only for the units that cross a hinge) or the dense scan's values.
+                let mut activation = None;
                 let cuts = {
                     let x = own.as_ref().unwrap_or_else(|| get(&node.inputs[0], &xs, &vals));
                     match &kind {
                         Nonlinear::Activation(layer) => {
                             let (forms, slots) = prep.forms[i].as_ref().expect("an activation has hinge forms");
-                            if dense(x) {
+                            let mut v0 = vec![0.0; width];
+                            layer.apply(&x.v0, &mut v0);
+                            let (cuts, left) = if dense(x) {
                                 let (cuts, v) = activation_cuts_dense(x, &ts, forms);
-                                dense_values = Some(v);
-                                cuts
+                                (cuts, Swept::Dense(v))
                             } else {
-                                let mut v0 = vec![0.0; width];
-                                layer.apply(&x.v0, &mut v0);
                                 let mut s = SparseActivation::new(forms, bits.offset, *slots, &v0, ts[0], x.idx.len());
-                                let cuts = s.cuts(x, &ts);
-                                sparse = Some((s, v0));
-                                cuts
-                            }
+                                (s.cuts(x, &ts), Swept::Sparse(s))
+                            };
+                            activation = Some((v0, left));
+                            cuts
                         }
                         Nonlinear::Max(groups, _) => {
                             let mut s = GroupCuts { cuts: Vec::new(), scratch: Default::default() };
@@ -1248,18 +1255,14 @@ fn trace_part(
                 let x = own.as_ref().unwrap_or_else(|| get(&node.inputs[0], &xs, &vals));
                 let n = ts.len() - 1;
                 let (stream, flips) = match &kind {
-                    Nonlinear::Activation(layer) => {
-                        let (forms, slots) = prep.forms[i].as_ref().expect("an activation has hinge forms");
-                        let slots = *slots;
-                        if let Some((s, v0)) = sparse {
-                            s.finish(x, &ts, plan.as_deref(), v0)
-                        } else {
-                            let mut v0 = vec![0.0; width];
-                            layer.apply(&x.v0, &mut v0);
-                            let v = refine_values(dense_values.expect("swept densely"), x.width(), plan.as_deref());
-                            activation_dense(x, &ts, forms, bits.offset, slots, v0, &v)
+                    Nonlinear::Activation(_) => match activation.expect("the cut sweep ran") {
+                        (v0, Swept::Sparse(sparse)) => sparse.finish(x, &ts, plan.as_deref(), v0),
+                        (v0, Swept::Dense(v)) => {
+                            let (forms, slots) = prep.forms[i].as_ref().expect("an activation has hinge forms");
+                            let v = refine_values(v, x.width(), plan.as_deref());
+                            activation_dense(x, &ts, forms, bits.offset, *slots, v0, &v)
                         }
-                    }
+                    },
                     Nonlinear::Max(groups, _) => {
                         let sign = if negate { -1.0 } else { 1.0 };
                         let v0: Vec<f64> = groups
