@@ -109,11 +109,10 @@ impl Rows {
 }
 
 impl Stream {
-    /// The straight segment `a + t·(b − a)` from `t = t0` on (one piece).
-    fn segment(a: &[f64], b: &[f64], t0: f64) -> Stream {
+    /// The straight segment `a + t·(b − a)` from `t = 0` on (one piece).
+    fn segment(a: &[f64], b: &[f64]) -> Stream {
         let s0 = a.iter().zip(b).map(|(p, q)| q - p).collect();
-        let v0 = if t0 == 0.0 { a.to_vec() } else { a.iter().zip(b).map(|(p, q)| p + t0 * (q - p)).collect() };
-        Stream { v0, s0, off: vec![0, 0], idx: Vec::new(), d: Vec::new(), j: Vec::new() }
+        Stream { v0: a.to_vec(), s0, off: vec![0, 0], idx: Vec::new(), d: Vec::new(), j: Vec::new() }
     }
 
     /// A one-piece stream from `t = 0` on, from `t0` on instead.
@@ -1121,7 +1120,7 @@ impl Prefix {
     fn new(net: &Network, prep: &Prepared, (a, b): (&[f64], &[f64])) -> Prefix {
         let (input_last, last) = net.last_uses();
         let nodes = prep.kinds.iter().position(Option::is_some).unwrap_or(net.nodes.len());
-        let mut xs = Some(Stream::segment(a, b, 0.0));
+        let mut xs = Some(Stream::segment(a, b));
         let mut vals: Vec<Option<Stream>> = (0..net.nodes.len()).map(|_| None).collect();
         for i in 0..nodes {
             let out = linear_node(net, prep, i, &xs, &vals);
