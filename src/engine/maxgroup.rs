@@ -116,6 +116,19 @@ impl MaxLayer {
         // Branch-free selects: which candidate has the largest lower bound is close to random
         // in a trained layer, and a branch on it mispredicts.
         for (g, group) in self.groups.iter().enumerate() {
+            if let Some(w) = <&[u32; 4]>::try_from(group.as_slice()).ok().and_then(|q| box_winner4(q, lo, hi_tol, tol))
+            {
+                // A 2 × 2 pooling window the box decides (the common case), in straight-line code.
+                let zw = unit(z, n, group[w] as usize);
+                t[g] = zw[0];
+                t[g_count + g] = zw[1];
+                t[2 * g_count + g] = zw[2];
+                let offset = g * self.bits;
+                for k in 0..self.bits {
+                    bits[(offset + k) / 64] |= u64::from(w as u32 >> k & 1) << ((offset + k) % 64);
+                }
+                continue;
+            }
             let (mut best, mut best_lo) = (0, lo[group[0] as usize]);
             for (k, &u) in group.iter().enumerate().skip(1) {
                 let v = lo[u as usize];
@@ -198,6 +211,28 @@ impl MaxLayer {
         };
         max_cells(poly, alive.len(), diff, tol).into_iter().map(|(i, cell)| (alive[i].0, cell)).collect()
     }
+}
+
+/// The winner of a group of four candidates when their bounds over the box decide it without
+/// looking at their maps: the first candidate with the largest lower bound, when every other
+/// one's upper bound plus tolerance is below it (the test of [`MaxLayer::classify_all`], whose
+/// general loop also handles candidates with the very same map). Straight-line selects with no
+/// branch per candidate: the outcome is close to random in a trained layer.
+#[inline]
+fn box_winner4(us: &[u32; 4], lo: &[f64], hi_tol: &[f64], tol: &[f64]) -> Option<usize> {
+    let u = us.map(|u| u as usize);
+    let l = u.map(|u| lo[u]);
+    let h = u.map(|u| hi_tol[u]);
+    // First largest: ties keep the lower position, as the sequential scan does.
+    let (b01, l01) = if l[1] > l[0] { (1, l[1]) } else { (0, l[0]) };
+    let (b23, l23) = if l[3] > l[2] { (3, l[3]) } else { (2, l[2]) };
+    let (best, best_lo) = if l23 > l01 { (b23, l23) } else { (b01, l01) };
+    let tb = tol[u[best]];
+    let mut below = true;
+    for (k, &hk) in h.iter().enumerate() {
+        below &= (k == best) | (hk + tb < best_lo);
+    }
+    below.then_some(best)
 }
 
 #[inline]
@@ -310,5 +345,37 @@ fn undominated(
         [] => Err(cands.iter().map(|&(pos, u, _)| (pos, u)).collect()),
         [one] => Ok(one),
         _ => Err(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::box_winner4;
+    use rand::{Rng, SeedableRng};
+
+    /// The straight-line test decides exactly the groups the sequential scan decides by bounds
+    /// alone, with the same winner: ties (drawn often here) go to the lowest position.
+    #[test]
+    fn box_winner4_matches_the_sequential_scan() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            // Coarse values, so that equal bounds and near misses are common.
+            let lo: Vec<f64> = (0..6).map(|_| f64::from(rng.random_range(-3..4)) * 0.5).collect();
+            let hi_tol: Vec<f64> = lo.iter().map(|&l| l + f64::from(rng.random_range(0..3)) * 0.25).collect();
+            let tol: Vec<f64> = (0..6).map(|_| f64::from(rng.random_range(0..2)) * 0.125).collect();
+            let mut us = [0u32; 4];
+            for u in &mut us {
+                *u = rng.random_range(0..6);
+            }
+            let mut best = 0;
+            for k in 1..4 {
+                if lo[us[k] as usize] > lo[us[best] as usize] {
+                    best = k;
+                }
+            }
+            let (best_lo, tb) = (lo[us[best] as usize], tol[us[best] as usize]);
+            let below = (0..4).all(|k| k == best || hi_tol[us[k] as usize] + tb < best_lo);
+            assert_eq!(box_winner4(&us, &lo, &hi_tol, &tol), below.then_some(best), "{us:?} {lo:?} {hi_tol:?} {tol:?}");
+        }
     }
 }

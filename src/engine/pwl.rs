@@ -181,7 +181,7 @@ impl PwlLayer {
         let center = [0.5 * (bb[0] + bb[1]), 0.5 * (bb[2] + bb[3])];
         let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
         let Slot { bp, da } = &self.slots[0];
-        let mut t = vec![0.0; 3 * n];
+        let mut t = Vec::with_capacity(3 * n);
         kernels::classify_single(
             za,
             zb,
@@ -193,9 +193,11 @@ impl PwlLayer {
             da,
             &self.slope0,
             &self.intercept0,
-            &mut t,
+            &mut t.spare_capacity_mut()[..3 * n],
             state,
         );
+        // SAFETY: the kernel wrote all 3n entries (its contract).
+        unsafe { t.set_len(3 * n) };
         let mut crossing = Vec::new();
         let mut bits = vec![0u64; n.div_ceil(64)];
         for (w, states) in state.chunks_mut(64).enumerate() {
