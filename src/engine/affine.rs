@@ -9,8 +9,10 @@
 //! convolution's kernel (a stencil of `C_out·k·k` entries, generated on the fly), from an
 //! identity or embedding, or from a sparse matrix composed once for other chains. A dense
 //! matrix that fits a core's cache is applied by `kernels::product_skipping_zeros` (three rows
-//! of a map at a time, skipping the inputs a ReLU switched off); larger ones and convolutions go
-//! through `matrixmultiply`. Written by hand because this is the engine's hot path, and the
+//! of a map at a time, skipping the inputs a ReLU switched off), and so is a single convolution
+//! with eight or more output channels per group, one output position at a time over its
+//! gathered taps (`kernels::conv_position`); larger matrices and other convolutions go through
+//! `matrixmultiply`. Written by hand because this is the engine's hot path, and the
 //! column structure is what makes a convolution's rank-1 updates sparse.
 
 use super::acc::Acc;
@@ -565,6 +567,91 @@ pub(crate) struct Affine {
     n_in: usize,
     n_out: usize,
     columns: Columns,
+    /// For a single convolution with at least [`kernels::PRODUCT_LANES`] output channels per
+    /// group: its product by output position, leaving out zero inputs.
+    conv: Option<ConvProduct>,
+}
+
+/// A convolution laid out for [`kernels::conv_position`]: per output position, the taps'
+/// inputs gathered, the taps whose three rows are zero left out (after a ReLU, about half of
+/// them: the im2col product multiplies those zeros too), the rest against the taps' weight rows.
+#[derive(Debug)]
+struct ConvProduct {
+    /// Per channel group, one row of `stride` weights per tap (tap order `(ci, ky, kx)`): the
+    /// weights of the group's output channels, zero-padded.
+    wt: Vec<f64>,
+    stride: usize,
+    /// [`Im2col::gather_table`]: per output position, the input each tap reads.
+    table: Vec<u32>,
+    taps: usize,
+    positions: usize,
+    groups: usize,
+    /// Output channels per group, and inputs per group.
+    ocg: usize,
+    group_inputs: usize,
+}
+
+impl ConvProduct {
+    fn new(weight: &[f64], input: [usize; 3], output: [usize; 3], window: Window, groups: usize) -> Option<Self> {
+        let [ic, h, w] = input;
+        let [oc, oh, ow] = output;
+        let ocg = oc / groups.max(1);
+        if ocg < kernels::PRODUCT_LANES {
+            return None;
+        }
+        let taps = ic / groups * window.kernel[0] * window.kernel[1];
+        let stride = ocg.div_ceil(kernels::PRODUCT_LANES) * kernels::PRODUCT_LANES;
+        let mut wt = vec![0.0; groups * taps * stride];
+        for g in 0..groups {
+            for o in 0..ocg {
+                for k in 0..taps {
+                    wt[(g * taps + k) * stride + o] = weight[(g * ocg + o) * taps + k];
+                }
+            }
+        }
+        let table = Im2col { input, output, window, groups }.gather_table();
+        Some(ConvProduct {
+            wt,
+            stride,
+            table,
+            taps,
+            positions: oh * ow,
+            groups,
+            ocg,
+            group_inputs: ic / groups * h * w,
+        })
+    }
+
+    /// The convolution of maps of one to three rows (`maps[k]`: `g × n_in`) into `y`, the
+    /// rows one after another (`n_out` each).
+    fn apply(&self, maps: &[&[f64]], n_in: usize, n_out: usize, y: &mut [f64]) {
+        let zero = vec![0.0; n_in];
+        let mut inputs = Vec::new();
+        let (taps, positions, ocg) = (self.taps, self.positions, self.ocg);
+        let mut first = 0;
+        for m in maps {
+            let g = m.len() / n_in.max(1);
+            let row = |r: usize| if r < g { &m[r * n_in..(r + 1) * n_in] } else { &zero[..] };
+            let rows = [row(0), row(1), row(2)];
+            for gi in 0..self.groups {
+                let part = gi * self.group_inputs..(gi + 1) * self.group_inputs;
+                let x = rows.map(|r| &r[part.clone()]);
+                let wg = &self.wt[gi * taps * self.stride..(gi + 1) * taps * self.stride];
+                for p in 0..positions {
+                    let table = &self.table[p * taps..(p + 1) * taps];
+                    kernels::conv_position(wg, self.stride, ocg, x, table, &mut inputs, |kb, count, out| {
+                        for (r, o) in out.iter().enumerate().take(g) {
+                            let yr = &mut y[(first + r) * n_out..(first + r + 1) * n_out];
+                            for (c, &v) in o[..count].iter().enumerate() {
+                                yr[(gi * ocg + kb + c) * positions + p] = v;
+                            }
+                        }
+                    });
+                }
+            }
+            first += g;
+        }
+    }
 }
 
 impl Affine {
@@ -590,11 +677,17 @@ impl Affine {
                 }
                 let w = transpose(&wt, n_in, n_out);
                 let columns = dense_columns(&wt, n_in, n_out);
-                return Affine { ops: vec![Op::Dense { w, n_in, n_out }], n_in, n_out, columns };
+                return Affine { ops: vec![Op::Dense { w, n_in, n_out }], n_in, n_out, columns, conv: None };
             }
             _ => compose_sparse(&ops, n_in),
         };
-        Affine { ops, n_in, n_out, columns }
+        let conv = match ops.as_slice() {
+            [Op::Conv { weight, input, output, window, groups }] => {
+                ConvProduct::new(weight, *input, *output, *window, *groups)
+            }
+            _ => None,
+        };
+        Affine { ops, n_in, n_out, columns, conv }
     }
 
     pub(crate) fn n_out(&self) -> usize {
@@ -642,6 +735,11 @@ impl Affine {
             Columns::Dense { wt, stride } if self.skips_zeros() => {
                 let mut y = vec![0.0; rows * self.n_out];
                 kernels::product_skipping_zeros(wt, *stride, maps, self.n_in, &mut y, self.n_out);
+                y
+            }
+            _ if self.conv.is_some() => {
+                let mut y = vec![0.0; rows * self.n_out];
+                self.conv.as_ref().expect("checked").apply(maps, self.n_in, self.n_out, &mut y);
                 y
             }
             _ => self.apply_rows(&maps.concat(), rows),
@@ -992,6 +1090,41 @@ mod tests {
                         let got = acc.get(u)[k];
                         assert!((got - w).abs() < 1e-12, "groups {groups}, unit {u}, coefficient {k}: {got} vs {w}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The product by output position (convolutions with eight or more output channels per
+    /// group) against the definition: output blocks wider than one kernel block and padded ones,
+    /// grouped, strided and dilated windows, inputs with zeros (left out), and maps of three
+    /// rows and of one.
+    #[test]
+    fn conv_maps_by_position_match_the_definition() {
+        for (groups, ocg, win) in [(1, 40, window(3, 1, 1, 1)), (2, 12, window(3, 2, 1, 1)), (3, 8, window(2, 1, 0, 2))]
+        {
+            let i = [3 * groups, 7, 6];
+            let out = |n: usize, d: usize| {
+                (n + 2 * win.padding[d] - (win.dilation[d] * (win.kernel[d] - 1) + 1)) / win.stride[d] + 1
+            };
+            let o = [groups * ocg, out(7, 0), out(6, 1)];
+            let k = (i[0] / groups) * win.kernel[0] * win.kernel[1];
+            let weight: Vec<f64> = (0..o[0] * k).map(|t| ((t * 37 % 23) as f64 - 11.0) / 7.0).collect();
+            let op = Op::Conv { weight: weight.clone(), input: i, output: o, window: win, groups };
+            let chain = Affine::new(vec![op.clone()], op.n_in());
+            assert!(chain.conv.is_some(), "{ocg} output channels per group take the product by position");
+            let n = op.n_in();
+            // About a third of the entries zero, and one input zero in all three rows of a map.
+            let x: Vec<f64> = (0..4 * n)
+                .map(|t| if t % 3 == 0 || t % n == 5 { 0.0 } else { ((t * 13 % 17) as f64 - 8.0) / 5.0 })
+                .collect();
+            let maps: Vec<&[f64]> = vec![&x[..3 * n], &x[3 * n..]];
+            let y = chain.apply_maps(&maps);
+            assert_eq!(y.len(), 4 * op.n_out());
+            for r in 0..4 {
+                let want = naive_conv(&weight, &x[r * n..(r + 1) * n], i, o, &win, groups);
+                for (u, (a, b)) in y[r * op.n_out()..(r + 1) * op.n_out()].iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() < 1e-12, "groups {groups}, row {r}, output {u}: {a} vs {b}");
                 }
             }
         }

@@ -301,10 +301,10 @@ pub(crate) const PRODUCT_LANES: usize = 8;
 
 /// An input of [`product_skipping_zeros`] left in a group of rows: its index and its three
 /// coefficients.
-type Input = (usize, [f64; 3]);
+pub(crate) type Input = (usize, [f64; 3]);
 
 /// Widest block of outputs of [`product_skipping_zeros`].
-const MAX_BLOCK: usize = 32;
+pub(crate) const MAX_BLOCK: usize = 32;
 
 /// `y = x · W` for row vectors `x` given in groups of one to three rows (`groups`, each
 /// `g × n_in`: a map's `∂/∂s`, `∂/∂t` and value rows) and `W` given by its rows `wt` (`n_in`
@@ -384,26 +384,7 @@ fn product_with(
         len += k;
         starts.push(len);
     }
-    type Block = fn(&[f64], usize, usize, usize, &[Input], &mut [[f64; MAX_BLOCK]; 3]);
-    let block: Block = {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // (The feature checks are cached by the standard library.)
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY (both wrappers): the features were detected; the arguments satisfy
-                // the blocks' contract as for `block_generic` (asserted above, and below).
-                |w, s, kb, l, i, o| unsafe { block_avx512(w, s, kb, l, i, o) }
-            } else if has_avx2() && std::arch::is_x86_feature_detected!("fma") {
-                |w, s, kb, l, i, o| unsafe { block_fma(w, s, kb, l, i, o) }
-            } else {
-                block_generic
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            block_generic
-        }
-    };
+    let block = block_kernel();
     let mut kb = 0;
     while kb < n_out {
         // A multiple of the padding, so kb + lanes ≤ stride.
@@ -420,6 +401,74 @@ fn product_with(
                 yg[r * n_out + kb..r * n_out + kb + m].copy_from_slice(&o[..m]);
             }
         }
+        kb += lanes;
+    }
+}
+
+/// One output block of the products here: `out[r][..lanes] = Σ c_r · wt[j·stride + kb..]`
+/// over the inputs `(j, c)`.
+type Block = fn(&[f64], usize, usize, usize, &[Input], &mut [[f64; MAX_BLOCK]; 3]);
+
+/// The widest block kernel the processor runs.
+fn block_kernel() -> Block {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // (The feature checks are cached by the standard library.)
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY (both wrappers): the features were detected; both callers assert the
+            // blocks' contract (every input's row of `stride` weights is in `wt`, and
+            // kb + lanes ≤ stride by the padding).
+            |w, s, kb, l, i, o| unsafe { block_avx512(w, s, kb, l, i, o) }
+        } else if has_avx2() && std::arch::is_x86_feature_detected!("fma") {
+            |w, s, kb, l, i, o| unsafe { block_fma(w, s, kb, l, i, o) }
+        } else {
+            block_generic
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        block_generic
+    }
+}
+
+/// One output position of a convolution applied to a map of three rows (`x[r]`, one channel
+/// group's inputs each): `Σ_k x_r[taps[k]] · wt[k·stride + o]` for the `n_out` output channels
+/// `o`, where `taps` lists the input each tap of the position reads (`u32::MAX` in the
+/// padding) and `wt` holds one row of `stride` weights per tap (as for
+/// [`product_skipping_zeros`]). As there, taps whose three inputs are zero are left out (after
+/// a ReLU, about half of them) and the sums run over the remaining taps in ascending order, so
+/// a map's result depends on nothing else. `emit(first output, count, rows)` receives each
+/// block of outputs. `inputs` is a work buffer.
+pub(crate) fn conv_position(
+    wt: &[f64],
+    stride: usize,
+    n_out: usize,
+    x: [&[f64]; 3],
+    taps: &[u32],
+    inputs: &mut Vec<Input>,
+    mut emit: impl FnMut(usize, usize, &[[f64; MAX_BLOCK]; 3]),
+) {
+    assert!(stride.is_multiple_of(PRODUCT_LANES) && stride >= n_out && wt.len() >= taps.len() * stride);
+    if inputs.len() < taps.len() {
+        inputs.resize(taps.len(), (0, [0.0; 3]));
+    }
+    // Branch-free compaction, as in `product_with`.
+    let mut len = 0;
+    for (k, &t) in taps.iter().enumerate() {
+        let c = match x[0].get(t as usize) {
+            Some(&c0) => [c0, x[1][t as usize], x[2][t as usize]],
+            None => [0.0; 3],
+        };
+        inputs[len] = (k, c);
+        len += usize::from((c[0] != 0.0) | (c[1] != 0.0) | (c[2] != 0.0));
+    }
+    let block = block_kernel();
+    let mut kb = 0;
+    while kb < n_out {
+        let lanes = MAX_BLOCK.min((n_out - kb).div_ceil(PRODUCT_LANES) * PRODUCT_LANES);
+        let mut out = [[0.0; MAX_BLOCK]; 3];
+        block(wt, stride, kb, lanes, &inputs[..len], &mut out);
+        emit(kb, (n_out - kb).min(lanes), &out);
         kb += lanes;
     }
 }
