@@ -19,6 +19,9 @@ pub(crate) struct MaxLayer {
     unit_groups: Vec<u32>,
     /// Pattern bits per group.
     bits: usize,
+    /// When every group has four candidates (2 × 2 pooling): candidate `k` of every group, for
+    /// the vectorised box test ([`super::kernels::box_winners4`]).
+    quads: Option<super::kernels::Quads>,
 }
 
 /// A group whose maximum changes inside a cell.
@@ -60,7 +63,8 @@ impl MaxLayer {
         }
         let largest = groups.iter().map(Vec::len).max().unwrap_or(1);
         let bits = crate::network::Layer::max_bits(largest);
-        MaxLayer { groups, unit_ptr: count, unit_groups, bits }
+        let quads = super::kernels::Quads::new(&groups);
+        MaxLayer { groups, unit_ptr: count, unit_groups, bits, quads }
     }
 
     pub(crate) fn groups(&self) -> usize {
@@ -113,20 +117,19 @@ impl MaxLayer {
         super::kernels::box_bounds_tol(za, zb, zc, noise, center, half, lo, hi_tol, tol);
         let (lo, hi_tol, tol) = (&*lo, &*hi_tol, &*tol);
         let mut cands = Vec::new();
+        // Groups of four (2 × 2 pooling windows, the common case) decided by the box, four at
+        // a time.
+        let mut quick = Vec::new();
+        if let Some(quads) = &self.quads {
+            quick.resize(g_count, super::kernels::UNDECIDED4);
+            super::kernels::box_winners4(quads, lo, hi_tol, tol, z, &mut quick, &mut t);
+        }
         // Branch-free selects: which candidate has the largest lower bound is close to random
         // in a trained layer, and a branch on it mispredicts.
         for (g, group) in self.groups.iter().enumerate() {
-            if let Some(w) = <&[u32; 4]>::try_from(group.as_slice()).ok().and_then(|q| box_winner4(q, lo, hi_tol, tol))
-            {
-                // A 2 × 2 pooling window the box decides (the common case), in straight-line code.
-                let zw = unit(z, n, group[w] as usize);
-                t[g] = zw[0];
-                t[g_count + g] = zw[1];
-                t[2 * g_count + g] = zw[2];
-                let offset = g * self.bits;
-                for k in 0..self.bits {
-                    bits[(offset + k) / 64] |= u64::from(w as u32 >> k & 1) << ((offset + k) % 64);
-                }
+            if let Some(&w) = quick.get(g).filter(|&&w| w != super::kernels::UNDECIDED4) {
+                // Decided four at a time, winner map written.
+                put_bits(&mut bits, g * self.bits, self.bits, u32::from(w));
                 continue;
             }
             let (mut best, mut best_lo) = (0, lo[group[0] as usize]);
@@ -155,10 +158,7 @@ impl MaxLayer {
             t[g] = zw[0];
             t[g_count + g] = zw[1];
             t[2 * g_count + g] = zw[2];
-            let offset = g * self.bits;
-            for k in 0..self.bits {
-                bits[(offset + k) / 64] |= u64::from(w >> k & 1) << ((offset + k) % 64);
-            }
+            put_bits(&mut bits, g * self.bits, self.bits, w);
             contests.extend(contest);
         }
         Classified { t: t.into(), contests, bits }
@@ -213,26 +213,12 @@ impl MaxLayer {
     }
 }
 
-/// The winner of a group of four candidates when their bounds over the box decide it without
-/// looking at their maps: the first candidate with the largest lower bound, when every other
-/// one's upper bound plus tolerance is below it (the test of [`MaxLayer::classify_all`], whose
-/// general loop also handles candidates with the very same map). Straight-line selects with no
-/// branch per candidate: the outcome is close to random in a trained layer.
+/// Sets the `width` bits at `offset` of `bits` (zero there) to `w`.
 #[inline]
-fn box_winner4(us: &[u32; 4], lo: &[f64], hi_tol: &[f64], tol: &[f64]) -> Option<usize> {
-    let u = us.map(|u| u as usize);
-    let l = u.map(|u| lo[u]);
-    let h = u.map(|u| hi_tol[u]);
-    // First largest: ties keep the lower position, as the sequential scan does.
-    let (b01, l01) = if l[1] > l[0] { (1, l[1]) } else { (0, l[0]) };
-    let (b23, l23) = if l[3] > l[2] { (3, l[3]) } else { (2, l[2]) };
-    let (best, best_lo) = if l23 > l01 { (b23, l23) } else { (b01, l01) };
-    let tb = tol[u[best]];
-    let mut below = true;
-    for (k, &hk) in h.iter().enumerate() {
-        below &= (k == best) | (hk + tb < best_lo);
+fn put_bits(bits: &mut [u64], offset: usize, width: usize, w: u32) {
+    for k in 0..width {
+        bits[(offset + k) / 64] |= u64::from(w >> k & 1) << ((offset + k) % 64);
     }
-    below.then_some(best)
 }
 
 #[inline]
@@ -350,7 +336,7 @@ fn undominated(
 
 #[cfg(test)]
 mod tests {
-    use super::box_winner4;
+    use crate::engine::kernels::box_winner4_scalar as box_winner4;
     use rand::{Rng, SeedableRng};
 
     /// The straight-line test decides exactly the groups the sequential scan decides by bounds
