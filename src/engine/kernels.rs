@@ -640,6 +640,11 @@ pub(crate) const UNDECIDED4: u8 = u8::MAX;
 pub(crate) struct Quads {
     cols: [Vec<u32>; 4],
     n: usize,
+    /// Per block of four consecutive groups: the row width `w` when the block is four
+    /// adjacent 2 × 2 windows of one pair of rows (units `u + 2j + {0, 1, w, w + 1}` for
+    /// `j < 4`, the layout of a stride-2 pooling over a channel-major map), else 0. Such a
+    /// block's bounds come from four contiguous loads per array instead of gathers.
+    rows: Vec<u32>,
 }
 
 impl Quads {
@@ -647,8 +652,26 @@ impl Quads {
     /// gathers' 32-bit indices.
     pub(crate) fn new(groups: &[Vec<u32>]) -> Option<Self> {
         let n = groups.iter().flatten().map(|&u| u as usize + 1).max().unwrap_or(0);
-        (groups.iter().all(|g| g.len() == 4) && n <= i32::MAX as usize)
-            .then(|| Quads { cols: std::array::from_fn(|k| groups.iter().map(|g| g[k]).collect()), n })
+        if !(groups.iter().all(|g| g.len() == 4) && n <= i32::MAX as usize) {
+            return None;
+        }
+        let rows = groups
+            .chunks_exact(4)
+            .map(|b| {
+                let (u, w) = (b[0][0], b[0][2].wrapping_sub(b[0][0]));
+                let regular = w >= 2
+                    && b.iter().enumerate().all(|(j, g)| {
+                        let v = u + 2 * j as u32;
+                        g[..] == [v, v + 1, v + w, v + w + 1]
+                    });
+                if regular {
+                    w
+                } else {
+                    0
+                }
+            })
+            .collect();
+        Some(Quads { cols: std::array::from_fn(|k| groups.iter().map(|g| g[k]).collect()), n, rows })
     }
 
     fn units(&self, g: usize) -> [u32; 4] {
@@ -746,9 +769,28 @@ unsafe fn box_winners4_avx2(
         // units index the bounds and z's rows (the caller's contract).
         unsafe {
             let idx: [__m128i; 4] = std::array::from_fn(|k| _mm_loadu_si128(quads.cols[k].as_ptr().add(g).cast()));
-            let l: [__m256d; 4] = std::array::from_fn(|k| _mm256_i32gather_pd::<8>(lo.as_ptr(), idx[k]));
-            let h: [__m256d; 4] = std::array::from_fn(|k| _mm256_i32gather_pd::<8>(hi_tol.as_ptr(), idx[k]));
-            let tl: [__m256d; 4] = std::array::from_fn(|k| _mm256_i32gather_pd::<8>(tol.as_ptr(), idx[k]));
+            let w = quads.rows[s] as usize;
+            let u = quads.cols[0][g] as usize;
+            // Candidate k of the four groups: gathered, or for adjacent windows two contiguous
+            // loads (of the window row's eight entries) split into even and odd entries.
+            let load = |a: &[f64]| -> [__m256d; 4] {
+                if w == 0 {
+                    std::array::from_fn(|k| _mm256_i32gather_pd::<8>(a.as_ptr(), idx[k]))
+                } else {
+                    let (r0, r1) = (a.as_ptr().add(u), a.as_ptr().add(u + w));
+                    let (a0, a1) = (_mm256_loadu_pd(r0), _mm256_loadu_pd(r0.add(4)));
+                    let (b0, b1) = (_mm256_loadu_pd(r1), _mm256_loadu_pd(r1.add(4)));
+                    // unpack gives [x0, y0, x2, y2]; the permute puts it in group order.
+                    let order = |v| _mm256_permute4x64_pd::<0b11_01_10_00>(v);
+                    [
+                        order(_mm256_unpacklo_pd(a0, a1)),
+                        order(_mm256_unpackhi_pd(a0, a1)),
+                        order(_mm256_unpacklo_pd(b0, b1)),
+                        order(_mm256_unpackhi_pd(b0, b1)),
+                    ]
+                }
+            };
+            let (l, h, tl) = (load(lo), load(hi_tol), load(tol));
             // The units as exact f64, to be selected with the same masks as the bounds.
             let uf: [__m256d; 4] = std::array::from_fn(|k| _mm256_cvtepi32_pd(idx[k]));
             let m01 = _mm256_cmp_pd::<_CMP_GT_OQ>(l[1], l[0]);
@@ -767,8 +809,12 @@ unsafe fn box_winners4_avx2(
             let ui = _mm256_cvttpd_epi32(unit);
             let zero = _mm256_setzero_pd();
             for r in 0..3 {
-                let row = z.as_ptr().add(r * n);
-                let v = _mm256_mask_i32gather_pd::<8>(zero, row, ui, below);
+                let row = &z[r * n..(r + 1) * n];
+                let v = if w == 0 {
+                    _mm256_mask_i32gather_pd::<8>(zero, row.as_ptr(), ui, below)
+                } else {
+                    pick(&load(row))
+                };
                 _mm256_storeu_pd(t.as_mut_ptr().add(r * g_count + g), v);
             }
             let decided = _mm256_movemask_pd(below);
@@ -785,6 +831,52 @@ unsafe fn box_winners4_avx2(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Groups of a 2 × 2 stride-2 pooling over channel-major maps, whose blocks of adjacent
+    /// windows take contiguous loads (and, with five windows per row, blocks that straddle two
+    /// rows take gathers): the same winners and maps as the scalar test.
+    #[test]
+    fn box_winners4_of_pooling_windows_match_the_scalar_test() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        let mut outcomes = [0usize; 2];
+        // (channels, height, width, blocks of four adjacent windows in one row pair)
+        for (c, h, w, adjacent) in [(3, 6, 8, 9), (2, 4, 10, 2), (1, 8, 16, 8), (4, 2, 2, 0)] {
+            let n = c * h * w;
+            let mut list = Vec::new();
+            for ch in 0..c {
+                for i in 0..h / 2 {
+                    for j in 0..w / 2 {
+                        let u = (ch * h * w + 2 * i * w + 2 * j) as u32;
+                        list.push(vec![u, u + 1, u + w as u32, u + w as u32 + 1]);
+                    }
+                }
+            }
+            let quads = Quads::new(&list).expect("groups of four");
+            assert_eq!(quads.rows.iter().filter(|&&r| r != 0).count(), adjacent, "{c}×{h}×{w}: {:?}", quads.rows);
+            for _ in 0..50 {
+                let lo: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(-3..4)) * 0.5).collect();
+                let hi_tol: Vec<f64> = lo.iter().map(|&l| l + f64::from(rng.random_range(0..3)) * 0.25).collect();
+                let tol: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(0..2)) * 0.125).collect();
+                let z: Vec<f64> = (0..3 * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let groups = list.len();
+                let mut win = vec![0u8; groups];
+                let mut t = vec![f64::NAN; 3 * groups];
+                box_winners4(&quads, &lo, &hi_tol, &tol, &z, &mut win, &mut t);
+                for (g, &got) in win.iter().enumerate() {
+                    let us: [u32; 4] = list[g].clone().try_into().expect("four");
+                    let want = box_winner4_scalar(&us, &lo, &hi_tol, &tol);
+                    assert_eq!(want.map_or(UNDECIDED4, |b| b as u8), got, "{c}×{h}×{w}, group {g}");
+                    if let Some(b) = want {
+                        let u = us[b] as usize;
+                        assert_eq!([t[g], t[groups + g], t[2 * groups + g]], [z[u], z[n + u], z[2 * n + u]]);
+                    }
+                    outcomes[usize::from(want.is_some())] += 1;
+                }
+            }
+        }
+        assert!(outcomes.iter().all(|&c| c > 200), "{outcomes:?}");
+    }
 
     /// The four-at-a-time test decides every group as the scalar one, with the same winner,
     /// on coarse values where ties and near misses are common, and with groups left over.

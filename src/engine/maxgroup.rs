@@ -123,13 +123,23 @@ impl MaxLayer {
         if let Some(quads) = &self.quads {
             quick.resize(g_count, super::kernels::UNDECIDED4);
             super::kernels::box_winners4(quads, lo, hi_tol, tol, z, &mut quick, &mut t);
+            // Their pattern bits, a word at a time in a register (one read-modify-write of
+            // memory per group was a chain of store-to-load forwards).
+            let per = 64 / self.bits;
+            for (word, chunk) in bits.iter_mut().zip(quick.chunks(per)) {
+                let mut acc = 0u64;
+                for (j, &w) in chunk.iter().enumerate() {
+                    let decided = if w == super::kernels::UNDECIDED4 { 0 } else { u64::from(w) };
+                    acc |= decided << (j * self.bits);
+                }
+                *word = acc;
+            }
         }
         // Branch-free selects: which candidate has the largest lower bound is close to random
         // in a trained layer, and a branch on it mispredicts.
         for (g, group) in self.groups.iter().enumerate() {
-            if let Some(&w) = quick.get(g).filter(|&&w| w != super::kernels::UNDECIDED4) {
-                // Decided four at a time, winner map written.
-                put_bits(&mut bits, g * self.bits, self.bits, u32::from(w));
+            if quick.get(g).is_some_and(|&w| w != super::kernels::UNDECIDED4) {
+                // Decided four at a time, winner map and bits written.
                 continue;
             }
             let (mut best, mut best_lo) = (0, lo[group[0] as usize]);
