@@ -681,14 +681,16 @@ impl Quads {
 
 /// For every group of `quads`, the position whose lower bound beats every other candidate's
 /// upper bound plus the tolerance of both (`lo`, `hi_tol`, `tol` as from [`box_bounds_tol`]),
-/// or [`UNDECIDED4`]: the first largest lower bound wins ties, as in the sequential scan of the
-/// max layer, and every comparison is the scalar one (`h + t < l`, false on NaN), so both
-/// versions decide alike. A decided group's winner map (`z` is `3 × n`) goes to `t` (`3 ×
+/// a later candidate with the very same map (`z`, `3 × n`) not counting against it, or
+/// [`UNDECIDED4`]: the rule of [`box_winner4_scalar`], the first largest lower bound winning
+/// ties as in the sequential scan of the max layer, with the scalar comparisons (`h + t < l`,
+/// false on NaN), so both versions decide alike. A decided group's winner map goes to `t` (`3 ×
 /// groups`, row-major); an undecided group's entries of `t` are left to the caller.
 ///
-/// Written by hand with AVX2 gathers because the compiler does not vectorise indexed loads for
-/// this target: four groups per step instead of one was most of a 2 × 2 max-pool's
-/// classification of a base. Panics unless the bounds and `z` cover the quads' units.
+/// Written by hand (AVX2: contiguous loads split into even and odd entries for adjacent
+/// windows, gathers otherwise) because the compiler does not vectorise these indexed loads:
+/// four groups per step instead of one was most of a 2 × 2 max-pool's classification of a
+/// base. Panics unless the bounds and `z` cover the quads' units.
 pub(crate) fn box_winners4(
     quads: &Quads,
     lo: &[f64],
@@ -712,7 +714,7 @@ pub(crate) fn box_winners4(
     }
     for g in start..g_count {
         let us = quads.units(g);
-        let w = box_winner4_scalar(&us, lo, hi_tol, tol);
+        let w = box_winner4_scalar(&us, lo, hi_tol, tol, z);
         win[g] = w.map_or(UNDECIDED4, |w| w as u8);
         if let Some(w) = w {
             let u = us[w] as usize;
@@ -722,23 +724,25 @@ pub(crate) fn box_winners4(
 }
 
 /// The scalar form of [`box_winners4`] for one group: the first candidate with the largest
-/// lower bound, when every other one's upper bound plus tolerance is below it (the test of the
-/// max layer's classification, whose general loop also handles candidates with the very same
-/// map). Straight-line selects with no branch per candidate: the outcome is close to random in
-/// a trained layer.
+/// lower bound, when every other one's upper bound plus tolerance is below it or, for a later
+/// candidate, its map (`z`, `3 × n`) is the very same (two dead units feeding one window: the
+/// tie goes to the lower position) — the rule of the max layer's classification. Straight-line
+/// selects with no branch per candidate: the outcome is close to random in a trained layer.
 #[inline]
-pub(crate) fn box_winner4_scalar(us: &[u32; 4], lo: &[f64], hi_tol: &[f64], tol: &[f64]) -> Option<usize> {
+pub(crate) fn box_winner4_scalar(us: &[u32; 4], lo: &[f64], hi_tol: &[f64], tol: &[f64], z: &[f64]) -> Option<usize> {
+    let n = z.len() / 3;
     let u = us.map(|u| u as usize);
     let l = u.map(|u| lo[u]);
     let h = u.map(|u| hi_tol[u]);
+    let map = |u: usize| [z[u], z[n + u], z[2 * n + u]];
     // First largest: ties keep the lower position, as the sequential scan does.
     let (b01, l01) = if l[1] > l[0] { (1, l[1]) } else { (0, l[0]) };
     let (b23, l23) = if l[3] > l[2] { (3, l[3]) } else { (2, l[2]) };
     let (best, best_lo) = if l23 > l01 { (b23, l23) } else { (b01, l01) };
-    let tb = tol[u[best]];
+    let (tb, mb) = (tol[u[best]], map(u[best]));
     let mut below = true;
     for (k, &hk) in h.iter().enumerate() {
-        below &= (k == best) | (hk + tb < best_lo);
+        below &= (k == best) | (hk + tb < best_lo) | (k > best && map(u[k]) == mb);
     }
     below.then_some(best)
 }
@@ -791,31 +795,29 @@ unsafe fn box_winners4_avx2(
                 }
             };
             let (l, h, tl) = (load(lo), load(hi_tol), load(tol));
-            // The units as exact f64, to be selected with the same masks as the bounds.
-            let uf: [__m256d; 4] = std::array::from_fn(|k| _mm256_cvtepi32_pd(idx[k]));
             let m01 = _mm256_cmp_pd::<_CMP_GT_OQ>(l[1], l[0]);
             let m23 = _mm256_cmp_pd::<_CMP_GT_OQ>(l[3], l[2]);
             let m = _mm256_cmp_pd::<_CMP_GT_OQ>(_mm256_blendv_pd(l[2], l[3], m23), _mm256_blendv_pd(l[0], l[1], m01));
             let pick = |v: &[__m256d; 4]| {
                 _mm256_blendv_pd(_mm256_blendv_pd(v[0], v[1], m01), _mm256_blendv_pd(v[2], v[3], m23), m)
             };
-            let (best_lo, best, tb, unit) = (pick(&l), pick(&pos), pick(&tl), pick(&uf));
+            let (best_lo, best, tb) = (pick(&l), pick(&pos), pick(&tl));
+            // The candidates' maps, for the tie rule and the winner's map.
+            let maps: [[__m256d; 4]; 3] = std::array::from_fn(|r| load(&z[r * n..(r + 1) * n]));
+            let best_map = maps.each_ref().map(pick);
             let mut below = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
             for k in 0..4 {
                 let is_best = _mm256_cmp_pd::<_CMP_EQ_OQ>(best, pos[k]);
                 let under = _mm256_cmp_pd::<_CMP_LT_OQ>(_mm256_add_pd(h[k], tb), best_lo);
-                below = _mm256_and_pd(below, _mm256_or_pd(is_best, under));
+                // A later candidate with the winner's very map does not count against it.
+                let mut same = _mm256_cmp_pd::<_CMP_GT_OQ>(pos[k], best);
+                for r in 0..3 {
+                    same = _mm256_and_pd(same, _mm256_cmp_pd::<_CMP_EQ_OQ>(maps[r][k], best_map[r]));
+                }
+                below = _mm256_and_pd(below, _mm256_or_pd(_mm256_or_pd(is_best, under), same));
             }
-            let ui = _mm256_cvttpd_epi32(unit);
-            let zero = _mm256_setzero_pd();
-            for r in 0..3 {
-                let row = &z[r * n..(r + 1) * n];
-                let v = if w == 0 {
-                    _mm256_mask_i32gather_pd::<8>(zero, row.as_ptr(), ui, below)
-                } else {
-                    pick(&load(row))
-                };
-                _mm256_storeu_pd(t.as_mut_ptr().add(r * g_count + g), v);
+            for (r, v) in best_map.iter().enumerate() {
+                _mm256_storeu_pd(t.as_mut_ptr().add(r * g_count + g), *v);
             }
             let decided = _mm256_movemask_pd(below);
             let mut b = [0.0; 4];
@@ -831,6 +833,20 @@ unsafe fn box_winners4_avx2(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Maps `3 × n` of units, half of them the zero map of a dead unit and the rest drawn from
+    /// a few values, so that candidates with the very same map are common.
+    fn coarse_maps(rng: &mut impl rand::Rng, n: usize) -> Vec<f64> {
+        let mut z = vec![0.0; 3 * n];
+        for u in 0..n {
+            if rng.random_bool(0.5) {
+                for r in 0..3 {
+                    z[r * n + u] = f64::from(rng.random_range(-1..2)) * 0.5;
+                }
+            }
+        }
+        z
+    }
 
     /// Groups of a 2 × 2 stride-2 pooling over channel-major maps, whose blocks of adjacent
     /// windows take contiguous loads (and, with five windows per row, blocks that straddle two
@@ -858,14 +874,14 @@ mod tests {
                 let lo: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(-3..4)) * 0.5).collect();
                 let hi_tol: Vec<f64> = lo.iter().map(|&l| l + f64::from(rng.random_range(0..3)) * 0.25).collect();
                 let tol: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(0..2)) * 0.125).collect();
-                let z: Vec<f64> = (0..3 * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let z = coarse_maps(&mut rng, n);
                 let groups = list.len();
                 let mut win = vec![0u8; groups];
                 let mut t = vec![f64::NAN; 3 * groups];
                 box_winners4(&quads, &lo, &hi_tol, &tol, &z, &mut win, &mut t);
                 for (g, &got) in win.iter().enumerate() {
                     let us: [u32; 4] = list[g].clone().try_into().expect("four");
-                    let want = box_winner4_scalar(&us, &lo, &hi_tol, &tol);
+                    let want = box_winner4_scalar(&us, &lo, &hi_tol, &tol, &z);
                     assert_eq!(want.map_or(UNDECIDED4, |b| b as u8), got, "{c}×{h}×{w}, group {g}");
                     if let Some(b) = want {
                         let u = us[b] as usize;
@@ -894,13 +910,13 @@ mod tests {
             let list: Vec<Vec<u32>> =
                 (0..groups).map(|_| (0..4).map(|_| rng.random_range(0..n as u32)).collect()).collect();
             let quads = Quads::new(&list).expect("groups of four");
-            let z: Vec<f64> = (0..3 * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let z = coarse_maps(&mut rng, n);
             let mut win = vec![0u8; groups];
             let mut t = vec![f64::NAN; 3 * groups];
             box_winners4(&quads, &lo, &hi_tol, &tol, &z, &mut win, &mut t);
             for (g, &w) in win.iter().enumerate() {
                 let us: [u32; 4] = list[g].clone().try_into().expect("four");
-                let want = box_winner4_scalar(&us, &lo, &hi_tol, &tol);
+                let want = box_winner4_scalar(&us, &lo, &hi_tol, &tol, &z);
                 assert_eq!(want.map_or(UNDECIDED4, |b| b as u8), w, "group {g} of {us:?}");
                 if let Some(b) = want {
                     let u = us[b] as usize;

@@ -354,11 +354,13 @@ mod tests {
     #[test]
     fn box_winner4_matches_the_sequential_scan() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut by_ties = 0;
         for _ in 0..20_000 {
-            // Coarse values, so that equal bounds and near misses are common.
+            // Coarse values, so that equal bounds, equal maps and near misses are common.
             let lo: Vec<f64> = (0..6).map(|_| f64::from(rng.random_range(-3..4)) * 0.5).collect();
             let hi_tol: Vec<f64> = lo.iter().map(|&l| l + f64::from(rng.random_range(0..3)) * 0.25).collect();
             let tol: Vec<f64> = (0..6).map(|_| f64::from(rng.random_range(0..2)) * 0.125).collect();
+            let z: Vec<f64> = (0..18).map(|_| f64::from(rng.random_range(0..2))).collect();
             let mut us = [0u32; 4];
             for u in &mut us {
                 *u = rng.random_range(0..6);
@@ -369,9 +371,20 @@ mod tests {
                     best = k;
                 }
             }
-            let (best_lo, tb) = (lo[us[best] as usize], tol[us[best] as usize]);
-            let below = (0..4).all(|k| k == best || hi_tol[us[k] as usize] + tb < best_lo);
-            assert_eq!(box_winner4(&us, &lo, &hi_tol, &tol), below.then_some(best), "{us:?} {lo:?} {hi_tol:?} {tol:?}");
+            let (b, best_lo, tb) = (us[best] as usize, lo[us[best] as usize], tol[us[best] as usize]);
+            let same = |u: usize| (0..3).all(|r| z[6 * r + u] == z[6 * r + b]);
+            let by_bounds = (0..4).all(|k| k == best || hi_tol[us[k] as usize] + tb < best_lo);
+            let decided = (0..4).all(|k| {
+                let u = us[k] as usize;
+                k == best || hi_tol[u] + tb < best_lo || (k > best && same(u))
+            });
+            by_ties += usize::from(decided && !by_bounds);
+            assert_eq!(
+                box_winner4(&us, &lo, &hi_tol, &tol, &z),
+                decided.then_some(best),
+                "{us:?} {lo:?} {hi_tol:?} {tol:?}"
+            );
         }
+        assert!(by_ties > 100, "the tie rule decided {by_ties} groups");
     }
 }
