@@ -4,6 +4,11 @@
 //! sizes of the performance targets and with peak memory, comes from `scripts/bench_table.py`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+
+// The allocator of the binary and the Python extension, so that the figures are what users get
+// (the system allocator made a tenth of a path's time malloc and free).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tessera::network::json as model_json;
 use tessera::slice::{Domain, Plane, Slice};
 use tessera::Options;
