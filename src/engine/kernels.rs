@@ -658,7 +658,8 @@ impl Quads {
         let rows = groups
             .chunks_exact(4)
             .map(|b| {
-                let (u, w) = (b[0][0], b[0][2].wrapping_sub(b[0][0]));
+                // (Every unit is below 2³¹, so these sums do not overflow.)
+                let (u, w) = (b[0][0], b[0][2].saturating_sub(b[0][0]));
                 let regular = w >= 2
                     && b.iter().enumerate().all(|(j, g)| {
                         let v = u + 2 * j as u32;
@@ -848,17 +849,42 @@ mod tests {
         z
     }
 
+    /// Runs [`box_winners4`] on `groups` (units below `n`) with coarse random bounds and maps,
+    /// where ties, equal maps and near misses are common, and checks every group against the
+    /// scalar test: the same verdict, and a decided group's map. Counts (undecided, decided).
+    fn check_winners4(rng: &mut impl rand::Rng, groups: &[Vec<u32>], n: usize, outcomes: &mut [usize; 2]) {
+        let quads = Quads::new(groups).expect("groups of four");
+        let lo: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(-3..4)) * 0.5).collect();
+        let hi_tol: Vec<f64> = lo.iter().map(|&l| l + f64::from(rng.random_range(0..3)) * 0.25).collect();
+        let tol: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(0..2)) * 0.125).collect();
+        let z = coarse_maps(rng, n);
+        let g_count = groups.len();
+        let mut win = vec![0u8; g_count];
+        let mut t = vec![f64::NAN; 3 * g_count];
+        box_winners4(&quads, &lo, &hi_tol, &tol, &z, &mut win, &mut t);
+        for (g, &got) in win.iter().enumerate() {
+            let us: [u32; 4] = groups[g].clone().try_into().expect("four");
+            let want = box_winner4_scalar(&us, &lo, &hi_tol, &tol, &z);
+            assert_eq!(want.map_or(UNDECIDED4, |b| b as u8), got, "group {g} of {us:?}");
+            if let Some(b) = want {
+                let u = us[b] as usize;
+                let map = [t[g], t[g_count + g], t[2 * g_count + g]];
+                assert_eq!(map, [z[u], z[n + u], z[2 * n + u]], "map of group {g}");
+            }
+            outcomes[usize::from(want.is_some())] += 1;
+        }
+    }
+
     /// Groups of a 2 × 2 stride-2 pooling over channel-major maps, whose blocks of adjacent
-    /// windows take contiguous loads (and, with five windows per row, blocks that straddle two
-    /// rows take gathers): the same winners and maps as the scalar test.
+    /// windows take contiguous loads (and blocks that straddle two rows, or channels, take
+    /// gathers): the same winners and maps as the scalar test.
     #[test]
     fn box_winners4_of_pooling_windows_match_the_scalar_test() {
-        use rand::{Rng, SeedableRng};
+        use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
         let mut outcomes = [0usize; 2];
         // (channels, height, width, blocks of four adjacent windows in one row pair)
         for (c, h, w, adjacent) in [(3, 6, 8, 9), (2, 4, 10, 2), (1, 8, 16, 8), (4, 2, 2, 0)] {
-            let n = c * h * w;
             let mut list = Vec::new();
             for ch in 0..c {
                 for i in 0..h / 2 {
@@ -868,34 +894,16 @@ mod tests {
                     }
                 }
             }
-            let quads = Quads::new(&list).expect("groups of four");
-            assert_eq!(quads.rows.iter().filter(|&&r| r != 0).count(), adjacent, "{c}×{h}×{w}: {:?}", quads.rows);
+            let rows = Quads::new(&list).expect("groups of four").rows;
+            assert_eq!(rows.iter().filter(|&&r| r != 0).count(), adjacent, "{c}×{h}×{w}: {rows:?}");
             for _ in 0..50 {
-                let lo: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(-3..4)) * 0.5).collect();
-                let hi_tol: Vec<f64> = lo.iter().map(|&l| l + f64::from(rng.random_range(0..3)) * 0.25).collect();
-                let tol: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(0..2)) * 0.125).collect();
-                let z = coarse_maps(&mut rng, n);
-                let groups = list.len();
-                let mut win = vec![0u8; groups];
-                let mut t = vec![f64::NAN; 3 * groups];
-                box_winners4(&quads, &lo, &hi_tol, &tol, &z, &mut win, &mut t);
-                for (g, &got) in win.iter().enumerate() {
-                    let us: [u32; 4] = list[g].clone().try_into().expect("four");
-                    let want = box_winner4_scalar(&us, &lo, &hi_tol, &tol, &z);
-                    assert_eq!(want.map_or(UNDECIDED4, |b| b as u8), got, "{c}×{h}×{w}, group {g}");
-                    if let Some(b) = want {
-                        let u = us[b] as usize;
-                        assert_eq!([t[g], t[groups + g], t[2 * groups + g]], [z[u], z[n + u], z[2 * n + u]]);
-                    }
-                    outcomes[usize::from(want.is_some())] += 1;
-                }
+                check_winners4(&mut rng, &list, c * h * w, &mut outcomes);
             }
         }
         assert!(outcomes.iter().all(|&c| c > 200), "{outcomes:?}");
     }
 
-    /// The four-at-a-time test decides every group as the scalar one, with the same winner,
-    /// on coarse values where ties and near misses are common, and with groups left over.
+    /// The same on groups of random units, with groups left over after the blocks of four.
     #[test]
     fn box_winners4_match_the_scalar_test() {
         use rand::{Rng, SeedableRng};
@@ -903,33 +911,11 @@ mod tests {
         let mut outcomes = [0usize; 2];
         for trial in 0..200 {
             let n = 40;
-            let lo: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(-3..4)) * 0.5).collect();
-            let hi_tol: Vec<f64> = lo.iter().map(|&l| l + f64::from(rng.random_range(0..3)) * 0.25).collect();
-            let tol: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(0..2)) * 0.125).collect();
             let groups = 1 + trial % 23;
             let list: Vec<Vec<u32>> =
                 (0..groups).map(|_| (0..4).map(|_| rng.random_range(0..n as u32)).collect()).collect();
-            let quads = Quads::new(&list).expect("groups of four");
-            let z = coarse_maps(&mut rng, n);
-            let mut win = vec![0u8; groups];
-            let mut t = vec![f64::NAN; 3 * groups];
-            box_winners4(&quads, &lo, &hi_tol, &tol, &z, &mut win, &mut t);
-            for (g, &w) in win.iter().enumerate() {
-                let us: [u32; 4] = list[g].clone().try_into().expect("four");
-                let want = box_winner4_scalar(&us, &lo, &hi_tol, &tol, &z);
-                assert_eq!(want.map_or(UNDECIDED4, |b| b as u8), w, "group {g} of {us:?}");
-                if let Some(b) = want {
-                    let u = us[b] as usize;
-                    assert_eq!(
-                        [t[g], t[groups + g], t[2 * groups + g]],
-                        [z[u], z[n + u], z[2 * n + u]],
-                        "map of group {g}"
-                    );
-                }
-                outcomes[usize::from(want.is_some())] += 1;
-            }
+            check_winners4(&mut rng, &list, n, &mut outcomes);
         }
-        // Both outcomes are common, so neither side of the select goes untested.
         assert!(outcomes.iter().all(|&c| c > 200), "{outcomes:?}");
     }
 
