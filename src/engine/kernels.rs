@@ -709,7 +709,9 @@ pub(crate) fn box_winners4(
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2() {
-            // SAFETY: AVX2 was detected; every gathered index is below `n`, asserted above.
+            // SAFETY: AVX2 was detected; every unit is below `quads.n ≤ n`, asserted above,
+            // and a block of adjacent windows reads from its first unit to its last one (`u` to
+            // `u + w + 7`), all of them units of the block.
             start = unsafe { box_winners4_avx2(quads, lo, hi_tol, tol, z, win, t) };
         }
     }
