@@ -4,7 +4,7 @@
 //! the one exception is [`product_skipping_zeros`], the dense layers' product, which like the
 //! blocked product it replaces fuses where the processor can (AVX2 + FMA, or AVX-512).
 
-use crate::geometry::predicates::{is_neg, is_pos, tolerance, NOISE};
+use crate::geometry::predicates::{is_neg, is_pos, tolerance, DIST, NOISE};
 use std::mem::MaybeUninit;
 
 #[cfg(target_arch = "x86_64")]
@@ -680,31 +680,33 @@ impl Quads {
     }
 }
 
-/// For every group of `quads`, the position whose lower bound beats every other candidate's
-/// upper bound plus the tolerance of both (`lo`, `hi_tol`, `tol` as from [`box_bounds_tol`]),
-/// a later candidate with the very same map (`z`, `3 × n`) not counting against it, or
-/// [`UNDECIDED4`]: the rule of [`box_winner4_scalar`], the first largest lower bound winning
-/// ties as in the sequential scan of the max layer, with the scalar comparisons (`h + t < l`,
-/// false on NaN), so both versions decide alike. A decided group's winner map goes to `t` (`3 ×
-/// groups`, row-major); an undecided group's entries of `t` are left to the caller.
+/// For every group of `quads`, the position whose lower bound over the box `center ± half`
+/// beats every other candidate's upper bound plus the tolerance of both, a later candidate with
+/// the very same map not counting against it, or [`UNDECIDED4`]: the rule of
+/// [`box_winner4_rule`] on the bounds of [`quad_bounds`] (those of [`box_bounds_tol`]), with
+/// the scalar operations in the scalar order, so both versions decide alike. `z` holds the
+/// units' maps (`3 × n`), `noise` their noise floors. A decided group's winner map goes to `t`
+/// (`3 × groups`, row-major); an undecided group's entries of `t` are left to the caller.
 ///
 /// Written by hand (AVX2: contiguous loads split into even and odd entries for adjacent
-/// windows, gathers otherwise) because the compiler does not vectorise these indexed loads:
-/// four groups per step instead of one was most of a 2 × 2 max-pool's classification of a
-/// base. Panics unless the bounds and `z` cover the quads' units.
+/// windows, gathers otherwise) because the compiler does not vectorise these indexed loads;
+/// the bounds are computed here from the maps the rule loads anyway, instead of in a separate
+/// pass over every unit. Four groups per step instead of one was most of a 2 × 2 max-pool's
+/// classification of a base. Panics unless `z` and `noise` cover the quads' units.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn box_winners4(
     quads: &Quads,
-    lo: &[f64],
-    hi_tol: &[f64],
-    tol: &[f64],
     z: &[f64],
+    noise: &[f64],
+    center: [f64; 2],
+    half: [f64; 2],
     win: &mut [u8],
     t: &mut [f64],
 ) {
     let g_count = win.len();
     let n = z.len() / 3;
     assert!(quads.cols[0].len() == g_count && t.len() == 3 * g_count);
-    assert!(quads.n <= n && lo.len() >= n && hi_tol.len() >= n && tol.len() >= n);
+    assert!(quads.n <= n && noise.len() >= n);
     let mut start = 0;
     #[cfg(target_arch = "x86_64")]
     {
@@ -712,12 +714,12 @@ pub(crate) fn box_winners4(
             // SAFETY: AVX2 was detected; every unit is below `quads.n ≤ n`, asserted above,
             // and a block of adjacent windows reads from its first unit to its last one (`u` to
             // `u + w + 7`), all of them units of the block.
-            start = unsafe { box_winners4_avx2(quads, lo, hi_tol, tol, z, win, t) };
+            start = unsafe { box_winners4_avx2(quads, z, noise, center, half, win, t) };
         }
     }
     for g in start..g_count {
         let us = quads.units(g);
-        let w = box_winner4_scalar(&us, lo, hi_tol, tol, z);
+        let w = box_winner4_scalar(&us, z, noise, center, half);
         win[g] = w.map_or(UNDECIDED4, |w| w as u8);
         if let Some(w) = w {
             let u = us[w] as usize;
@@ -726,26 +728,49 @@ pub(crate) fn box_winners4(
     }
 }
 
-/// The scalar form of [`box_winners4`] for one group: the first candidate with the largest
-/// lower bound, when every other one's upper bound plus tolerance is below it or, for a later
-/// candidate, its map (`z`, `3 × n`) is the very same (two dead units feeding one window: the
-/// tie goes to the lower position) — the rule of the max layer's classification. Straight-line
-/// selects with no branch per candidate: the outcome is close to random in a trained layer.
+/// Unit `u`'s `(lo, hi_tol, tol)` over the box `center ± half`: one entry of
+/// [`box_bounds_tol`], by the same operations.
 #[inline]
-pub(crate) fn box_winner4_scalar(us: &[u32; 4], lo: &[f64], hi_tol: &[f64], tol: &[f64], z: &[f64]) -> Option<usize> {
+pub(crate) fn quad_bounds(z: &[f64], noise: &[f64], center: [f64; 2], half: [f64; 2], u: usize) -> (f64, f64, f64) {
+    let n = z.len() / 3;
+    let (a, b, c) = (z[u], z[n + u], z[2 * n + u]);
+    let (l, h) = box_range(a, b, c, center, half);
+    let t = tolerance(a, b, noise[u]);
+    (l, h + t, t)
+}
+
+/// [`box_winners4`] for one group, in scalar code.
+#[inline]
+pub(crate) fn box_winner4_scalar(
+    us: &[u32; 4],
+    z: &[f64],
+    noise: &[f64],
+    center: [f64; 2],
+    half: [f64; 2],
+) -> Option<usize> {
     let n = z.len() / 3;
     let u = us.map(|u| u as usize);
-    let l = u.map(|u| lo[u]);
-    let h = u.map(|u| hi_tol[u]);
-    let map = |u: usize| [z[u], z[n + u], z[2 * n + u]];
+    let b = u.map(|u| quad_bounds(z, noise, center, half, u));
+    let maps = u.map(|u| [z[u], z[n + u], z[2 * n + u]]);
+    box_winner4_rule(b.map(|b| b.0), b.map(|b| b.1), b.map(|b| b.2), maps)
+}
+
+/// The box test of a group of four candidates with lower bounds `l`, upper bounds plus
+/// tolerance `h`, tolerances `t` and maps `maps`: the first candidate with the largest lower
+/// bound, when every other one's upper bound plus the winner's tolerance is below it or, for a
+/// later candidate, its map is the very same (two dead units feeding one window: the tie goes
+/// to the lower position) — the rule of the max layer's classification. Straight-line selects
+/// with no branch per candidate: the outcome is close to random in a trained layer.
+#[inline]
+pub(crate) fn box_winner4_rule(l: [f64; 4], h: [f64; 4], t: [f64; 4], maps: [[f64; 3]; 4]) -> Option<usize> {
     // First largest: ties keep the lower position, as the sequential scan does.
     let (b01, l01) = if l[1] > l[0] { (1, l[1]) } else { (0, l[0]) };
     let (b23, l23) = if l[3] > l[2] { (3, l[3]) } else { (2, l[2]) };
     let (best, best_lo) = if l23 > l01 { (b23, l23) } else { (b01, l01) };
-    let (tb, mb) = (tol[u[best]], map(u[best]));
+    let tb = t[best];
     let mut below = true;
     for (k, &hk) in h.iter().enumerate() {
-        below &= (k == best) | (hk + tb < best_lo) | (k > best && map(u[k]) == mb);
+        below &= (k == best) | (hk + tb < best_lo) | (k > best && maps[k] == maps[best]);
     }
     below.then_some(best)
 }
@@ -753,16 +778,17 @@ pub(crate) fn box_winner4_scalar(us: &[u32; 4], lo: &[f64], hi_tol: &[f64], tol:
 /// The groups of [`box_winners4`] four at a time; returns how many it did (a multiple of 4).
 ///
 /// # Safety
-/// AVX2 must be available, and every unit of `quads` must index `lo`, `hi_tol`, `tol` and the
-/// three rows of `z`.
+/// AVX2 must be available, and every unit of `quads` must index `noise` and the three rows of
+/// `z`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn box_winners4_avx2(
     quads: &Quads,
-    lo: &[f64],
-    hi_tol: &[f64],
-    tol: &[f64],
     z: &[f64],
+    noise: &[f64],
+    center: [f64; 2],
+    half: [f64; 2],
     win: &mut [u8],
     t: &mut [f64],
 ) -> usize {
@@ -770,6 +796,9 @@ unsafe fn box_winners4_avx2(
     let (g_count, n) = (win.len(), z.len() / 3);
     let steps = g_count / 4;
     let pos: [__m256d; 4] = [0.0, 1.0, 2.0, 3.0].map(|p| _mm256_set1_pd(p));
+    let (cx, cy, hx, hy) =
+        (_mm256_set1_pd(center[0]), _mm256_set1_pd(center[1]), _mm256_set1_pd(half[0]), _mm256_set1_pd(half[1]));
+    let (dist, sign, zero) = (_mm256_set1_pd(DIST), _mm256_set1_pd(-0.0), _mm256_setzero_pd());
     for s in 0..steps {
         let g = 4 * s;
         // SAFETY: g + 4 ≤ g_count = every column's length, and t has 3 rows of g_count; the
@@ -797,7 +826,20 @@ unsafe fn box_winners4_avx2(
                     ]
                 }
             };
-            let (l, h, tl) = (load(lo), load(hi_tol), load(tol));
+            // The candidates' maps (for the bounds, the tie rule and the winner's map), and their
+            // bounds as in `quad_bounds`, operation for operation.
+            let maps: [[__m256d; 4]; 3] = std::array::from_fn(|r| load(&z[r * n..(r + 1) * n]));
+            let nz = load(noise);
+            let abs = |v| _mm256_andnot_pd(sign, v);
+            let (mut l, mut h, mut tl) = ([zero; 4], [zero; 4], [zero; 4]);
+            for k in 0..4 {
+                let (a, b, c) = (maps[0][k], maps[1][k], maps[2][k]);
+                let mid = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(a, cx), _mm256_mul_pd(b, cy)), c);
+                let rad = _mm256_add_pd(_mm256_mul_pd(abs(a), hx), _mm256_mul_pd(abs(b), hy));
+                tl[k] = _mm256_add_pd(_mm256_mul_pd(dist, _mm256_add_pd(abs(a), abs(b))), nz[k]);
+                l[k] = _mm256_sub_pd(mid, rad);
+                h[k] = _mm256_add_pd(_mm256_add_pd(mid, rad), tl[k]);
+            }
             let m01 = _mm256_cmp_pd::<_CMP_GT_OQ>(l[1], l[0]);
             let m23 = _mm256_cmp_pd::<_CMP_GT_OQ>(l[3], l[2]);
             let m = _mm256_cmp_pd::<_CMP_GT_OQ>(_mm256_blendv_pd(l[2], l[3], m23), _mm256_blendv_pd(l[0], l[1], m01));
@@ -805,8 +847,6 @@ unsafe fn box_winners4_avx2(
                 _mm256_blendv_pd(_mm256_blendv_pd(v[0], v[1], m01), _mm256_blendv_pd(v[2], v[3], m23), m)
             };
             let (best_lo, best, tb) = (pick(&l), pick(&pos), pick(&tl));
-            // The candidates' maps, for the tie rule and the winner's map.
-            let maps: [[__m256d; 4]; 3] = std::array::from_fn(|r| load(&z[r * n..(r + 1) * n]));
             let best_map = maps.each_ref().map(pick);
             let mut below = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
             for k in 0..4 {
@@ -851,22 +891,23 @@ mod tests {
         z
     }
 
-    /// Runs [`box_winners4`] on `groups` (units below `n`) with coarse random bounds and maps,
-    /// where ties, equal maps and near misses are common, and checks every group against the
-    /// scalar test: the same verdict, and a decided group's map. Counts (undecided, decided).
+    /// Runs [`box_winners4`] on `groups` (units below `n`) with coarse random maps, noise
+    /// floors and boxes, where ties, equal maps and near misses are common, and checks every
+    /// group against the scalar test: the same verdict, and a decided group's map. Counts
+    /// (undecided, decided).
     fn check_winners4(rng: &mut impl rand::Rng, groups: &[Vec<u32>], n: usize, outcomes: &mut [usize; 2]) {
         let quads = Quads::new(groups).expect("groups of four");
-        let lo: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(-3..4)) * 0.5).collect();
-        let hi_tol: Vec<f64> = lo.iter().map(|&l| l + f64::from(rng.random_range(0..3)) * 0.25).collect();
-        let tol: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(0..2)) * 0.125).collect();
         let z = coarse_maps(rng, n);
+        let noise: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(0..2)) * 0.125).collect();
+        let center = [f64::from(rng.random_range(-2..3)) * 0.5, f64::from(rng.random_range(-2..3)) * 0.5];
+        let half = [f64::from(rng.random_range(0..3)) * 0.25, f64::from(rng.random_range(0..3)) * 0.25];
         let g_count = groups.len();
         let mut win = vec![0u8; g_count];
         let mut t = vec![f64::NAN; 3 * g_count];
-        box_winners4(&quads, &lo, &hi_tol, &tol, &z, &mut win, &mut t);
+        box_winners4(&quads, &z, &noise, center, half, &mut win, &mut t);
         for (g, &got) in win.iter().enumerate() {
             let us: [u32; 4] = groups[g].clone().try_into().expect("four");
-            let want = box_winner4_scalar(&us, &lo, &hi_tol, &tol, &z);
+            let want = box_winner4_scalar(&us, &z, &noise, center, half);
             assert_eq!(want.map_or(UNDECIDED4, |b| b as u8), got, "group {g} of {us:?}");
             if let Some(b) = want {
                 let u = us[b] as usize;
@@ -874,6 +915,13 @@ mod tests {
                 assert_eq!(map, [z[u], z[n + u], z[2 * n + u]], "map of group {g}");
             }
             outcomes[usize::from(want.is_some())] += 1;
+        }
+        // The bounds are those of the vectorised pass.
+        let (mut lo, mut hi_tol, mut tol) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        let (a, b, c) = (&z[..n], &z[n..2 * n], &z[2 * n..]);
+        box_bounds_tol(a, b, c, &noise, center, half, &mut lo, &mut hi_tol, &mut tol);
+        for u in 0..n {
+            assert_eq!(quad_bounds(&z, &noise, center, half, u), (lo[u], hi_tol[u], tol[u]), "unit {u}");
         }
     }
 

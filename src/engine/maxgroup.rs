@@ -114,15 +114,13 @@ impl MaxLayer {
         let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
         let (lo, hi_tol, tol) = scratch.bounds(n);
         let (za, zb, zc) = (&z[..n], &z[n..2 * n], &z[2 * n..3 * n]);
-        super::kernels::box_bounds_tol(za, zb, zc, noise, center, half, lo, hi_tol, tol);
-        let (lo, hi_tol, tol) = (&*lo, &*hi_tol, &*tol);
-        let mut cands = Vec::new();
         // Groups of four (2 × 2 pooling windows, the common case) decided by the box, four at
-        // a time.
+        // a time, their bounds computed on the way; the bounds of the units of the groups
+        // left open are filled in for the general loop below.
         let mut quick = Vec::new();
         if let Some(quads) = &self.quads {
             quick.resize(g_count, super::kernels::UNDECIDED4);
-            super::kernels::box_winners4(quads, lo, hi_tol, tol, z, &mut quick, &mut t);
+            super::kernels::box_winners4(quads, z, noise, center, half, &mut quick, &mut t);
             // Their pattern bits, a word at a time in a register (one read-modify-write of
             // memory per group was a chain of store-to-load forwards).
             let per = 64 / self.bits;
@@ -134,7 +132,17 @@ impl MaxLayer {
                 }
                 *word = acc;
             }
+            for (group, _) in self.groups.iter().zip(&quick).filter(|(_, &w)| w == super::kernels::UNDECIDED4) {
+                for &u in group {
+                    let u = u as usize;
+                    (lo[u], hi_tol[u], tol[u]) = super::kernels::quad_bounds(z, noise, center, half, u);
+                }
+            }
+        } else {
+            super::kernels::box_bounds_tol(za, zb, zc, noise, center, half, lo, hi_tol, tol);
         }
+        let (lo, hi_tol, tol) = (&*lo, &*hi_tol, &*tol);
+        let mut cands = Vec::new();
         // Branch-free selects: which candidate has the largest lower bound is close to random
         // in a trained layer, and a branch on it mispredicts.
         for (g, group) in self.groups.iter().enumerate() {
@@ -346,7 +354,7 @@ fn undominated(
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::kernels::box_winner4_scalar as box_winner4;
+    use crate::engine::kernels::box_winner4_rule;
     use rand::{Rng, SeedableRng};
 
     /// The straight-line test decides exactly the groups the sequential scan decides by bounds
@@ -379,11 +387,10 @@ mod tests {
                 k == best || hi_tol[u] + tb < best_lo || (k > best && same(u))
             });
             by_ties += usize::from(decided && !by_bounds);
-            assert_eq!(
-                box_winner4(&us, &lo, &hi_tol, &tol, &z),
-                decided.then_some(best),
-                "{us:?} {lo:?} {hi_tol:?} {tol:?}"
-            );
+            let at = |v: &[f64]| us.map(|u| v[u as usize]);
+            let maps = us.map(|u| [z[u as usize], z[6 + u as usize], z[12 + u as usize]]);
+            let got = box_winner4_rule(at(&lo), at(&hi_tol), at(&tol), maps);
+            assert_eq!(got, decided.then_some(best), "{us:?} {lo:?} {hi_tol:?} {tol:?}");
         }
         assert!(by_ties > 100, "the tie rule decided {by_ties} groups");
     }
