@@ -107,16 +107,17 @@ impl MaxLayer {
         let mut bits = vec![0u64; (g_count * self.bits).div_ceil(64)];
         let mut contests = Vec::new();
         let center = box_center(poly);
-        // Every unit's range over the polygon's bounding box, in one vectorised pass: a group
-        // whose best lower bound beats every other candidate's upper bound (by more than the
-        // tolerance of their difference) is decided without looking at the vertices.
+        // Every unit's range over the polygon's bounding box (in one vectorised pass, or inside
+        // the kernel for groups of four): a group whose best lower bound beats every other
+        // candidate's upper bound (by more than the tolerance of their difference) is decided
+        // without looking at the vertices.
         let bb = poly.bbox();
         let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
         let (lo, hi_tol, tol) = scratch.bounds(n);
         let (za, zb, zc) = (&z[..n], &z[n..2 * n], &z[2 * n..3 * n]);
         // Groups of four (2 × 2 pooling windows, the common case) decided by the box, four at
-        // a time, their bounds computed on the way; the bounds of the units of the groups
-        // left open are filled in for the general loop below.
+        // a time, their bounds computed on the way; a group the kernel leaves open is open by
+        // the general loop's rule too, so it goes straight to the vertex test below.
         let mut quick = Vec::new();
         if let Some(quads) = &self.quads {
             quick.resize(g_count, super::kernels::UNDECIDED4);
@@ -132,45 +133,25 @@ impl MaxLayer {
                 }
                 *word = acc;
             }
-            for (group, _) in self.groups.iter().zip(&quick).filter(|(_, &w)| w == super::kernels::UNDECIDED4) {
-                for &u in group {
-                    let u = u as usize;
-                    (lo[u], hi_tol[u], tol[u]) = super::kernels::quad_bounds(z, noise, center, half, u);
-                }
-            }
         } else {
             super::kernels::box_bounds_tol(za, zb, zc, noise, center, half, lo, hi_tol, tol);
         }
         let (lo, hi_tol, tol) = (&*lo, &*hi_tol, &*tol);
         let mut cands = Vec::new();
-        // Branch-free selects: which candidate has the largest lower bound is close to random
-        // in a trained layer, and a branch on it mispredicts.
         for (g, group) in self.groups.iter().enumerate() {
-            if quick.get(g).is_some_and(|&w| w != super::kernels::UNDECIDED4) {
+            let decided = match quick.get(g) {
                 // Decided four at a time, winner map and bits written.
-                continue;
-            }
-            let (mut best, mut best_lo) = (0, lo[group[0] as usize]);
-            for (k, &u) in group.iter().enumerate().skip(1) {
-                let v = lo[u as usize];
-                let better = v > best_lo;
-                best = if better { k } else { best };
-                best_lo = if better { v } else { best_lo };
-            }
-            let b = group[best] as usize;
-            let tol_b = tol[b];
-            // A later candidate with the very same map (two dead units) loses every tie.
-            let same = |u: usize| za[u] == za[b] && zb[u] == zb[b] && zc[u] == zc[b];
-            let decided = group.iter().enumerate().all(|(k, &u)| {
-                let u = u as usize;
-                k == best || hi_tol[u] + tol_b < best_lo || (k > best && same(u))
-            });
-            let (w, contest) = if decided {
-                (best as u32, None)
-            } else {
-                cands.clear();
-                cands.extend(group.iter().enumerate().map(|(pos, &u)| (pos as u32, u, unit(z, n, u as usize))));
-                self.classify_group(g, &cands, poly, center, noise, true)
+                Some(&w) if w != super::kernels::UNDECIDED4 => continue,
+                Some(_) => None,
+                None => box_decides(group, z, lo, hi_tol, tol),
+            };
+            let (w, contest) = match decided {
+                Some(best) => (best as u32, None),
+                None => {
+                    cands.clear();
+                    cands.extend(group.iter().enumerate().map(|(pos, &u)| (pos as u32, u, unit(z, n, u as usize))));
+                    self.classify_group(g, &cands, poly, center, noise, true)
+                }
             };
             let zw = unit(z, n, group[w as usize] as usize);
             t[g] = zw[0];
@@ -229,6 +210,32 @@ impl MaxLayer {
         };
         max_cells(poly, alive.len(), diff, tol).into_iter().map(|(i, cell)| (alive[i].0, cell)).collect()
     }
+}
+
+/// The position winning `group` over the whole box, by its units' bounds (`lo`, `hi_tol`,
+/// `tol` over the box) and maps (`z`, `3 × n`): the first largest lower bound, when every
+/// other candidate's upper bound plus the winner's tolerance is below it, or its map is the
+/// very same for a later candidate (two dead units: the tie goes to the lower position).
+/// Branch-free selects: which candidate has the largest lower bound is close to random in a
+/// trained layer, and a branch on it mispredicts.
+fn box_decides(group: &[u32], z: &[f64], lo: &[f64], hi_tol: &[f64], tol: &[f64]) -> Option<usize> {
+    let n = z.len() / 3;
+    let (za, zb, zc) = (&z[..n], &z[n..2 * n], &z[2 * n..3 * n]);
+    let (mut best, mut best_lo) = (0, lo[group[0] as usize]);
+    for (k, &u) in group.iter().enumerate().skip(1) {
+        let v = lo[u as usize];
+        let better = v > best_lo;
+        best = if better { k } else { best };
+        best_lo = if better { v } else { best_lo };
+    }
+    let b = group[best] as usize;
+    let tol_b = tol[b];
+    let same = |u: usize| za[u] == za[b] && zb[u] == zb[b] && zc[u] == zc[b];
+    let decided = group.iter().enumerate().all(|(k, &u)| {
+        let u = u as usize;
+        k == best || hi_tol[u] + tol_b < best_lo || (k > best && same(u))
+    });
+    decided.then_some(best)
 }
 
 /// Sets the `width` bits at `offset` of `bits` (zero there) to `w`.
@@ -391,6 +398,8 @@ mod tests {
             let maps = us.map(|u| [z[u as usize], z[6 + u as usize], z[12 + u as usize]]);
             let got = box_winner4_rule(at(&lo), at(&hi_tol), at(&tol), maps);
             assert_eq!(got, decided.then_some(best), "{us:?} {lo:?} {hi_tol:?} {tol:?}");
+            // The general loop's rule, which a group the kernel leaves open skips.
+            assert_eq!(super::box_decides(&us, &z, &lo, &hi_tol, &tol), got, "{us:?}");
         }
         assert!(by_ties > 100, "the tie rule decided {by_ties} groups");
     }
