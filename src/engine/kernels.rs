@@ -250,15 +250,13 @@ fn axpy3_generic(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], col: &[f64], co
     }
 }
 
-dispatch! {
-    /// `x[3i + k] += coef[k] · w3[3i + k]`: `coef ⊗ column` added to interleaved 3-vectors, with
-    /// the column's weights stored tripled (`w3[3i..3i + 3]` all equal) so that the loop runs
-    /// over one flat run of the accumulator, vector lanes wide.
-    fn axpy_interleaved3 / axpy_interleaved3_avx2 / axpy_interleaved3_generic(x: &mut [f64], w3: &[f64], coef: [f64; 3])
-}
-
+/// `x[3i + k] += coef[k] · w3[3i + k]`: `coef ⊗ column` added to interleaved 3-vectors, with
+/// the column's weights stored tripled (`w3[3i..3i + 3]` all equal) so that the loop runs over
+/// one flat run of the accumulator, vector lanes wide. The portable version; the convolution
+/// scatter's AVX2 build calls [`axpy_interleaved3_avx2`] (the runs are short, so a feature check
+/// per call would cost more than the call).
 #[inline(always)]
-pub(crate) fn axpy_interleaved3_generic(x: &mut [f64], w3: &[f64], coef: [f64; 3]) {
+pub(crate) fn axpy_interleaved3(x: &mut [f64], w3: &[f64], coef: [f64; 3]) {
     // Twelve lanes: a multiple of both the 3-vector and a 4-lane register.
     let c: [f64; 12] = std::array::from_fn(|k| coef[k % 3]);
     let n = w3.len();
@@ -272,6 +270,42 @@ pub(crate) fn axpy_interleaved3_generic(x: &mut [f64], w3: &[f64], coef: [f64; 3
     }
     for (k, (xv, wv)) in xs.into_remainder().iter_mut().zip(ws.remainder()).enumerate() {
         *xv += c[k] * wv;
+    }
+}
+
+/// [`axpy_interleaved3`] with AVX2 registers: twelve entries (four 3-vectors) per step in three
+/// registers, multiplied and added separately as there (no fused multiply-add), so both round
+/// identically. Written with intrinsics because the compiler left the portable loop scalar once
+/// inlined into the scatter.
+///
+/// # Safety
+/// AVX2 must be available; `x` must hold at least `w3.len()` entries (checked).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) unsafe fn axpy_interleaved3_avx2(x: &mut [f64], w3: &[f64], coef: [f64; 3]) {
+    use std::arch::x86_64::*;
+    let n = w3.len();
+    let x = &mut x[..n];
+    let steps = n / 12;
+    let c = [
+        _mm256_setr_pd(coef[0], coef[1], coef[2], coef[0]),
+        _mm256_setr_pd(coef[1], coef[2], coef[0], coef[1]),
+        _mm256_setr_pd(coef[2], coef[0], coef[1], coef[2]),
+    ];
+    for s in 0..steps {
+        for (r, cr) in c.iter().enumerate() {
+            let at = 12 * s + 4 * r;
+            // SAFETY: at + 4 ≤ 12·steps ≤ n = the length of both slices.
+            unsafe {
+                let w = _mm256_loadu_pd(w3.as_ptr().add(at));
+                let v = _mm256_loadu_pd(x.as_ptr().add(at));
+                _mm256_storeu_pd(x.as_mut_ptr().add(at), _mm256_add_pd(v, _mm256_mul_pd(*cr, w)));
+            }
+        }
+    }
+    for k in 12 * steps..n {
+        x[k] += coef[k % 3] * w3[k];
     }
 }
 
@@ -1015,10 +1049,17 @@ mod tests {
         for len in [0, 1, 5, 12, 13, 40] {
             let w3: Vec<f64> = (0..3 * len).map(|i| a[i / 3 % n]).collect();
             let mut x: Vec<f64> = (0..3 * len).map(|i| i as f64).collect();
+            let mut x2 = x.clone();
             axpy_interleaved3(&mut x, &w3, [2.0, 0.5, -1.0]);
             for i in 0..3 * len {
                 let coef = [2.0, 0.5, -1.0][i % 3];
                 assert_eq!(x[i], i as f64 + coef * a[i / 3 % n], "length {len}, entry {i}");
+            }
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                // SAFETY: AVX2 was detected; x2 is as long as w3.
+                unsafe { axpy_interleaved3_avx2(&mut x2, &w3, [2.0, 0.5, -1.0]) };
+                assert_eq!(x2, x, "AVX2 and portable axpy, length {len}");
             }
         }
     }
