@@ -37,11 +37,16 @@ pub(crate) fn live_after(plan: &Plan, chunks: &[Arc<Chunk>], s: usize) -> Vec<Ar
 }
 
 /// A sparse accumulator of `3`-vectors over a target's units.
+///
+/// Each pixel's block holds three rows of `channels` entries (`∂/∂s`, `∂/∂t`, value): a
+/// column's weights at one pixel are then read once for the three rows, and every row is one
+/// contiguous run, vector lanes wide. (Interleaved 3-vectors needed each weight stored three
+/// times, and three times the weight traffic from the cache.)
 #[derive(Default)]
 pub(crate) struct Acc {
     channels: usize,
     pixels: usize,
-    v: Vec<[f64; 3]>,
+    v: Vec<f64>,
     mark: Vec<bool>,
     touched: Vec<u32>,
 }
@@ -52,12 +57,12 @@ impl Acc {
         if channels == self.channels && pixels == self.pixels {
             for &p in &self.touched {
                 let p = p as usize;
-                self.v[p * channels..(p + 1) * channels].iter_mut().for_each(|x| *x = [0.0; 3]);
+                self.v[3 * p * channels..3 * (p + 1) * channels].fill(0.0);
                 self.mark[p] = false;
             }
         } else {
             self.v.clear();
-            self.v.resize(channels * pixels, [0.0; 3]);
+            self.v.resize(3 * channels * pixels, 0.0);
             self.mark.clear();
             self.mark.resize(pixels, false);
             self.channels = channels;
@@ -70,25 +75,27 @@ impl Acc {
         self.pixels
     }
 
-    /// The channels of pixel `p`, marking it touched.
+    /// The three rows (`∂/∂s`, `∂/∂t`, value) of the channels of pixel `p`, marking it touched.
     #[inline]
-    pub(crate) fn block(&mut self, p: usize) -> &mut [[f64; 3]] {
+    pub(crate) fn block(&mut self, p: usize) -> [&mut [f64]; 3] {
         if !self.mark[p] {
             self.mark[p] = true;
             self.touched.push(p as u32);
         }
         let c = self.channels;
-        &mut self.v[p * c..(p + 1) * c]
+        let (r0, rest) = self.v[3 * p * c..3 * (p + 1) * c].split_at_mut(c);
+        let (r1, r2) = rest.split_at_mut(c);
+        [r0, r1, r2]
     }
 
     /// Adds `coef · w` to unit `u`.
     #[inline]
     pub(crate) fn add(&mut self, u: usize, coef: [f64; 3], w: f64) {
         let (c, p) = (u / self.pixels, u % self.pixels);
-        let x = &mut self.block(p)[c];
-        x[0] += coef[0] * w;
-        x[1] += coef[1] * w;
-        x[2] += coef[2] * w;
+        let [r0, r1, r2] = self.block(p);
+        r0[c] += coef[0] * w;
+        r1[c] += coef[1] * w;
+        r2[c] += coef[2] * w;
     }
 
     /// The accumulated value of unit `u` (zero when untouched).
@@ -96,7 +103,8 @@ impl Acc {
     pub(crate) fn get(&self, u: usize) -> [f64; 3] {
         let (c, p) = (u / self.pixels, u % self.pixels);
         if self.mark[p] {
-            self.v[p * self.channels + c]
+            let (b, ch) = (3 * p * self.channels + c, self.channels);
+            [self.v[b], self.v[b + ch], self.v[b + 2 * ch]]
         } else {
             [0.0; 3]
         }
@@ -110,10 +118,13 @@ impl Acc {
     /// Calls `f(u)` for every unit of every touched pixel whose accumulated value is not zero
     /// (a unit whose corrections cancel exactly is unchanged).
     pub(crate) fn for_each_unit(&self, mut f: impl FnMut(usize)) {
+        let ch = self.channels;
         for &p in &self.touched {
             let p = p as usize;
-            for (c, x) in self.v[p * self.channels..(p + 1) * self.channels].iter().enumerate() {
-                if *x != [0.0; 3] {
+            let (r0, rest) = self.v[3 * p * ch..3 * (p + 1) * ch].split_at(ch);
+            let (r1, r2) = rest.split_at(ch);
+            for c in 0..ch {
+                if r0[c] != 0.0 || r1[c] != 0.0 || r2[c] != 0.0 {
                     f(c * self.pixels + p);
                 }
             }
@@ -124,14 +135,18 @@ impl Acc {
     pub(crate) fn add_to(&self, z: &mut [f64]) {
         let n = self.channels * self.pixels;
         debug_assert_eq!(z.len(), 3 * n);
+        let ch = self.channels;
+        let (z0, rest) = z.split_at_mut(n);
+        let (z1, z2) = rest.split_at_mut(n);
         for &p in &self.touched {
             let p = p as usize;
-            for c in 0..self.channels {
+            let (r0, rest) = self.v[3 * p * ch..3 * (p + 1) * ch].split_at(ch);
+            let (r1, r2) = rest.split_at(ch);
+            for c in 0..ch {
                 let u = c * self.pixels + p;
-                let x = self.v[p * self.channels + c];
-                z[u] += x[0];
-                z[n + u] += x[1];
-                z[2 * n + u] += x[2];
+                z0[u] += r0[c];
+                z1[u] += r1[c];
+                z2[u] += r2[c];
             }
         }
     }

@@ -552,10 +552,9 @@ enum Columns {
     Dense { wt: Vec<f64>, stride: usize },
     /// The identity (the chain is empty) or an embedding at an offset.
     Shift(usize),
-    /// A convolution (the chain's only op), with its kernels transposed to
-    /// `[group][c_in/groups][kh][kw][c_out/groups]`: the weights one input pixel gives the output
-    /// channels at one tap are contiguous (each stored three times, see [`conv_transposed`]).
-    Conv(Vec<f64>),
+    /// A convolution (the chain's only op): its kernels transposed (see [`conv_transposed`]) and
+    /// the taps every input pixel reaches (see [`ConvReach`]).
+    Conv(Vec<f64>, ConvReach),
     /// A composed sparse matrix in compressed columns.
     Csc { ptr: Vec<u32>, idx: Vec<u32>, val: Vec<f64> },
 }
@@ -663,9 +662,10 @@ impl Affine {
             [] => Columns::Shift(0),
             [Op::Embed { offset, .. }] => Columns::Shift(*offset),
             [Op::Dense { w, .. }] => dense_columns(&transpose(w, n_out, n_in), n_in, n_out),
-            [Op::Conv { weight, input, output, window, groups }] => {
-                Columns::Conv(conv_transposed(weight, input[0], output[0], window, *groups))
-            }
+            [Op::Conv { weight, input, output, window, groups }] => Columns::Conv(
+                conv_transposed(weight, input[0], output[0], window, *groups),
+                ConvReach::new(input, output, window),
+            ),
             _ if n_in.saturating_mul(n_out) <= MAX_DENSE_ENTRIES => {
                 // Compose the chain into one matrix: push every unit vector through it.
                 let mut wt = vec![0.0; n_in * n_out];
@@ -776,12 +776,12 @@ impl Affine {
 
     /// [`Affine::scatter`] of every correction `(j, coef)` of `corrs`.
     pub(crate) fn scatter_all(&self, corrs: &[(u32, [f64; 3])], acc: &mut Acc, offset: usize) {
-        if let (Columns::Conv(wt), Some(Op::Conv { input, output, window, groups, .. })) =
+        if let (Columns::Conv(wt, reach), Some(Op::Conv { input, output, groups, .. })) =
             (&self.columns, self.ops.first())
         {
             let pixels = output[1] * output[2];
             if acc.pixels() == pixels && offset.is_multiple_of(pixels) {
-                let conv = ConvColumns { wt, input: *input, output: *output, window, groups: *groups };
+                let conv = ConvColumns { wt, reach, input: *input, output: *output, groups: *groups };
                 conv_scatter_all(&conv, corrs, acc, offset / pixels);
                 return;
             }
@@ -798,12 +798,11 @@ impl Affine {
             Columns::Dense { wt, stride } => {
                 let col = &wt[j * stride..j * stride + self.n_out];
                 if acc.pixels() == 1 {
-                    let block = &mut acc.block(0)[offset..offset + self.n_out];
-                    for (x, &w) in block.iter_mut().zip(col) {
-                        x[0] += coef[0] * w;
-                        x[1] += coef[1] * w;
-                        x[2] += coef[2] * w;
-                    }
+                    let len = self.n_out;
+                    let [r0, r1, r2] = acc.block(0);
+                    let rows =
+                        (&mut r0[offset..offset + len], &mut r1[offset..offset + len], &mut r2[offset..offset + len]);
+                    super::kernels::axpy3(rows.0, rows.1, rows.2, col, coef);
                 } else {
                     for (i, &w) in col.iter().enumerate() {
                         acc.add(offset + i, coef, w);
@@ -811,13 +810,13 @@ impl Affine {
                 }
             }
             Columns::Shift(k) => acc.add(offset + k + j, coef, 1.0),
-            Columns::Conv(wt) => {
+            Columns::Conv(wt, reach) => {
                 let Op::Conv { input, output, window, groups, .. } = &self.ops[0] else {
                     unreachable!("conv columns come from a conv")
                 };
                 let pixels = output[1] * output[2];
                 if acc.pixels() == pixels && offset.is_multiple_of(pixels) {
-                    let conv = ConvColumns { wt, input: *input, output: *output, window, groups: *groups };
+                    let conv = ConvColumns { wt, reach, input: *input, output: *output, groups: *groups };
                     conv_scatter_all(&conv, &[(j as u32, coef)], acc, offset / pixels);
                 } else {
                     // The target is laid out differently (a flattened image): unit by unit.
@@ -834,12 +833,13 @@ impl Affine {
     }
 }
 
-/// A convolution's kernels as `[group][c_in/groups][kh][kw][c_out/groups]`, each weight stored
-/// three times in a row (see [`super::kernels::axpy_interleaved3`]).
+/// A convolution's kernels as `[group][c_in/groups][kh][kw][c_out/groups]`: the weights one input
+/// pixel gives a group's output channels at one tap are one contiguous run, added to the three
+/// rows of the accumulator's pixel block by [`super::kernels::axpy3`].
 fn conv_transposed(weight: &[f64], ic: usize, oc: usize, window: &Window, groups: usize) -> Vec<f64> {
     let (icg, ocg) = (ic / groups, oc / groups);
     let [kh, kw] = window.kernel;
-    let mut t = vec![0.0; 3 * weight.len()];
+    let mut t = vec![0.0; weight.len()];
     for g in 0..groups {
         for o in 0..ocg {
             for ci in 0..icg {
@@ -847,7 +847,7 @@ fn conv_transposed(weight: &[f64], ic: usize, oc: usize, window: &Window, groups
                     for kx in 0..kw {
                         let src = (((g * ocg + o) * icg + ci) * kh + ky) * kw + kx;
                         let dst = ((((g * icg + ci) * kh + ky) * kw + kx) * ocg) + o;
-                        t[3 * dst..3 * dst + 3].fill(weight[src]);
+                        t[dst] = weight[src];
                     }
                 }
             }
@@ -856,12 +856,47 @@ fn conv_transposed(weight: &[f64], ic: usize, oc: usize, window: &Window, groups
     t
 }
 
+/// For every input pixel of a convolution, the taps that read it and the output pixel each
+/// feeds, in the order of the kernel (rows, then columns): the scatter's inner loop without the
+/// divisions of locating them (a division per tap and five per correction cost more than the
+/// arithmetic on a 3 × 3 kernel's short runs).
+#[derive(Clone, Debug)]
+pub(crate) struct ConvReach {
+    /// Entries of input pixel `p`: `ptr[p]..ptr[p + 1]`.
+    ptr: Vec<u32>,
+    /// `(tap ky·kw + kx, output pixel oy·ow + ox)`.
+    taps: Vec<(u32, u32)>,
+}
+
+impl ConvReach {
+    fn new(input: &[usize; 3], output: &[usize; 3], window: &Window) -> Self {
+        let ([_, h, w], [_, oh, ow]) = (*input, *output);
+        let [kh, kw] = window.kernel;
+        let mut ptr = Vec::with_capacity(h * w + 1);
+        let mut taps = Vec::new();
+        ptr.push(0);
+        for iy in 0..h {
+            for ix in 0..w {
+                for ky in 0..kh {
+                    let Some(oy) = window.output_of(iy, ky, 0, oh) else { continue };
+                    for kx in 0..kw {
+                        let Some(ox) = window.output_of(ix, kx, 1, ow) else { continue };
+                        taps.push(((ky * kw + kx) as u32, (oy * ow + ox) as u32));
+                    }
+                }
+                ptr.push(taps.len() as u32);
+            }
+        }
+        ConvReach { ptr, taps }
+    }
+}
+
 /// A convolution's transposed kernels (see [`conv_transposed`]) with its geometry.
 struct ConvColumns<'a> {
     wt: &'a [f64],
+    reach: &'a ConvReach,
     input: [usize; 3],
     output: [usize; 3],
-    window: &'a Window,
     groups: usize,
 }
 
@@ -889,8 +924,8 @@ unsafe fn conv_scatter_all_avx2(
 ) {
     for &(j, coef) in corrs {
         // SAFETY: AVX2 is available (this function's contract).
-        conv_scatter(conv, j as usize, coef, acc, channel_offset, |x, w3, c| unsafe {
-            super::kernels::axpy_interleaved3_avx2(x, w3, c)
+        conv_scatter(conv, j as usize, coef, acc, channel_offset, |r0, r1, r2, w, c| unsafe {
+            super::kernels::axpy3_avx2(r0, r1, r2, w, c)
         });
     }
 }
@@ -898,7 +933,7 @@ unsafe fn conv_scatter_all_avx2(
 #[inline(always)]
 fn conv_scatter_all_generic(conv: &ConvColumns<'_>, corrs: &[(u32, [f64; 3])], acc: &mut Acc, channel_offset: usize) {
     for &(j, coef) in corrs {
-        conv_scatter(conv, j as usize, coef, acc, channel_offset, super::kernels::axpy_interleaved3);
+        conv_scatter(conv, j as usize, coef, acc, channel_offset, super::kernels::axpy3_generic);
     }
 }
 
@@ -913,23 +948,20 @@ fn conv_scatter(
     coef: [f64; 3],
     acc: &mut Acc,
     channel_offset: usize,
-    mut axpy: impl FnMut(&mut [f64], &[f64], [f64; 3]),
+    mut axpy: impl FnMut(&mut [f64], &mut [f64], &mut [f64], &[f64], [f64; 3]),
 ) {
-    let ([ic, h, w], [oc, oh, ow], window) = (conv.input, conv.output, conv.window);
-    let (c, iy, ix) = (j / (h * w), (j / w) % h, j % w);
+    let ([ic, h, w], [oc, _, _]) = (conv.input, conv.output);
+    let (c, pixel) = (j / (h * w), j % (h * w));
     let (icg, ocg) = (ic / conv.groups, oc / conv.groups);
-    let (g, ci) = (c / icg, c % icg);
-    let [kh, kw] = window.kernel;
+    let (g, ci) = if conv.groups == 1 { (0, c) } else { (c / icg, c % icg) };
     let first = channel_offset + g * ocg;
-    for ky in 0..kh {
-        let Some(oy) = window.output_of(iy, ky, 0, oh) else { continue };
-        for kx in 0..kw {
-            let Some(ox) = window.output_of(ix, kx, 1, ow) else { continue };
-            let base = (((g * icg + ci) * kh + ky) * kw + kx) * ocg;
-            let weights = &conv.wt[3 * base..3 * (base + ocg)];
-            let block = &mut acc.block(oy * ow + ox)[first..first + ocg];
-            axpy(block.as_flattened_mut(), weights, coef);
-        }
+    // The kernel's weights of input channel `ci` of group `g`, tap by tap.
+    let kernel = &conv.wt[(g * icg + ci) * (conv.wt.len() / ic.max(1))..];
+    let reach = conv.reach;
+    for &(tap, out) in &reach.taps[reach.ptr[pixel] as usize..reach.ptr[pixel + 1] as usize] {
+        let weights = &kernel[tap as usize * ocg..(tap as usize + 1) * ocg];
+        let [r0, r1, r2] = acc.block(out as usize);
+        axpy(&mut r0[first..first + ocg], &mut r1[first..first + ocg], &mut r2[first..first + ocg], weights, coef);
     }
 }
 

@@ -233,13 +233,25 @@ fn classify_slot_generic(
     }
 }
 
-dispatch! {
-    /// `r0 += c0·col`, `r1 += c1·col`, `r2 += c2·col`.
-    fn axpy3 / axpy3_avx2 / axpy3_generic(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], col: &[f64], coef: [f64; 3])
+/// `r0 += c0·col`, `r1 += c1·col`, `r2 += c2·col`: one column of a linear map, times the three
+/// coefficients of a correction, added to the three rows of a map (a dense path's
+/// pre-activations, or one pixel block of the accumulator).
+#[inline]
+pub(crate) fn axpy3(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], col: &[f64], coef: [f64; 3]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            // SAFETY: the processor supports AVX2, checked just above.
+            unsafe { axpy3_avx2(r0, r1, r2, col, coef) };
+            return;
+        }
+    }
+    axpy3_generic(r0, r1, r2, col, coef)
 }
 
+/// [`axpy3`] in portable code.
 #[inline(always)]
-fn axpy3_generic(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], col: &[f64], coef: [f64; 3]) {
+pub(crate) fn axpy3_generic(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], col: &[f64], coef: [f64; 3]) {
     let n = col.len();
     let (r0, r1, r2) = (&mut r0[..n], &mut r1[..n], &mut r2[..n]);
     let [c0, c1, c2] = coef;
@@ -250,62 +262,37 @@ fn axpy3_generic(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], col: &[f64], co
     }
 }
 
-/// `x[3i + k] += coef[k] · w3[3i + k]`: `coef ⊗ column` added to interleaved 3-vectors, with
-/// the column's weights stored tripled (`w3[3i..3i + 3]` all equal) so that the loop runs over
-/// one flat run of the accumulator, vector lanes wide. The portable version; the convolution
-/// scatter's AVX2 build calls [`axpy_interleaved3_avx2`] (the runs are short, so a feature check
-/// per call would cost more than the call).
-#[inline(always)]
-pub(crate) fn axpy_interleaved3(x: &mut [f64], w3: &[f64], coef: [f64; 3]) {
-    // Twelve lanes: a multiple of both the 3-vector and a 4-lane register.
-    let c: [f64; 12] = std::array::from_fn(|k| coef[k % 3]);
-    let n = w3.len();
-    let x = &mut x[..n];
-    let mut xs = x.chunks_exact_mut(12);
-    let mut ws = w3.chunks_exact(12);
-    for (xc, wc) in (&mut xs).zip(&mut ws) {
-        for k in 0..12 {
-            xc[k] += c[k] * wc[k];
-        }
-    }
-    for (k, (xv, wv)) in xs.into_remainder().iter_mut().zip(ws.remainder()).enumerate() {
-        *xv += c[k] * wv;
-    }
-}
-
-/// [`axpy_interleaved3`] with AVX2 registers: twelve entries (four 3-vectors) per step in three
-/// registers, multiplied and added separately as there (no fused multiply-add), so both round
-/// identically. Written with intrinsics because the compiler left the portable loop scalar once
-/// inlined into the scatter.
+/// [`axpy3`] with AVX2 registers, four entries of each row per step, multiplied and added
+/// separately as in the portable loop (no fused multiply-add), so both round identically. In
+/// intrinsics, and inlined into its AVX2 callers (the convolution scatter calls it once per tap,
+/// on runs of a few dozen entries): the portable loop inlined there was left scalar, and passed
+/// as a function value it ran behind a call shim compiled for the baseline target.
 ///
 /// # Safety
-/// AVX2 must be available; `x` must hold at least `w3.len()` entries (checked).
+/// AVX2 must be available. (Every row must hold `col.len()` entries: checked.)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(crate) unsafe fn axpy_interleaved3_avx2(x: &mut [f64], w3: &[f64], coef: [f64; 3]) {
+pub(crate) unsafe fn axpy3_avx2(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], col: &[f64], coef: [f64; 3]) {
     use std::arch::x86_64::*;
-    let n = w3.len();
-    let x = &mut x[..n];
-    let steps = n / 12;
-    let c = [
-        _mm256_setr_pd(coef[0], coef[1], coef[2], coef[0]),
-        _mm256_setr_pd(coef[1], coef[2], coef[0], coef[1]),
-        _mm256_setr_pd(coef[2], coef[0], coef[1], coef[2]),
-    ];
+    let n = col.len();
+    let (r0, r1, r2) = (&mut r0[..n], &mut r1[..n], &mut r2[..n]);
+    let c = coef.map(|c| _mm256_set1_pd(c));
+    let steps = n / 4;
     for s in 0..steps {
-        for (r, cr) in c.iter().enumerate() {
-            let at = 12 * s + 4 * r;
-            // SAFETY: at + 4 ≤ 12·steps ≤ n = the length of both slices.
-            unsafe {
-                let w = _mm256_loadu_pd(w3.as_ptr().add(at));
-                let v = _mm256_loadu_pd(x.as_ptr().add(at));
-                _mm256_storeu_pd(x.as_mut_ptr().add(at), _mm256_add_pd(v, _mm256_mul_pd(*cr, w)));
+        // SAFETY: 4s + 4 ≤ n, the length of the column and of every row.
+        unsafe {
+            let w = _mm256_loadu_pd(col.as_ptr().add(4 * s));
+            for (r, row) in [r0.as_mut_ptr(), r1.as_mut_ptr(), r2.as_mut_ptr()].into_iter().enumerate() {
+                let p = row.add(4 * s);
+                _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), _mm256_mul_pd(c[r], w)));
             }
         }
     }
-    for k in 12 * steps..n {
-        x[k] += coef[k % 3] * w3[k];
+    for i in 4 * steps..n {
+        r0[i] += coef[0] * col[i];
+        r1[i] += coef[1] * col[i];
+        r2[i] += coef[2] * col[i];
     }
 }
 
@@ -1045,21 +1032,20 @@ mod tests {
         for i in 0..n {
             assert_eq!((r0[i], r1[i], r2[i]), (1.0 + 2.0 * a[i], 2.0, 3.0 - a[i]));
         }
-        // Interleaved: every length, so that both the 12-lane body and the tail are used.
-        for len in [0, 1, 5, 12, 13, 40] {
-            let w3: Vec<f64> = (0..3 * len).map(|i| a[i / 3 % n]).collect();
-            let mut x: Vec<f64> = (0..3 * len).map(|i| i as f64).collect();
-            let mut x2 = x.clone();
-            axpy_interleaved3(&mut x, &w3, [2.0, 0.5, -1.0]);
-            for i in 0..3 * len {
-                let coef = [2.0, 0.5, -1.0][i % 3];
-                assert_eq!(x[i], i as f64 + coef * a[i / 3 % n], "length {len}, entry {i}");
-            }
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: AVX2 was detected; x2 is as long as w3.
-                unsafe { axpy_interleaved3_avx2(&mut x2, &w3, [2.0, 0.5, -1.0]) };
-                assert_eq!(x2, x, "AVX2 and portable axpy, length {len}");
+        // The AVX2 version against the portable one, at every length (body and tail), equal
+        // to the last bit (neither fuses).
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            for len in [0, 1, 3, 4, 5, 8, 13, 40] {
+                let col: Vec<f64> = (0..len).map(|i| a[i % n] * (1.0 + i as f64 / 7.0)).collect();
+                let rows: Vec<Vec<f64>> =
+                    (0..3).map(|r| (0..len).map(|i| (i * 3 + r) as f64 / 3.0).collect()).collect();
+                let (mut p0, mut p1, mut p2) = (rows[0].clone(), rows[1].clone(), rows[2].clone());
+                let (mut v0, mut v1, mut v2) = (rows[0].clone(), rows[1].clone(), rows[2].clone());
+                axpy3_generic(&mut p0, &mut p1, &mut p2, &col, [2.0, 0.3, -1.1]);
+                // SAFETY: AVX2 was detected; the rows are as long as the column.
+                unsafe { axpy3_avx2(&mut v0, &mut v1, &mut v2, &col, [2.0, 0.3, -1.1]) };
+                assert_eq!((v0, v1, v2), (p0, p1, p2), "length {len}");
             }
         }
     }
