@@ -5,11 +5,11 @@
 //! inherits them. [`scatter`] pushes them through the edges into a target.
 //!
 //! Corrections arrive as columns of edges: a convolution's column is a stencil of `C_out` values
-//! at each of `k·k` pixels. The accumulator is therefore laid out pixel by pixel (all channels of
-//! a pixel contiguous, three coefficients each) with one mark per pixel, so that a stencil is a
-//! few contiguous runs and the bookkeeping is one mark per pixel, not per unit. A flat target is
-//! one pixel of `n` channels. Units are addressed in the network's channel-major order
-//! (`u = channel · pixels + pixel`).
+//! at each of `k·k` pixels. The accumulator is therefore laid out pixel by pixel (a pixel's
+//! channels contiguous, in three rows: `∂/∂s`, `∂/∂t`, value) with one mark per pixel, so that a
+//! stencil is a few contiguous runs, each weight is read once for the three rows, and the
+//! bookkeeping is one mark per pixel, not per unit. A flat target is one pixel of `n` channels.
+//! Units are addressed in the network's channel-major order (`u = channel · pixels + pixel`).
 
 use super::plan::{Plan, Source};
 use std::sync::Arc;
