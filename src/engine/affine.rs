@@ -905,6 +905,11 @@ struct ConvColumns<'a> {
 fn conv_scatter_all(conv: &ConvColumns<'_>, corrs: &[(u32, [f64; 3])], acc: &mut Acc, channel_offset: usize) {
     #[cfg(target_arch = "x86_64")]
     {
+        if super::kernels::has_avx512() {
+            // SAFETY: the processor supports AVX-512F, checked just above.
+            unsafe { conv_scatter_all_avx512(conv, corrs, acc, channel_offset) };
+            return;
+        }
         if super::kernels::has_avx2() {
             // SAFETY: the processor supports AVX2, checked just above.
             unsafe { conv_scatter_all_avx2(conv, corrs, acc, channel_offset) };
@@ -912,6 +917,22 @@ fn conv_scatter_all(conv: &ConvColumns<'_>, corrs: &[(u32, [f64; 3])], acc: &mut
         }
     }
     conv_scatter_all_generic(conv, corrs, acc, channel_offset);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn conv_scatter_all_avx512(
+    conv: &ConvColumns<'_>,
+    corrs: &[(u32, [f64; 3])],
+    acc: &mut Acc,
+    channel_offset: usize,
+) {
+    for &(j, coef) in corrs {
+        // SAFETY: AVX-512F is available (this function's contract).
+        conv_scatter(conv, j as usize, coef, acc, channel_offset, |r0, r1, r2, w, c| unsafe {
+            super::kernels::axpy3_avx512(r0, r1, r2, w, c)
+        });
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

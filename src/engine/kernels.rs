@@ -14,6 +14,14 @@ pub(crate) fn has_avx2() -> bool {
     *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
 }
 
+/// Whether the processor has AVX-512F (checked once).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    use std::sync::OnceLock;
+    static AVX512: OnceLock<bool> = OnceLock::new();
+    *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+}
+
 macro_rules! dispatch {
     ($(#[$doc:meta])* fn $name:ident / $avx:ident / $generic:ident ($($arg:ident : $ty:ty),*)) => {
         $(#[$doc])*
@@ -240,6 +248,11 @@ fn classify_slot_generic(
 pub(crate) fn axpy3(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], col: &[f64], coef: [f64; 3]) {
     #[cfg(target_arch = "x86_64")]
     {
+        if has_avx512() {
+            // SAFETY: the processor supports AVX-512F, checked just above.
+            unsafe { axpy3_avx512(r0, r1, r2, col, coef) };
+            return;
+        }
         if has_avx2() {
             // SAFETY: the processor supports AVX2, checked just above.
             unsafe { axpy3_avx2(r0, r1, r2, col, coef) };
@@ -293,6 +306,38 @@ pub(crate) unsafe fn axpy3_avx2(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], 
         r0[i] += coef[0] * col[i];
         r1[i] += coef[1] * col[i];
         r2[i] += coef[2] * col[i];
+    }
+}
+
+/// [`axpy3_avx2`] eight entries wide, with a masked last step (the convolution scatter's runs
+/// are a channel group's outputs: 16 or 32 entries, or a few more than a multiple of 8).
+/// Multiplies and adds separately, as the portable loop.
+///
+/// # Safety
+/// AVX-512F must be available. (Every row must hold `col.len()` entries: checked.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn axpy3_avx512(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64], col: &[f64], coef: [f64; 3]) {
+    use std::arch::x86_64::*;
+    let n = col.len();
+    let (r0, r1, r2) = (&mut r0[..n], &mut r1[..n], &mut r2[..n]);
+    let c = coef.map(|c| _mm512_set1_pd(c));
+    let rows = [r0.as_mut_ptr(), r1.as_mut_ptr(), r2.as_mut_ptr()];
+    let mut at = 0;
+    while at < n {
+        // All eight lanes, or the ones left in the last step.
+        let mask: __mmask8 = if n - at >= 8 { 0xff } else { (1u8 << (n - at)) - 1 };
+        // SAFETY: the masked lanes are below n, the length of the column and of every row.
+        unsafe {
+            let w = _mm512_maskz_loadu_pd(mask, col.as_ptr().add(at));
+            for (r, row) in rows.iter().enumerate() {
+                let p = row.add(at);
+                let v = _mm512_maskz_loadu_pd(mask, p);
+                _mm512_mask_storeu_pd(p, mask, _mm512_add_pd(v, _mm512_mul_pd(c[r], w)));
+            }
+        }
+        at += 8;
     }
 }
 
@@ -1036,16 +1081,22 @@ mod tests {
         // to the last bit (neither fuses).
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
-            for len in [0, 1, 3, 4, 5, 8, 13, 40] {
+            for len in [0, 1, 3, 4, 5, 8, 13, 16, 32, 40] {
                 let col: Vec<f64> = (0..len).map(|i| a[i % n] * (1.0 + i as f64 / 7.0)).collect();
                 let rows: Vec<Vec<f64>> =
                     (0..3).map(|r| (0..len).map(|i| (i * 3 + r) as f64 / 3.0).collect()).collect();
                 let (mut p0, mut p1, mut p2) = (rows[0].clone(), rows[1].clone(), rows[2].clone());
                 let (mut v0, mut v1, mut v2) = (rows[0].clone(), rows[1].clone(), rows[2].clone());
                 axpy3_generic(&mut p0, &mut p1, &mut p2, &col, [2.0, 0.3, -1.1]);
+                let (mut w0, mut w1, mut w2) = (v0.clone(), v1.clone(), v2.clone());
                 // SAFETY: AVX2 was detected; the rows are as long as the column.
                 unsafe { axpy3_avx2(&mut v0, &mut v1, &mut v2, &col, [2.0, 0.3, -1.1]) };
-                assert_eq!((v0, v1, v2), (p0, p1, p2), "length {len}");
+                assert_eq!((&v0, &v1, &v2), (&p0, &p1, &p2), "length {len}");
+                if has_avx512() {
+                    // SAFETY: AVX-512F was detected; the rows are as long as the column.
+                    unsafe { axpy3_avx512(&mut w0, &mut w1, &mut w2, &col, [2.0, 0.3, -1.1]) };
+                    assert_eq!((w0, w1, w2), (p0, p1, p2), "AVX-512, length {len}");
+                }
             }
         }
     }
