@@ -68,6 +68,8 @@ pub(crate) fn candidates(stage: &Stage, base: &Base, acc: &Acc, poly: &ConvexPol
         [zb[u] + d[0], zb[n + u] + d[1], zb[2 * n + u] + d[2]]
     };
     let center = box_center(poly);
+    let bb = poly.bbox();
+    let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
     let t_base = class.t();
     let m = stage.n_out;
     let epoch = seen.start(n.max(m));
@@ -91,7 +93,7 @@ pub(crate) fn candidates(stage: &Stage, base: &Base, acc: &Acc, poly: &ConvexPol
                 let z = z_of(u);
                 let before = crossing.len();
                 let mut bits = 0u64;
-                let t = layer.classify_one(u, z, stage.noise[u], (poly, center), &mut crossing, |j, above| {
+                let t = layer.classify_one(u, z, stage.noise[u], (poly, center, half), &mut crossing, |j, above| {
                     bits |= u64::from(above) << j;
                 });
                 out.crossing.extend(crossing.drain(before..).map(|x| (x, z)));

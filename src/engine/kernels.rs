@@ -57,7 +57,7 @@ pub(crate) fn hinge_tol(a: f64, b: f64, bp: f64, noise: f64) -> f64 {
 
 /// The range of `a·u + b·v + c` over the box `center ± half`.
 #[inline(always)]
-fn box_range(a: f64, b: f64, c: f64, center: [f64; 2], half: [f64; 2]) -> (f64, f64) {
+pub(crate) fn box_range(a: f64, b: f64, c: f64, center: [f64; 2], half: [f64; 2]) -> (f64, f64) {
     let mid = a * center[0] + b * center[1] + c;
     let rad = a.abs() * half[0] + b.abs() * half[1];
     (mid - rad, mid + rad)

@@ -235,18 +235,21 @@ impl PwlLayer {
 
     /// Classifies one unit with pre-activation map `z` over `poly`: its post-activation map (with
     /// crossing hinges on the side of `center`), pushing crossing hinges to `crossing` and setting
-    /// the unit's bits through `set_bit(slot, above)`.
+    /// the unit's bits through `set_bit(slot, above)`. `center ± half` is the polygon's bounding
+    /// box: a hinge the unit's range over the box clears by more than the tolerance is decided
+    /// there, as in [`PwlLayer::classify_all`]; the others by the range over the vertices.
     #[inline]
     pub(crate) fn classify_one(
         &self,
         unit: usize,
         z: [f64; 3],
         noise: f64,
-        (poly, center): (&ConvexPolygon, [f64; 2]),
+        (poly, center, half): (&ConvexPolygon, [f64; 2], [f64; 2]),
         crossing: &mut Vec<Crossing>,
         mut set_bit: impl FnMut(usize, bool),
     ) -> [f64; 3] {
-        let (lo, hi) = range(poly, z);
+        let (lo_box, hi_box) = kernels::box_range(z[0], z[1], z[2], center, half);
+        let mut vertices: Option<(f64, f64)> = None;
         let (mut slope, mut intercept) = (self.slope0[unit], self.intercept0[unit]);
         for (j, slot) in self.slots.iter().enumerate() {
             let (bp, da) = (slot.bp[unit], slot.da[unit]);
@@ -255,8 +258,15 @@ impl PwlLayer {
                 continue;
             }
             let tol = kernels::hinge_tol(z[0], z[1], bp, noise);
-            let up = hi - bp > tol;
-            let down = lo - bp < -tol;
+            // Entirely above or below over the box: so over the polygon inside it.
+            let (up, down) = if lo_box - bp > tol {
+                (true, false)
+            } else if hi_box - bp < -tol {
+                (false, true)
+            } else {
+                let (lo, hi) = *vertices.get_or_insert_with(|| range(poly, z));
+                (hi - bp > tol, lo - bp < -tol)
+            };
             let above = if up && down {
                 let above = z[0] * center[0] + z[1] * center[1] + z[2] > bp;
                 crossing.push(Crossing { unit: unit as u32, slot: j as u8, above });
