@@ -104,6 +104,41 @@ pub(crate) fn candidates(stage: &Stage, base: &Base, acc: &Acc, poly: &ConvexPol
             }
             acc.for_each_unit(|u| visit(u, &mut out));
         }
+        (Nonlinearity::Max(layer), Class::Max(c)) if layer.has_quads() => {
+            // Groups of four (2 × 2 pooling): the candidate groups in the order of the general
+            // loop below, then the box test of each from its gathered maps in straight-line
+            // code (the bounds and rule of `undominated`'s box phase, operation for operation);
+            // only the groups it leaves open take the vertex test.
+            let mut groups = Vec::new();
+            let mut add = |g: usize| {
+                if marks[g] != epoch {
+                    marks[g] = epoch;
+                    groups.push(g as u32);
+                }
+            };
+            for k in &c.contests {
+                add(k.group as usize);
+            }
+            acc.for_each_unit(|u| {
+                for &g in layer.groups_of(u) {
+                    add(g as usize);
+                }
+            });
+            for &g in &groups {
+                let units: [u32; 4] = layer.group(g as usize).try_into().expect("a group of four");
+                let maps = units.map(|u| z_of(u as usize));
+                let noise = units.map(|u| stage.noise[u as usize]);
+                let (w, contest) = match super::kernels::box_winner4_of_maps(maps, noise, center, half) {
+                    Some(w) => (w as u32, None),
+                    None => {
+                        let cands: [(u32, u32, [f64; 3]); 4] = std::array::from_fn(|k| (k as u32, units[k], maps[k]));
+                        layer.classify_group(g as usize, &cands, poly, center, &stage.noise, true)
+                    }
+                };
+                out.contests.extend(contest);
+                record(&mut out, g as usize, maps[w as usize], u64::from(w));
+            }
+        }
         (Nonlinearity::Max(layer), Class::Max(c)) => {
             let mut cands = Vec::new();
             let mut visit = |g: usize, out: &mut Candidates| {

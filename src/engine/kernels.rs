@@ -799,10 +799,29 @@ pub(crate) fn box_winners4(
 #[inline]
 pub(crate) fn quad_bounds(z: &[f64], noise: &[f64], center: [f64; 2], half: [f64; 2], u: usize) -> (f64, f64, f64) {
     let n = z.len() / 3;
-    let (a, b, c) = (z[u], z[n + u], z[2 * n + u]);
-    let (l, h) = box_range(a, b, c, center, half);
-    let t = tolerance(a, b, noise[u]);
+    map_bounds([z[u], z[n + u], z[2 * n + u]], noise[u], center, half)
+}
+
+/// The `(lo, hi_tol, tol)` of [`quad_bounds`] for a unit given by its map and noise floor.
+#[inline]
+pub(crate) fn map_bounds(m: [f64; 3], noise: f64, center: [f64; 2], half: [f64; 2]) -> (f64, f64, f64) {
+    let (l, h) = box_range(m[0], m[1], m[2], center, half);
+    let t = tolerance(m[0], m[1], noise);
     (l, h + t, t)
+}
+
+/// [`box_winner4_rule`] of four candidates given by their maps and noise floors: the box test
+/// of a group that the sparse classification of a cell gathered (its units' maps are the base's
+/// plus the cell's corrections).
+#[inline]
+pub(crate) fn box_winner4_of_maps(
+    maps: [[f64; 3]; 4],
+    noise: [f64; 4],
+    center: [f64; 2],
+    half: [f64; 2],
+) -> Option<usize> {
+    let b: [(f64, f64, f64); 4] = std::array::from_fn(|k| map_bounds(maps[k], noise[k], center, half));
+    box_winner4_rule(b.map(|b| b.0), b.map(|b| b.1), b.map(|b| b.2), maps)
 }
 
 /// [`box_winners4`] for one group, in scalar code.

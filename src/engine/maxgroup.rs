@@ -67,6 +67,12 @@ impl MaxLayer {
         MaxLayer { groups, unit_ptr: count, unit_groups, bits, quads }
     }
 
+    /// Whether every group has four candidates (the box test of
+    /// [`super::kernels::box_winner4_rule`] applies to each).
+    pub(crate) fn has_quads(&self) -> bool {
+        self.quads.is_some()
+    }
+
     pub(crate) fn groups(&self) -> usize {
         self.groups.len()
     }
