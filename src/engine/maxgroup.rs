@@ -409,4 +409,50 @@ mod tests {
         }
         assert!(by_ties > 100, "the tie rule decided {by_ties} groups");
     }
+
+    /// The sparse classification's shortcut: the straight-line box test of a group's gathered
+    /// maps, then the vertex test only for open groups, classifies every group as the general
+    /// path (box phase and vertex phase of `undominated`) does, winner and contest alike.
+    #[test]
+    fn box_test_of_gathered_maps_then_vertices_matches_the_general_path() {
+        use crate::geometry::polygon::ConvexPolygon;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let layer = super::MaxLayer::new(vec![vec![0, 1, 2, 3]]);
+        let noise = [0.0, 1e-3, 0.0, 2e-3];
+        let (mut by_box, mut open) = (0, 0);
+        for _ in 0..20_000 {
+            let x0 = f64::from(rng.random_range(-4..4)) * 0.25;
+            let y0 = f64::from(rng.random_range(-4..4)) * 0.25;
+            let poly = ConvexPolygon::rect(x0, x0 + 0.25 * f64::from(rng.random_range(1..4)), y0, y0 + 0.5);
+            // Coarse maps: dead units (the zero map), equal maps and near ties are common, and
+            // offsets of the order of the noise floors put bounds at the tolerance's edge.
+            let maps: [[f64; 3]; 4] = std::array::from_fn(|_| {
+                if rng.random_bool(0.3) {
+                    [0.0; 3]
+                } else {
+                    let mut m: [f64; 3] = std::array::from_fn(|_| f64::from(rng.random_range(-2..3)) * 0.5);
+                    m[2] += f64::from(rng.random_range(-3..4)) * 5e-4;
+                    m
+                }
+            });
+            let cands: [(u32, u32, [f64; 3]); 4] = std::array::from_fn(|k| (k as u32, k as u32, maps[k]));
+            let center = super::box_center(&poly);
+            let bb = poly.bbox();
+            let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
+            let general = layer.classify_group(0, &cands, &poly, center, &noise, false);
+            let shortcut = match crate::engine::kernels::box_winner4_of_maps(maps, noise, center, half) {
+                Some(w) => {
+                    by_box += 1;
+                    (w as u32, None)
+                }
+                None => {
+                    open += 1;
+                    layer.classify_group(0, &cands, &poly, center, &noise, true)
+                }
+            };
+            assert_eq!(shortcut.0, general.0, "{maps:?} over {:?}", poly.pts);
+            assert_eq!(shortcut.1.map(|c| c.alive), general.1.map(|c| c.alive), "{maps:?}");
+        }
+        assert!(by_box > 1000 && open > 1000, "{by_box} decided by the box, {open} open");
+    }
 }
