@@ -1,6 +1,6 @@
-//! The engine's innermost loops, compiled twice: for the baseline target and for AVX2, chosen
-//! at run time. The binary stays portable while the loops run four f64 lanes wide where the
-//! processor allows. No fused multiply-add is introduced, so both versions round identically;
+//! The engine's innermost loops, compiled for the baseline target, for AVX2 and (most of them)
+//! for AVX-512F, chosen at run time. The binary stays portable while the loops run four or eight
+//! f64 lanes wide where the processor allows. No fused multiply-add is introduced, so both versions round identically;
 //! the one exception is [`product_skipping_zeros`], the dense layers' product, which like the
 //! blocked product it replaces fuses where the processor can (AVX2 + FMA, or AVX-512).
 
@@ -23,6 +23,43 @@ pub(crate) fn has_avx512() -> bool {
 }
 
 macro_rules! dispatch {
+    // With an AVX-512F build too (the same portable loop, eight lanes wide: no fused
+    // multiply-add is introduced, so it rounds as the others).
+    ($(#[$doc:meta])* fn $name:ident / $avx:ident / $avx512:ident / $generic:ident ($($arg:ident : $ty:ty),*)) => {
+        $(#[$doc])*
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if has_avx512() {
+                    // SAFETY: the processor supports AVX-512F, checked just above.
+                    unsafe { $avx512($($arg),*) };
+                    return;
+                }
+                if has_avx2() {
+                    // SAFETY: the processor supports AVX2, checked just above.
+                    unsafe { $avx($($arg),*) };
+                    return;
+                }
+            }
+            $generic($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $avx($($arg: $ty),*) {
+            $generic($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $avx512($($arg: $ty),*) {
+            $generic($($arg),*)
+        }
+    };
     ($(#[$doc:meta])* fn $name:ident / $avx:ident / $generic:ident ($($arg:ident : $ty:ty),*)) => {
         $(#[$doc])*
         #[inline]
@@ -66,7 +103,7 @@ pub(crate) fn box_range(a: f64, b: f64, c: f64, center: [f64; 2], half: [f64; 2]
 dispatch! {
     /// Bounds of every unit's `a·u + b·v + c` over the box `center ± half`: a cheap enclosure
     /// of the values over any polygon inside that box.
-    fn box_bounds / box_bounds_avx2 / box_bounds_generic(a: &[f64], b: &[f64], c: &[f64], center: [f64; 2], half: [f64; 2], lo: &mut [f64], hi: &mut [f64])
+    fn box_bounds / box_bounds_avx2 / box_bounds_avx512 / box_bounds_generic(a: &[f64], b: &[f64], c: &[f64], center: [f64; 2], half: [f64; 2], lo: &mut [f64], hi: &mut [f64])
 }
 
 #[inline(always)]
@@ -91,7 +128,7 @@ dispatch! {
     /// tolerance `tol` (`predicates::tolerance` of its slopes and noise floor), the two terms a
     /// group's bounding-box test adds to every candidate (summed in the same order, so the test
     /// decides exactly as the scalar form).
-    fn box_bounds_tol / box_bounds_tol_avx2 / box_bounds_tol_generic(
+    fn box_bounds_tol / box_bounds_tol_avx2 / box_bounds_tol_avx512 / box_bounds_tol_generic(
         a: &[f64], b: &[f64], c: &[f64], noise: &[f64], center: [f64; 2], half: [f64; 2],
         lo: &mut [f64], hi_tol: &mut [f64], tol: &mut [f64])
 }
@@ -131,7 +168,7 @@ dispatch! {
     /// over the units instead of four moves a third of the memory. Every entry of `t` is
     /// written (so it may come uninitialised: zeroing a fresh map first was a tenth of the
     /// pass).
-    fn classify_single / classify_single_avx2 / classify_single_generic(
+    fn classify_single / classify_single_avx2 / classify_single_avx512 / classify_single_generic(
         a: &[f64], b: &[f64], c: &[f64], noise: &[f64], center: [f64; 2], half: [f64; 2],
         bp: &[f64], da: &[f64], slope0: &[f64], intercept0: &[f64], t: &mut [MaybeUninit<f64>], state: &mut [u8])
 }
@@ -177,7 +214,7 @@ fn classify_single_generic(
 dispatch! {
     /// Marks (`mark[i] = 1`) the units whose enclosure `[lo, hi]` is not decisively on one
     /// side of their hinge `(bp, da)`: only those need their exact range over the vertices.
-    fn mark_undecided / mark_undecided_avx2 / mark_undecided_generic(
+    fn mark_undecided / mark_undecided_avx2 / mark_undecided_avx512 / mark_undecided_generic(
         a: &[f64], b: &[f64], noise: &[f64], lo: &[f64], hi: &[f64], bp: &[f64], da: &[f64], mark: &mut [u8])
 }
 
@@ -207,7 +244,7 @@ dispatch! {
     /// Classifies every unit's range `[lo, hi]` against its hinge `(bp, da)` (see
     /// `predicates`): `state` gets 0 (below or on the line), 1 (above) or 2 (crossing), and the
     /// hinge's piece is added to `slope`/`intercept` for units entirely above it.
-    fn classify_slot / classify_slot_avx2 / classify_slot_generic(
+    fn classify_slot / classify_slot_avx2 / classify_slot_avx512 / classify_slot_generic(
         a: &[f64], b: &[f64], noise: &[f64], lo: &[f64], hi: &[f64], bp: &[f64], da: &[f64],
         slope: &mut [f64], intercept: &mut [f64], state: &mut [u8])
 }
@@ -343,7 +380,7 @@ pub(crate) unsafe fn axpy3_avx512(r0: &mut [f64], r1: &mut [f64], r2: &mut [f64]
 
 dispatch! {
     /// The post-activation map `h = slope·z + (0, 0, intercept)` of every unit (`h` is `3 × n`).
-    fn post_activation / post_activation_avx2 / post_activation_generic(
+    fn post_activation / post_activation_avx2 / post_activation_avx512 / post_activation_generic(
         a: &[f64], b: &[f64], c: &[f64], slope: &[f64], intercept: &[f64], h: &mut [f64])
 }
 
@@ -1052,6 +1089,49 @@ mod tests {
             check_winners4(&mut rng, &list, n, &mut outcomes);
         }
         assert!(outcomes.iter().all(|&c| c > 200), "{outcomes:?}");
+    }
+
+    #[test]
+    fn builds_of_a_kernel_round_alike() {
+        // The dense classification, in every build this processor runs, on the same inputs:
+        // equal to the last bit (none of them fuses a multiply and an add).
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let n = 203;
+        let mut draw = |s: f64| -> Vec<f64> { (0..n).map(|_| rng.random_range(-s..s)).collect() };
+        let (a, b, c, noise, bp) = (draw(1.0), draw(1.0), draw(0.5), draw(1e-6), draw(0.2));
+        let da: Vec<f64> = (0..n).map(|i| if i % 7 == 0 { 0.0 } else { 1.0 }).collect();
+        let (slope0, intercept0) = (vec![0.0; n], vec![0.0; n]);
+        type Kernel<'a> = &'a dyn Fn(&mut [MaybeUninit<f64>], &mut [u8]);
+        let run = |f: Kernel<'_>| {
+            let mut t = vec![MaybeUninit::new(f64::NAN); 3 * n];
+            let mut state = vec![9u8; n];
+            f(&mut t, &mut state);
+            // SAFETY: every kernel writes all 3n entries (and they started initialised).
+            (t.iter().map(|x| unsafe { x.assume_init() }.to_bits()).collect::<Vec<u64>>(), state)
+        };
+        let (center, half) = ([0.1, -0.2], [0.3, 0.25]);
+        let plain = run(&|t, st| {
+            classify_single_generic(&a, &b, &c, &noise, center, half, &bp, &da, &slope0, &intercept0, t, st)
+        });
+        assert!(plain.1.iter().all(|&s| s <= 2) && plain.1.contains(&2) && plain.1.contains(&1));
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx2() {
+                // SAFETY: AVX2 was detected.
+                let got = run(&|t, st| unsafe {
+                    classify_single_avx2(&a, &b, &c, &noise, center, half, &bp, &da, &slope0, &intercept0, t, st)
+                });
+                assert_eq!(got, plain, "AVX2");
+            }
+            if has_avx512() {
+                // SAFETY: AVX-512F was detected.
+                let got = run(&|t, st| unsafe {
+                    classify_single_avx512(&a, &b, &c, &noise, center, half, &bp, &da, &slope0, &intercept0, t, st)
+                });
+                assert_eq!(got, plain, "AVX-512");
+            }
+        }
     }
 
     #[test]
