@@ -813,11 +813,16 @@ pub(crate) fn box_winners4(
     let mut start = 0;
     #[cfg(target_arch = "x86_64")]
     {
+        if has_avx512() {
+            // SAFETY: AVX-512F was detected; every unit is below `quads.n ≤ n`, asserted
+            // above, and a block of adjacent windows reads from its first unit to its last one
+            // (`u` to `u + w + 7`), all of them units of the block.
+            start = unsafe { box_winners4_avx512(quads, z, noise, center, half, win, t) };
+        }
         if has_avx2() {
-            // SAFETY: AVX2 was detected; every unit is below `quads.n ≤ n`, asserted above,
-            // and a block of adjacent windows reads from its first unit to its last one (`u` to
-            // `u + w + 7`), all of them units of the block.
-            start = unsafe { box_winners4_avx2(quads, z, noise, center, half, win, t) };
+            // SAFETY: as above, with AVX2; the blocks of four left after those done eight at a
+            // time (`start`, a multiple of 8).
+            start = unsafe { box_winners4_avx2(quads, z, noise, center, half, win, t, start) };
         }
     }
     for g in start..g_count {
@@ -897,6 +902,126 @@ pub(crate) fn box_winner4_rule(l: [f64; 4], h: [f64; 4], t: [f64; 4], maps: [[f6
     below.then_some(best)
 }
 
+/// Candidate `k` of the four groups of block `s` (groups `4s..4s + 4`) from the array `a`: four
+/// gathers, or for four adjacent windows of one row pair two contiguous loads per row (of the
+/// window rows' eight entries) split into even and odd entries.
+///
+/// # Safety
+/// AVX2 must be available; the block's units must index `a` (for adjacent windows, `u` to
+/// `u + w + 7`, all of them units of the block).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn quad_block(quads: &Quads, s: usize, a: &[f64]) -> [std::arch::x86_64::__m256d; 4] {
+    use std::arch::x86_64::*;
+    let g = 4 * s;
+    let w = quads.rows[s] as usize;
+    // SAFETY (each): the caller's contract.
+    unsafe {
+        if w == 0 {
+            let idx: [__m128i; 4] = std::array::from_fn(|k| _mm_loadu_si128(quads.cols[k].as_ptr().add(g).cast()));
+            std::array::from_fn(|k| _mm256_i32gather_pd::<8>(a.as_ptr(), idx[k]))
+        } else {
+            let u = quads.cols[0][g] as usize;
+            let (r0, r1) = (a.as_ptr().add(u), a.as_ptr().add(u + w));
+            let (a0, a1) = (_mm256_loadu_pd(r0), _mm256_loadu_pd(r0.add(4)));
+            let (b0, b1) = (_mm256_loadu_pd(r1), _mm256_loadu_pd(r1.add(4)));
+            // unpack gives [x0, y0, x2, y2]; the permute puts it in group order.
+            let order = |v| _mm256_permute4x64_pd::<0b11_01_10_00>(v);
+            [
+                order(_mm256_unpacklo_pd(a0, a1)),
+                order(_mm256_unpackhi_pd(a0, a1)),
+                order(_mm256_unpacklo_pd(b0, b1)),
+                order(_mm256_unpackhi_pd(b0, b1)),
+            ]
+        }
+    }
+}
+
+/// The groups of [`box_winners4`] eight at a time (two blocks of [`quad_block`] side by side in
+/// 512-bit registers: with 32 registers nothing spills, which the AVX2 version's maps and
+/// bounds did); returns how many it did (a multiple of 8). The same operations as
+/// [`box_winners4_avx2`], lane for lane.
+///
+/// # Safety
+/// AVX-512F must be available, and every unit of `quads` must index `noise` and the three rows
+/// of `z`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn box_winners4_avx512(
+    quads: &Quads,
+    z: &[f64],
+    noise: &[f64],
+    center: [f64; 2],
+    half: [f64; 2],
+    win: &mut [u8],
+    t: &mut [f64],
+) -> usize {
+    use std::arch::x86_64::*;
+    let (g_count, n) = (win.len(), z.len() / 3);
+    let steps = g_count / 8;
+    let pos: [__m512d; 4] = [0.0, 1.0, 2.0, 3.0].map(|p| _mm512_set1_pd(p));
+    let (cx, cy, hx, hy) =
+        (_mm512_set1_pd(center[0]), _mm512_set1_pd(center[1]), _mm512_set1_pd(half[0]), _mm512_set1_pd(half[1]));
+    let (dist, sign) = (_mm512_set1_pd(DIST), _mm512_set1_pd(-0.0));
+    for s in 0..steps {
+        let g = 8 * s;
+        // SAFETY: g + 8 ≤ g_count = every column's length, and t has 3 rows of g_count; the
+        // units index the bounds and z's rows (the caller's contract).
+        unsafe {
+            let load = |a: &[f64]| -> [__m512d; 4] {
+                let (lo, hi) = (quad_block(quads, 2 * s, a), quad_block(quads, 2 * s + 1, a));
+                std::array::from_fn(|k| _mm512_insertf64x4::<1>(_mm512_castpd256_pd512(lo[k]), hi[k]))
+            };
+            let maps: [[__m512d; 4]; 3] = std::array::from_fn(|r| load(&z[r * n..(r + 1) * n]));
+            let nz = load(noise);
+            let abs = |v| _mm512_castsi512_pd(_mm512_andnot_si512(_mm512_castpd_si512(sign), _mm512_castpd_si512(v)));
+            let (mut l, mut h, mut tl) = ([_mm512_setzero_pd(); 4], [_mm512_setzero_pd(); 4], [_mm512_setzero_pd(); 4]);
+            for k in 0..4 {
+                let (a, b, c) = (maps[0][k], maps[1][k], maps[2][k]);
+                let mid = _mm512_add_pd(_mm512_add_pd(_mm512_mul_pd(a, cx), _mm512_mul_pd(b, cy)), c);
+                let rad = _mm512_add_pd(_mm512_mul_pd(abs(a), hx), _mm512_mul_pd(abs(b), hy));
+                tl[k] = _mm512_add_pd(_mm512_mul_pd(dist, _mm512_add_pd(abs(a), abs(b))), nz[k]);
+                l[k] = _mm512_sub_pd(mid, rad);
+                h[k] = _mm512_add_pd(_mm512_add_pd(mid, rad), tl[k]);
+            }
+            // First largest lower bound (ties keep the lower position), as in the AVX2 version.
+            let m01 = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(l[1], l[0]);
+            let m23 = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(l[3], l[2]);
+            let m = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(
+                _mm512_mask_blend_pd(m23, l[2], l[3]),
+                _mm512_mask_blend_pd(m01, l[0], l[1]),
+            );
+            let pick = |v: &[__m512d; 4]| {
+                _mm512_mask_blend_pd(m, _mm512_mask_blend_pd(m01, v[0], v[1]), _mm512_mask_blend_pd(m23, v[2], v[3]))
+            };
+            let (best_lo, best, tb) = (pick(&l), pick(&pos), pick(&tl));
+            let best_map = maps.each_ref().map(pick);
+            let mut below: __mmask8 = 0xff;
+            for k in 0..4 {
+                let is_best = _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(best, pos[k]);
+                let under = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(_mm512_add_pd(h[k], tb), best_lo);
+                // A later candidate with the winner's very map does not count against it.
+                let mut same = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(pos[k], best);
+                for r in 0..3 {
+                    same &= _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(maps[r][k], best_map[r]);
+                }
+                below &= is_best | under | same;
+            }
+            for (r, v) in best_map.iter().enumerate() {
+                _mm512_storeu_pd(t.as_mut_ptr().add(r * g_count + g), *v);
+            }
+            let mut b = [0.0; 8];
+            _mm512_storeu_pd(b.as_mut_ptr(), best);
+            for (j, &bj) in b.iter().enumerate() {
+                win[g + j] = if below >> j & 1 == 1 { bj as u8 } else { UNDECIDED4 };
+            }
+        }
+    }
+    8 * steps
+}
+
 /// The groups of [`box_winners4`] four at a time; returns how many it did (a multiple of 4).
 ///
 /// # Safety
@@ -913,6 +1038,7 @@ unsafe fn box_winners4_avx2(
     half: [f64; 2],
     win: &mut [u8],
     t: &mut [f64],
+    from: usize,
 ) -> usize {
     use std::arch::x86_64::*;
     let (g_count, n) = (win.len(), z.len() / 3);
@@ -921,33 +1047,12 @@ unsafe fn box_winners4_avx2(
     let (cx, cy, hx, hy) =
         (_mm256_set1_pd(center[0]), _mm256_set1_pd(center[1]), _mm256_set1_pd(half[0]), _mm256_set1_pd(half[1]));
     let (dist, sign, zero) = (_mm256_set1_pd(DIST), _mm256_set1_pd(-0.0), _mm256_setzero_pd());
-    for s in 0..steps {
+    for s in from / 4..steps {
         let g = 4 * s;
         // SAFETY: g + 4 ≤ g_count = every column's length, and t has 3 rows of g_count; the
         // units index the bounds and z's rows (the caller's contract).
         unsafe {
-            let idx: [__m128i; 4] = std::array::from_fn(|k| _mm_loadu_si128(quads.cols[k].as_ptr().add(g).cast()));
-            let w = quads.rows[s] as usize;
-            let u = quads.cols[0][g] as usize;
-            // Candidate k of the four groups: gathered, or for adjacent windows two contiguous
-            // loads (of the window row's eight entries) split into even and odd entries.
-            let load = |a: &[f64]| -> [__m256d; 4] {
-                if w == 0 {
-                    std::array::from_fn(|k| _mm256_i32gather_pd::<8>(a.as_ptr(), idx[k]))
-                } else {
-                    let (r0, r1) = (a.as_ptr().add(u), a.as_ptr().add(u + w));
-                    let (a0, a1) = (_mm256_loadu_pd(r0), _mm256_loadu_pd(r0.add(4)));
-                    let (b0, b1) = (_mm256_loadu_pd(r1), _mm256_loadu_pd(r1.add(4)));
-                    // unpack gives [x0, y0, x2, y2]; the permute puts it in group order.
-                    let order = |v| _mm256_permute4x64_pd::<0b11_01_10_00>(v);
-                    [
-                        order(_mm256_unpacklo_pd(a0, a1)),
-                        order(_mm256_unpackhi_pd(a0, a1)),
-                        order(_mm256_unpacklo_pd(b0, b1)),
-                        order(_mm256_unpackhi_pd(b0, b1)),
-                    ]
-                }
-            };
+            let load = |a: &[f64]| quad_block(quads, s, a);
             // The candidates' maps (for the bounds, the tie rule and the winner's map), and their
             // bounds as in `quad_bounds`, operation for operation.
             let maps: [[__m256d; 4]; 3] = std::array::from_fn(|r| load(&z[r * n..(r + 1) * n]));
