@@ -22,9 +22,10 @@ pub(crate) fn has_avx512() -> bool {
     *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }
 
+/// A kernel's portable loop (`$generic`, `#[inline(always)]`) compiled three times: for the
+/// baseline target, for AVX2 and for AVX-512F (eight lanes wide), chosen at run time. No fused
+/// multiply-add is introduced, so every build rounds as the others.
 macro_rules! dispatch {
-    // With an AVX-512F build too (the same portable loop, eight lanes wide: no fused
-    // multiply-add is introduced, so it rounds as the others).
     ($(#[$doc:meta])* fn $name:ident / $avx:ident / $avx512:ident / $generic:ident ($($arg:ident : $ty:ty),*)) => {
         $(#[$doc])*
         #[inline]
@@ -57,29 +58,6 @@ macro_rules! dispatch {
         #[target_feature(enable = "avx512f")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn $avx512($($arg: $ty),*) {
-            $generic($($arg),*)
-        }
-    };
-    ($(#[$doc:meta])* fn $name:ident / $avx:ident / $generic:ident ($($arg:ident : $ty:ty),*)) => {
-        $(#[$doc])*
-        #[inline]
-        #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if has_avx2() {
-                    // SAFETY: the processor supports AVX2, checked just above.
-                    unsafe { $avx($($arg),*) };
-                    return;
-                }
-            }
-            $generic($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn $avx($($arg: $ty),*) {
             $generic($($arg),*)
         }
     };
