@@ -464,4 +464,92 @@ mod tests {
             assert!(round % 2 == 1 || !fused.crossing.is_empty() || n < 20, "round {round}: nothing crosses");
         }
     }
+
+    /// The sparse path's classification of one unit (box bounds first, the vertices only for
+    /// hinges the box leaves open) agrees with the dense classification of every unit, bit for
+    /// bit: post-activation, pattern bits and crossing hinges, for one- and two-hinge layers
+    /// over random boxes and triangles, with units placed on and near their hinges.
+    #[test]
+    fn one_unit_classification_matches_the_dense_pass() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let (mut by_box, mut by_vertices) = (0, 0);
+        for round in 0..300 {
+            let two = round % 3 == 0;
+            let n = rng.random_range(1..200);
+            let forms: Vec<HingeForm> = (0..n)
+                .map(|_| match (two, rng.random_range(0..3)) {
+                    (true, _) => HingeForm::new(0.0, -0.5, &[(-0.5, 1.0), (0.5, -1.0)]),
+                    (false, 0) => HingeForm::new(0.0, 0.0, &[(0.0, 1.0)]),
+                    (false, 1) => HingeForm::new(0.1, 0.0, &[(0.0, 0.9)]),
+                    _ => HingeForm::new(1.0, 0.0, &[]),
+                })
+                .collect();
+            let slots = if two { 2 } else { 1 };
+            let layer = PwlLayer::new(&forms, slots);
+            let mut z = vec![0.0; 3 * n];
+            for i in 0..n {
+                z[i] = rng.random_range(-1.0..1.0);
+                z[n + i] = if rng.random_bool(0.1) { 0.0 } else { rng.random_range(-1.0..1.0) };
+                z[2 * n + i] = f64::from(rng.random_range(-4..5)) * 0.25 + rng.random_range(-0.3..0.3);
+            }
+            let noise: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..1e-12)).collect();
+            // A tenth of the units flat, within the tolerance band just above a hinge: on the
+            // line, neither side (a box rule that ignored the tolerance would put them above).
+            for i in 0..n {
+                if let (true, Some(&(bp, _))) = (rng.random_bool(0.1), forms[i].hinges().first()) {
+                    z[i] = 0.0;
+                    z[n + i] = 0.0;
+                    z[2 * n + i] = bp + 0.5 * kernels::hinge_tol(0.0, 0.0, bp, noise[i]);
+                }
+            }
+            let poly = if round % 2 == 0 {
+                let x0 = rng.random_range(-1.0..0.5);
+                let y0 = rng.random_range(-1.0..0.5);
+                ConvexPolygon::rect(x0, x0 + rng.random_range(0.01..0.5), y0, y0 + rng.random_range(0.01..0.5))
+            } else {
+                let mut pts: Vec<[f64; 2]> =
+                    (0..3).map(|_| [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)]).collect();
+                let cross = (pts[1][0] - pts[0][0]) * (pts[2][1] - pts[0][1])
+                    - (pts[1][1] - pts[0][1]) * (pts[2][0] - pts[0][0]);
+                if cross < 0.0 {
+                    pts.swap(1, 2);
+                }
+                ConvexPolygon { pts }
+            };
+            let dense = layer.classify_all(&poly, &z, &noise, &mut Scratch::default());
+            let bb = poly.bbox();
+            let center = [0.5 * (bb[0] + bb[1]), 0.5 * (bb[2] + bb[3])];
+            let half = [0.5 * (bb[1] - bb[0]), 0.5 * (bb[3] - bb[2])];
+            for u in 0..n {
+                let zu = [z[u], z[n + u], z[2 * n + u]];
+                let mut crossing = Vec::new();
+                let mut bits = 0u64;
+                let t = layer.classify_one(u, zu, noise[u], (&poly, center, half), &mut crossing, |j, above| {
+                    bits |= u64::from(above) << j;
+                });
+                let want_t = [dense.t[u], dense.t[n + u], dense.t[2 * n + u]];
+                assert_eq!(t.map(f64::to_bits), want_t.map(f64::to_bits), "round {round}, unit {u}");
+                let want_bits = (0..slots).fold(0u64, |w, j| {
+                    let bit = u * slots + j;
+                    w | (dense.bits[bit / 64] >> (bit % 64) & 1) << j
+                });
+                assert_eq!(bits, want_bits, "round {round}, unit {u}");
+                let want: Vec<(u8, bool)> =
+                    dense.crossing.iter().filter(|x| x.unit as usize == u).map(|x| (x.slot, x.above)).collect();
+                let got: Vec<(u8, bool)> = crossing.iter().map(|x| (x.slot, x.above)).collect();
+                assert_eq!(got, want, "round {round}, unit {u}");
+                let (lo, hi) = kernels::box_range(zu[0], zu[1], zu[2], center, half);
+                let decided = forms[u].hinges().iter().all(|&(bp, _)| {
+                    let tol = kernels::hinge_tol(zu[0], zu[1], bp, noise[u]);
+                    lo - bp > tol || hi - bp < -tol
+                });
+                if decided {
+                    by_box += 1;
+                } else {
+                    by_vertices += 1;
+                }
+            }
+        }
+        assert!(by_box > 1000 && by_vertices > 1000, "{by_box} by the box, {by_vertices} by the vertices");
+    }
 }
