@@ -415,6 +415,23 @@ mod tests {
         }
     }
 
+    /// A random box (`boxed`) or counter-clockwise triangle inside `[-1, 1]²`.
+    fn random_polygon(rng: &mut impl Rng, boxed: bool) -> ConvexPolygon {
+        if boxed {
+            let x0 = rng.random_range(-1.0..0.5);
+            let y0 = rng.random_range(-1.0..0.5);
+            return ConvexPolygon::rect(x0, x0 + rng.random_range(0.01..0.5), y0, y0 + rng.random_range(0.01..0.5));
+        }
+        let mut pts: Vec<[f64; 2]> =
+            (0..3).map(|_| [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)]).collect();
+        let cross =
+            (pts[1][0] - pts[0][0]) * (pts[2][1] - pts[0][1]) - (pts[1][1] - pts[0][1]) * (pts[2][0] - pts[0][0]);
+        if cross < 0.0 {
+            pts.swap(1, 2);
+        }
+        ConvexPolygon { pts }
+    }
+
     #[test]
     fn fused_single_hinge_pass_matches_the_slot_passes() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -439,20 +456,7 @@ mod tests {
                 };
             }
             let noise: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..1e-12)).collect();
-            let poly = if round % 2 == 0 {
-                let x0 = rng.random_range(-1.0..0.5);
-                let y0 = rng.random_range(-1.0..0.5);
-                ConvexPolygon::rect(x0, x0 + rng.random_range(0.01..0.5), y0, y0 + rng.random_range(0.01..0.5))
-            } else {
-                let mut pts: Vec<[f64; 2]> =
-                    (0..3).map(|_| [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)]).collect();
-                let cross = (pts[1][0] - pts[0][0]) * (pts[2][1] - pts[0][1])
-                    - (pts[1][1] - pts[0][1]) * (pts[2][0] - pts[0][0]);
-                if cross < 0.0 {
-                    pts.swap(1, 2);
-                }
-                ConvexPolygon { pts }
-            };
+            let poly = random_polygon(&mut rng, round % 2 == 0);
             let mut scratch = Scratch::default();
             let fused = layer.classify_single(&poly, &z, &noise, &mut scratch);
             let slots = layer.classify_slots(&poly, &z, &noise, &mut scratch);
@@ -502,20 +506,7 @@ mod tests {
                     z[2 * n + i] = bp + 0.5 * kernels::hinge_tol(0.0, 0.0, bp, noise[i]);
                 }
             }
-            let poly = if round % 2 == 0 {
-                let x0 = rng.random_range(-1.0..0.5);
-                let y0 = rng.random_range(-1.0..0.5);
-                ConvexPolygon::rect(x0, x0 + rng.random_range(0.01..0.5), y0, y0 + rng.random_range(0.01..0.5))
-            } else {
-                let mut pts: Vec<[f64; 2]> =
-                    (0..3).map(|_| [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)]).collect();
-                let cross = (pts[1][0] - pts[0][0]) * (pts[2][1] - pts[0][1])
-                    - (pts[1][1] - pts[0][1]) * (pts[2][0] - pts[0][0]);
-                if cross < 0.0 {
-                    pts.swap(1, 2);
-                }
-                ConvexPolygon { pts }
-            };
+            let poly = random_polygon(&mut rng, round % 2 == 0);
             let dense = layer.classify_all(&poly, &z, &noise, &mut Scratch::default());
             let bb = poly.bbox();
             let center = [0.5 * (bb[0] + bb[1]), 0.5 * (bb[2] + bb[3])];
