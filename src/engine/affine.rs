@@ -798,11 +798,9 @@ impl Affine {
             Columns::Dense { wt, stride } => {
                 let col = &wt[j * stride..j * stride + self.n_out];
                 if acc.pixels() == 1 {
-                    let len = self.n_out;
                     let [r0, r1, r2] = acc.block(0);
-                    let rows =
-                        (&mut r0[offset..offset + len], &mut r1[offset..offset + len], &mut r2[offset..offset + len]);
-                    super::kernels::axpy3(rows.0, rows.1, rows.2, col, coef);
+                    let at = offset..offset + self.n_out;
+                    super::kernels::axpy3(&mut r0[at.clone()], &mut r1[at.clone()], &mut r2[at], col, coef);
                 } else {
                     for (i, &w) in col.iter().enumerate() {
                         acc.add(offset + i, coef, w);
@@ -927,12 +925,10 @@ unsafe fn conv_scatter_all_avx512(
     acc: &mut Acc,
     channel_offset: usize,
 ) {
-    for &(j, coef) in corrs {
-        // SAFETY: AVX-512F is available (this function's contract).
-        conv_scatter(conv, j as usize, coef, acc, channel_offset, |r0, r1, r2, w, c| unsafe {
-            super::kernels::axpy3_avx512(r0, r1, r2, w, c)
-        });
-    }
+    // SAFETY: AVX-512F is available (this function's contract).
+    conv_scatter_all_with(conv, corrs, acc, channel_offset, |r0, r1, r2, w, c| unsafe {
+        super::kernels::axpy3_avx512(r0, r1, r2, w, c)
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -943,25 +939,34 @@ unsafe fn conv_scatter_all_avx2(
     acc: &mut Acc,
     channel_offset: usize,
 ) {
-    for &(j, coef) in corrs {
-        // SAFETY: AVX2 is available (this function's contract).
-        conv_scatter(conv, j as usize, coef, acc, channel_offset, |r0, r1, r2, w, c| unsafe {
-            super::kernels::axpy3_avx2(r0, r1, r2, w, c)
-        });
-    }
+    // SAFETY: AVX2 is available (this function's contract).
+    conv_scatter_all_with(conv, corrs, acc, channel_offset, |r0, r1, r2, w, c| unsafe {
+        super::kernels::axpy3_avx2(r0, r1, r2, w, c)
+    });
 }
 
-#[inline(always)]
 fn conv_scatter_all_generic(conv: &ConvColumns<'_>, corrs: &[(u32, [f64; 3])], acc: &mut Acc, channel_offset: usize) {
+    conv_scatter_all_with(conv, corrs, acc, channel_offset, super::kernels::axpy3_generic);
+}
+
+/// [`conv_scatter`] of every correction with `axpy`, inlined into each build above.
+#[inline(always)]
+fn conv_scatter_all_with(
+    conv: &ConvColumns<'_>,
+    corrs: &[(u32, [f64; 3])],
+    acc: &mut Acc,
+    channel_offset: usize,
+    mut axpy: impl FnMut(&mut [f64], &mut [f64], &mut [f64], &[f64], [f64; 3]),
+) {
     for &(j, coef) in corrs {
-        conv_scatter(conv, j as usize, coef, acc, channel_offset, super::kernels::axpy3_generic);
+        conv_scatter(conv, j as usize, coef, acc, channel_offset, &mut axpy);
     }
 }
 
 /// `acc += coef ⊗ column j` of a convolution, pixel by pixel: at each tap, the weights to the
-/// group's output channels are one contiguous run, added by `axpy`. (The AVX2 build passes a
-/// closure over the intrinsics version: a plain function item went through a call shim compiled
-/// for the baseline target and ran two lanes wide, a fifth of the all-conv net's time.)
+/// group's output channels are one contiguous run, added by `axpy`. (The AVX2 and AVX-512 builds
+/// pass closures over the intrinsics versions: a plain function item went through a call shim
+/// compiled for the baseline target and ran two lanes wide, a fifth of the all-conv net's time.)
 #[inline(always)]
 fn conv_scatter(
     conv: &ConvColumns<'_>,

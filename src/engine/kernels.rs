@@ -495,7 +495,7 @@ fn block_kernel() -> Block {
     #[cfg(target_arch = "x86_64")]
     {
         // (The feature checks are cached by the standard library.)
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if has_avx512() {
             // SAFETY (both wrappers): the features were detected; both callers assert the
             // blocks' contract (every input's row of `stride` weights is in `wt`, and
             // kb + lanes ≤ stride by the padding).
